@@ -1,0 +1,49 @@
+"""Writes for users and teams."""
+
+import secrets
+
+from django.db import transaction
+
+from accounts.models import Role, Team, User
+
+
+def user_create(
+    *,
+    username: str,
+    role: str,
+    teams: list[str] = (),
+    password: str | None = None,
+    email: str = "",
+) -> tuple[User, str]:
+    """Create a user in the given teams (created when missing); return it and its password."""
+    if role not in Role.values:
+        raise ValueError(f"unknown role {role!r}; choose one of {', '.join(Role.values)}")
+    password = password or secrets.token_urlsafe(12)
+    with transaction.atomic():
+        user = User.objects.create_user(
+            username=username,
+            password=password,
+            email=email,
+            role=role,
+            is_superuser=role == Role.ADMIN,
+        )
+        user.teams.set([Team.objects.get_or_create(name=name)[0] for name in teams])
+    return user, password
+
+
+DEMO_USERS = [
+    ("alice", Role.CLINICIAN, ["Haematology A"]),
+    ("bob", Role.REVIEWER, ["Haematology A"]),
+    ("charlie", Role.CLINICIAN, ["Haematology B"]),
+    ("admin", Role.ADMIN, []),
+]
+
+
+def demo_users_ensure() -> list[tuple[User, str]]:
+    """On an empty database, create one user per role; return them with passwords.
+
+    Nothing is created once any user exists, so real accounts are never touched.
+    """
+    if User.objects.exists():
+        return []
+    return [user_create(username=name, role=role, teams=teams) for name, role, teams in DEMO_USERS]

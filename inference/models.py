@@ -1,0 +1,75 @@
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+
+class ModelVersionQuerySet(models.QuerySet):
+    def deployed(self) -> "ModelVersion | None":
+        return self.filter(status=ModelVersion.Status.DEPLOYED).first()
+
+
+class ModelVersion(models.Model):
+    """One imported, immutable model artifact and where it stands in the registry."""
+
+    class Status(models.TextChoices):
+        REGISTERED = "registered", "Registered"
+        DEPLOYED = "deployed", "Deployed"
+        SHADOW = "shadow", "Shadow"
+        RETIRED = "retired", "Retired"
+
+    name = models.CharField(max_length=100)
+    version = models.CharField(max_length=50)
+    architecture = models.CharField(max_length=50)
+    classes = models.JSONField(help_text="Ordered class labels, as the model outputs them.")
+    input_size = models.PositiveIntegerField()
+    artifact = models.CharField(max_length=500, help_text="Folder in the models storage.")
+    content_hash = models.CharField(max_length=80)
+    manifest = models.JSONField()
+    report = models.JSONField(default=dict, blank=True)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.REGISTERED)
+    imported_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created = models.DateTimeField(auto_now_add=True)
+
+    objects = ModelVersionQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created"]
+        constraints = [
+            models.UniqueConstraint(fields=["name", "version"], name="unique_model_version"),
+            # The registry's central promise: at most one deployed and one shadow model.
+            models.UniqueConstraint(
+                fields=["status"], condition=Q(status="deployed"), name="one_deployed_model"
+            ),
+            models.UniqueConstraint(
+                fields=["status"], condition=Q(status="shadow"), name="one_shadow_model"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} {self.version}"
+
+
+class DeploymentEvent(models.Model):
+    """A recorded change of which model serves: who, when, why."""
+
+    class Action(models.TextChoices):
+        DEPLOY = "deploy", "Deploy"
+        ROLLBACK = "rollback", "Roll back"
+        SHADOW = "shadow", "Set as shadow"
+        RETIRE = "retire", "Retire"
+
+    model_version = models.ForeignKey(ModelVersion, on_delete=models.PROTECT, related_name="events")
+    action = models.CharField(max_length=16, choices=Action.choices)
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    reason = models.TextField()
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created"]
+
+    def __str__(self) -> str:
+        return f"{self.get_action_display()} {self.model_version}"

@@ -1,0 +1,46 @@
+"""A worker's heartbeat thread: it upserts its WorkerHeartbeat row every few seconds."""
+
+import logging
+import os
+import threading
+
+from django.conf import settings
+from django.db import close_old_connections
+from django.utils import timezone
+
+from leukweb.models import WorkerHeartbeat
+
+logger = logging.getLogger(__name__)
+_stop = threading.Event()
+
+
+def beat(hostname: str, started) -> None:
+    WorkerHeartbeat.objects.update_or_create(
+        hostname=hostname,
+        defaults={"pid": os.getpid(), "started": started, "last_seen": timezone.now()},
+    )
+
+
+def _run(hostname: str) -> None:
+    started = timezone.now()
+    while not _stop.is_set():
+        try:
+            close_old_connections()
+            beat(hostname, started)
+        except Exception:
+            # A database outage must not kill the worker; /healthz will show it stale.
+            logger.exception("worker heartbeat failed")
+        _stop.wait(settings.WORKER_HEARTBEAT_INTERVAL)
+
+
+def start(hostname: str) -> None:
+    _stop.clear()
+    threading.Thread(target=_run, args=(hostname,), name="heartbeat", daemon=True).start()
+
+
+def stop(hostname: str) -> None:
+    _stop.set()
+    try:
+        WorkerHeartbeat.objects.filter(hostname=hostname).delete()
+    except Exception:
+        logger.exception("could not remove heartbeat of %s", hostname)

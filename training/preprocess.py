@@ -1,0 +1,78 @@
+"""Image decoding and resizing shared by training and inference, so the two cannot drift.
+
+Only Pillow and numpy: the inference worker imports this without TensorFlow's training
+code. Every image a model sees went through ``load_rgb`` then ``resize_for_model``.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+__all__ = ["ImageDecodeError", "load_rgb", "resize_for_model"]
+
+
+class ImageDecodeError(ValueError):
+    """The bytes are not an image Pillow can fully decode (unknown format, truncated, bomb)."""
+
+
+def load_rgb(data: bytes) -> np.ndarray:
+    """Decode image bytes of any Pillow format to an upright RGB uint8 array (H, W, 3).
+
+    EXIF orientation is applied; transparency is composited onto white (a slide is
+    bright where nothing is); 16-bit and float greyscale are scaled to 0-255.
+    """
+    if not data:
+        raise ImageDecodeError("empty file: no image data")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as img:
+                img.load()  # force the full decode now, so truncation fails here
+                img = ImageOps.exif_transpose(img)
+                return _to_rgb_array(img)
+    except UnidentifiedImageError as exc:
+        raise ImageDecodeError("not a recognised image format") from exc
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageDecodeError(f"image too large to decode safely: {exc}") from exc
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        # Pillow reports truncated or corrupt data as OSError/SyntaxError/ValueError.
+        raise ImageDecodeError(f"image could not be decoded (truncated or corrupt?): {exc}") from exc
+
+
+def _to_rgb_array(img: Image.Image) -> np.ndarray:
+    if img.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
+        arr = np.asarray(img, dtype=np.float64)
+        lo, hi = float(arr.min()), float(arr.max())
+        scaled = np.zeros_like(arr) if hi <= lo else (arr - lo) * (255.0 / (hi - lo))
+        grey = np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+        return np.ascontiguousarray(np.repeat(grey[:, :, None], 3, axis=2))
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        img = Image.alpha_composite(background, rgba)
+    arr = np.asarray(img.convert("RGB"), dtype=np.uint8)
+    if arr.ndim != 3 or arr.shape[2] != 3 or arr.shape[0] == 0 or arr.shape[1] == 0:
+        raise ImageDecodeError(f"decoded image has unusable shape {arr.shape}")
+    return np.ascontiguousarray(arr)
+
+
+def resize_for_model(img: np.ndarray, size: int) -> np.ndarray:
+    """Resize a whole RGB uint8 field to (size, size, 3) with Pillow's bilinear filter.
+
+    The whole field is squeezed (no crop): a smear's cells may sit anywhere in it.
+    """
+    if size < 1:
+        raise ValueError(f"size must be positive, got {size}")
+    arr = np.asarray(img)
+    if arr.ndim != 3 or arr.shape[2] != 3:
+        raise ValueError(f"expected an RGB image of shape (H, W, 3), got {arr.shape}")
+    if arr.dtype != np.uint8:
+        raise ValueError(f"expected uint8 pixels, got {arr.dtype}")
+    if arr.shape[0] == size and arr.shape[1] == size:
+        return np.ascontiguousarray(arr)
+    resized = Image.fromarray(arr).resize((size, size), Image.Resampling.BILINEAR)
+    return np.asarray(resized, dtype=np.uint8)
