@@ -7,6 +7,9 @@ class ModelVersionQuerySet(models.QuerySet):
     def deployed(self) -> "ModelVersion | None":
         return self.filter(status=ModelVersion.Status.DEPLOYED).first()
 
+    def shadow(self) -> "ModelVersion | None":
+        return self.filter(status=ModelVersion.Status.SHADOW).first()
+
 
 class ModelVersion(models.Model):
     """One imported, immutable model artifact and where it stands in the registry."""
@@ -50,6 +53,11 @@ class ModelVersion(models.Model):
     def __str__(self) -> str:
         return f"{self.name} {self.version}"
 
+    @property
+    def is_synthetic(self) -> bool:
+        """Trained on generated images: a demo, never for clinical use."""
+        return bool(self.manifest.get("synthetic"))
+
 
 class DeploymentEvent(models.Model):
     """A recorded change of which model serves: who, when, why."""
@@ -73,3 +81,64 @@ class DeploymentEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.get_action_display()} {self.model_version}"
+
+
+class Prediction(models.Model):
+    """One model version's answer for one image. Never overwritten."""
+
+    image = models.ForeignKey(
+        "cases.SmearImage", on_delete=models.PROTECT, related_name="predictions"
+    )
+    model_version = models.ForeignKey(
+        ModelVersion, on_delete=models.PROTECT, related_name="predictions"
+    )
+    probabilities = models.JSONField(help_text="Calibrated probability per class label.")
+    label = models.CharField(max_length=64, db_index=True)
+    confidence = models.FloatField()
+    # Out-of-scope guard: the score, and whether it crossed the model's threshold.
+    ood_score = models.FloatField(null=True, blank=True)
+    out_of_scope = models.BooleanField(default=False)
+    heatmap = models.FileField(upload_to="heatmaps/", blank=True, max_length=255)
+    inference_ms = models.FloatField()
+    worker_host = models.CharField(max_length=255)
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["image", "model_version"], name="one_prediction_per_image_and_model"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.label} ({self.confidence:.0%}) by {self.model_version}"
+
+
+class CaseResult(models.Model):
+    """A model version's aggregate answer for a whole case (the rule is in services)."""
+
+    case = models.ForeignKey("cases.Case", on_delete=models.PROTECT, related_name="results")
+    model_version = models.ForeignKey(
+        ModelVersion, on_delete=models.PROTECT, related_name="case_results"
+    )
+    label = models.CharField(max_length=64, db_index=True)
+    confidence = models.FloatField()
+    probabilities = models.JSONField()
+    needs_review = models.BooleanField(default=False, db_index=True)
+    images_count = models.PositiveIntegerField()
+    out_of_scope_count = models.PositiveIntegerField(default=0)
+    # True for the result of the model that was deployed (not shadow) when it was made.
+    primary = models.BooleanField(default=True, db_index=True)
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["case", "model_version"], name="one_result_per_case_and_model"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.case}: {self.label}"

@@ -1,0 +1,123 @@
+import uuid
+
+from django.conf import settings
+from django.core.validators import MaxValueValidator, MinValueValidator
+from django.db import models
+
+
+class Patient(models.Model):
+    """A pseudonymous patient: a lab's identifier, no name. Unique within a team."""
+
+    class Sex(models.TextChoices):
+        FEMALE = "F", "Female"
+        MALE = "M", "Male"
+        OTHER = "O", "Other"
+        UNKNOWN = "U", "Unknown"
+
+    team = models.ForeignKey("accounts.Team", on_delete=models.PROTECT, related_name="patients")
+    identifier = models.CharField(max_length=64, help_text="Pseudonymous identifier, not a name.")
+    sex = models.CharField(max_length=1, choices=Sex.choices, default=Sex.UNKNOWN)
+    year_of_birth = models.PositiveSmallIntegerField(
+        null=True, blank=True, validators=[MinValueValidator(1900), MaxValueValidator(2100)]
+    )
+    notes = models.TextField(blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["identifier"]
+        constraints = [
+            models.UniqueConstraint(fields=["team", "identifier"], name="unique_patient_per_team")
+        ]
+
+    def __str__(self) -> str:
+        return self.identifier
+
+
+class Case(models.Model):
+    class Specimen(models.TextChoices):
+        PERIPHERAL_BLOOD = "peripheral_blood", "Peripheral blood"
+        BONE_MARROW = "bone_marrow", "Bone marrow"
+
+    class Stain(models.TextChoices):
+        WRIGHT_GIEMSA = "wright_giemsa", "Wright-Giemsa"
+        MAY_GRUNWALD_GIEMSA = "may_grunwald_giemsa", "May-Grünwald-Giemsa"
+        GIEMSA = "giemsa", "Giemsa"
+        WRIGHT = "wright", "Wright"
+        OTHER = "other", "Other"
+
+    class Status(models.TextChoices):
+        DRAFT = "draft", "Draft"
+        SUBMITTED = "submitted", "Submitted"
+        ANALYSING = "analysing", "Analysing"
+        ANALYSED = "analysed", "Analysed"
+        REVIEWED = "reviewed", "Reviewed"
+        FAILED = "failed", "Failed"
+
+    patient = models.ForeignKey(Patient, on_delete=models.PROTECT, related_name="cases")
+    # The patient's team, copied so that access checks filter one column without a join.
+    team = models.ForeignKey("accounts.Team", on_delete=models.PROTECT, related_name="cases")
+    submitted_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="cases"
+    )
+    specimen = models.CharField(
+        max_length=32, choices=Specimen.choices, default=Specimen.PERIPHERAL_BLOOD
+    )
+    stain = models.CharField(max_length=32, choices=Stain.choices, default=Stain.WRIGHT_GIEMSA)
+    clinical_notes = models.TextField(blank=True)
+    status = models.CharField(
+        max_length=16, choices=Status.choices, default=Status.DRAFT, db_index=True
+    )
+    failure_reason = models.TextField(blank=True)
+    created = models.DateTimeField(auto_now_add=True, db_index=True)
+    updated = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created"]
+        indexes = [models.Index(fields=["team", "-created"])]
+
+    def __str__(self) -> str:
+        return f"Case {self.pk} ({self.patient})"
+
+
+def smear_upload_to(instance: "SmearImage", filename: str) -> str:
+    """A generated name: the uploader's file name is kept in a column, never on disk."""
+    return f"smears/{instance.case_id}/{uuid.uuid4().hex}.{instance.format.lower()}"
+
+
+class SmearImage(models.Model):
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        ANALYSING = "analysing", "Analysing"
+        DONE = "done", "Done"
+        FAILED = "failed", "Failed"
+
+    case = models.ForeignKey(Case, on_delete=models.PROTECT, related_name="images")
+    file = models.FileField(upload_to=smear_upload_to, max_length=255)
+    original_name = models.CharField(max_length=255)
+    sha256 = models.CharField(max_length=64)
+    width = models.PositiveIntegerField()
+    height = models.PositiveIntegerField()
+    format = models.CharField(max_length=8, help_text="Stored format: JPEG, PNG, TIFF or BMP.")
+    size_bytes = models.PositiveBigIntegerField()
+    uploaded_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    uploaded = models.DateTimeField(auto_now_add=True)
+    status = models.CharField(
+        max_length=16, choices=Status.choices, default=Status.PENDING, db_index=True
+    )
+    failure_reason = models.TextField(blank=True)
+    # When the status last changed: the sweeper re-queues images pending for too long.
+    status_changed = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["uploaded", "pk"]
+        constraints = [
+            models.UniqueConstraint(fields=["case", "sha256"], name="unique_image_per_case")
+        ]
+
+    def __str__(self) -> str:
+        return self.original_name
