@@ -75,6 +75,7 @@ INSTALLED_APPS = [
     "accounts",
     "cases",
     "inference",
+    "audit",
 ]
 
 MIDDLEWARE = [

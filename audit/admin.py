@@ -1,0 +1,23 @@
+from django.contrib import admin
+
+from audit.models import AuditEvent
+
+
+@admin.register(AuditEvent)
+class AuditEventAdmin(admin.ModelAdmin):
+    """Read-only: admins browse and filter the log, nobody edits or deletes it."""
+
+    list_display = ("created", "actor", "action", "target_type", "target_repr", "case")
+    list_filter = ("action", "target_type", "created", "actor")
+    search_fields = ("target_repr", "target_id", "actor__username", "case__patient__identifier")
+    date_hierarchy = "created"
+    list_select_related = ("actor", "case__patient")
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False

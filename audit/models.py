@@ -1,0 +1,47 @@
+from django.conf import settings
+from django.db import models
+
+
+class AuditEvent(models.Model):
+    """Who did what to which record, and when. Rows are only ever added."""
+
+    class Action(models.TextChoices):
+        CREATE = "create", "Created"
+        VIEW = "view", "Viewed"
+        CHANGE = "change", "Changed"
+        DOWNLOAD = "download", "Downloaded"
+        SUBMIT = "submit", "Submitted"
+        REVIEW = "review", "Reviewed"
+        DEPLOY = "deploy", "Deployed"
+        IMPORT = "import", "Imported"
+        EXPORT = "export", "Exported"
+
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    action = models.CharField(max_length=16, choices=Action.choices, db_index=True)
+    # What was touched, by model label ("cases.smearimage") and primary key.
+    target_type = models.CharField(max_length=64, db_index=True)
+    target_id = models.CharField(max_length=64)
+    target_repr = models.CharField(max_length=255)
+    # The case the event belongs to, when it belongs to one: the case history reads this.
+    case = models.ForeignKey(
+        "cases.Case", null=True, blank=True, on_delete=models.PROTECT, related_name="audit_events"
+    )
+    detail = models.JSONField(default=dict, blank=True)
+    created = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["-created", "-pk"]
+        indexes = [models.Index(fields=["target_type", "target_id"])]
+
+    def __str__(self) -> str:
+        return f"{self.actor} {self.action} {self.target_repr}"
+
+    def save(self, *args, **kwargs) -> None:
+        if self.pk is not None:
+            raise ValueError("audit events are append-only")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args, **kwargs):
+        raise ValueError("audit events are append-only")

@@ -1,0 +1,23 @@
+"""Hand a case to the workers. Called from transaction.on_commit by the cases app."""
+
+import logging
+
+from leukweb.celery import app as celery_app
+
+logger = logging.getLogger(__name__)
+
+ANALYSE_CASE_TASK = "inference.analyse_case"
+
+
+def case_analysis_request(case_id: int) -> bool:
+    """Queue the analysis of a case's pending images; False when the broker is down.
+
+    The images are already committed as PENDING, so a failed send loses nothing:
+    the periodic sweep queues them again once the broker is back.
+    """
+    try:
+        celery_app.send_task(ANALYSE_CASE_TASK, args=[case_id])
+    except Exception:
+        logger.exception("could not queue case %s; the sweep will retry", case_id)
+        return False
+    return True
