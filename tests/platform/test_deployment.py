@@ -1,0 +1,59 @@
+"""docker-compose.yml cannot be run here (no Docker engine), so check what it declares."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict:
+    return yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+
+
+def test_it_declares_the_production_services(compose):
+    assert {"postgres", "redis", "web", "worker", "beat"} <= set(compose["services"])
+    assert compose["services"]["postgres"]["image"].startswith("postgres:")
+    assert compose["services"]["redis"]["image"].startswith("redis:")
+
+
+def test_web_runs_gunicorn_and_workers_run_celery(compose):
+    services = compose["services"]
+    assert services["web"]["command"][:2] == ["gunicorn", "leukweb.wsgi"]
+    assert services["worker"]["command"][:4] == ["celery", "-A", "leukweb", "worker"]
+    assert services["beat"]["command"][:4] == ["celery", "-A", "leukweb", "beat"]
+    assert (ROOT / "Dockerfile").exists()
+
+
+def test_the_worker_can_be_scaled(compose):
+    worker = compose["services"]["worker"]
+    # A fixed name or a published port would make a second replica fail to start.
+    assert "container_name" not in worker
+    assert "ports" not in worker
+
+
+def test_web_and_workers_share_media_and_models(compose):
+    for name in ("web", "worker"):
+        mounts = {volume.split(":")[1] for volume in compose["services"][name]["volumes"]}
+        assert {"/data/media", "/data/models"} <= mounts
+    assert {"media", "models", "pgdata"} <= set(compose["volumes"])
+
+
+def test_services_are_health_checked_and_wait_for_their_dependencies(compose):
+    services = compose["services"]
+    for name in ("postgres", "redis", "web", "worker"):
+        assert "healthcheck" in services[name], name
+    assert services["migrate"]["depends_on"]["postgres"]["condition"] == "service_healthy"
+    assert services["web"]["depends_on"]["migrate"]["condition"] == (
+        "service_completed_successfully"
+    )
+
+
+def test_production_settings_are_enforced(compose):
+    env = compose["services"]["web"]["environment"]
+    assert env["DEBUG"] == "False"
+    assert env["SECRET_KEY"].startswith("${SECRET_KEY:?")
+    assert env["DATABASE_URL"].startswith("postgres://")
+    assert env["REDIS_URL"].startswith("redis://")
