@@ -204,6 +204,15 @@ WORKER_STALE_AFTER = envint("WORKER_STALE_AFTER", "45")
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "rest_framework.authentication.SessionAuthentication",
+# Images left pending or analysing longer than INFERENCE_STALE_AFTER seconds (a lost
+# message, a dead worker) are queued again; the analysis task is idempotent.
+CELERY_BEAT_SCHEDULE = {
+    "inference-sweep-stale-images": {
+        "task": "inference.sweep_stale_images",
+        "schedule": envint("INFERENCE_SWEEP_EVERY", "120"),
+        "kwargs": {"older_than_s": envint("INFERENCE_STALE_AFTER", "600")},
+    },
+}
         "rest_framework.authentication.TokenAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],

@@ -1,0 +1,34 @@
+from pathlib import Path
+
+from django.core.management.base import BaseCommand, CommandError
+
+from inference.services import (
+    ModelImportError,
+    RegistryError,
+    model_version_deploy,
+    model_version_import,
+)
+
+
+class Command(BaseCommand):
+    help = "Register a packaged model artifact folder (hash, load and a test image are checked)."
+
+    def add_arguments(self, parser):
+        parser.add_argument("path", type=Path, help="artifact folder with model.keras and manifest")
+        parser.add_argument("--deploy", action="store_true", help="deploy it once imported")
+        parser.add_argument("--reason", default="", help="why it is deployed (with --deploy)")
+
+    def handle(self, *args, path: Path, deploy: bool, reason: str, **options):
+        try:
+            version = model_version_import(source=path)
+        except ModelImportError as exc:
+            raise CommandError(f"{path}: {exc}") from exc
+        self.stdout.write(self.style.SUCCESS(f"imported {version} ({version.content_hash})"))
+        if version.is_synthetic:
+            self.stdout.write(self.style.WARNING("synthetic demo model: not for clinical use"))
+        if deploy:
+            try:
+                model_version_deploy(model_version=version, actor=None, reason=reason)
+            except RegistryError as exc:
+                raise CommandError(f"imported, but not deployed: {exc}") from exc
+            self.stdout.write(self.style.SUCCESS(f"deployed {version}"))

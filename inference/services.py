@@ -1,0 +1,457 @@
+"""Writes for the model registry and for predictions.
+
+Registry: import (validated, all or nothing), deploy, roll back, shadow, retire; each
+change is a DeploymentEvent and an audit entry. Analysis: ``case_analyse`` is what the
+``inference.analyse_case`` task runs. TensorFlow is imported late, inside the functions
+that need it, so web processes and the worker's parent process start without it.
+
+Case result rule: the mean of the calibrated class probabilities over the case's
+analysed images (each image weighs the same), its top class as the label and that mean
+probability as the confidence; "needs review" when the confidence is below the model's
+confidence threshold (manifest) or when the images' own top labels disagree.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from audit.models import AuditEvent
+from audit.services import audit_record
+from cases.models import Case, SmearImage
+from inference.artifacts import (
+    artifact_delete,
+    artifact_location,
+    artifact_store,
+    predictor_for,
+)
+from inference.models import CaseResult, DeploymentEvent, ModelVersion, Prediction
+
+logger = logging.getLogger(__name__)
+
+
+class ModelImportError(Exception):
+    """An artifact was refused; the message says why, in words an administrator can act on."""
+
+
+class RegistryError(Exception):
+    """A deploy, rollback, shadow or retire request that the registry's rules forbid."""
+
+
+# --- registry -------------------------------------------------------------------------
+
+
+def model_version_import(*, source: Path, actor=None) -> ModelVersion:
+    """Register an artifact folder after proving it: hash, load, and one test image.
+
+    Nothing is left behind when it is refused: no row, and no files in the models storage.
+    """
+    from inference.predictor import ArtifactError, Predictor
+
+    source = Path(source)
+    try:
+        predictor = Predictor.load(source)
+    except ArtifactError as exc:
+        raise ModelImportError(f"refused: {exc}") from exc
+    manifest = predictor.manifest
+    label = f"{manifest.name} {manifest.version}"
+    if ModelVersion.objects.filter(name=manifest.name, version=manifest.version).exists():
+        raise ModelImportError(f"refused: {label} is already registered")
+    twin = ModelVersion.objects.filter(content_hash=manifest.content_hash).first()
+    if twin is not None:
+        raise ModelImportError(f"refused: these weights are already registered as {twin}")
+    report = {}
+    if (source / "report.json").is_file():
+        try:
+            report = json.loads((source / "report.json").read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ModelImportError(f"refused: report.json is not valid JSON ({exc})") from exc
+
+    location = artifact_location(
+        name=manifest.name, version=manifest.version, content_hash=manifest.content_hash
+    )
+    artifact_store(source, location)
+    try:
+        with transaction.atomic():
+            version = ModelVersion.objects.create(
+                name=manifest.name,
+                version=manifest.version,
+                architecture=manifest.architecture,
+                classes=list(manifest.classes),
+                input_size=manifest.input_size,
+                artifact=location,
+                content_hash=manifest.content_hash,
+                manifest=manifest.to_dict(),
+                report=report,
+                imported_by=actor if getattr(actor, "is_authenticated", False) else None,
+            )
+            audit_record(
+                actor=actor,
+                action=AuditEvent.Action.IMPORT,
+                target=version,
+                detail={"content_hash": version.content_hash, "synthetic": version.is_synthetic},
+            )
+    except IntegrityError as exc:
+        artifact_delete(location)
+        raise ModelImportError(f"refused: {label} was registered at the same moment") from exc
+    except BaseException:
+        artifact_delete(location)
+        raise
+    return version
+
+
+def _event(version: ModelVersion, action: str, actor, reason: str) -> DeploymentEvent:
+    event = DeploymentEvent.objects.create(
+        model_version=version,
+        action=action,
+        actor=actor if getattr(actor, "is_authenticated", False) else None,
+        reason=reason,
+    )
+    audit_record(
+        actor=actor,
+        action=AuditEvent.Action.DEPLOY,
+        target=version,
+        detail={"event": action, "reason": reason},
+    )
+    return event
+
+
+def _reason(reason: str) -> str:
+    reason = (reason or "").strip()
+    if not reason:
+        raise RegistryError("a reason is required")
+    return reason
+
+
+def _deploy(version: ModelVersion, *, actor, reason: str, action: str) -> DeploymentEvent:
+    reason = _reason(reason)
+    with transaction.atomic():
+        version = ModelVersion.objects.select_for_update().get(pk=version.pk)
+        if version.status == ModelVersion.Status.DEPLOYED:
+            raise RegistryError(f"{version} is already deployed")
+        if version.status == ModelVersion.Status.RETIRED:
+            raise RegistryError(f"{version} is retired and cannot serve again")
+        # The old one steps down first: the constraint allows one deployed row at a time.
+        ModelVersion.objects.select_for_update().filter(status=ModelVersion.Status.DEPLOYED).update(
+            status=ModelVersion.Status.REGISTERED
+        )
+        version.status = ModelVersion.Status.DEPLOYED
+        version.save(update_fields=["status"])
+        return _event(version, action, actor, reason)
+
+
+def model_version_deploy(*, model_version: ModelVersion, actor, reason: str) -> DeploymentEvent:
+    """Make this version serve every new analysis; workers switch on their next task."""
+    return _deploy(model_version, actor=actor, reason=reason, action=DeploymentEvent.Action.DEPLOY)
+
+
+def model_version_previous() -> ModelVersion | None:
+    """The version that served before the deployed one (the target of a rollback)."""
+    current = ModelVersion.objects.deployed()
+    events = DeploymentEvent.objects.filter(
+        action__in=[DeploymentEvent.Action.DEPLOY, DeploymentEvent.Action.ROLLBACK]
+    ).select_related("model_version")
+    for event in events.order_by("-created", "-pk"):
+        if current is None or event.model_version_id != current.pk:
+            return event.model_version
+    return None
+
+
+def model_version_rollback(*, actor, reason: str) -> DeploymentEvent:
+    """Deploy again the version that served before the current one."""
+    previous = model_version_previous()
+    if previous is None:
+        raise RegistryError("no earlier deployed version to roll back to")
+    return _deploy(previous, actor=actor, reason=reason, action=DeploymentEvent.Action.ROLLBACK)
+
+
+def model_version_set_shadow(*, model_version: ModelVersion, actor, reason: str) -> DeploymentEvent:
+    """Let this version predict new cases beside the deployed one, for comparison only."""
+    reason = _reason(reason)
+    with transaction.atomic():
+        version = ModelVersion.objects.select_for_update().get(pk=model_version.pk)
+        if version.status != ModelVersion.Status.REGISTERED:
+            raise RegistryError(f"{version} is {version.get_status_display().lower()}, not idle")
+        ModelVersion.objects.select_for_update().filter(status=ModelVersion.Status.SHADOW).update(
+            status=ModelVersion.Status.REGISTERED
+        )
+        version.status = ModelVersion.Status.SHADOW
+        version.save(update_fields=["status"])
+        return _event(version, DeploymentEvent.Action.SHADOW, actor, reason)
+
+
+def model_version_retire(*, model_version: ModelVersion, actor, reason: str) -> DeploymentEvent:
+    """Take a registered or shadow version out of use for good (its predictions stay)."""
+    reason = _reason(reason)
+    with transaction.atomic():
+        version = ModelVersion.objects.select_for_update().get(pk=model_version.pk)
+        if version.status == ModelVersion.Status.DEPLOYED:
+            raise RegistryError(f"{version} is deployed: deploy another version first")
+        if version.status == ModelVersion.Status.RETIRED:
+            raise RegistryError(f"{version} is already retired")
+        version.status = ModelVersion.Status.RETIRED
+        version.save(update_fields=["status"])
+        return _event(version, DeploymentEvent.Action.RETIRE, actor, reason)
+
+
+# --- analysis -------------------------------------------------------------------------
+
+IMAGE_MISSING = "The stored image file is missing, so it could not be analysed."
+IMAGE_UNREADABLE = "The file could not be read as an image ({detail}). Please upload it again."
+MODEL_UNAVAILABLE = (
+    "The analysis model ({model}) could not be loaded ({detail}). An administrator has to "
+    "deploy a working model; the image can then be analysed again."
+)
+
+
+@dataclass(frozen=True)
+class AnalysisOutcome:
+    case_id: int
+    model_version: str | None
+    predicted: int = 0
+    failed: int = 0
+    shadow_predicted: int = 0
+    note: str = ""
+
+
+def _claim(case_id: int, version: ModelVersion) -> list[SmearImage]:
+    """Lock the case and mark the images this version has not predicted yet as analysing.
+
+    Images left ANALYSING by a killed worker are claimed again; FAILED ones are final.
+    """
+    with transaction.atomic():
+        case = Case.objects.select_for_update().get(pk=case_id)
+        images = list(
+            case.images.select_for_update()
+            .exclude(status=SmearImage.Status.FAILED)
+            .exclude(predictions__model_version=version)
+        )
+        if images:
+            SmearImage.objects.filter(pk__in=[i.pk for i in images]).update(
+                status=SmearImage.Status.ANALYSING, status_changed=timezone.now()
+            )
+            if case.status != Case.Status.REVIEWED:
+                case.status = Case.Status.ANALYSING
+                case.save(update_fields=["status", "updated"])
+    return images
+
+
+def _read(image: SmearImage) -> bytes:
+    """The upload's bytes from storage; FileNotFoundError is final, other OSErrors retry."""
+    with image.file.open("rb") as fh:
+        return fh.read()
+
+
+def _predict(predictor, blobs: dict[int, bytes]):
+    """Prepare and classify; return ({image pk: answer}, {image pk: failure}, ms per image)."""
+    from inference.predictor import ImageDecodeError
+
+    arrays, failures = {}, {}
+    for pk, data in blobs.items():
+        try:
+            arrays[pk] = predictor.prepare(data)
+        except ImageDecodeError as exc:
+            failures[pk] = IMAGE_UNREADABLE.format(detail=exc)
+    answers, ms = predictor.predict(list(arrays.values()))
+    per_image = ms / len(answers) if answers else 0.0
+    return dict(zip(arrays, answers, strict=True)), failures, per_image
+
+
+def _prediction_rows(version, answers, per_image_ms, worker_host) -> list[Prediction]:
+    return [
+        Prediction(
+            image_id=pk,
+            model_version=version,
+            probabilities=answer.probabilities,
+            label=answer.label,
+            confidence=answer.confidence,
+            inference_ms=per_image_ms,
+            worker_host=worker_host,
+        )
+        for pk, answer in answers.items()
+    ]
+
+
+def case_result_refresh(*, case: Case, model_version: ModelVersion, primary: bool) -> CaseResult:
+    """Recompute a version's aggregate for a case from its predictions (rule: module doc)."""
+    predictions = list(
+        Prediction.objects.filter(image__case=case, model_version=model_version).exclude(
+            image__status=SmearImage.Status.FAILED
+        )
+    )
+    classes = list(model_version.classes)
+    in_scope = [p for p in predictions if not p.out_of_scope] or predictions
+    mean = {c: sum(p.probabilities.get(c, 0.0) for p in in_scope) / len(in_scope) for c in classes}
+    label = max(classes, key=lambda c: (mean[c], -classes.index(c)))
+    threshold = float(model_version.manifest.get("confidence_threshold", 0.0))
+    disagree = len({p.label for p in in_scope}) > 1
+    result, _ = CaseResult.objects.update_or_create(
+        case=case,
+        model_version=model_version,
+        defaults={
+            "label": label,
+            "confidence": mean[label],
+            "probabilities": mean,
+            "needs_review": mean[label] < threshold or disagree,
+            "images_count": len(predictions),
+            "out_of_scope_count": sum(p.out_of_scope for p in predictions),
+            "primary": primary,
+        },
+    )
+    return result
+
+
+def _case_status_refresh(case: Case) -> None:
+    statuses = list(case.images.values_list("status", "failure_reason"))
+    if case.status == Case.Status.REVIEWED or not statuses:
+        return
+    pending = {SmearImage.Status.PENDING, SmearImage.Status.ANALYSING}
+    failed = [reason for status, reason in statuses if status == SmearImage.Status.FAILED]
+    if any(status in pending for status, _ in statuses):
+        case.status, case.failure_reason = Case.Status.ANALYSING, ""
+    elif len(failed) == len(statuses):
+        case.status = Case.Status.FAILED
+        case.failure_reason = failed[0] if len(set(failed)) == 1 else "; ".join(sorted(set(failed)))
+    else:
+        case.status = Case.Status.ANALYSED
+        case.failure_reason = (
+            f"{len(failed)} of {len(statuses)} images could not be analysed." if failed else ""
+        )
+    case.save(update_fields=["status", "failure_reason", "updated"])
+
+
+def _store(case_id, version, shadow, rows, failures) -> None:
+    with transaction.atomic():
+        case = Case.objects.select_for_update().get(pk=case_id)
+        # A concurrent or re-delivered task may have stored the same (image, version):
+        # the unique constraint keeps the first, and this one adds nothing.
+        Prediction.objects.bulk_create(rows, ignore_conflicts=True)
+        done = {r.image_id for r in rows if r.model_version_id == version.pk}
+        now = timezone.now()
+        SmearImage.objects.filter(pk__in=done).update(
+            status=SmearImage.Status.DONE, failure_reason="", status_changed=now
+        )
+        for pk, reason in failures.items():
+            SmearImage.objects.filter(pk=pk).update(
+                status=SmearImage.Status.FAILED, failure_reason=reason, status_changed=now
+            )
+        if Prediction.objects.filter(image__case=case, model_version=version).exists():
+            case_result_refresh(case=case, model_version=version, primary=True)
+        if shadow and Prediction.objects.filter(image__case=case, model_version=shadow).exists():
+            case_result_refresh(case=case, model_version=shadow, primary=False)
+        _case_status_refresh(case)
+
+
+def _fail_case_images(case_id: int, reason: str) -> int:
+    with transaction.atomic():
+        case = Case.objects.select_for_update().get(pk=case_id)
+        count = (
+            case.images.filter(status__in=[SmearImage.Status.PENDING, SmearImage.Status.ANALYSING])
+            .exclude(predictions__isnull=False)
+            .update(
+                status=SmearImage.Status.FAILED,
+                failure_reason=reason,
+                status_changed=timezone.now(),
+            )
+        )
+        _case_status_refresh(case)
+    return count
+
+
+def case_analyse(*, case_id: int, worker_host: str) -> AnalysisOutcome:
+    """Classify a case's not-yet-predicted images with the deployed model (and the shadow).
+
+    Idempotent: images this version already predicted are skipped, and the unique
+    constraint stops a duplicate from any concurrent run. The model is loaded (and warmed
+    up) before the case is claimed, so no row is locked while TensorFlow works on a load.
+    """
+    from inference.predictor import ArtifactError
+
+    version = ModelVersion.objects.deployed()
+    if version is None:
+        logger.warning("case %s: no model is deployed; the sweep will queue it again", case_id)
+        return AnalysisOutcome(case_id, None, note="no model deployed")
+    if not Case.objects.filter(pk=case_id).exists():
+        return AnalysisOutcome(case_id, str(version), note="no such case")
+    try:
+        predictor = predictor_for(version)
+    except (ArtifactError, FileNotFoundError) as exc:
+        logger.error("case %s: model %s cannot be loaded: %s", case_id, version, exc)
+        failed = _fail_case_images(case_id, MODEL_UNAVAILABLE.format(model=version, detail=exc))
+        return AnalysisOutcome(case_id, str(version), failed=failed, note="model unavailable")
+
+    images = _claim(case_id, version)
+    if not images:
+        return AnalysisOutcome(case_id, str(version), note="nothing to analyse")
+    blobs, failures = {}, {}
+    for image in images:
+        try:
+            blobs[image.pk] = _read(image)
+        except FileNotFoundError:
+            failures[image.pk] = IMAGE_MISSING
+    answers, unreadable, per_image_ms = _predict(predictor, blobs)
+    failures.update(unreadable)
+    rows = _prediction_rows(version, answers, per_image_ms, worker_host)
+
+    shadow = ModelVersion.objects.shadow()
+    shadow_rows = []
+    if shadow is not None:
+        shadow_rows = _shadow_rows(shadow, answers, blobs, worker_host)
+    _store(case_id, version, shadow, rows + shadow_rows, failures)
+    return AnalysisOutcome(
+        case_id,
+        str(version),
+        predicted=len(rows),
+        failed=len(failures),
+        shadow_predicted=len(shadow_rows),
+    )
+
+
+def _shadow_rows(shadow, answers, blobs, worker_host) -> list[Prediction]:
+    """The shadow model's predictions for the same images; its trouble never fails a case."""
+    from inference.predictor import ArtifactError
+
+    todo = {
+        pk: blobs[pk]
+        for pk in answers
+        if not Prediction.objects.filter(image_id=pk, model_version=shadow).exists()
+    }
+    if not todo:
+        return []
+    try:
+        predictor = predictor_for(shadow)
+        shadow_answers, _, per_image_ms = _predict(predictor, todo)
+    except (ArtifactError, FileNotFoundError) as exc:
+        logger.error("shadow model %s cannot be loaded, skipped: %s", shadow, exc)
+        return []
+    return _prediction_rows(shadow, shadow_answers, per_image_ms, worker_host)
+
+
+def stale_images_requeue(*, older_than_s: int) -> list[int]:
+    """Queue again the cases whose images sat PENDING or ANALYSING too long.
+
+    Covers a lost broker message, a publish that failed while the broker was down and a
+    worker that died mid-task. Re-queuing is safe because the task is idempotent; the
+    images' clock restarts so that one stuck image is not queued every sweep.
+    """
+    from inference.dispatch import case_analysis_request
+
+    cutoff = timezone.now() - timedelta(seconds=older_than_s)
+    stale = SmearImage.objects.filter(
+        status__in=[SmearImage.Status.PENDING, SmearImage.Status.ANALYSING],
+        status_changed__lt=cutoff,
+    )
+    case_ids = sorted(set(stale.values_list("case_id", flat=True)))
+    queued = [case_id for case_id in case_ids if case_analysis_request(case_id)]
+    SmearImage.objects.filter(pk__in=stale.filter(case_id__in=queued).values("pk")).update(
+        status_changed=timezone.now()
+    )
+    if queued:
+        logger.info("sweep: queued %d stale case(s) again: %s", len(queued), queued)
+    return queued

@@ -1,0 +1,38 @@
+"""Celery shells around inference services. Task names and signatures are public: queued
+messages outlive deploys, so change them only by adding new tasks."""
+
+import socket
+from dataclasses import asdict
+
+from celery import shared_task
+from django.db import InterfaceError, OperationalError
+from kombu.exceptions import OperationalError as BrokerError
+
+from inference import services
+
+# Worth retrying: the database, the storage or the broker may be back in a moment.
+# FileNotFoundError is an OSError too, but services turn it into a final FAILED first.
+TRANSIENT_ERRORS = (OperationalError, InterfaceError, OSError, BrokerError)
+
+
+@shared_task(
+    name="inference.analyse_case",
+    bind=True,
+    acks_late=True,
+    reject_on_worker_lost=True,
+    autoretry_for=TRANSIENT_ERRORS,
+    retry_backoff=2,
+    retry_backoff_max=120,
+    retry_jitter=True,
+    max_retries=8,
+)
+def analyse_case(self, case_id: int) -> dict:
+    """Classify a case's new images with the deployed (and shadow) model."""
+    host = self.request.hostname or socket.gethostname()
+    return asdict(services.case_analyse(case_id=case_id, worker_host=host))
+
+
+@shared_task(name="inference.sweep_stale_images", acks_late=True)
+def sweep_stale_images(older_than_s: int = 600) -> list[int]:
+    """Periodic (celery beat): queue again the cases of images stuck pending or analysing."""
+    return services.stale_images_requeue(older_than_s=older_than_s)
