@@ -211,7 +211,7 @@ def split_samples(
     validation_fraction: float = 0.2,
     grouped: bool = False,
 ) -> dict[str, list[Sample]]:
-    """Stratified seeded split: ``test_fraction`` for test, then ``validation_fraction`` of the rest.
+    """Stratified seeded split: ``test_fraction`` to test, ``validation_fraction`` of the rest.
 
     With ``grouped`` every sample's ``group`` stays whole on one side (stratified group
     folds, falling back to a group shuffle split when classes have too few groups).

@@ -40,7 +40,9 @@ def load_rgb(data: bytes) -> np.ndarray:
         raise ImageDecodeError(f"image too large to decode safely: {exc}") from exc
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         # Pillow reports truncated or corrupt data as OSError/SyntaxError/ValueError.
-        raise ImageDecodeError(f"image could not be decoded (truncated or corrupt?): {exc}") from exc
+        raise ImageDecodeError(
+            f"image could not be decoded (truncated or corrupt?): {exc}"
+        ) from exc
 
 
 def _to_rgb_array(img: Image.Image) -> np.ndarray:

@@ -1,0 +1,39 @@
+"""Shared fixtures for the training tests: paths to the shared data and a tiny trained run."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DATA_ROOT = REPO_ROOT / ".." / "shared" / "data"
+TALEQANI = DATA_ROOT / "taleqani-all"
+BCCD_IMAGES = DATA_ROOT / "bccd-smears" / "images"
+
+# The editable install predates training/; make the package importable from the repo root.
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+@pytest.fixture(scope="session")
+def synthetic_dir(tmp_path_factory) -> Path:
+    """Five classes x 12 generated fields at 48 px, written like a real data folder."""
+    from training.synth import write_dataset
+
+    return write_dataset(tmp_path_factory.mktemp("synthetic"), per_class=12, size=48, seed=3)
+
+
+@pytest.fixture(scope="session")
+def tiny_run(synthetic_dir, tmp_path_factory):
+    """One real (tiny) training run: CML-1 at 32 px for 2 epochs, packaged."""
+    from training.train import TrainConfig, run_training
+
+    out = tmp_path_factory.mktemp("runs")
+    cfg = TrainConfig(data_dir=str(synthetic_dir), arch="cml1", img_size=32, epochs=2,
+                      patience=2, batch_size=16, seed=1, out=str(out), name="tiny",
+                      version="0.1")
+    return run_training(cfg)

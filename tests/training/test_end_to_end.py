@@ -1,0 +1,128 @@
+"""Tiny end-to-end run: train -> evaluate -> package -> load_packaged -> predict."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from training.package import ArtifactError, Manifest, load_packaged
+from training.preprocess import load_rgb, resize_for_model
+
+
+def test_a_run_writes_its_folder_and_a_packaged_artifact(tiny_run):
+    run = tiny_run.run_dir
+    for name in ("split.json", "train.log", "history.csv", "report.json", "report.html",
+                 "confusion_matrix.png", "curves.png", "reliability.png",
+                 "checkpoints/best.keras", "checkpoints/last.keras"):
+        assert (run / name).is_file(), name
+    art = tiny_run.artifact_dir
+    assert art.name == "tiny-0.1"
+    for name in ("model.keras", "manifest.json", "report.json", "report.html",
+                 "confusion_matrix.png", "curves.png", "reliability.png"):
+        assert (art / name).is_file(), name
+    html = (art / "report.html").read_text()
+    assert "NOT FOR CLINICAL USE" in html and "data:image/png;base64," in html
+
+
+def test_the_manifest_has_every_contract_key(tiny_run):
+    raw = json.loads((tiny_run.artifact_dir / "manifest.json").read_text())
+    for key in ("name", "version", "architecture", "classes", "input_size",
+                "dataset_fingerprint", "split_sizes", "metrics", "temperature",
+                "confidence_threshold", "heatmap_layer", "created", "content_hash",
+                "synthetic", "format_version"):
+        assert key in raw, key
+    assert raw["classes"] == ["ALL", "AML", "CLL", "CML", "healthy"]
+    assert raw["synthetic"] is True and raw["format_version"] == 1
+    assert raw["content_hash"].startswith("sha256:")
+    assert raw["created"].endswith("Z")
+    assert set(raw["split_sizes"]) == {"train", "validation", "test"}
+    assert {"accuracy", "macro_f1", "ece_before", "ece_after"} <= set(raw["metrics"])
+    assert Manifest.from_dict(raw).to_dict()["classes"] == raw["classes"]
+
+
+def test_load_packaged_then_predict_on_real_decoded_images(tiny_run, synthetic_dir):
+    model, manifest = load_packaged(tiny_run.artifact_dir)
+    files = sorted(synthetic_dir.rglob("*.png"))[:4]
+    batch = np.stack([resize_for_model(load_rgb(f.read_bytes()), manifest.input_size)
+                      for f in files])
+    assert batch.dtype == np.uint8
+    probs = np.asarray(model.predict(batch, verbose=0))
+    assert probs.shape == (4, len(manifest.classes))
+    assert np.allclose(probs.sum(axis=1), 1, atol=1e-4)
+    layer = model.get_layer(manifest.heatmap_layer)
+    assert len(layer.output.shape) == 4
+
+
+def test_load_packaged_refuses_a_tampered_model(tiny_run, tmp_path):
+    copy = tmp_path / "art"
+    shutil.copytree(tiny_run.artifact_dir, copy)
+    with (copy / "model.keras").open("ab") as fh:
+        fh.write(b"\0")
+    with pytest.raises(ArtifactError, match="content hash"):
+        load_packaged(copy)
+
+
+def test_load_packaged_refuses_missing_or_broken_files(tiny_run, tmp_path):
+    with pytest.raises(ArtifactError, match="no such"):
+        load_packaged(tmp_path / "nowhere")
+    copy = tmp_path / "art"
+    shutil.copytree(tiny_run.artifact_dir, copy)
+    (copy / "model.keras").unlink()
+    with pytest.raises(ArtifactError, match=r"no model\.keras"):
+        load_packaged(copy)
+    shutil.copy(tiny_run.artifact_dir / "model.keras", copy / "model.keras")
+    (copy / "manifest.json").write_text("{not json")
+    with pytest.raises(ArtifactError, match="not valid JSON"):
+        load_packaged(copy)
+
+
+def test_load_packaged_refuses_a_class_count_mismatch(tiny_run, tmp_path):
+    copy = tmp_path / "art"
+    shutil.copytree(tiny_run.artifact_dir, copy)
+    raw = json.loads((copy / "manifest.json").read_text())
+    raw["classes"] = raw["classes"][:-1]
+    (copy / "manifest.json").write_text(json.dumps(raw))
+    with pytest.raises(ArtifactError, match="classes"):
+        load_packaged(copy)
+
+
+def test_load_packaged_refuses_an_unloadable_model(tiny_run, tmp_path):
+    from training.package import sha256_file
+
+    copy = tmp_path / "art"
+    shutil.copytree(tiny_run.artifact_dir, copy)
+    (copy / "model.keras").write_bytes(b"PK\x03\x04 not really a keras zip")
+    raw = json.loads((copy / "manifest.json").read_text())
+    raw["content_hash"] = sha256_file(copy / "model.keras")
+    (copy / "manifest.json").write_text(json.dumps(raw))
+    with pytest.raises(ArtifactError, match="Keras cannot load"):
+        load_packaged(copy)
+
+
+def test_manifest_validation_names_the_problem():
+    with pytest.raises(ArtifactError, match="missing keys"):
+        Manifest.from_dict({"name": "x"})
+
+
+def test_evaluate_rescores_the_artifact_on_the_saved_test_split(tiny_run, tmp_path):
+    from training.cli import main
+
+    assert main(["evaluate", str(tiny_run.artifact_dir), "--run", str(tiny_run.run_dir),
+                 "--out", str(tmp_path / "ev")]) == 0
+    report = json.loads((tmp_path / "ev" / "report.json").read_text())
+    original = tiny_run.report["evaluation"]["test"]
+    assert report["evaluation"]["test"]["accuracy"] == pytest.approx(original["accuracy"])
+    assert report["evaluation"]["test"]["n"] == original["n"]
+    assert (tmp_path / "ev" / "report.html").is_file()
+
+
+def test_a_second_package_with_the_same_version_is_refused(tiny_run):
+    import keras
+
+    from training.package import write_artifact
+
+    fields = json.loads((tiny_run.artifact_dir / "manifest.json").read_text())
+    model = keras.saving.load_model(tiny_run.artifact_dir / "model.keras", compile=False)
+    with pytest.raises(ArtifactError, match="already exists"):
+        write_artifact(model, tiny_run.artifact_dir.parent, manifest_fields=fields)

@@ -1,0 +1,81 @@
+"""load_rgb / resize_for_model: the one decoding path shared by training and inference."""
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.training.conftest import BCCD_IMAGES
+from training.preprocess import ImageDecodeError, load_rgb, resize_for_model
+
+
+def _bccd_files(n=3):
+    files = sorted(BCCD_IMAGES.glob("*.jpg"))[:n]
+    if not files:
+        pytest.skip(f"shared BCCD images not found at {BCCD_IMAGES}")
+    return files
+
+
+def _encode(img: Image.Image, fmt: str, **kw) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format=fmt, **kw)
+    return buf.getvalue()
+
+
+def test_it_decodes_real_bccd_jpegs_to_rgb_uint8():
+    for path in _bccd_files():
+        arr = load_rgb(path.read_bytes())
+        assert arr.dtype == np.uint8
+        assert arr.shape == (480, 640, 3)
+
+
+def test_it_refuses_a_truncated_jpeg_with_a_readable_error():
+    data = _bccd_files(1)[0].read_bytes()
+    with pytest.raises(ImageDecodeError, match="truncated or corrupt"):
+        load_rgb(data[: len(data) // 2])
+
+
+@pytest.mark.parametrize("data", [b"", b"not an image at all", b"\x89PNG\r\n\x1a\n"])
+def test_it_refuses_garbage(data):
+    with pytest.raises(ImageDecodeError):
+        load_rgb(data)
+
+
+def test_decode_error_is_a_value_error():
+    assert issubclass(ImageDecodeError, ValueError)
+
+
+def test_it_applies_exif_orientation():
+    img = Image.new("RGB", (40, 20), (255, 0, 0))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to display
+    arr = load_rgb(_encode(img, "JPEG", exif=exif))
+    assert arr.shape == (40, 20, 3)
+
+
+def test_it_converts_greyscale_palette_and_alpha_to_rgb():
+    grey = load_rgb(_encode(Image.new("L", (8, 6), 90), "PNG"))
+    assert grey.shape == (6, 8, 3) and (grey == 90).all()
+    transparent = load_rgb(_encode(Image.new("RGBA", (4, 4), (0, 0, 0, 0)), "PNG"))
+    assert (transparent == 255).all()  # composited onto white
+    pal = load_rgb(_encode(Image.new("RGB", (5, 5), (10, 200, 30)).convert("P"), "GIF"))
+    assert pal.shape == (5, 5, 3)
+    sixteen = load_rgb(_encode(Image.fromarray(np.arange(64, dtype=np.uint16).reshape(8, 8)
+                                               * 1000), "PNG"))
+    assert sixteen.dtype == np.uint8 and sixteen.max() == 255 and sixteen.min() == 0
+
+
+def test_resize_squeezes_the_whole_field_with_bilinear():
+    arr = load_rgb(_bccd_files(1)[0].read_bytes())
+    out = resize_for_model(arr, 32)
+    assert out.shape == (32, 32, 3) and out.dtype == np.uint8
+    expected = np.asarray(Image.fromarray(arr).resize((32, 32), Image.Resampling.BILINEAR))
+    assert np.array_equal(out, expected)
+
+
+def test_resize_rejects_non_rgb_or_non_uint8():
+    with pytest.raises(ValueError):
+        resize_for_model(np.zeros((4, 4), np.uint8), 2)
+    with pytest.raises(ValueError):
+        resize_for_model(np.zeros((4, 4, 3), np.float32), 2)

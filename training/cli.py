@@ -1,0 +1,242 @@
+"""``python -m training``: train, evaluate, compare, synth, export-augmented, demo-model.
+
+Heavy imports (TensorFlow) happen inside the sub-commands, so ``--help`` is instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+ARCH_CHOICES = ("cml1", "resnet50", "resnet101", "densenet201", "vgg19", "efficientnetb7",
+                "mobilenet")
+
+EPILOG = """examples:
+  python -m training train ../shared/data/taleqani-all --arch cml1 --img-size 128
+  python -m training train DATA --arch mobilenet --weights none --img-size 128 --epochs 30
+  python -m training evaluate runs/cml1-.../leukweb-cml1-... --run runs/cml1-...
+  python -m training compare DATA --archs cml1 mobilenet --img-size 64 --epochs 5
+  python -m training synth var/synthetic --per-class 100 --size 224
+  python -m training export-augmented DATA --out var/augmented --per-class 600
+  python -m training demo-model --out models/
+"""
+
+
+def _positive(value: str) -> int:
+    n = int(value)
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return n
+
+
+def _add_train_options(p: argparse.ArgumentParser, *, single_arch: bool = True) -> None:
+    p.add_argument("data_dir", type=Path, help="folder with one sub-folder of images per class")
+    if single_arch:
+        p.add_argument("--arch", choices=ARCH_CHOICES, default="cml1",
+                       help="architecture (default: cml1)")
+    p.add_argument("--weights", default="none", metavar="imagenet|none|PATH",
+                   help="backbone weights: 'none' trains from scratch (default), 'imagenet' "
+                        "downloads them if this machine can, PATH reads a local .h5 file")
+    p.add_argument("--epochs", type=_positive, default=100, help="maximum epochs (default: 100)")
+    p.add_argument("--patience", type=_positive, default=15,
+                   help="early-stopping patience on validation loss (default: 15)")
+    p.add_argument("--img-size", type=_positive, default=None,
+                   help="input size in px (default: the architecture's: 224, EfficientNetB7 600)")
+    p.add_argument("--batch-size", type=_positive, default=32, help="batch size (default: 32)")
+    p.add_argument("--seed", type=int, default=42, help="seed for split, shuffling, augmentation")
+    p.add_argument("--groups", type=Path, default=None, metavar="CSV",
+                   help="CSV with columns image,group (patient or source): keeps groups whole "
+                        "on one side of the split")
+    p.add_argument("--label-map", type=Path, default=None, metavar="FILE",
+                   help="JSON object or CSV 'folder,label' renaming class folders (the study's "
+                        "names map to healthy/ALL/AML/CLL/CML without one)")
+    p.add_argument("--out", type=Path, default=Path("runs"),
+                   help="where run folders go (default: runs/)")
+    p.add_argument("--no-augment", action="store_true", help="train without augmentation")
+    p.add_argument("--no-bn-recompute", action="store_true",
+                   help="skip re-estimating BatchNorm statistics on clean training images")
+    p.add_argument("--review-target", type=float, default=0.95,
+                   help="accuracy the images not flagged 'needs review' must reach on "
+                        "validation (default: 0.95)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m training",
+        description="LeukWeb offline training: train and evaluate leukaemia-subtype CNNs on "
+                    "blood-smear images and package them for the web app. Research use only.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("train", help="train one architecture, evaluate it, package it",
+                       description="Split (after de-duplication), train with augmentation, "
+                                   "evaluate on the untouched test split, write report and "
+                                   "packaged artifact into a run folder.")
+    _add_train_options(p)
+    p.add_argument("--name", default=None, help="artifact name (default: leukweb-<arch>)")
+    p.add_argument("--version", default=None, help="artifact version (default: UTC timestamp)")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="re-evaluate a packaged model on a run's test split",
+                       description="Load a packaged artifact (verifying its hash) and score it "
+                                   "on the test split saved by a training run.")
+    p.add_argument("artifact", type=Path, help="artifact folder (<name>-<version>/)")
+    p.add_argument("--run", type=Path, default=None,
+                   help="run folder holding split.json (default: the artifact's parent)")
+    p.add_argument("--data-dir", type=Path, default=None,
+                   help="where the images are now, if the data folder moved")
+    p.add_argument("--out", type=Path, default=None,
+                   help="where to write the report (default: <run>/evaluation-<time>/)")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("compare", help="train several architectures on one split, tabulate",
+                       description="Train each architecture on the same split and write "
+                                   "comparison.json, comparison.md and comparison.png.")
+    _add_train_options(p, single_arch=False)
+    p.add_argument("--archs", nargs="+", choices=ARCH_CHOICES, default=list(ARCH_CHOICES),
+                   help="architectures to compare (default: all seven)")
+    p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("synth", help="write a synthetic smear data set (NOT real data)",
+                       description="Cartoon smear fields whose white cells differ by class, "
+                                   "deterministic by seed, marked SYNTHETIC.")
+    p.add_argument("out", type=Path, help="folder to create")
+    p.add_argument("--classes", nargs="+", default=["healthy", "ALL", "AML", "CLL", "CML"])
+    p.add_argument("--per-class", type=_positive, default=100)
+    p.add_argument("--size", type=_positive, default=224)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_synth)
+
+    p = sub.add_parser("export-augmented", help="write a balanced augmented set for inspection",
+                       description="Write N augmented images per class (the study used 600). "
+                                   "For looking at, not for training: training augments on the "
+                                   "fly after the split.")
+    p.add_argument("data_dir", type=Path)
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--per-class", type=_positive, default=600)
+    p.add_argument("--img-size", type=_positive, default=224)
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--run", type=Path, default=None,
+                   help="use only the training split saved in this run folder")
+    p.add_argument("--label-map", type=Path, default=None, metavar="FILE")
+    p.set_defaults(func=cmd_export_augmented)
+
+    p = sub.add_parser("demo-model", help="train a tiny SYNTHETIC demo model (~1 min)",
+                       description="Train CML-1 at 64 px on generated 5-class fields (healthy, "
+                                   "ALL, AML, CLL, CML) so the web app has a model to run. "
+                                   "Marked synthetic; NOT for clinical use.")
+    p.add_argument("--out", type=Path, default=Path("models"), help="default: models/")
+    p.add_argument("--name", default="demo-synthetic")
+    p.add_argument("--version", default="1")
+    p.add_argument("--per-class", type=_positive, default=80)
+    p.add_argument("--epochs", type=_positive, default=40)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--force", action="store_true", help="replace an existing demo artifact")
+    p.set_defaults(func=cmd_demo_model)
+    return parser
+
+
+def _config(args, arch: str):
+    from training.train import TrainConfig
+
+    return TrainConfig(
+        data_dir=str(args.data_dir), arch=arch, weights=args.weights, epochs=args.epochs,
+        patience=args.patience, img_size=args.img_size, batch_size=args.batch_size,
+        seed=args.seed, groups=str(args.groups) if args.groups else None,
+        label_map=str(args.label_map) if args.label_map else None, out=str(args.out),
+        name=getattr(args, "name", None), version=getattr(args, "version", None),
+        augment=not args.no_augment, recompute_bn=not args.no_bn_recompute,
+        review_target=args.review_target,
+    )
+
+
+def _summary(report: dict) -> str:
+    t = report["evaluation"]["test"]
+    lines = [
+        f"{report['architecture']}: test accuracy {t['accuracy']:.4f}, macro F1 "
+        f"{t['macro_f1']:.4f}, ECE {t['ece_before']:.4f} -> {t['ece_after']:.4f}",
+        "baselines: " + ", ".join(f"{k} {v['accuracy']:.4f}"
+                                  for k, v in report["baselines"].items()),
+    ]
+    if report.get("baseline_warning"):
+        lines.append("WARNING: " + report["baseline_warning"])
+    return "\n".join(lines)
+
+
+def cmd_train(args) -> int:
+    from training.train import run_training
+
+    result = run_training(_config(args, args.arch))
+    print(_summary(result.report))
+    print(f"run folder: {result.run_dir}\nartifact:   {result.artifact_dir}")
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from training.evaluate_artifact import evaluate_artifact
+
+    out, report = evaluate_artifact(args.artifact, run_dir=args.run, data_dir=args.data_dir,
+                                    out=args.out)
+    print(_summary(report))
+    print(f"report: {out / 'report.html'}")
+    return 0
+
+
+def cmd_compare(args) -> int:
+    from training.compare import run_compare
+
+    out = run_compare(lambda arch: _config(args, arch), args.archs)
+    print((out / "comparison.md").read_text(encoding="utf-8"))
+    print(f"comparison folder: {out}")
+    return 0
+
+
+def cmd_synth(args) -> int:
+    from training.synth import write_dataset
+
+    out = write_dataset(args.out, args.classes, args.per_class, args.size, args.seed)
+    print(f"wrote {args.per_class * len(args.classes)} SYNTHETIC images to {out}")
+    return 0
+
+
+def cmd_export_augmented(args) -> int:
+    from training.compare import export_augmented
+
+    out = export_augmented(args.data_dir, args.out, per_class=args.per_class,
+                           size=args.img_size, seed=args.seed, run_dir=args.run,
+                           label_map=args.label_map)
+    print(f"wrote augmented images to {out}")
+    return 0
+
+
+def cmd_demo_model(args) -> int:
+    from training.compare import demo_model
+
+    t0 = time.monotonic()
+    artifact, report = demo_model(args.out, name=args.name, version=args.version,
+                                  per_class=args.per_class, epochs=args.epochs, seed=args.seed,
+                                  force=args.force)
+    print(_summary(report))
+    print(f"SYNTHETIC demo model (not for clinical use): {artifact} "
+          f"({time.monotonic() - t0:.0f} s)")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from training.architectures import WeightsUnavailableError
+    from training.data import DatasetError
+    from training.package import ArtifactError
+
+    try:
+        return int(args.func(args) or 0)
+    except (DatasetError, WeightsUnavailableError, ArtifactError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,139 @@
+"""report.json and a self-contained report.html (figures embedded as base64 PNG)."""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+from pathlib import Path
+
+
+def _fmt(v, pct: bool = False) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.1%}" if pct else f"{v:.3f}"
+    return html.escape(str(v))
+
+
+def _img(path: Path, alt: str) -> str:
+    if not Path(path).exists():
+        return ""
+    data = base64.b64encode(Path(path).read_bytes()).decode()
+    return f'<figure><img alt="{html.escape(alt)}" src="data:image/png;base64,{data}"></figure>'
+
+
+def write_json(report: dict, path: Path) -> Path:
+    Path(path).write_text(json.dumps(report, indent=1, sort_keys=False), encoding="utf-8")
+    return Path(path)
+
+
+def caveats(report: dict) -> list[str]:
+    """Plain-language warnings every reader should see before the numbers."""
+    out = []
+    data = report.get("data", {})
+    if report.get("synthetic"):
+        out.append(
+            "Trained and tested on SYNTHETIC cartoon smear fields. These numbers say nothing "
+            "about real blood smears. NOT FOR CLINICAL USE."
+        )
+    else:
+        out.append("Research model. NOT FOR CLINICAL USE: not validated on any patient population.")
+    if not data.get("grouped"):
+        out.append(
+            "Random image-level split: no patient identifiers were given, so images of one "
+            "patient may sit in both training and test. Test accuracy is optimistic."
+        )
+    if report.get("baseline_warning"):
+        out.append(report["baseline_warning"])
+    return out
+
+
+def write_html(report: dict, folder: Path, path: Path) -> Path:
+    """One readable page: caveats, headline numbers, baselines, per-class table, figures."""
+    t = report["evaluation"]["test"]
+    classes = report["classes"]
+    rows = "".join(
+        f"<tr><th>{html.escape(c)}</th>"
+        + "".join(
+            f"<td>{_fmt(t['per_class'][c][k])}</td>"
+            for k in ("precision", "recall", "specificity", "f1", "roc_auc")
+        )
+        + f"<td>{t['per_class'][c]['support']}</td></tr>"
+        for c in classes
+    )
+    base = report.get("baselines", {})
+    base_rows = "".join(
+        f"<tr><th>{html.escape(k)}</th><td>{_fmt(v['accuracy'], True)}</td>"
+        f"<td>{_fmt(v['macro_f1'])}</td><td>{html.escape(v['description'])}</td></tr>"
+        for k, v in base.items()
+    )
+    review = t.get("review", {})
+    cfg = report.get("config", {})
+    data = report.get("data", {})
+    warn = "".join(f'<p class="warn">{html.escape(c)}</p>' for c in caveats(report))
+    headline = [
+        ("accuracy", _fmt(t["accuracy"], True)),
+        ("macro F1", _fmt(t["macro_f1"])),
+        ("weighted F1", _fmt(t["weighted_f1"])),
+        ("macro one-vs-rest ROC AUC", _fmt(t["macro_roc_auc"])),
+        ("ECE before / after temperature", f"{_fmt(t['ece_before'])} / {_fmt(t['ece_after'])}"),
+        ("temperature (fitted on validation)", _fmt(t["temperature"])),
+        ("needs-review threshold (chosen on validation)", _fmt(t["confidence_threshold"])),
+        ("test images flagged for review", _fmt(review.get("flagged_fraction"), True)),
+        ("accuracy of test images not flagged", _fmt(review.get("accepted_accuracy"), True)),
+    ]
+    head_rows = "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in headline)
+    sizes = data.get("sizes", {})
+    facts = [
+        ("architecture", report.get("architecture")),
+        ("input size", f"{report.get('input_size')} px"),
+        ("weights", cfg.get("weights") or "none (from scratch)"),
+        ("epochs run", report.get("training", {}).get("epochs_run")),
+        ("training wall time", f"{report.get('training', {}).get('wall_seconds', 0):.0f} s"),
+        ("split train / validation / test",
+         f"{sizes.get('train')} / {sizes.get('validation')} / {sizes.get('test')}"),
+        ("duplicate copies removed before splitting", data.get("duplicates_dropped")),
+        ("dataset fingerprint", data.get("fingerprint")),
+        ("seed", cfg.get("seed")),
+    ]
+    fact_rows = "".join(f"<tr><th>{k}</th><td>{_fmt(v)}</td></tr>" for k, v in facts)
+    figs = "".join(
+        _img(Path(folder) / name, alt)
+        for name, alt in (
+            ("confusion_matrix.png", "confusion matrix"),
+            ("curves.png", "accuracy and loss per epoch"),
+            ("reliability.png", "reliability diagram"),
+        )
+    )
+    doc = f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<title>{html.escape(report['name'])} {html.escape(report['version'])} evaluation</title>
+<style>
+body{{font:15px/1.45 system-ui,sans-serif;max-width:60rem;margin:2rem auto;
+padding:0 1rem;color:#222}}
+table{{border-collapse:collapse;margin:.5rem 0 1.5rem}}th,td{{padding:.25rem .7rem;
+border-bottom:1px solid #ddd;text-align:left}}td{{font-variant-numeric:tabular-nums}}
+.warn{{background:#fff3cd;border-left:4px solid #e0a800;padding:.5rem .8rem}}
+figure{{margin:1rem 0}}img{{max-width:100%}}small{{color:#666}}
+</style></head><body>
+<h1>{html.escape(report['name'])} {html.escape(report['version'])}</h1>
+<p>{html.escape(report['architecture'])} · classes: {html.escape(', '.join(classes))}
+ · created {html.escape(report.get('created', ''))}</p>
+{warn}
+<h2>Test split</h2><table>{head_rows}</table>
+<h2>Cheap baselines on the same split</h2>
+<table><tr><th></th><th>accuracy</th><th>macro F1</th><th></th></tr>{base_rows}</table>
+<h2>Per class (test split)</h2>
+<table><tr><th>class</th><th>precision</th><th>recall (sensitivity)</th><th>specificity</th>
+<th>F1</th><th>ROC AUC</th><th>support</th></tr>{rows}</table>
+<h2>Figures</h2>{figs}
+<h2>Run</h2><table>{fact_rows}</table>
+<p><small>Confidence is the largest probability after dividing log-probabilities by the
+temperature; an image whose confidence is below the threshold is flagged "needs review".
+The threshold is the lowest one at which the validation images kept reach
+{_fmt(t.get('review_target_accuracy'), True)} accuracy.</small></p>
+</body></html>
+"""
+    Path(path).write_text(doc, encoding="utf-8")
+    return Path(path)
