@@ -87,6 +87,10 @@ def smear_upload_to(instance: "SmearImage", filename: str) -> str:
     return f"smears/{instance.case_id}/{uuid.uuid4().hex}.{instance.format.lower()}"
 
 
+def smear_thumbnail_upload_to(instance: "SmearImage", filename: str) -> str:
+    return f"smears/{instance.case_id}/thumbs/{uuid.uuid4().hex}.jpg"
+
+
 class SmearImage(models.Model):
     class Status(models.TextChoices):
         PENDING = "pending", "Pending"
@@ -96,6 +100,8 @@ class SmearImage(models.Model):
 
     case = models.ForeignKey(Case, on_delete=models.PROTECT, related_name="images")
     file = models.FileField(upload_to=smear_upload_to, max_length=255)
+    # A small JPEG preview made at upload, so that pages never decode full images.
+    thumbnail = models.FileField(upload_to=smear_thumbnail_upload_to, max_length=255, blank=True)
     original_name = models.CharField(max_length=255)
     sha256 = models.CharField(max_length=64)
     width = models.PositiveIntegerField()

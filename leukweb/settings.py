@@ -163,6 +163,13 @@ STORAGES = {
     },
 }
 
+# Smear uploads: a bigger file, or an image with more pixels (a decompression
+# bomb), is refused before its pixels are decoded.
+UPLOAD_MAX_BYTES = envint("UPLOAD_MAX_BYTES", str(50 * 1024 * 1024))
+UPLOAD_MAX_PIXELS = envint("UPLOAD_MAX_PIXELS", "40000000")
+UPLOAD_MAX_FILES = envint("UPLOAD_MAX_FILES", "50")
+DATA_UPLOAD_MAX_NUMBER_FILES = UPLOAD_MAX_FILES
+
 REDIS_URL = env("REDIS_URL", "")
 CELERY_BROKER_URL = env("CELERY_BROKER_URL", REDIS_URL or "filesystem://")
 CELERY_QUEUE_DIR = VAR_DIR / "celery"
@@ -197,13 +204,6 @@ CELERY_TASK_PUBLISH_RETRY_POLICY = {
 }
 CELERY_TASK_TIME_LIMIT = envint("CELERY_TASK_TIME_LIMIT", "600")
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
-# A worker is considered alive when it wrote a heartbeat this recently (seconds).
-WORKER_HEARTBEAT_INTERVAL = envint("WORKER_HEARTBEAT_INTERVAL", "10")
-WORKER_STALE_AFTER = envint("WORKER_STALE_AFTER", "45")
-
-REST_FRAMEWORK = {
-    "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.SessionAuthentication",
 # Images left pending or analysing longer than INFERENCE_STALE_AFTER seconds (a lost
 # message, a dead worker) are queued again; the analysis task is idempotent.
 CELERY_BEAT_SCHEDULE = {
@@ -213,6 +213,13 @@ CELERY_BEAT_SCHEDULE = {
         "kwargs": {"older_than_s": envint("INFERENCE_STALE_AFTER", "600")},
     },
 }
+# A worker is considered alive when it wrote a heartbeat this recently (seconds).
+WORKER_HEARTBEAT_INTERVAL = envint("WORKER_HEARTBEAT_INTERVAL", "10")
+WORKER_STALE_AFTER = envint("WORKER_STALE_AFTER", "45")
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.SessionAuthentication",
         "rest_framework.authentication.TokenAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
@@ -220,6 +227,8 @@ CELERY_BEAT_SCHEDULE = {
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 50,
+    # One JSON shape for every error: {"error": {"status", "code", "message", "fields"}}.
+    "EXCEPTION_HANDLER": "cases.api.errors.api_exception_handler",
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "LeukWeb API",
@@ -227,6 +236,8 @@ SPECTACULAR_SETTINGS = {
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
+    # The schema describes every endpoint: only for users who may call them.
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
 }
 
 LOGGING = {

@@ -2,7 +2,7 @@ from http import HTTPStatus
 
 from django.contrib.auth.decorators import login_not_required
 from django.http import JsonResponse
-from django.shortcuts import render
+from django.shortcuts import redirect
 from django.views.decorators.cache import never_cache
 
 from leukweb.health import run_checks
@@ -22,4 +22,5 @@ def healthz(request):
 
 
 def home(request):
-    return render(request, "home.html", {"checks": run_checks()})
+    """The case list is where everyone starts; system status lives at /healthz."""
+    return redirect("cases:case_list")

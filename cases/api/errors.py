@@ -1,0 +1,68 @@
+"""One JSON shape for every API error, whatever raised it.
+
+    {"error": {"status": 400, "code": "invalid", "message": "...", "fields": {"file": ["..."]}}}
+
+`fields` maps a request field to its messages and is empty when no field is to blame.
+"""
+
+import logging
+from http import HTTPStatus
+
+from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.http import Http404, HttpRequest, JsonResponse
+from rest_framework import exceptions, serializers
+from rest_framework.response import Response
+from rest_framework.views import exception_handler
+
+logger = logging.getLogger(__name__)
+
+
+def error_body(status: int, code: str, message: str, fields: dict | None = None) -> dict:
+    return {"error": {"status": status, "code": code, "message": message, "fields": fields or {}}}
+
+
+def _messages(detail) -> list[str]:
+    if isinstance(detail, dict):
+        return [m for value in detail.values() for m in _messages(value)]
+    if isinstance(detail, list):
+        return [m for item in detail for m in _messages(item)]
+    return [str(detail)]
+
+
+def api_exception_handler(exc, context) -> Response:
+    if isinstance(exc, DjangoValidationError):
+        # Services speak Django; the API answers as if a serializer had refused.
+        exc = exceptions.ValidationError(serializers.as_serializer_error(exc))
+    elif isinstance(exc, Http404):
+        exc = exceptions.NotFound()
+    elif isinstance(exc, DjangoPermissionDenied):
+        exc = exceptions.PermissionDenied(str(exc) or None)
+    response = exception_handler(exc, context)
+    if response is None:
+        logger.exception("unhandled API error", exc_info=exc)
+        body = error_body(HTTPStatus.INTERNAL_SERVER_ERROR, "server_error", "Server error.")
+        return Response(body, status=HTTPStatus.INTERNAL_SERVER_ERROR)
+
+    detail = exc.detail
+    code = exc.get_codes()
+    fields: dict = {}
+    if isinstance(exc, exceptions.ValidationError):
+        code = "invalid"
+        if isinstance(detail, dict):
+            fields = {
+                name: _messages(value)
+                for name, value in detail.items()
+                if name != "non_field_errors"
+            }
+    message = " ".join(_messages(detail))
+    response.data = error_body(response.status_code, code, message, fields)
+    return response
+
+
+def api_not_found(request: HttpRequest) -> JsonResponse:
+    """Unknown paths under /api/ answer in the API's shape, not with an HTML page."""
+    return JsonResponse(
+        error_body(HTTPStatus.NOT_FOUND, "not_found", "No such endpoint."),
+        status=HTTPStatus.NOT_FOUND,
+    )

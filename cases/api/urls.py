@@ -1,0 +1,22 @@
+from django.urls import path, re_path
+from drf_spectacular.views import SpectacularAPIView
+from rest_framework.authtoken.views import obtain_auth_token
+from rest_framework.routers import DefaultRouter
+
+from cases.api import docs, errors, views
+
+app_name = "api"
+
+router = DefaultRouter()
+router.register("patients", views.PatientViewSet, basename="patient")
+router.register("cases", views.CaseViewSet, basename="case")
+router.register("images", views.ImageViewSet, basename="image")
+router.register("predictions", views.PredictionViewSet, basename="prediction")
+
+urlpatterns = [
+    path("auth/token/", obtain_auth_token, name="token"),
+    path("schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("docs/", docs.api_docs, name="docs"),
+    *router.urls,
+    re_path(r"^.*$", errors.api_not_found, name="not-found"),
+]
