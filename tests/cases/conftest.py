@@ -96,3 +96,50 @@ def queued(monkeypatch) -> list[int]:
     sent: list[int] = []
     monkeypatch.setattr(services, "case_analysis_request", sent.append)
     return sent
+
+
+def model_version(name: str = "cnn", status: str = "deployed"):
+    from inference.models import ModelVersion
+
+    return ModelVersion.objects.create(
+        name=name,
+        version="1",
+        architecture="tiny",
+        classes=["ALL", "AML", "CLL", "CML"],
+        input_size=32,
+        artifact=f"{name}/1",
+        content_hash="sha256:" + "0" * 64,
+        manifest={},
+        status=status,
+    )
+
+
+def case_result(case, version, label: str, *, primary: bool = True, needs_review: bool = False):
+    from inference.models import CaseResult
+
+    others = [c for c in version.classes if c != label]
+    probabilities = {label: 0.7, **{c: 0.1 for c in others}}
+    return CaseResult.objects.create(
+        case=case,
+        model_version=version,
+        label=label,
+        confidence=0.7,
+        probabilities=probabilities,
+        needs_review=needs_review,
+        images_count=case.images.count(),
+        primary=primary,
+    )
+
+
+def prediction(image, version, label: str):
+    from inference.models import Prediction
+
+    return Prediction.objects.create(
+        image=image,
+        model_version=version,
+        probabilities={c: (0.91 if c == label else 0.03) for c in version.classes},
+        label=label,
+        confidence=0.91,
+        inference_ms=12.0,
+        worker_host="test",
+    )

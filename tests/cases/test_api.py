@@ -1,0 +1,207 @@
+"""The REST API: schema, a client that knows only the schema, errors, access."""
+
+from http import HTTPStatus
+
+import pytest
+from openapi_spec_validator import validate
+from rest_framework.test import APIClient
+
+from cases.models import Case
+from tests.cases.conftest import case_result, model_version, prediction, smear_bytes, upload
+
+
+@pytest.fixture
+def api(alice):
+    """A client that authenticates like an external program: token from the token endpoint."""
+    client = APIClient()
+    response = client.post("/api/auth/token/", {"username": "alice", "password": "pw-alice"})
+    assert response.status_code == HTTPStatus.OK
+    client.credentials(HTTP_AUTHORIZATION=f"Token {response.json()['token']}")
+    return client
+
+
+@pytest.fixture
+def schema(api) -> dict:
+    response = api.get("/api/schema/", {"format": "json"})
+    assert response.status_code == HTTPStatus.OK
+    return response.json()
+
+
+def operation(schema: dict, operation_id: str) -> tuple[str, str, dict]:
+    for path, item in schema["paths"].items():
+        for method, op in item.items():
+            if isinstance(op, dict) and op.get("operationId") == operation_id:
+                return path, method, op
+    raise AssertionError(f"the schema documents no {operation_id}")
+
+
+def component(schema: dict, ref: str) -> dict:
+    return schema["components"]["schemas"][ref.rsplit("/", 1)[-1]]
+
+
+def body_schema(schema: dict, op: dict, media_type: str) -> dict:
+    return component(schema, op["requestBody"]["content"][media_type]["schema"]["$ref"])
+
+
+def response_fields(schema: dict, op: dict, code: str) -> set[str]:
+    ref = op["responses"][code]["content"]["application/json"]["schema"]["$ref"]
+    return set(component(schema, ref)["properties"])
+
+
+def test_the_openapi_schema_is_valid(schema):
+    validate(schema)
+    assert schema["openapi"].startswith("3.")
+
+
+def test_the_schema_is_for_logged_in_users_only(alice):
+    response = APIClient().get("/api/schema/")
+    # 403 rather than 401: session authentication comes first and sends no challenge.
+    assert response.status_code == HTTPStatus.FORBIDDEN
+
+
+def test_a_client_opens_a_case_and_uploads_images_using_only_the_schema(
+    api, schema, alice, queued, django_capture_on_commit_callbacks
+):
+    path, method, op = operation(schema, "patients_create")
+    fields = body_schema(schema, op, "application/json")
+    assert {"team", "identifier"} <= set(fields["required"])
+    # A bad request first: refused in the documented error shape.
+    patients = getattr(api, method)(path, {}, format="json")
+    assert patients.status_code == HTTPStatus.BAD_REQUEST
+    assert set(patients.json()["error"]["fields"]) >= {"team", "identifier"}
+    created = getattr(api, method)(
+        path, {"team": alice.teams.get().pk, "identifier": "API-1", "sex": "F"}, format="json"
+    )
+    assert created.status_code == HTTPStatus.CREATED, created.content
+    assert set(created.json()) == response_fields(schema, op, "201")
+    patient_id = created.json()["id"]
+
+    path, method, op = operation(schema, "cases_create")
+    assert "patient" in body_schema(schema, op, "application/json")["required"]
+    case = getattr(api, method)(
+        path, {"patient": patient_id, "specimen": "bone_marrow"}, format="json"
+    )
+    assert case.status_code == HTTPStatus.CREATED, case.content
+    assert set(case.json()) == response_fields(schema, op, "201")
+    case_id = case.json()["id"]
+
+    path, method, op = operation(schema, "cases_images_create")
+    upload_schema = body_schema(schema, op, "multipart/form-data")
+    (file_field,) = [
+        name for name, spec in upload_schema["properties"].items() if spec.get("format") == "binary"
+    ]
+    url = path.replace("{id}", str(case_id))
+    for n in range(2):
+        image = getattr(api, method)(
+            url, {file_field: upload(f"smear-{n}.jpg", smear_bytes(n))}, format="multipart"
+        )
+        assert image.status_code == HTTPStatus.CREATED, image.content
+        assert set(image.json()) == response_fields(schema, op, "201")
+
+    path, method, _ = operation(schema, "cases_submit_create")
+    with django_capture_on_commit_callbacks(execute=True):
+        submitted = getattr(api, method)(path.replace("{id}", str(case_id)))
+    assert submitted.status_code == HTTPStatus.OK
+
+    path, method, _ = operation(schema, "cases_retrieve")
+    fetched = getattr(api, method)(path.replace("{id}", str(case_id))).json()
+    assert fetched["status"] == "submitted" and fetched["images_count"] == 2
+    assert queued == [case_id]
+
+    path, method, _ = operation(schema, "images_file_retrieve")
+    image_id = Case.objects.get(pk=case_id).images.first().pk
+    download = getattr(api, method)(path.replace("{id}", str(image_id)))
+    assert download.status_code == HTTPStatus.OK
+    assert b"".join(download.streaming_content)[:2] == b"\xff\xd8"
+
+
+def test_a_refused_upload_answers_in_the_one_error_shape(api, alice_case):
+    response = api.post(
+        f"/api/cases/{alice_case.pk}/images/",
+        {"file": upload("page.png", b"<html>not an image</html>")},
+        format="multipart",
+    )
+    assert response.status_code == HTTPStatus.BAD_REQUEST
+    error = response.json()["error"]
+    assert error["status"] == 400 and error["code"] == "invalid"
+    assert "not an image we accept" in error["fields"]["file"][0]
+    assert alice_case.images.count() == 2
+
+
+@pytest.mark.parametrize(
+    ("url", "status", "code"),
+    [
+        ("/api/cases/999999/", HTTPStatus.NOT_FOUND, "not_found"),
+        ("/api/no-such-thing/", HTTPStatus.NOT_FOUND, "not_found"),
+    ],
+)
+def test_errors_share_one_shape(api, url, status, code):
+    response = api.get(url)
+    assert response.status_code == status
+    assert response.json()["error"]["code"] == code
+    assert set(response.json()["error"]) == {"status", "code", "message", "fields"}
+
+
+def test_an_anonymous_request_is_refused_in_the_error_shape(alice_case):
+    response = APIClient().get("/api/cases/")
+    assert response.status_code == HTTPStatus.FORBIDDEN
+    assert response.json()["error"]["code"] == "not_authenticated"
+
+
+def test_charlie_cannot_reach_team_a_records_through_the_api(client_for, charlie, alice_case):
+    client = APIClient()
+    client.force_authenticate(charlie)
+    image = alice_case.images.first()
+    for url in (
+        f"/api/cases/{alice_case.pk}/",
+        f"/api/cases/{alice_case.pk}/images/",
+        f"/api/patients/{alice_case.patient_id}/",
+        f"/api/images/{image.pk}/",
+        f"/api/images/{image.pk}/file/",
+    ):
+        assert client.get(url).status_code == HTTPStatus.NOT_FOUND, url
+    assert client.get("/api/cases/").json()["count"] == 0
+    created = client.post("/api/cases/", {"patient": alice_case.patient_id}, format="json")
+    assert created.status_code == HTTPStatus.BAD_REQUEST
+    assert created.json()["error"]["fields"] == {"patient": ["No such patient."]}
+
+
+def test_bob_reads_but_cannot_change_team_a_cases(bob, alice_case):
+    client = APIClient()
+    client.force_authenticate(bob)
+    assert client.get(f"/api/cases/{alice_case.pk}/").status_code == HTTPStatus.OK
+    response = client.patch(f"/api/cases/{alice_case.pk}/", {"stain": "giemsa"}, format="json")
+    assert response.status_code == HTTPStatus.FORBIDDEN
+    assert response.json()["error"]["code"] == "permission_denied"
+
+
+def test_case_list_filters_and_paginates(api, alice, alice_case):
+    deployed = model_version()
+    case_result(alice_case, deployed, "AML", needs_review=True)
+    body = api.get("/api/cases/", {"predicted": "AML", "status": "submitted"}).json()
+    assert body["count"] == 1 and body["results"][0]["result"]["label"] == "AML"
+    assert api.get("/api/cases/", {"predicted": "CLL"}).json()["count"] == 0
+    assert api.get("/api/cases/", {"patient_identifier": "a-00"}).json()["count"] == 1
+
+
+def test_predictions_are_read_only_and_exclude_shadow_models(api, alice_case):
+    deployed, shadow = model_version("live"), model_version("shadow", "shadow")
+    image = alice_case.images.first()
+    shown = prediction(image, deployed, "AML")
+    prediction(image, shadow, "CLL")
+    body = api.get("/api/predictions/", {"image__case": alice_case.pk}).json()
+    assert [p["id"] for p in body["results"]] == [shown.pk]
+    assert api.post("/api/predictions/", {}).status_code == HTTPStatus.METHOD_NOT_ALLOWED
+
+
+def test_the_docs_page_renders_from_the_schema_without_a_cdn(client_for, alice):
+    response = client_for(alice).get("/api/docs/")
+    html = response.content.decode()
+    assert response.status_code == HTTPStatus.OK
+    assert "/api/cases/{id}/images/" in html and "multipart/form-data" in html
+    assert "cdn" not in html.lower()
+
+
+def test_the_docs_page_needs_a_login(client):
+    response = client.get("/api/docs/")
+    assert response.status_code == HTTPStatus.FOUND
