@@ -235,6 +235,8 @@ def run_training(
         prepared.save(run_dir / "split.json")
         synthetic = prepared.synthetic if cfg.synthetic is None else cfg.synthetic
         classes = prepared.classes
+        # Build first: a missing weights file should fail before minutes of decoding.
+        model = build_model(cfg.arch, len(classes), size, weights)
         log.info("run %s: %s at %d px, weights %s, split %s", run_dir, cfg.arch, size,
                  weights or "none", prepared.sizes())
         if arrays is None:
@@ -249,7 +251,6 @@ def run_training(
         baselines = run_baselines(x_tr, y_tr, x_te, y_te, seed=cfg.seed)
         log.info("baselines: %s", {k: round(v["accuracy"], 4) for k, v in baselines.items()})
 
-        model = build_model(cfg.arch, len(classes), size, weights)
         cw = class_weights(y_tr, len(classes))
         train_ds = train_dataset(x_tr, y_tr, batch_size=cfg.batch_size, seed=cfg.seed,
                                  augment=cfg.augment)

@@ -126,3 +126,38 @@ def test_a_second_package_with_the_same_version_is_refused(tiny_run):
     model = keras.saving.load_model(tiny_run.artifact_dir / "model.keras", compile=False)
     with pytest.raises(ArtifactError, match="already exists"):
         write_artifact(model, tiny_run.artifact_dir.parent, manifest_fields=fields)
+
+
+def test_grad_cam_can_reach_the_heatmap_layer_of_a_loaded_artifact(tiny_run):
+    import keras
+    import tensorflow as tf
+
+    model, manifest = load_packaged(tiny_run.artifact_dir)
+    grad_model = keras.Model(model.inputs,
+                             [model.get_layer(manifest.heatmap_layer).output, model.output])
+    x = tf.constant(np.full((1, manifest.input_size, manifest.input_size, 3), 180, np.float32))
+    with tf.GradientTape() as tape:
+        fmap, probs = grad_model(x, training=False)
+        score = probs[:, int(tf.argmax(probs[0]))]
+    grads = tape.gradient(score, fmap)
+    assert grads is not None and grads.shape == fmap.shape
+
+
+def test_pretrained_weights_train_head_first_then_fine_tune(synthetic_dir, tmp_path):
+    """A local weights file drives the freeze-then-fine-tune schedule (no download)."""
+    import keras
+
+    from training.train import TrainConfig, run_training
+
+    source = keras.applications.MobileNet(include_top=False, weights=None,
+                                          input_shape=(32, 32, 3))
+    weights = tmp_path / "mobilenet_notop.weights.h5"
+    source.save_weights(weights)
+    cfg = TrainConfig(data_dir=str(synthetic_dir), arch="mobilenet", weights=str(weights),
+                      img_size=32, epochs=2, head_epochs=1, patience=2, batch_size=16,
+                      out=str(tmp_path / "runs"), name="pre", version="1")
+    result = run_training(cfg)
+    phases = result.report["training"]["phases"]
+    assert [p["phase"] for p in phases] == ["head", "fine-tune"]
+    assert phases[1]["lr"] < phases[0]["lr"]
+    assert result.report["training"]["epochs_run"] == 2
