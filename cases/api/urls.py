@@ -8,6 +8,8 @@ from cases.api import docs, errors, views
 app_name = "api"
 
 router = DefaultRouter()
+# JSON is chosen by the Accept header (or ?format=); ".json" twins of every route add nothing.
+router.include_format_suffixes = False
 router.register("patients", views.PatientViewSet, basename="patient")
 router.register("cases", views.CaseViewSet, basename="case")
 router.register("images", views.ImageViewSet, basename="image")

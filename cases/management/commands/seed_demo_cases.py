@@ -7,6 +7,7 @@ of stored files (a demo row needs a real file to show, not a unique one).
 
 import io
 import random
+import uuid
 from datetime import timedelta
 
 from django.core.files.base import ContentFile
@@ -60,7 +61,8 @@ class Command(BaseCommand):
         rng = random.Random(options["seed"])  # noqa: S311 - demo data, repeatable
         team_obj, _ = Team.objects.get_or_create(name=team)
         pool = [self._store(seed) for seed in range(images_per_case and POOL)]
-        run = timezone.now().strftime("%Y%m%d%H%M%S")
+        # A fresh tag per run keeps identifiers unique however often it is run.
+        run = uuid.uuid4().hex[:8]
         now = timezone.now()
         statuses = [s for s in Case.Status.values if s != Case.Status.DRAFT]
 
