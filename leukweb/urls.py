@@ -1,7 +1,8 @@
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
-from django.urls import include, path
+from django.urls import include, path, re_path
 
+from cases.api.errors import api_not_found
 from leukweb import views
 
 admin.site.site_header = "LeukWeb administration"
@@ -14,4 +15,6 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/", include("cases.api.urls")),
     path("", include("cases.urls")),
+    # Last: an unknown /api/ path answers in the API's JSON error shape, not HTML.
+    re_path(r"^api/", api_not_found, name="api-not-found"),
 ]

@@ -1,9 +1,9 @@
-from django.urls import path, re_path
+from django.urls import path
 from drf_spectacular.views import SpectacularAPIView
 from rest_framework.authtoken.views import obtain_auth_token
 from rest_framework.routers import DefaultRouter
 
-from cases.api import docs, errors, views
+from cases.api import docs, views
 
 app_name = "api"
 
@@ -20,5 +20,4 @@ urlpatterns = [
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", docs.api_docs, name="docs"),
     *router.urls,
-    re_path(r"^.*$", errors.api_not_found, name="not-found"),
 ]
