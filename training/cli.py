@@ -18,6 +18,7 @@ EPILOG = """examples:
   python -m training train DATA --arch mobilenet --weights none --img-size 128 --epochs 30
   python -m training evaluate runs/cml1-.../leukweb-cml1-... --run runs/cml1-...
   python -m training compare DATA --archs cml1 mobilenet --img-size 64 --epochs 5
+  python -m training tabulate runs/cml1-... runs/mobilenet-... --out runs/comparison
   python -m training synth var/synthetic --per-class 100 --size 224
   python -m training export-augmented DATA --out var/augmented --per-class 600
   python -m training demo-model --out models/
@@ -99,6 +100,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--archs", nargs="+", choices=ARCH_CHOICES, default=list(ARCH_CHOICES),
                    help="architectures to compare (default: all seven)")
     p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("tabulate", help="compare finished runs made on the same split",
+                       description="Write comparison.json/.md/.png from existing run folders "
+                                   "(refused unless every run used the identical split).")
+    p.add_argument("runs", type=Path, nargs="+", help="run folders (each with report.json)")
+    p.add_argument("--out", type=Path, required=True)
+    p.set_defaults(func=cmd_tabulate)
 
     p = sub.add_parser("synth", help="write a synthetic smear data set (NOT real data)",
                        description="Cartoon smear fields whose white cells differ by class, "
@@ -191,6 +199,14 @@ def cmd_compare(args) -> int:
     out = run_compare(lambda arch: _config(args, arch), args.archs)
     print((out / "comparison.md").read_text(encoding="utf-8"))
     print(f"comparison folder: {out}")
+    return 0
+
+
+def cmd_tabulate(args) -> int:
+    from training.compare import tabulate_runs
+
+    out = tabulate_runs(args.runs, args.out)
+    print((out / "comparison.md").read_text(encoding="utf-8"))
     return 0
 
 

@@ -16,7 +16,6 @@ from training.package import ArtifactError
 
 def run_compare(make_config: Callable[[str], object], archs: Sequence[str]) -> Path:
     """Train each architecture on the same split; write comparison.{json,md,png}."""
-    from training import figures
     from training.train import run_training
 
     first = make_config(archs[0])
@@ -29,7 +28,6 @@ def run_compare(make_config: Callable[[str], object], archs: Sequence[str]) -> P
         groups_csv=Path(first.groups) if first.groups else None,
     )
     arrays_by_size: dict[int, dict] = {}
-    rows, baselines = [], None
     for arch in archs:
         cfg = make_config(arch)
         size = cfg.resolved_size()
@@ -39,21 +37,41 @@ def run_compare(make_config: Callable[[str], object], archs: Sequence[str]) -> P
                                            prepared.classes, size)
                 for part in data_mod.SPLITS
             }
-        result = run_training(cfg, prepared=prepared, arrays=arrays_by_size[size],
-                              run_dir=out / arch)
-        t = result.report["evaluation"]["test"]
-        baselines = result.report["baselines"]
+        run_training(cfg, prepared=prepared, arrays=arrays_by_size[size], run_dir=out / arch)
+    tabulate_runs([out / arch for arch in archs], out)
+    return out
+
+
+def _split_key(run_dir: Path) -> tuple:
+    split = json.loads((Path(run_dir) / "split.json").read_text(encoding="utf-8"))
+    return tuple(tuple(sorted(s["sha256"] for s in split["splits"][p])) for p in data_mod.SPLITS)
+
+
+def tabulate_runs(run_dirs: Sequence[Path], out: Path) -> Path:
+    """Tabulate finished runs made on the identical split: comparison.{json,md,png}."""
+    from training import figures
+
+    run_dirs = [Path(r) for r in run_dirs]
+    keys = {_split_key(r) for r in run_dirs}
+    if len(keys) != 1:
+        raise ArtifactError("these runs were not made on the same split; they cannot be compared")
+    rows, baselines, sizes = [], None, None
+    for run in run_dirs:
+        report = json.loads((run / "report.json").read_text(encoding="utf-8"))
+        t = report["evaluation"]["test"]
+        baselines, sizes = report["baselines"], report["data"]["sizes"]
         rows.append({
-            "arch": arch, "input_size": size, "weights": cfg.weights,
+            "arch": report["architecture"], "run": run.name,
+            "input_size": report["input_size"], "weights": report["config"]["weights"],
             "accuracy": t["accuracy"], "macro_f1": t["macro_f1"],
             "macro_roc_auc": t["macro_roc_auc"], "ece_after": t["ece_after"],
-            "epochs_run": result.report["training"]["epochs_run"],
-            "wall_seconds": result.report["training"]["wall_seconds"],
-            "artifact": str(result.artifact_dir),
+            "epochs_run": report["training"]["epochs_run"],
+            "wall_seconds": report["training"]["wall_seconds"],
         })
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
     (out / "comparison.json").write_text(
-        json.dumps({"rows": rows, "baselines": baselines, "split": prepared.sizes(),
-                    "fingerprint": prepared.fingerprint}, indent=1),
+        json.dumps({"rows": rows, "baselines": baselines, "split": sizes}, indent=1),
         encoding="utf-8",
     )
     lines = ["| architecture | px | accuracy | macro F1 | ROC AUC | ECE (cal.) | epochs | "

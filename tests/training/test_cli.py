@@ -12,7 +12,8 @@ from training.data import SYNTHETIC_MARKER
 
 def test_every_subcommand_has_help():
     parser = build_parser()
-    for command in ("train", "evaluate", "compare", "synth", "export-augmented", "demo-model"):
+    for command in ("train", "evaluate", "compare", "tabulate", "synth", "export-augmented",
+                    "demo-model"):
         with pytest.raises(SystemExit) as exc:
             parser.parse_args([command, "--help"])
         assert exc.value.code == 0
@@ -62,7 +63,7 @@ def test_demo_model_is_marked_synthetic(tmp_path):
         demo_model(tmp_path, per_class=6, epochs=1, size=32)
 
 
-def test_compare_tabulates_and_draws_a_bar_chart(synthetic_dir, tmp_path):
+def test_compare_tabulates_and_draws_a_bar_chart(synthetic_dir, tmp_path, tiny_run):
     assert main(["compare", str(synthetic_dir), "--archs", "cml1", "mobilenet",
                  "--img-size", "32", "--epochs", "1", "--batch-size", "16",
                  "--out", str(tmp_path)]) == 0
@@ -71,3 +72,10 @@ def test_compare_tabulates_and_draws_a_bar_chart(synthetic_dir, tmp_path):
     assert [r["arch"] for r in table["rows"]] == ["cml1", "mobilenet"]
     assert (out / "comparison.png").is_file()
     assert "baseline: colour_stats" in (out / "comparison.md").read_text()
+    assert main(["tabulate", str(out / "cml1"), str(out / "mobilenet"),
+                 "--out", str(tmp_path / "again")]) == 0
+    again = json.loads((tmp_path / "again" / "comparison.json").read_text())
+    assert [r["accuracy"] for r in again["rows"]] == [r["accuracy"] for r in table["rows"]]
+    # a run on another split (seed 1) must not be tabulated beside these
+    assert main(["tabulate", str(out / "cml1"), str(tiny_run.run_dir),
+                 "--out", str(tmp_path / "mixed")]) == 2

@@ -6,7 +6,8 @@ import sys
 from tests.training.conftest import REPO_ROOT
 
 MODULES = [
-    "training", "training.__main__", "training.cli", "training.preprocess", "training.data", "training.synth",
+    "training", "training.__main__", "training.cli", "training.preprocess", "training.data",
+    "training.synth",
     "training.augment", "training.architectures", "training.baselines", "training.evaluate",
     "training.figures", "training.report", "training.package", "training.train",
     "training.compare", "training.evaluate_artifact",
