@@ -249,9 +249,15 @@ def _split_once(
         stratify = labels if counts.min() >= 2 else None
         if stratify is None:
             log.warning("a class has fewer than 2 images: splitting without stratification")
-        kept, held = train_test_split(
-            idx_arr, test_size=fraction, random_state=seed, shuffle=True, stratify=stratify
-        )
+        try:
+            kept, held = train_test_split(
+                idx_arr, test_size=fraction, random_state=seed, shuffle=True, stratify=stratify
+            )
+        except ValueError as exc:  # fewer held-out images than classes
+            log.warning("stratified split impossible (%s): splitting at random", exc)
+            kept, held = train_test_split(
+                idx_arr, test_size=fraction, random_state=seed, shuffle=True
+            )
         return sorted(held.tolist()), sorted(kept.tolist())
     groups = np.array([items[i].group for i in idx])
     n_splits = max(2, round(1 / fraction))

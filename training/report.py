@@ -16,6 +16,10 @@ def _fmt(v, pct: bool = False) -> str:
     return html.escape(str(v))
 
 
+def _seconds(v) -> str:
+    return "-" if v is None else f"{v:.0f} s ({v / 60:.1f} min)"
+
+
 def _img(path: Path, alt: str) -> str:
     if not Path(path).exists():
         return ""
@@ -90,7 +94,7 @@ def write_html(report: dict, folder: Path, path: Path) -> Path:
         ("input size", f"{report.get('input_size')} px"),
         ("weights", cfg.get("weights") or "none (from scratch)"),
         ("epochs run", report.get("training", {}).get("epochs_run")),
-        ("training wall time", f"{report.get('training', {}).get('wall_seconds', 0):.0f} s"),
+        ("training wall time", _seconds(report.get("training", {}).get("wall_seconds"))),
         ("split train / validation / test",
          f"{sizes.get('train')} / {sizes.get('validation')} / {sizes.get('test')}"),
         ("duplicate copies removed before splitting", data.get("duplicates_dropped")),

@@ -70,19 +70,21 @@ def parse_weights(value: str | None) -> str | None:
     return "imagenet" if value.lower() == "imagenet" else value
 
 
-def _setup_logging(run_dir: Path) -> logging.Handler:
+def _setup_logging(run_dir: Path) -> list[logging.Handler]:
+    """Log to <run>/train.log and, unless something already does, to stderr."""
     handler = logging.FileHandler(run_dir / "train.log", encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
-    root.addHandler(handler)
+    added: list[logging.Handler] = [handler]
     if root.level > logging.INFO or root.level == logging.NOTSET:
         root.setLevel(logging.INFO)
-    if not any(isinstance(h, logging.StreamHandler) and getattr(h, "stream", None) is sys.stderr
-               for h in root.handlers):
+    if not any(getattr(h, "stream", None) is sys.stderr for h in root.handlers):
         console = logging.StreamHandler(sys.stderr)
         console.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
-        root.addHandler(console)
-    return handler
+        added.append(console)
+    for h in added:
+        root.addHandler(h)
+    return added
 
 
 def class_weights(y: np.ndarray, n_classes: int) -> dict[int, float]:
@@ -222,7 +224,7 @@ def run_training(
     version = cfg.version or stamp
     run_dir = Path(run_dir or Path(cfg.out) / f"{cfg.arch}-{stamp}")
     run_dir.mkdir(parents=True, exist_ok=True)
-    handler = _setup_logging(run_dir)
+    handlers = _setup_logging(run_dir)
     t_start = time.monotonic()
     try:
         keras.utils.set_random_seed(cfg.seed)
@@ -381,5 +383,6 @@ def run_training(
         )
         return TrainResult(run_dir, artifact_dir, report)
     finally:
-        logging.getLogger().removeHandler(handler)
-        handler.close()
+        for h in handlers:
+            logging.getLogger().removeHandler(h)
+            h.close()

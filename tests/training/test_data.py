@@ -124,3 +124,15 @@ def test_real_taleqani_split_never_shares_a_content_hash():
     assert sum(prepared.sizes().values()) == 3256 - 40
     _assert_disjoint(prepared.splits)
     assert prepared.sizes()["test"] == pytest.approx(0.2 * 3216, abs=2)
+
+
+def test_tiny_sets_still_split_when_stratification_is_impossible(tmp_path):
+    from PIL import Image
+
+    for c in range(5):
+        (tmp_path / f"c{c}").mkdir()
+        for j in range(2):
+            Image.new("RGB", (4, 4), (c * 40, j * 100, 3)).save(tmp_path / f"c{c}" / f"{j}.png")
+    prepared = D.prepare(tmp_path, seed=0)
+    assert sum(prepared.sizes().values()) == 10
+    _assert_disjoint(prepared.splits)
