@@ -76,6 +76,7 @@ INSTALLED_APPS = [
     "cases",
     "inference",
     "audit",
+    "reviews",
 ]
 
 MIDDLEWARE = [

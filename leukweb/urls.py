@@ -15,6 +15,7 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/", include("cases.api.urls")),
     path("", include("cases.urls")),
+    path("", include("reviews.urls")),
     # Last: an unknown /api/ path answers in the API's JSON error shape, not HTML.
     re_path(r"^api/", api_not_found, name="api-not-found"),
 ]

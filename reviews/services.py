@@ -1,0 +1,117 @@
+"""Writes for reviewing: verdicts, sign-off, reviewer settings. Each is audited."""
+
+from __future__ import annotations
+
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.db import transaction
+
+from accounts.models import User
+from audit.models import AuditEvent
+from audit.services import audit_record
+from cases.models import Case
+from inference.models import CaseResult
+from reviews.models import INCONCLUSIVE, Review, ReviewerSettings, SignOff
+
+
+def diagnosis_choices(result: CaseResult) -> list[str]:
+    """What a reviewer may conclude: the reviewed model's classes, or inconclusive."""
+    return [*result.model_version.classes, INCONCLUSIVE]
+
+
+def _locked_case(case: Case, reviewer: User) -> Case:
+    """The case row, locked for the rest of the transaction, refusing a signed-off one."""
+    if not (reviewer.is_reviewer or reviewer.is_admin):
+        raise PermissionDenied("Only reviewers and administrators review cases.")
+    case = Case.objects.select_for_update().get(pk=case.pk)
+    if case.status == Case.Status.REVIEWED or SignOff.objects.filter(case=case).exists():
+        raise ValidationError("The case is signed off: it accepts no further verdicts.")
+    if case.status != Case.Status.ANALYSED:
+        raise ValidationError(
+            f"The case is {case.get_status_display().lower()}; only analysed cases are reviewed."
+        )
+    return case
+
+
+def review_create(
+    *,
+    case: Case,
+    reviewer: User,
+    diagnosis: str,
+    comment: str = "",
+    blinded: bool = False,
+) -> Review:
+    """Record a verdict on the case's current (primary) model answer.
+
+    The verdict follows from the diagnosis: the model's label is agreement, anything
+    else an override. An override needs a comment unless the reviewer never saw the
+    model's answer (blinded), since then there was nothing yet to argue against.
+    """
+    comment = comment.strip()
+    with transaction.atomic():
+        case = _locked_case(case, reviewer)
+        result = (
+            CaseResult.objects.filter(case=case, primary=True)
+            .select_related("model_version")
+            .order_by("-created")
+            .first()
+        )
+        if result is None:
+            raise ValidationError("The case has no model answer to review.")
+        if diagnosis not in diagnosis_choices(result):
+            raise ValidationError({"diagnosis": f"{diagnosis!r} is not a diagnosis of this model."})
+        verdict = Review.Verdict.AGREE if diagnosis == result.label else Review.Verdict.OVERRIDE
+        if verdict == Review.Verdict.OVERRIDE and not blinded and not comment:
+            raise ValidationError({"comment": "Say why you override the model's answer."})
+        review = Review.objects.create(
+            case=case,
+            reviewer=reviewer,
+            model_version=result.model_version,
+            model_label=result.label,
+            model_confidence=result.confidence,
+            verdict=verdict,
+            diagnosis=diagnosis,
+            comment=comment,
+            blinded=blinded,
+        )
+        audit_record(
+            actor=reviewer,
+            action=AuditEvent.Action.REVIEW,
+            target=review,
+            case=case,
+            detail={
+                "verdict": verdict,
+                "diagnosis": diagnosis,
+                "model_label": result.label,
+                "model_version": str(result.model_version),
+                "blinded": blinded,
+            },
+        )
+    return review
+
+
+def case_sign_off(*, case: Case, reviewer: User) -> SignOff:
+    """Sign the latest verdict: the case becomes reviewed and is locked for good."""
+    with transaction.atomic():
+        case = _locked_case(case, reviewer)
+        review = case.reviews.order_by("-created", "-pk").first()
+        if review is None:
+            raise ValidationError("Record a verdict before signing off.")
+        sign_off = SignOff.objects.create(case=case, review=review, reviewer=reviewer)
+        case.status = Case.Status.REVIEWED
+        case.save(update_fields=["status", "updated"])
+        audit_record(
+            actor=reviewer,
+            action=AuditEvent.Action.REVIEW,
+            target=sign_off,
+            case=case,
+            detail={"event": "sign_off", "diagnosis": review.diagnosis, "review": review.pk},
+        )
+    return sign_off
+
+
+def reviewer_settings_update(*, user: User, blinded: bool) -> ReviewerSettings:
+    with transaction.atomic():
+        settings, _ = ReviewerSettings.objects.update_or_create(
+            user=user, defaults={"blinded": blinded}
+        )
+    return settings

@@ -1,0 +1,70 @@
+from http import HTTPStatus
+
+import pytest
+
+from inference.models import ModelVersion
+from reviews.selectors import agreement_for_model_version
+from reviews.services import case_sign_off, review_create
+from reviews.stats import agreement_compute
+from tests.reviews.conftest import case_create, version_create
+
+
+def test_agreement_on_a_known_set_of_reviews():
+    pairs = [
+        ("AML", "AML"),
+        ("AML", "AML"),
+        ("AML", "CML"),
+        ("ALL", "ALL"),
+        ("CLL", "inconclusive"),
+        ("CML", "CML"),
+    ]
+    stats = agreement_compute(pairs, ["ALL", "AML", "CLL", "CML"])
+    assert stats.labels == ("ALL", "AML", "CLL", "CML", "inconclusive")
+    assert stats.matrix == (
+        (1, 0, 0, 0, 0),
+        (0, 2, 0, 1, 0),
+        (0, 0, 0, 0, 1),
+        (0, 0, 0, 1, 0),
+        (0, 0, 0, 0, 0),
+    )
+    assert (stats.reviewed, stats.agreed, stats.inconclusive) == (6, 4, 1)
+    assert stats.rate == pytest.approx(4 / 6)
+    assert stats.conclusive_rate == pytest.approx(4 / 5)
+
+
+def test_no_reviews_means_no_rate_rather_than_zero():
+    stats = agreement_compute([], ["A", "B"])
+    assert stats.reviewed == 0 and stats.rate is None
+    assert stats.matrix == ((0, 0, 0),) * 3
+
+
+def test_a_diagnosis_outside_the_models_classes_gets_its_own_column():
+    stats = agreement_compute([("A", "Z")], ["A", "B"])
+    assert stats.labels == ("A", "B", "inconclusive", "Z")
+    assert stats.matrix[0] == (0, 0, 0, 1)
+
+
+def _sign(case, reviewer, diagnosis):
+    review_create(case=case, reviewer=reviewer, diagnosis=diagnosis, comment="checked")
+    case_sign_off(case=case, reviewer=reviewer)
+
+
+def test_deployed_and_shadow_are_measured_against_the_same_sign_offs(client_for, bob, db):
+    deployed = version_create()
+    shadow = version_create("cnn", "2", status=ModelVersion.Status.SHADOW)
+    _sign(case_create("Team A", "P1", deployed, label="AML", shadow=(shadow, "AML")), bob, "AML")
+    _sign(case_create("Team A", "P2", deployed, label="AML", shadow=(shadow, "CML")), bob, "CML")
+    _sign(case_create("Team A", "P3", deployed, label="CLL", shadow=(shadow, "CLL")), bob, "CLL")
+    case_create("Team A", "P4", deployed, label="ALL")  # not signed off: not counted
+    case_create("Team B", "P5", deployed, label="ALL")
+
+    main = agreement_for_model_version(user=bob, model_version=deployed)
+    side = agreement_for_model_version(user=bob, model_version=shadow)
+    assert (main.reviewed, main.agreed) == (3, 2)
+    assert (side.reviewed, side.agreed) == (3, 3)
+    assert main.matrix[1][3] == 1  # model AML, reviewer CML
+
+    response = client_for(bob).get("/reviews/agreement/")
+    assert response.status_code == HTTPStatus.OK
+    assert [p["version"] for p in response.context["panels"]] == [deployed, shadow]
+    assert "66.7%" in response.content.decode() and "100.0%" in response.content.decode()

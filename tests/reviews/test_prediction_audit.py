@@ -1,0 +1,58 @@
+import csv
+import io
+from http import HTTPStatus
+
+import pytest
+
+from audit.models import AuditEvent
+from reviews.services import review_create
+from tests.reviews.conftest import case_create, version_create
+
+
+@pytest.fixture
+def cases(db, bob):
+    version = version_create()
+    first = case_create("Team A", "PAT-AAA", version, label="AML", images=2)
+    second = case_create("Team A", "PAT-BBB", version, label="CLL", confidence=0.7)
+    case_create("Team B", "PAT-CCC", version, label="AML")
+    review_create(case=second, reviewer=bob, diagnosis="CML", comment="blasts absent")
+    return first, second
+
+
+def _rows(client, **params) -> list[str]:
+    page = client.get("/reviews/predictions/", params).context["page"]
+    return [p.image.case.patient.identifier for p in page]
+
+
+def test_bob_searches_predictions_by_patient_label_model_and_verdict(client_for, bob, cases):
+    client = client_for(bob)
+    assert sorted(_rows(client)) == ["PAT-AAA", "PAT-AAA", "PAT-BBB"]
+    assert _rows(client, q="bbb") == ["PAT-BBB"]
+    assert _rows(client, q="AML") == ["PAT-AAA", "PAT-AAA"]
+    assert len(_rows(client, q="cnn")) == 3
+    assert _rows(client, q="override") == ["PAT-BBB"]
+    assert _rows(client, q="CML") == ["PAT-BBB"]
+
+
+def test_the_csv_export_streams_every_row_and_is_audited(client_for, bob, cases):
+    response = client_for(bob).get("/reviews/predictions/export.csv", {"q": "PAT"})
+    assert response.status_code == HTTPStatus.OK
+    assert response.streaming
+    assert response["Content-Type"] == "text/csv"
+    body = b"".join(response.streaming_content).decode()
+    rows = list(csv.DictReader(io.StringIO(body)))
+    assert sorted(r["patient"] for r in rows) == ["PAT-AAA", "PAT-AAA", "PAT-BBB"]
+    reviewed = next(r for r in rows if r["patient"] == "PAT-BBB")
+    assert (reviewed["label"], reviewed["verdict"], reviewed["diagnosis"]) == (
+        "CLL",
+        "override",
+        "CML",
+    )
+    event = AuditEvent.objects.get(action=AuditEvent.Action.EXPORT)
+    assert event.actor == bob and event.detail["rows"] == 3 and event.detail["search"] == "PAT"
+
+
+def test_a_formula_in_a_patient_identifier_is_defused_in_the_csv(client_for, bob, db):
+    case_create("Team A", "=HYPERLINK(1)", version_create())
+    body = b"".join(client_for(bob).get("/reviews/predictions/export.csv").streaming_content)
+    assert b"'=HYPERLINK(1)" in body

@@ -1,0 +1,120 @@
+from http import HTTPStatus
+
+import pytest
+
+from audit.models import AuditEvent
+from inference.models import DeploymentEvent, ModelVersion
+from reviews.report import report_sections
+from tests.reviews.conftest import CLASSES, training_report, version_create
+
+
+@pytest.fixture
+def versions(db):
+    live = version_create("cnn", "1", report=training_report())
+    DeploymentEvent.objects.create(model_version=live, action="deploy", reason="first")
+    candidate = version_create(
+        "cnn",
+        "2",
+        status=ModelVersion.Status.REGISTERED,
+        synthetic=True,
+        report=training_report(synthetic=True),
+    )
+    return live, candidate
+
+
+def test_admin_sees_every_version_with_status_and_deploy_history(client_for, admin_user, versions):
+    page = client_for(admin_user).get("/registry/").content.decode()
+    assert "cnn 1" in page and "cnn 2" in page
+    assert "Deployed" in page and "Registered" in page
+    assert "first" in page
+
+
+def test_the_report_page_renders_every_section_next_to_live_agreement(
+    client_for, admin_user, versions
+):
+    live, candidate = versions
+    response = client_for(admin_user).get(f"/registry/{candidate.pk}/")
+    page = response.content.decode()
+    assert response.status_code == HTTPStatus.OK
+    for expected in (
+        "Per class (test split)",
+        "Confusion matrix (test split)",
+        'aria-label="Accuracy"',
+        'aria-label="Loss"',
+        'aria-label="Reliability (test split)"',
+        "Comparison across architectures",
+        "Cheap baselines",
+        "SYNTHETIC",
+        "Live agreement with reviewers",
+        "Synthetic demo model — not for clinical use",
+    ):
+        assert expected in page, expected
+    # The candidate's own panel, then the deployed one for comparison.
+    assert [p["version"] for p in response.context["live"]] == [candidate, live]
+    assert {row["label"] for row in response.context["comparison"]} == {"cnn 1", "cnn 2"}
+
+
+@pytest.mark.parametrize(
+    "report",
+    [
+        {},
+        {"classes": CLASSES},
+        {"classes": CLASSES, "evaluation": {"test": {"accuracy": 0.5, "confusion_matrix": [[1]]}}},
+        {"evaluation": "garbage", "training": {"history": {"loss": ["x"]}}, "baselines": [1]},
+    ],
+)
+def test_a_report_with_missing_or_odd_sections_still_renders(client_for, admin_user, report):
+    version = version_create(report=report)
+    assert client_for(admin_user).get(f"/registry/{version.pk}/").status_code == HTTPStatus.OK
+    sections = report_sections(report)
+    assert sections["confusion"] == [] and sections["curves"] == []
+
+
+def test_admin_deploys_after_confirming_with_a_reason(client_for, admin_user, versions):
+    live, candidate = versions
+    client = client_for(admin_user)
+    url = f"/registry/{candidate.pk}/deploy/"
+    confirm = client.get(url)
+    assert confirm.status_code == HTTPStatus.OK and b"Reason (required)" in confirm.content
+
+    assert client.post(url, {"reason": ""}).status_code == HTTPStatus.BAD_REQUEST
+    candidate.refresh_from_db()
+    assert candidate.status == ModelVersion.Status.REGISTERED
+
+    assert client.post(url, {"reason": "better macro F1"}).status_code == HTTPStatus.FOUND
+    candidate.refresh_from_db()
+    live.refresh_from_db()
+    assert candidate.status == ModelVersion.Status.DEPLOYED
+    assert live.status == ModelVersion.Status.REGISTERED
+    event = AuditEvent.objects.get(action=AuditEvent.Action.DEPLOY, target_id=str(candidate.pk))
+    assert event.detail == {"event": "deploy", "reason": "better macro F1"}
+    assert event.actor == admin_user
+
+
+def test_admin_rolls_back_and_sets_a_shadow_each_recorded(client_for, admin_user, versions):
+    live, candidate = versions
+    client = client_for(admin_user)
+    client.post(f"/registry/{candidate.pk}/deploy/", {"reason": "try it"})
+    assert b"Roll back to cnn 1" in client.get("/registry/").content
+    assert client.post("/registry/rollback/", {"reason": "worse"}).status_code == 302
+    live.refresh_from_db()
+    assert live.status == ModelVersion.Status.DEPLOYED
+
+    assert client.post(f"/registry/{candidate.pk}/shadow/", {"reason": "watch"}).status_code == 302
+    candidate.refresh_from_db()
+    assert candidate.status == ModelVersion.Status.SHADOW
+    recorded = list(
+        AuditEvent.objects.filter(action=AuditEvent.Action.DEPLOY)
+        .order_by("pk")
+        .values_list("detail__event", "detail__reason")
+    )
+    assert recorded == [("deploy", "try it"), ("rollback", "worse"), ("shadow", "watch")]
+
+
+def test_a_refused_registry_change_is_explained_on_the_confirmation_page(
+    client_for, admin_user, versions
+):
+    live, _ = versions
+    response = client_for(admin_user).post(f"/registry/{live.pk}/deploy/", {"reason": "again"})
+    assert response.status_code == HTTPStatus.BAD_REQUEST
+    assert b"already deployed" in response.content

@@ -1,0 +1,138 @@
+from http import HTTPStatus
+from pathlib import Path
+
+import pytest
+from django.core.exceptions import ValidationError
+
+from audit.models import AuditEvent
+from cases.models import Case
+from inference.models import ModelVersion
+from reviews.models import Review, SignOff
+from reviews.selectors import case_is_locked
+from reviews.services import case_sign_off, review_create, reviewer_settings_update
+from tests.reviews.conftest import case_create, version_create
+
+
+@pytest.fixture
+def deployed(db):
+    return version_create()
+
+
+@pytest.fixture
+def case(deployed):
+    # 0.873 prints as "87.3%": a string that only the model's answer can put on the page.
+    return case_create("Team A", "PAT-7", deployed, label="CML", confidence=0.873)
+
+
+def test_bob_agrees_signs_off_and_the_case_is_locked(client_for, bob, case):
+    client = client_for(bob)
+    assert not case_is_locked(case)
+    response = client.post(f"/reviews/cases/{case.pk}/verdict/", {"diagnosis": "CML"})
+    assert response.status_code == HTTPStatus.FOUND
+    review = Review.objects.get(case=case)
+    assert (review.verdict, review.diagnosis, review.model_label) == ("agree", "CML", "CML")
+
+    assert client.post(f"/reviews/cases/{case.pk}/sign-off/").status_code == HTTPStatus.FOUND
+    case.refresh_from_db()
+    assert case.status == Case.Status.REVIEWED
+    assert case_is_locked(case)
+    assert SignOff.objects.get(case=case).review == review
+
+    response = client.post(
+        f"/reviews/cases/{case.pk}/verdict/", {"diagnosis": "AML", "comment": "second look"}
+    )
+    assert response.status_code == HTTPStatus.BAD_REQUEST
+    assert Review.objects.filter(case=case).count() == 1
+    with pytest.raises(ValidationError, match="signed off"):
+        case_sign_off(case=case, reviewer=bob)
+    page = client.get(f"/reviews/cases/{case.pk}/")
+    assert b"Signed off by bob" in page.content
+    assert b'name="diagnosis"' not in page.content
+    actions = list(case.audit_events.values_list("action", "detail__event"))
+    assert (AuditEvent.Action.REVIEW, "sign_off") in actions
+
+
+def test_an_override_needs_a_comment_and_a_diagnosis_the_model_knows(bob, case):
+    with pytest.raises(ValidationError, match="why"):
+        review_create(case=case, reviewer=bob, diagnosis="AML")
+    with pytest.raises(ValidationError, match="not a diagnosis"):
+        review_create(case=case, reviewer=bob, diagnosis="flu", comment="x")
+    review = review_create(case=case, reviewer=bob, diagnosis="inconclusive", comment="smudged")
+    assert review.verdict == Review.Verdict.OVERRIDE
+
+
+def test_a_case_cannot_be_signed_off_without_a_verdict_nor_reviewed_before_analysis(
+    bob, deployed, case
+):
+    with pytest.raises(ValidationError, match="verdict"):
+        case_sign_off(case=case, reviewer=bob)
+    running = case_create("Team A", "PAT-8", deployed, status=Case.Status.ANALYSING)
+    with pytest.raises(ValidationError, match="analysed"):
+        review_create(case=running, reviewer=bob, diagnosis="AML")
+
+
+def test_blinded_bob_sees_the_images_but_not_the_answer_until_he_records_a_diagnosis(
+    client_for, bob, case
+):
+    reviewer_settings_update(user=bob, blinded=True)
+    client = client_for(bob)
+    page = client.get(f"/reviews/cases/{case.pk}/").content.decode()
+    image = case.images.get()
+    assert f"/images/{image.pk}/" in page
+    assert "Record diagnosis" in page
+    for leak in ("87.3%", "Model answer", "probbars", "heatmap.png", "Case history"):
+        assert leak not in page, leak
+    # The queue does not show the answer either.
+    queue = client.get("/reviews/").content.decode()
+    assert "87.3%" not in queue
+
+    response = client.post(
+        f"/reviews/cases/{case.pk}/verdict/", {"diagnosis": "AML", "blinded": "1"}
+    )
+    assert response.status_code == HTTPStatus.FOUND
+    review = Review.objects.get(case=case)
+    assert review.blinded and review.verdict == Review.Verdict.OVERRIDE
+    page = client.get(f"/reviews/cases/{case.pk}/").content.decode()
+    assert "Model answer" in page and "87.3%" in page
+
+
+def test_blinding_can_be_asked_for_one_request(client_for, bob, case):
+    client = client_for(bob)
+    assert "87.3%" in client.get(f"/reviews/cases/{case.pk}/").content.decode()
+    assert "87.3%" not in client.get(f"/reviews/cases/{case.pk}/?blinded=1").content.decode()
+    assert "87.3%" not in client.get(f"/reviews/cases/{case.pk}/report/?blinded=1").content.decode()
+
+
+def test_the_printable_report_has_patient_predictions_verdict_and_sign_off(client_for, bob, case):
+    review_create(case=case, reviewer=bob, diagnosis="CML")
+    case_sign_off(case=case, reviewer=bob)
+    page = client_for(bob).get(f"/reviews/cases/{case.pk}/report/").content.decode()
+    for expected in ("PAT-7", "Case report", "87.3%", "cnn 1", "Final diagnosis", "Signed off"):
+        assert expected in page, expected
+
+
+def test_the_report_styles_print_without_navigation():
+    css = (Path(__file__).resolve().parents[2] / "static/css/reviews.css").read_text()
+    assert "@media print" in css
+    assert ".topbar, .footer, .no-print" in css
+
+
+def test_a_synthetic_model_carries_a_not_for_clinical_use_banner(client_for, bob, db):
+    demo = version_create("demo", "1", synthetic=True)
+    case = case_create("Team A", "P1", demo)
+    page = client_for(bob).get(f"/reviews/cases/{case.pk}/").content.decode()
+    assert "Synthetic demo model — not for clinical use" in page
+
+
+def test_the_shadow_answer_is_shown_to_administrators_only(client_for, bob, admin_user, db):
+    deployed = version_create()
+    shadow = version_create("cnn", "2", status=ModelVersion.Status.SHADOW)
+    case = case_create("Team A", "P1", deployed, label="AML", shadow=(shadow, "CLL"))
+    assert (
+        "Shadow model answer"
+        not in client_for(bob).get(f"/reviews/cases/{case.pk}/").content.decode()
+    )
+    assert (
+        "Shadow model answer"
+        in client_for(admin_user).get(f"/reviews/cases/{case.pk}/").content.decode()
+    )
