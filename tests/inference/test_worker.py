@@ -1,0 +1,109 @@
+"""Real Celery worker processes: the path an upload takes in production."""
+
+import io
+import os
+import signal
+import time
+
+import pytest
+from django.conf import settings
+
+from cases.models import SmearImage
+from cases.services import Upload, case_create
+from inference.dispatch import case_analysis_request
+from inference.models import CaseResult, Prediction
+from inference.services import model_version_deploy, model_version_import
+from tests.inference.conftest import make_case, png_bytes
+from tests.worker import running_worker
+
+pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
+
+
+def worker_paths(tmp_path) -> dict[str, str]:
+    """The worker reads the same uploads and model storage as this test."""
+    return {"MEDIA_ROOT": str(tmp_path / "media"), "MODELS_ROOT": str(tmp_path / "models")}
+
+
+def wait_for(check, *, timeout: float = 90.0, what: str = "it", worker=None):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.2)
+    log = worker.log_path.read_text()[-4000:] if worker is not None else ""
+    raise AssertionError(f"timed out waiting for {what}\n{log}")
+
+
+def upload(user, identifier: str, seed: int):
+    return case_create(
+        user=user,
+        new_patient={"team": user.teams.get(), "identifier": identifier},
+        uploads=[Upload(io.BytesIO(png_bytes(seed)), f"{identifier}.png")],
+        submit=True,
+    )
+
+
+def prediction_of(case):
+    return Prediction.objects.filter(image__case=case).select_related("model_version").first()
+
+
+@pytest.mark.embedded
+def test_upload_to_prediction_then_a_new_deploy_serves_the_next_upload(artifacts, alice, tmp_path):
+    v1 = model_version_import(source=artifacts["v1"])
+    model_version_deploy(model_version=v1, actor=None, reason="first")
+    with running_worker(**worker_paths(tmp_path)) as worker:
+        first = upload(alice, "P-1", seed=1)
+        before = wait_for(lambda: prediction_of(first), what="the first prediction", worker=worker)
+        assert before.model_version == v1
+        assert CaseResult.objects.get(case=first).model_version == v1
+
+        v2 = model_version_import(source=artifacts["v2"])
+        model_version_deploy(model_version=v2, actor=None, reason="better")
+        second = upload(alice, "P-2", seed=2)
+        after = wait_for(lambda: prediction_of(second), what="the second prediction", worker=worker)
+        assert after.model_version == v2
+        assert CaseResult.objects.get(case=second, primary=True).model_version == v2
+
+    unchanged = Prediction.objects.get(pk=before.pk)
+    assert unchanged.model_version == v1 and unchanged.probabilities == before.probabilities
+    assert Prediction.objects.filter(image__case=first).count() == 1
+    first.refresh_from_db()
+    assert first.status == "analysed"
+
+
+@pytest.mark.skipif(
+    not settings.CELERY_BROKER_URL.startswith("redis"),
+    reason="the filesystem broker has no acknowledgements, so nothing is re-delivered",
+)
+def test_a_killed_workers_task_is_delivered_again_and_completed_once(artifacts, tmp_path):
+    v1 = model_version_import(source=artifacts["v1"])
+    model_version_deploy(model_version=v1, actor=None, reason="first")
+    case = make_case(images=[png_bytes(1), png_bytes(2)])
+    env = {**worker_paths(tmp_path), "DJANGO_SETTINGS_MODULE": "tests.inference.worker_settings"}
+
+    with running_worker(**env) as doomed:
+        case_analysis_request(case.pk)
+        # Killed while the task runs (its first run imports TensorFlow and loads the
+        # model: seconds), before it could acknowledge the message.
+        wait_for(
+            lambda: "inference.analyse_case[" in doomed.log_path.read_text(),
+            what="the task to reach the first worker",
+            worker=doomed,
+        )
+        os.kill(doomed.pid, signal.SIGKILL)
+        doomed.wait()
+    assert not Prediction.objects.exists(), "the first worker finished before it was killed"
+
+    with running_worker(**env) as survivor:
+        wait_for(
+            lambda: set(case.images.values_list("status", flat=True)) == {"done"},
+            what="the re-delivered task",
+            worker=survivor,
+        )
+        time.sleep(4)  # past the visibility timeout: a second delivery would show now
+        log = survivor.log_path.read_text()
+    runs = [line for line in log.splitlines() if "inference.analyse_case[" in line]
+    assert sum("succeeded" in line for line in runs) == 1, log
+    assert Prediction.objects.filter(image__case=case).count() == 2
+    assert SmearImage.objects.filter(case=case, status="done").count() == 2
