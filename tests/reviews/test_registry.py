@@ -1,4 +1,5 @@
 from http import HTTPStatus
+from xml.etree import ElementTree
 
 import pytest
 
@@ -52,6 +53,16 @@ def test_the_report_page_renders_every_section_next_to_live_agreement(
     # The candidate's own panel, then the deployed one for comparison.
     assert [p["version"] for p in response.context["live"]] == [candidate, live]
     assert {row["label"] for row in response.context["comparison"]} == {"cnn 1", "cnn 2"}
+
+
+def test_the_report_figures_are_well_formed_svg():
+    sections = report_sections(training_report())
+    figures = [*sections["curves"], sections["reliability"]]
+    assert len(figures) == 3
+    for svg in figures:
+        root = ElementTree.fromstring(svg)  # noqa: S314 (our own output, not untrusted)
+        assert root.tag == "{http://www.w3.org/2000/svg}svg"
+        assert root.findall(".//{http://www.w3.org/2000/svg}polyline")
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,7 @@ from cases.models import Case
 from inference.models import ModelVersion
 from reviews.models import Review, SignOff
 from reviews.selectors import case_is_locked
-from reviews.services import case_sign_off, review_create, reviewer_settings_update
+from reviews.services import case_sign_off, review_create
 from tests.reviews.conftest import case_create, version_create
 
 
@@ -74,8 +74,8 @@ def test_a_case_cannot_be_signed_off_without_a_verdict_nor_reviewed_before_analy
 def test_blinded_bob_sees_the_images_but_not_the_answer_until_he_records_a_diagnosis(
     client_for, bob, case
 ):
-    reviewer_settings_update(user=bob, blinded=True)
     client = client_for(bob)
+    assert client.post("/reviews/settings/", {"blinded": "on"}).status_code == HTTPStatus.FOUND
     page = client.get(f"/reviews/cases/{case.pk}/").content.decode()
     image = case.images.get()
     assert f"/images/{image.pk}/" in page
