@@ -110,13 +110,15 @@ def sign_off_for_case(*, case: Case) -> SignOff | None:
     return SignOff.objects.select_related("reviewer", "review").filter(case=case).first()
 
 
-def case_results(*, case: Case) -> list[CaseResult]:
-    """Every model's case-level answer (deployed and shadow), primary first, newest first."""
-    return list(
-        CaseResult.objects.filter(case=case)
-        .select_related("model_version")
-        .order_by("-primary", "-created")
-    )
+def case_results(*, user: User, case: Case) -> list[CaseResult]:
+    """The case-level answers the user may see, primary first, newest first.
+
+    Shadow models' answers are for administrators comparing models, as in the cases app.
+    """
+    results = CaseResult.objects.filter(case=case)
+    if not user.is_admin:
+        results = results.filter(primary=True)
+    return list(results.select_related("model_version").order_by("-primary", "-created"))
 
 
 def reviewer_blinded(*, user: User) -> bool:

@@ -10,7 +10,6 @@ from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import redirect, render
-from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
@@ -124,7 +123,7 @@ def _case_context(request: HttpRequest, case) -> dict:
     }
     if not revealed:
         return context
-    results = [r for r in selectors.case_results(case=case) if r.primary or request.user.is_admin]
+    results = selectors.case_results(user=request.user, case=case)
     for result in results:
         result.bars = _bars(result.probabilities, result.model_version.classes)
     for image in images:
@@ -142,8 +141,9 @@ def _case_context(request: HttpRequest, case) -> dict:
     return context
 
 
-def _verdict_form(case, data=None) -> VerdictForm | None:
-    result = next((r for r in selectors.case_results(case=case) if r.primary), None)
+def _verdict_form(request: HttpRequest, case, data=None) -> VerdictForm | None:
+    results = selectors.case_results(user=request.user, case=case)
+    result = next((r for r in results if r.primary), None)
     if result is None:
         return None
     return VerdictForm(data, choices=services.diagnosis_choices(result))
@@ -154,14 +154,14 @@ def case_review(request: HttpRequest, pk: int) -> HttpResponse:
     case = selectors.review_case_get(user=request.user, pk=pk)
     audit_record(actor=request.user, action=AuditEvent.Action.VIEW, target=case, case=case)
     context = _case_context(request, case)
-    context["form"] = None if context["locked"] else _verdict_form(case)
+    context["form"] = None if context["locked"] else _verdict_form(request, case)
     return render(request, "reviews/case_review.html", context)
 
 
 @require_POST
 def case_verdict(request: HttpRequest, pk: int) -> HttpResponse:
     case = selectors.review_case_get(user=request.user, pk=pk)
-    form = _verdict_form(case, request.POST)
+    form = _verdict_form(request, case, request.POST)
     if form is not None and form.is_valid():
         # Blinded only if this reviewer has not been shown the answer by an earlier verdict.
         blinded = _blinded(request) and not selectors.reviewer_has_diagnosed(
@@ -444,7 +444,7 @@ def registry_rollback(request: HttpRequest) -> HttpResponse:
     previous = registry.model_version_previous()
     if previous is None:
         messages.error(request, "There is no earlier deployed version to roll back to.")
-        return redirect(reverse("reviews:registry_list"))
+        return redirect("reviews:registry_list")
     return _confirm(
         request,
         title=f"Roll back to {previous}",
