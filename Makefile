@@ -15,6 +15,7 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 	$(BIN)/python manage.py migrate --noinput
 	$(BIN)/python manage.py ensure_demo_users
+	$(BIN)/python manage.py ensure_demo_model
 
 run: setup
 	$(BIN)/python manage.py serve

@@ -108,3 +108,16 @@ def test_deploy_rollback_shadow_and_retire_keep_one_deployed_and_a_history(artif
     actions = list(DeploymentEvent.objects.order_by("pk").values_list("action", flat=True))
     assert actions == ["deploy", "shadow", "deploy", "rollback", "retire"]
     assert AuditEvent.objects.filter(action="deploy").count() == 5
+
+
+def test_ensure_demo_model_deploys_the_registered_demo_without_training(tmp_path, artifacts):
+    from tests.inference.conftest import package
+
+    demo = model_version_import(
+        source=package(tmp_path, version="1", seed=3, name="demo-synthetic")
+    )
+    call_command("ensure_demo_model")
+    assert ModelVersion.objects.deployed() == demo
+    assert DeploymentEvent.objects.get().reason == "demo"
+    call_command("ensure_demo_model")  # a deployed model is left alone
+    assert DeploymentEvent.objects.count() == 1
