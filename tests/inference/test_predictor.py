@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from inference.predictor import ArtifactError, Predictor, cached_predictor, calibrate
-from tests.inference.conftest import CLASSES, png_bytes
+from tests.inference.conftest import CLASSES, package, png_bytes
 
 
 def test_it_classifies_a_batch_without_importing_django(artifacts):
@@ -53,17 +53,18 @@ def test_batch_answers_equal_one_by_one_answers_and_are_calibrated(artifacts):
     assert together[0].probabilities["AML"] == pytest.approx(expected[2], abs=1e-6)
 
 
-def test_the_cache_loads_a_version_once_and_checks_its_hash(artifacts):
+def test_the_cache_loads_a_version_once_and_checks_its_hash(tmp_path):
     from training.package import read_manifest
 
-    digest = read_manifest(artifacts["v2"]).content_hash
+    folder = package(tmp_path, version="cache-test", seed=7)  # weights no other test loads
+    digest = read_manifest(folder).content_hash
     calls = []
 
     def fetch():
         calls.append(1)
-        return artifacts["v2"]
+        return folder
 
     assert cached_predictor(digest, fetch) is cached_predictor(digest, fetch)
     assert len(calls) == 1
     with pytest.raises(ArtifactError, match="does not match the registry"):
-        cached_predictor("sha256:" + "0" * 64, lambda: artifacts["v2"])
+        cached_predictor("sha256:" + "0" * 64, lambda: folder)
