@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from audit.models import AuditEvent
@@ -431,6 +431,23 @@ def _shadow_rows(shadow, answers, blobs, worker_host) -> list[Prediction]:
         logger.error("shadow model %s cannot be loaded, skipped: %s", shadow, exc)
         return []
     return _prediction_rows(shadow, shadow_answers, per_image_ms, worker_host)
+
+
+def deployed_model_preload() -> None:
+    """Load and warm the deployed and shadow models now, so the first case waits for neither.
+
+    Best effort, run in the background of a new worker process: whatever goes wrong here
+    is logged, and the first task that needs the model loads it again and reports properly.
+    """
+    try:
+        for version in (ModelVersion.objects.deployed(), ModelVersion.objects.shadow()):
+            if version is not None:
+                predictor_for(version)
+                logger.info("preloaded model %s", version)
+    except Exception:
+        logger.exception("could not preload the deployed model")
+    finally:
+        connection.close()
 
 
 def stale_images_requeue(*, older_than_s: int) -> list[int]:

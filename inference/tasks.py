@@ -2,9 +2,11 @@
 messages outlive deploys, so change them only by adding new tasks."""
 
 import socket
+import threading
 from dataclasses import asdict
 
 from celery import shared_task
+from celery.signals import worker_process_init
 from django.db import InterfaceError, OperationalError
 from kombu.exceptions import OperationalError as BrokerError
 
@@ -36,3 +38,13 @@ def analyse_case(self, case_id: int) -> dict:
 def sweep_stale_images(older_than_s: int = 600) -> list[int]:
     """Periodic (celery beat): queue again the cases of images stuck pending or analysing."""
     return services.stale_images_requeue(older_than_s=older_than_s)
+
+
+@worker_process_init.connect
+def _preload_deployed_model(**kwargs) -> None:
+    """A new pool process warms the deployed model in the background (not in the parent,
+    which forks the pool and should not hold TensorFlow). A task arriving meanwhile waits
+    for the same load instead of starting another."""
+    threading.Thread(
+        target=services.deployed_model_preload, name="model-preload", daemon=True
+    ).start()

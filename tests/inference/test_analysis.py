@@ -17,7 +17,7 @@ from inference.tasks import analyse_case
 from leukweb.celery import app as celery_app
 from tests.inference.conftest import add_image, make_case, png_bytes
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.embedded]
 
 
 @pytest.fixture
