@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
+from inference.heatmaps import GradCam
 from training.package import ArtifactError, load_packaged
 from training.preprocess import ImageDecodeError, load_rgb, resize_for_model
 
@@ -75,6 +76,7 @@ class Predictor:
         self.temperature = float(manifest.temperature or 1.0)
         self.confidence_threshold = float(manifest.confidence_threshold)
         self.content_hash: str = manifest.content_hash
+        self._gradcam: GradCam | None = None
         size = self.input_size
         # A fixed signature with a free batch axis: one trace serves every batch size.
         self._forward = tf.function(
@@ -136,6 +138,15 @@ class Predictor:
             for i in range(0, len(images), MAX_BATCH)
         ]
         return np.concatenate(chunks) if chunks else np.zeros((0, len(self.classes)))
+
+    def heatmaps(self, images: Sequence[np.ndarray]) -> np.ndarray:
+        """Grad-CAM maps (N, size, size) in [0, 1] on the manifest's heatmap layer."""
+        if self._gradcam is None:
+            self._gradcam = GradCam(self.model, self.manifest.heatmap_layer)
+        batch = np.stack(images)
+        return np.concatenate(
+            [self._gradcam(batch[i : i + MAX_BATCH]) for i in range(0, len(batch), MAX_BATCH)]
+        )
 
     def predict(self, images: Sequence[np.ndarray]) -> tuple[list[ImagePrediction], float]:
         """Classify prepared images as one batch; return calibrated answers and milliseconds."""

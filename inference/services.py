@@ -15,10 +15,14 @@ from __future__ import annotations
 
 import json
 import logging
+import uuid
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
+import numpy as np
+from django.conf import settings
+from django.core.files.base import ContentFile
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
@@ -249,7 +253,8 @@ def _read(image: SmearImage) -> bytes:
 
 
 def _predict(predictor, blobs: dict[int, bytes]):
-    """Prepare and classify; return ({image pk: answer}, {image pk: failure}, ms per image)."""
+    """Prepare and classify; return ({image pk: answer}, {image pk: failure}, ms per image,
+    {image pk: prepared array})."""
     from inference.predictor import ImageDecodeError
 
     arrays, failures = {}, {}
@@ -260,10 +265,43 @@ def _predict(predictor, blobs: dict[int, bytes]):
             failures[pk] = IMAGE_UNREADABLE.format(detail=exc)
     answers, ms = predictor.predict(list(arrays.values()))
     per_image = ms / len(answers) if answers else 0.0
-    return dict(zip(arrays, answers, strict=True)), failures, per_image
+    return dict(zip(arrays, answers, strict=True)), failures, per_image, arrays
 
 
-def _prediction_rows(version, answers, per_image_ms, worker_host) -> list[Prediction]:
+def _heatmaps_store(predictor, arrays: dict[int, np.ndarray], blobs: dict[int, bytes]):
+    """Grad-CAM overlays at each upload's own size, saved to storage: {image pk: file name}.
+
+    A heatmap helps the reviewer but is not the answer: when Grad-CAM cannot run on a
+    model, the predictions are stored without one. Storage errors still propagate, so the
+    task retries them like any other storage trouble.
+    """
+    from inference.heatmaps import overlay_png
+    from inference.predictor import load_rgb
+
+    if not arrays or not settings.INFERENCE_HEATMAPS:
+        return {}
+    try:
+        maps = predictor.heatmaps(list(arrays.values()))
+    except Exception:
+        logger.exception(
+            "Grad-CAM failed for %s; predictions are stored without heatmaps",
+            predictor.manifest.name,
+        )
+        return {}
+    storage = Prediction._meta.get_field("heatmap").storage
+    return {
+        pk: storage.save(
+            f"heatmaps/{pk}-{uuid.uuid4().hex}.png",
+            ContentFile(overlay_png(load_rgb(blobs[pk]), heat)),
+        )
+        for pk, heat in zip(arrays, maps, strict=True)
+    }
+
+
+def _prediction_rows(
+    version, answers, per_image_ms, worker_host, heatmaps: dict[int, str] | None = None
+) -> list[Prediction]:
+    heatmaps = heatmaps or {}
     return [
         Prediction(
             image_id=pk,
@@ -273,6 +311,7 @@ def _prediction_rows(version, answers, per_image_ms, worker_host) -> list[Predic
             confidence=answer.confidence,
             inference_ms=per_image_ms,
             worker_host=worker_host,
+            heatmap=heatmaps.get(pk, ""),
         )
         for pk, answer in answers.items()
     ]
@@ -395,9 +434,10 @@ def case_analyse(*, case_id: int, worker_host: str) -> AnalysisOutcome:
             blobs[image.pk] = _read(image)
         except FileNotFoundError:
             failures[image.pk] = IMAGE_MISSING
-    answers, unreadable, per_image_ms = _predict(predictor, blobs)
+    answers, unreadable, per_image_ms, arrays = _predict(predictor, blobs)
     failures.update(unreadable)
-    rows = _prediction_rows(version, answers, per_image_ms, worker_host)
+    heatmaps = _heatmaps_store(predictor, arrays, blobs)
+    rows = _prediction_rows(version, answers, per_image_ms, worker_host, heatmaps)
 
     shadow = ModelVersion.objects.shadow()
     shadow_rows = []
@@ -426,7 +466,7 @@ def _shadow_rows(shadow, answers, blobs, worker_host) -> list[Prediction]:
         return []
     try:
         predictor = predictor_for(shadow)
-        shadow_answers, _, per_image_ms = _predict(predictor, todo)
+        shadow_answers, _, per_image_ms, _ = _predict(predictor, todo)
     except (ArtifactError, FileNotFoundError) as exc:
         logger.error("shadow model %s cannot be loaded, skipped: %s", shadow, exc)
         return []

@@ -218,6 +218,9 @@ CELERY_BEAT_SCHEDULE = {
 WORKER_HEARTBEAT_INTERVAL = envint("WORKER_HEARTBEAT_INTERVAL", "10")
 WORKER_STALE_AFTER = envint("WORKER_STALE_AFTER", "45")
 
+# Grad-CAM overlays for reviewers, computed by the worker with each prediction.
+INFERENCE_HEATMAPS = envbool("INFERENCE_HEATMAPS", "True")
+
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "rest_framework.authentication.SessionAuthentication",

@@ -4,6 +4,7 @@ from datetime import timedelta
 
 import pytest
 from django.utils import timezone
+from PIL import Image
 
 from cases.models import Case, SmearImage
 from inference.models import CaseResult, ModelVersion, Prediction
@@ -148,3 +149,19 @@ def test_the_sweep_queues_a_stale_image_again(deployed):
     assert fresh.images.get().status == SmearImage.Status.PENDING
     # The clock restarted: the next sweep does not queue the same image again.
     assert stale_images_requeue(older_than_s=600) == []
+
+
+def test_each_prediction_stores_a_heatmap_at_the_uploads_own_size(deployed):
+    case = make_case(images=[png_bytes(1), png_bytes(2)])
+    run(case)
+    for prediction in Prediction.objects.filter(image__case=case).select_related("image"):
+        assert prediction.heatmap.name.startswith("heatmaps/")
+        with prediction.heatmap.open("rb") as fh, Image.open(fh) as overlay:
+            assert overlay.size == (prediction.image.width, prediction.image.height)
+
+
+def test_predictions_are_stored_without_heatmaps_when_they_are_switched_off(deployed, settings):
+    settings.INFERENCE_HEATMAPS = False
+    case = make_case(images=[png_bytes(1)])
+    run(case)
+    assert Prediction.objects.get(image__case=case).heatmap.name == ""
