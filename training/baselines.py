@@ -17,8 +17,8 @@ from training.preprocess import resize_for_model
 
 HIST_BINS = 8
 THUMB_SIZE = 8
-#: The CNN must beat the best baseline by this much (accuracy) not to get a warning.
-CLEAR_MARGIN = 0.03
+#: The CNN must beat the best baseline with a one-sided McNemar p below this.
+SIGNIFICANCE = 0.05
 
 
 def colour_features(images: np.ndarray) -> np.ndarray:
@@ -49,6 +49,7 @@ def _fit_score(f_train, y_train, f_test, y_test, seed: int) -> dict:
         "accuracy": float(accuracy_score(y_test, pred)),
         "macro_f1": float(f1_score(y_test, pred, average="macro", zero_division=0)),
         "n_features": int(f_train.shape[1]),
+        "predictions": [int(v) for v in pred],
     }
 
 
@@ -70,14 +71,42 @@ def run_baselines(
     }
 
 
+def mcnemar_p(cnn_correct: np.ndarray, base_correct: np.ndarray) -> float:
+    """One-sided exact McNemar p-value that the CNN is right more often than the baseline."""
+    from scipy.stats import binomtest
+
+    cnn_only = int(np.sum(cnn_correct & ~base_correct))
+    base_only = int(np.sum(~cnn_correct & base_correct))
+    if cnn_only + base_only == 0:
+        return 1.0
+    return float(binomtest(cnn_only, cnn_only + base_only, 0.5, alternative="greater").pvalue)
+
+
 def baseline_warning(
-    cnn_accuracy: float, baselines: dict, margin: float = CLEAR_MARGIN
+    cnn_pred: np.ndarray, y_test: np.ndarray, baselines: dict, alpha: float = SIGNIFICANCE
 ) -> str | None:
-    """A warning when the CNN is not clearly above the best cheap baseline, else None."""
-    name, best = max(((k, v["accuracy"]) for k, v in baselines.items()), key=lambda kv: kv[1])
-    if cnn_accuracy < best + margin:
+    """A warning unless the CNN beats every baseline on the same test images, significantly.
+
+    "Clearly above" is a paired test, not a margin: on the same images, the CNN must be
+    right where the baseline is wrong more often than the reverse (exact McNemar test,
+    one-sided p < alpha). Adds ``cnn_minus_baseline`` and ``mcnemar_p`` to each entry.
+    """
+    cnn_pred, y_test = np.asarray(cnn_pred), np.asarray(y_test)
+    cnn_correct = cnn_pred == y_test
+    cnn_acc = float(cnn_correct.mean()) if len(y_test) else 0.0
+    problems = []
+    for name, entry in baselines.items():
+        base_correct = np.asarray(entry["predictions"]) == y_test
+        entry["cnn_minus_baseline"] = cnn_acc - entry["accuracy"]
+        entry["mcnemar_p"] = mcnemar_p(cnn_correct, base_correct)
+        if cnn_acc <= entry["accuracy"] or entry["mcnemar_p"] >= alpha:
+            problems.append(
+                f"{name} {entry['accuracy']:.1%} (McNemar p = {entry['mcnemar_p']:.2g})"
+            )
+    if problems:
         return (
-            f"The CNN ({cnn_accuracy:.1%}) is not clearly above the {name} baseline "
-            f"({best:.1%}): it may have learnt little beyond colour or layout."
+            f"The CNN ({cnn_acc:.1%}) is not clearly above the cheap baseline(s) on the same "
+            f"test images: {'; '.join(problems)}. It may have learnt little beyond colour "
+            "or layout."
         )
     return None

@@ -54,8 +54,9 @@ def evaluate_artifact(
     x_tr, y_tr = _load_checked(root, prepared.splits["train"], manifest.classes, size)
     x_va, y_va = _load_checked(root, prepared.splits["validation"], manifest.classes, size)
     x_te, y_te = _load_checked(root, prepared.splits["test"], manifest.classes, size)
+    test_probs = predict(model, x_te)
     evaluation = full_evaluation(
-        predict(model, x_va), y_va, predict(model, x_te), y_te, manifest.classes,
+        predict(model, x_va), y_va, test_probs, y_te, manifest.classes,
         temperature=manifest.temperature, threshold=manifest.confidence_threshold,
     )
     baselines = run_baselines(x_tr, y_tr, x_te, y_te, seed=prepared.seed)
@@ -70,7 +71,7 @@ def evaluate_artifact(
         "config": {"weights": manifest.extra.get("weights"), "seed": prepared.seed},
         "data": {k: v for k, v in prepared.to_json().items() if k != "splits"},
         "training": {}, "baselines": baselines,
-        "baseline_warning": baseline_warning(t["accuracy"], baselines),
+        "baseline_warning": baseline_warning(test_probs.argmax(axis=1), y_te, baselines),
         "evaluation": evaluation,
     }
     figures.confusion_matrix_png(t["confusion_matrix"], manifest.classes,

@@ -69,7 +69,8 @@ def write_html(report: dict, folder: Path, path: Path) -> Path:
     base = report.get("baselines", {})
     base_rows = "".join(
         f"<tr><th>{html.escape(k)}</th><td>{_fmt(v['accuracy'], True)}</td>"
-        f"<td>{_fmt(v['macro_f1'])}</td><td>{html.escape(v['description'])}</td></tr>"
+        f"<td>{_fmt(v['macro_f1'])}</td><td>{_fmt(v.get('mcnemar_p'))}</td>"
+        f"<td>{html.escape(v['description'])}</td></tr>"
         for k, v in base.items()
     )
     review = t.get("review", {})
@@ -127,7 +128,8 @@ figure{{margin:1rem 0}}img{{max-width:100%}}small{{color:#666}}
 {warn}
 <h2>Test split</h2><table>{head_rows}</table>
 <h2>Cheap baselines on the same split</h2>
-<table><tr><th></th><th>accuracy</th><th>macro F1</th><th></th></tr>{base_rows}</table>
+<table><tr><th></th><th>accuracy</th><th>macro F1</th><th>p (CNN better, McNemar)</th>
+<th></th></tr>{base_rows}</table>
 <h2>Per class (test split)</h2>
 <table><tr><th>class</th><th>precision</th><th>recall (sensitivity)</th><th>specificity</th>
 <th>F1</th><th>ROC AUC</th><th>support</th></tr>{rows}</table>

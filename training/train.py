@@ -323,7 +323,7 @@ def run_training(
         evaluation = full_evaluation(val_probs, y_va, test_probs, y_te, classes,
                                      review_target=cfg.review_target)
         t = evaluation["test"]
-        warning = baseline_warning(t["accuracy"], baselines)
+        warning = baseline_warning(test_probs.argmax(axis=1), y_te, baselines)
         if warning:
             log.warning(warning)
         created = utc_now()
