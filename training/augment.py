@@ -230,17 +230,30 @@ def train_dataset(
     seed: int,
     augment: bool = True,
     cfg: AugmentConfig = STUDY,
+    stain: bool = False,
 ) -> tf.data.Dataset:
-    """Shuffled (and augmented) batches of (float32 0-255 images, int labels), new every epoch."""
+    """Shuffled (and augmented) batches of (float32 0-255 images, int labels), new every epoch.
+
+    ``stain`` adds :func:`training.stain.random_stain` (HED, hue, saturation jitter) after
+    the study's augmentations; it only ever touches the training split.
+    """
+    from training.stain import random_stain
+
     ds = tf.data.Dataset.from_tensor_slices((x, y)).shuffle(
         len(x), seed=seed, reshuffle_each_iteration=True
     )
-    if augment:
+    if augment or stain:
+
+        def one(xy, s):
+            image = augment_image(xy[0], s, cfg) if augment else xy[0]
+            if stain:
+                image = random_stain(image, tf.random.experimental.stateless_fold_in(
+                    tf.cast(s, tf.int64), 200))
+            return image, xy[1]
+
         seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
         ds = tf.data.Dataset.zip((ds, seeds)).map(
-            lambda xy, s: (augment_image(xy[0], s, cfg), xy[1]),
-            num_parallel_calls=tf.data.AUTOTUNE,
-            deterministic=True,
+            one, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
         )
     return ds.batch(batch_size).map(_as_float).prefetch(tf.data.AUTOTUNE)
 

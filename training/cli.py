@@ -56,11 +56,17 @@ def _add_train_options(p: argparse.ArgumentParser, *, single_arch: bool = True) 
     p.add_argument("--out", type=Path, default=Path("runs"),
                    help="where run folders go (default: runs/)")
     p.add_argument("--no-augment", action="store_true", help="train without augmentation")
+    p.add_argument("--stain-augment", action="store_true",
+                   help="also jitter stains on the training split: HED stain amounts, hue "
+                        "and saturation (see training/stain.py for the ranges)")
+    p.add_argument("--stain-normalize", choices=("reinhard",), default=None,
+                   help="normalise each image's colour to a reference computed from the "
+                        "training split, as a layer inside the packaged model")
     p.add_argument("--no-bn-recompute", action="store_true",
                    help="skip re-estimating BatchNorm statistics on clean training images")
-    p.add_argument("--review-target", type=float, default=0.95,
+    p.add_argument("--review-target", type=float, default=0.99,
                    help="accuracy the images not flagged 'needs review' must reach on "
-                        "validation (default: 0.95)")
+                        "validation (default: 0.99)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -91,6 +97,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="where the images are now, if the data folder moved")
     p.add_argument("--out", type=Path, default=None,
                    help="where to write the report (default: <run>/evaluation-<time>/)")
+    p.add_argument("--review-target", type=float, default=None,
+                   help="re-choose the needs-review threshold on validation for this target "
+                        "accuracy (reported only; the artifact keeps its own)")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("compare", help="train several architectures on one split, tabulate",
@@ -157,6 +166,7 @@ def _config(args, arch: str):
         label_map=str(args.label_map) if args.label_map else None, out=str(args.out),
         name=getattr(args, "name", None), version=getattr(args, "version", None),
         augment=not args.no_augment, recompute_bn=not args.no_bn_recompute,
+        stain_augment=args.stain_augment, stain_normalize=args.stain_normalize,
         review_target=args.review_target,
     )
 
@@ -187,7 +197,7 @@ def cmd_evaluate(args) -> int:
     from training.evaluate_artifact import evaluate_artifact
 
     out, report = evaluate_artifact(args.artifact, run_dir=args.run, data_dir=args.data_dir,
-                                    out=args.out)
+                                    out=args.out, review_target=args.review_target)
     print(_summary(report))
     print(f"report: {out / 'report.html'}")
     return 0

@@ -14,7 +14,8 @@ import numpy as np
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support, roc_auc_score
 
 ECE_BINS = 15
-REVIEW_TARGET_ACCURACY = 0.95
+#: Images not flagged "needs review" must reach this accuracy on validation.
+REVIEW_TARGET_ACCURACY = 0.99
 _EPS = 1e-12
 
 
@@ -155,14 +156,18 @@ def full_evaluation(
     *,
     temperature: float | None = None,
     threshold: float | None = None,
-    review_target: float = REVIEW_TARGET_ACCURACY,
+    review_target: float | None = REVIEW_TARGET_ACCURACY,
 ) -> dict:
-    """Test metrics plus calibration; temperature and threshold come from validation."""
+    """Test metrics plus calibration; temperature and threshold come from validation.
+
+    A given ``threshold`` is used as is (``review_target`` then only labels the report).
+    """
     if temperature is None:
         temperature = fit_temperature(val_probs, val_y)
     cal_val = apply_temperature(val_probs, temperature)
     cal_test = apply_temperature(test_probs, temperature)
     if threshold is None:
+        review_target = REVIEW_TARGET_ACCURACY if review_target is None else review_target
         threshold = choose_threshold(cal_val, val_y, review_target)
     metrics = classification_metrics(test_probs, test_y, classes)
     before, after = reliability(test_probs, test_y), reliability(cal_test, test_y)
@@ -173,7 +178,7 @@ def full_evaluation(
         nll_after=nll(cal_test, test_y),
         temperature=float(temperature),
         confidence_threshold=float(threshold),
-        review_target_accuracy=float(review_target),
+        review_target_accuracy=None if review_target is None else float(review_target),
         review=review_stats(cal_test, test_y, threshold),
         validation_accuracy=float((val_probs.argmax(1) == val_y).mean()),
     )

@@ -33,8 +33,12 @@ def evaluate_artifact(
     run_dir: Path | None = None,
     data_dir: Path | None = None,
     out: Path | None = None,
+    review_target: float | None = None,
 ) -> tuple[Path, dict]:
-    """Score ``artifact`` on its run's test split with the manifest's temperature/threshold."""
+    """Score ``artifact`` on its run's test split with the manifest's temperature/threshold.
+
+    With ``review_target`` the threshold is re-chosen on validation for that target.
+    """
     from training import figures
     from training import report as report_mod
     from training.train import predict
@@ -57,7 +61,9 @@ def evaluate_artifact(
     test_probs = predict(model, x_te)
     evaluation = full_evaluation(
         predict(model, x_va), y_va, test_probs, y_te, manifest.classes,
-        temperature=manifest.temperature, threshold=manifest.confidence_threshold,
+        temperature=manifest.temperature,
+        threshold=None if review_target is not None else manifest.confidence_threshold,
+        review_target=review_target,
     )
     baselines = run_baselines(x_tr, y_tr, x_te, y_te, seed=prepared.seed)
     out = Path(out or run_dir / f"evaluation-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}")

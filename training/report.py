@@ -16,6 +16,13 @@ def _fmt(v, pct: bool = False) -> str:
     return html.escape(str(v))
 
 
+def _review_rule(target) -> str:
+    if target is None:
+        return "The threshold is the one stored in the model's manifest."
+    return (f"The threshold is the lowest one at which the validation images kept reach "
+            f"{target:.0%} accuracy.")
+
+
 def _seconds(v) -> str:
     return "-" if v is None else f"{v:.0f} s ({v / 60:.1f} min)"
 
@@ -137,8 +144,7 @@ figure{{margin:1rem 0}}img{{max-width:100%}}small{{color:#666}}
 <h2>Run</h2><table>{fact_rows}</table>
 <p><small>Confidence is the largest probability after dividing log-probabilities by the
 temperature; an image whose confidence is below the threshold is flagged "needs review".
-The threshold is the lowest one at which the validation images kept reach
-{_fmt(t.get('review_target_accuracy'), True)} accuracy.</small></p>
+{_review_rule(t.get('review_target_accuracy'))}</small></p>
 </body></html>
 """
     Path(path).write_text(doc, encoding="utf-8")

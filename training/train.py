@@ -46,6 +46,8 @@ class TrainConfig:
     finetune_learning_rate: float = 1e-5
     head_epochs: int = 10  # frozen-backbone epochs before fine-tuning (pretrained only)
     augment: bool = True
+    stain_augment: bool = False  # HED + hue/saturation jitter on the training split
+    stain_normalize: str | None = None  # "reinhard": a layer inside the packaged model
     recompute_bn: bool = True
     review_target: float = REVIEW_TARGET_ACCURACY
     synthetic: bool | None = None  # None: from the data folder's SYNTHETIC.txt marker
@@ -255,7 +257,7 @@ def run_training(
 
         cw = class_weights(y_tr, len(classes))
         train_ds = train_dataset(x_tr, y_tr, batch_size=cfg.batch_size, seed=cfg.seed,
-                                 augment=cfg.augment)
+                                 augment=cfg.augment, stain=cfg.stain_augment)
         val_ds = eval_dataset(x_va, y_va, batch_size=cfg.batch_size)
         verbose = 1 if sys.stdout.isatty() else 2
         history: dict[str, list[float]] = {}

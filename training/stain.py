@@ -1,0 +1,203 @@
+"""Stain and colour operations: HED separation, controlled shifts, jitter, Reinhard layer.
+
+All TensorFlow functions take float 0-255 RGB tensors of shape (..., 3) and return the
+same; they serve three callers that must agree: training augmentation (``--stain-augment``),
+the robustness table in every report, and stain normalisation inside the packaged model.
+
+HED is the Ruifrok & Johnston (2001) colour deconvolution, with the same stain vectors as
+``skimage.color.rgb_from_hed`` (skimage is not installed here). Optical density uses
+``-ln((I + 1) / 256)`` so a black pixel stays finite and the round trip is exact up to
+floating point; skimage clips negative stain amounts, we do not, so jitter can be undone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+#: Rows: haematoxylin, eosin, DAB absorbance per R, G, B (Ruifrok & Johnston 2001).
+RGB_FROM_HED = np.array(
+    [[0.65, 0.70, 0.29], [0.07, 0.99, 0.11], [0.27, 0.57, 0.78]], dtype=np.float64
+)
+HED_FROM_RGB = np.linalg.inv(RGB_FROM_HED)
+
+
+# --- numpy reference ---------------------------------------------------------------------
+
+
+def rgb_to_hed_np(rgb: np.ndarray) -> np.ndarray:
+    """Stain amounts (..., 3) [H, E, D] from 0-255 RGB."""
+    od = -np.log((np.asarray(rgb, np.float64) + 1.0) / 256.0)
+    return od @ HED_FROM_RGB
+
+
+def hed_to_rgb_np(hed: np.ndarray) -> np.ndarray:
+    """0-255 float RGB (unclipped) from stain amounts."""
+    return 256.0 * np.exp(-(np.asarray(hed, np.float64) @ RGB_FROM_HED)) - 1.0
+
+
+# --- TensorFlow ops (float 0-255 in, float 0-255 out) ------------------------------------
+
+
+def rgb_to_hed(rgb):
+    od = -tf.math.log((tf.cast(rgb, tf.float32) + 1.0) / 256.0)
+    return tf.linalg.matmul(od, tf.constant(HED_FROM_RGB, tf.float32))
+
+
+def hed_to_rgb(hed):
+    return 256.0 * tf.exp(-tf.linalg.matmul(hed, tf.constant(RGB_FROM_HED, tf.float32))) - 1.0
+
+
+def _clip(x):
+    return tf.clip_by_value(x, 0.0, 255.0)
+
+
+def hed_jitter(rgb, alpha, beta):
+    """Tellez et al. (2018) stain jitter: each stain amount s -> s * alpha + beta.
+
+    ``alpha`` and ``beta`` broadcast against (..., 3); alpha 1 and beta 0 is the identity.
+    """
+    hed = rgb_to_hed(rgb)
+    return _clip(hed_to_rgb(hed * tf.cast(alpha, tf.float32) + tf.cast(beta, tf.float32)))
+
+
+def hue_shift(rgb, delta):
+    """Rotate hue by ``delta`` turns (0.1 = 36 degrees); HSV value (max channel) is kept."""
+    return _clip(tf.image.adjust_hue(tf.cast(rgb, tf.float32) / 255.0, delta) * 255.0)
+
+
+def saturation_scale(rgb, factor):
+    """Multiply HSV saturation by ``factor`` (clipped to 1); hue and value are kept."""
+    return _clip(tf.image.adjust_saturation(tf.cast(rgb, tf.float32) / 255.0, factor) * 255.0)
+
+
+def brightness_scale(rgb, factor):
+    """Multiply every channel by ``factor``: a brighter or dimmer lamp."""
+    return _clip(tf.cast(rgb, tf.float32) * factor)
+
+
+def grayscale(rgb):
+    """ITU-R 601 luma copied to all three channels."""
+    grey = tf.image.rgb_to_grayscale(tf.cast(rgb, tf.float32))
+    return tf.concat([grey, grey, grey], axis=-1)
+
+
+# --- training-time stain augmentation ----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StainAugmentConfig:
+    """Ranges of ``--stain-augment``; drawn per image, after the study's augmentations.
+
+    HED jitter at 0.1 sits between Tellez et al.'s "light" (0.05) and "strong" (0.2)
+    settings; hue and saturation ranges cover a different stain batch or white balance.
+    """
+
+    hed_sigma: float = 0.1  # alpha ~ U(1 - s, 1 + s), beta ~ U(-s, s) per stain
+    hue: float = 0.05  # hue shift ~ U(-h, h) turns
+    saturation: tuple[float, float] = (0.7, 1.3)
+
+
+STAIN_AUGMENT = StainAugmentConfig()
+
+
+def random_stain(image, seed, cfg: StainAugmentConfig = STAIN_AUGMENT):
+    """HED jitter, then hue and saturation jitter, on one uint8 image with a [2] int seed."""
+    seed = tf.cast(tf.reshape(seed, [2]), tf.int64)
+
+    def u(k, lo, hi, shape=()):
+        s = tf.random.experimental.stateless_fold_in(seed, k)
+        return tf.random.stateless_uniform(shape, seed=s, minval=lo, maxval=hi)
+
+    x = tf.cast(image, tf.float32)
+    s = cfg.hed_sigma
+    x = hed_jitter(x, u(0, 1.0 - s, 1.0 + s, (3,)), u(1, -s, s, (3,)))
+    x = hue_shift(x, u(2, -cfg.hue, cfg.hue))
+    x = saturation_scale(x, u(3, *cfg.saturation))
+    return tf.cast(tf.round(x), tf.uint8)
+
+
+# --- Reinhard normalisation (l-alpha-beta space, Reinhard et al. 2001) -------------------
+
+_LMS_FROM_RGB = np.array(
+    [[0.3811, 0.5783, 0.0402], [0.1967, 0.7244, 0.0782], [0.0241, 0.1288, 0.8444]]
+)
+_LAB_FROM_LOGLMS = np.diag([1 / np.sqrt(3), 1 / np.sqrt(6), 1 / np.sqrt(2)]) @ np.array(
+    [[1.0, 1.0, 1.0], [1.0, 1.0, -2.0], [1.0, -1.0, 0.0]]
+)
+# Row-vector forms (pixels are rows): lab = log10(rgb' @ A) @ B, rgb' = (I + 1) / 256.
+_A = _LMS_FROM_RGB.T
+_B = _LAB_FROM_LOGLMS.T
+_B_INV = np.linalg.inv(_B)
+_A_INV = np.linalg.inv(_A)
+_STD_FLOOR = 1e-4  # a flat image has no spread to match: leave its channel where it is
+
+
+def rgb_to_lab_np(rgb: np.ndarray) -> np.ndarray:
+    return np.log10(((np.asarray(rgb, np.float64) + 1.0) / 256.0) @ _A) @ _B
+
+
+def lab_to_rgb_np(lab: np.ndarray) -> np.ndarray:
+    return np.clip((10.0 ** (np.asarray(lab, np.float64) @ _B_INV)) @ _A_INV * 256.0 - 1.0,
+                   0.0, 255.0)
+
+
+def reinhard_stats_np(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-image l-alpha-beta mean and std: two (N, 3) arrays."""
+    lab = rgb_to_lab_np(np.asarray(images).reshape(len(images), -1, 3))
+    return lab.mean(axis=1), lab.std(axis=1)
+
+
+def reinhard_reference(images: np.ndarray, chunk: int = 256) -> dict[str, list[float]]:
+    """The target: average per-image mean and std over (training) images."""
+    means, stds = [], []
+    for i in range(0, len(images), chunk):
+        m, s = reinhard_stats_np(images[i : i + chunk])
+        means.append(m)
+        stds.append(s)
+    return {"mean": np.concatenate(means).mean(axis=0).tolist(),
+            "std": np.concatenate(stds).mean(axis=0).tolist()}
+
+
+def reinhard_normalize_np(images: np.ndarray, mean, std) -> np.ndarray:
+    """Numpy reference of :class:`ReinhardNormalization`: float 0-255, same shape."""
+    x = np.asarray(images, np.float64)
+    flat = rgb_to_lab_np(x.reshape(len(x), -1, 3))
+    m, s = flat.mean(axis=1, keepdims=True), flat.std(axis=1, keepdims=True)
+    out = (flat - m) / np.maximum(s, _STD_FLOOR) * np.asarray(std) + np.asarray(mean)
+    return lab_to_rgb_np(out).reshape(x.shape)
+
+
+@keras.saving.register_keras_serializable(package="leukweb")
+class ReinhardNormalization(keras.layers.Layer):
+    """Match each image's l-alpha-beta mean and std to a stored reference (0-255 RGB in/out).
+
+    Lives inside the packaged model, so inference normalises exactly as training did.
+    """
+
+    def __init__(self, target_mean, target_std, **kwargs):
+        super().__init__(**kwargs)
+        self.target_mean = [float(v) for v in target_mean]
+        self.target_std = [float(v) for v in target_std]
+
+    def call(self, x):
+        x = tf.cast(x, tf.float32)
+        lms = tf.linalg.matmul((x + 1.0) / 256.0, tf.constant(_A, tf.float32))
+        lab = tf.linalg.matmul(tf.math.log(lms) / np.log(10.0), tf.constant(_B, tf.float32))
+        m = tf.reduce_mean(lab, axis=[-3, -2], keepdims=True)
+        s = tf.math.reduce_std(lab, axis=[-3, -2], keepdims=True)
+        lab = (lab - m) / tf.maximum(s, _STD_FLOOR) * tf.constant(self.target_std) + tf.constant(
+            self.target_mean)
+        lms = tf.pow(10.0, tf.linalg.matmul(lab, tf.constant(_B_INV, tf.float32)))
+        rgb = tf.linalg.matmul(lms, tf.constant(_A_INV, tf.float32)) * 256.0 - 1.0
+        return tf.clip_by_value(rgb, 0.0, 255.0)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "target_mean": self.target_mean,
+                "target_std": self.target_std}
