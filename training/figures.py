@@ -41,7 +41,9 @@ def confusion_matrix_png(cm: Sequence[Sequence[int]], classes: Sequence[str], pa
     return _save(fig, path)
 
 
-def curves_png(history: Mapping[str, Sequence[float]], path: Path) -> Path:
+def curves_png(
+    history: Mapping[str, Sequence[float]], path: Path, best_epoch: int | None = None
+) -> Path:
     """Accuracy and loss per epoch for training (augmented) and validation."""
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
     for ax, key in zip(axes, ("accuracy", "loss"), strict=True):
@@ -50,6 +52,8 @@ def curves_png(history: Mapping[str, Sequence[float]], path: Path) -> Path:
         ax.plot(epochs, train, label="training (augmented)")
         if len(val):
             ax.plot(np.arange(1, len(val) + 1), val, label="validation")
+        if best_epoch:
+            ax.axvline(best_epoch, color="grey", ls=":", lw=1, label=f"kept (epoch {best_epoch})")
         ax.set_xlabel("epoch")
         ax.set_title(key)
         ax.grid(alpha=0.3)

@@ -347,7 +347,7 @@ def run_training(
         figs = [
             figures.confusion_matrix_png(t["confusion_matrix"], classes,
                                          run_dir / "confusion_matrix.png"),
-            figures.curves_png(history, run_dir / "curves.png"),
+            figures.curves_png(history, run_dir / "curves.png", best_epoch),
             figures.reliability_png(evaluation["reliability_before"],
                                     evaluation["reliability_after"], run_dir / "reliability.png"),
         ]
