@@ -36,7 +36,7 @@ def test_the_manifest_has_every_contract_key(tiny_run):
                 "synthetic", "format_version"):
         assert key in raw, key
     assert raw["classes"] == ["ALL", "AML", "CLL", "CML", "healthy"]
-    assert raw["synthetic"] is True and raw["format_version"] == 1
+    assert raw["synthetic"] is True and raw["format_version"] == 2
     assert raw["content_hash"].startswith("sha256:")
     assert raw["created"].endswith("Z")
     assert set(raw["split_sizes"]) == {"train", "validation", "test"}
@@ -164,3 +164,25 @@ def test_pretrained_weights_train_head_first_then_fine_tune(synthetic_dir, tmp_p
     assert [p["phase"] for p in phases] == ["head", "fine-tune"]
     assert phases[1]["lr"] < phases[0]["lr"]
     assert result.report["training"]["epochs_run"] == 2
+
+
+def test_batchnorm_re_estimation_averages_clean_batch_statistics():
+    import keras
+
+    from training.train import recompute_batchnorm
+
+    inputs = keras.Input((8, 8, 3))
+    conv = keras.layers.Conv2D(4, 3)
+    bn = keras.layers.BatchNormalization(momentum=0.9)
+    model = keras.Model(inputs, bn(conv(inputs)))
+    x = np.random.default_rng(0).uniform(0, 255, (64, 8, 8, 3)).astype("float32")
+    kernel = [w.copy() for w in conv.get_weights()]
+    assert recompute_batchnorm(model, x, 16) == 1
+    features = np.asarray(conv(x))
+    batches = [features[i:i + 16] for i in range(0, 64, 16)]
+    assert np.allclose(bn.moving_mean, np.mean([b.mean(axis=(0, 1, 2)) for b in batches], 0),
+                       rtol=1e-4)
+    assert np.allclose(bn.moving_variance,
+                       np.mean([b.var(axis=(0, 1, 2)) for b in batches], 0), rtol=1e-3)
+    assert bn.momentum == 0.9  # restored
+    assert all(np.array_equal(a, b) for a, b in zip(kernel, conv.get_weights(), strict=True))
