@@ -7,6 +7,11 @@ Speed (see docs/benchmarks.md): a case's images go through ONE compiled call of 
 model (a ``tf.function`` with a fixed input signature whose batch axis is free, so any
 batch size reuses the same trace), instead of ``model.predict`` per image, which pays
 70-140 ms of overhead per call on a CPU.
+
+Out-of-scope guard (format-2 artifacts): the same call also returns the penultimate-layer
+features (a two-output model), and the artifact's Mahalanobis guard scores them; an image
+scored above the guard's threshold is ``out_of_scope``. Format-1 artifacts have no guard:
+``ood_score`` stays None and nothing is flagged.
 """
 
 from __future__ import annotations
@@ -22,7 +27,8 @@ import numpy as np
 import tensorflow as tf
 
 from inference.heatmaps import GradCam
-from training.package import ArtifactError, load_packaged
+from training.ood import two_output_model
+from training.package import ArtifactError, load_guard, load_packaged
 from training.preprocess import ImageDecodeError, load_rgb, resize_for_model
 
 __all__ = [
@@ -48,6 +54,8 @@ class ImagePrediction:
     probabilities: dict[str, float]
     label: str
     confidence: float
+    ood_score: float | None = None  # distance to the training data; None without a guard
+    out_of_scope: bool = False  # ood_score above the guard's threshold
 
 
 def calibrate(probabilities: np.ndarray, temperature: float) -> np.ndarray:
@@ -68,9 +76,12 @@ def calibrate(probabilities: np.ndarray, temperature: float) -> np.ndarray:
 class Predictor:
     """A loaded, warmed-up model and the manifest facts needed to read its output."""
 
-    def __init__(self, model, manifest) -> None:
+    def __init__(self, model, manifest, guard=None) -> None:
         self.model = model
         self.manifest = manifest
+        self.guard = guard
+        # With a guard, one call returns (features, probabilities); without, probabilities.
+        self._net = two_output_model(model, guard.layer) if guard is not None else model
         self.classes: tuple[str, ...] = tuple(manifest.classes)
         self.input_size = int(manifest.input_size)
         self.temperature = float(manifest.temperature or 1.0)
@@ -85,7 +96,7 @@ class Predictor:
         )
 
     def _probabilities(self, images):
-        return self.model(tf.cast(images, tf.float32), training=False)
+        return self._net(tf.cast(images, tf.float32), training=False)
 
     @classmethod
     def load(cls, folder: Path | str, *, expected_hash: str | None = None) -> Predictor:
@@ -101,7 +112,7 @@ class Predictor:
                 f"artifact content hash {manifest.content_hash} does not match the registry's "
                 f"{expected_hash}"
             )
-        predictor = cls(model, manifest)
+        predictor = cls(model, manifest, load_guard(Path(folder), manifest))
         predictor.self_test()
         return predictor
 
@@ -114,7 +125,7 @@ class Predictor:
         rng = np.random.default_rng(0)
         image = rng.integers(0, 256, (1, self.input_size, self.input_size, 3), dtype=np.uint8)
         try:
-            out = np.asarray(self._forward(tf.constant(image)))
+            out = self._split(self._forward(tf.constant(image)))[0]
         except (ValueError, TypeError, tf.errors.OpError) as exc:
             raise ArtifactError(
                 f"the model cannot classify a {self.input_size}x{self.input_size} RGB image: {exc}"
@@ -131,13 +142,28 @@ class Predictor:
         """Decode image bytes and resize them for this model; raises ImageDecodeError."""
         return resize_for_model(load_rgb(data), self.input_size)
 
-    def probabilities(self, images: np.ndarray) -> np.ndarray:
-        """Raw (uncalibrated) softmax for a uint8 (N, size, size, 3) batch: the compiled call."""
-        chunks = [
-            self._forward(tf.constant(images[i : i + MAX_BATCH])).numpy()
+    def _split(self, out) -> tuple[np.ndarray, np.ndarray | None]:
+        """(probabilities, out-of-scope scores or None) from one compiled call's output."""
+        if self.guard is None:
+            return np.asarray(out), None
+        features, probs = out
+        return np.asarray(probs), self.guard.score(np.asarray(features))
+
+    def scored(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Raw softmax and out-of-scope scores (None without a guard) for a uint8 batch."""
+        parts = [
+            self._split(self._forward(tf.constant(images[i : i + MAX_BATCH])))
             for i in range(0, len(images), MAX_BATCH)
         ]
-        return np.concatenate(chunks) if chunks else np.zeros((0, len(self.classes)))
+        if not parts:
+            return np.zeros((0, len(self.classes))), None
+        probs = np.concatenate([p for p, _ in parts])
+        scores = None if self.guard is None else np.concatenate([s for _, s in parts])
+        return probs, scores
+
+    def probabilities(self, images: np.ndarray) -> np.ndarray:
+        """Raw (uncalibrated) softmax for a uint8 (N, size, size, 3) batch: the compiled call."""
+        return self.scored(images)[0]
 
     def heatmaps(self, images: Sequence[np.ndarray]) -> np.ndarray:
         """Grad-CAM maps (N, size, size) in [0, 1] on the manifest's heatmap layer."""
@@ -153,17 +179,20 @@ class Predictor:
         if not images:
             return [], 0.0
         started = time.perf_counter()
-        raw = self.probabilities(np.stack(images))
+        raw, scores = self.scored(np.stack(images))
         probs = calibrate(raw, self.temperature)
         elapsed_ms = (time.perf_counter() - started) * 1000
         answers = []
-        for row in probs:
+        for i, row in enumerate(probs):
             best = int(row.argmax())
+            score = None if scores is None else float(scores[i])
             answers.append(
                 ImagePrediction(
                     probabilities={c: float(p) for c, p in zip(self.classes, row, strict=True)},
                     label=self.classes[best],
                     confidence=float(row[best]),
+                    ood_score=score,
+                    out_of_scope=score is not None and score > self.guard.threshold,
                 )
             )
         return answers, elapsed_ms

@@ -312,6 +312,8 @@ def _prediction_rows(
             inference_ms=per_image_ms,
             worker_host=worker_host,
             heatmap=heatmaps.get(pk, ""),
+            ood_score=answer.ood_score,
+            out_of_scope=answer.out_of_scope,
         )
         for pk, answer in answers.items()
     ]
@@ -325,6 +327,8 @@ def case_result_refresh(*, case: Case, model_version: ModelVersion, primary: boo
         )
     )
     classes = list(model_version.classes)
+    # Out-of-scope images do not vote; when every image is out of scope the aggregate over
+    # all of them is kept only so the row exists, and it always needs review.
     in_scope = [p for p in predictions if not p.out_of_scope] or predictions
     mean = {c: sum(p.probabilities.get(c, 0.0) for p in in_scope) / len(in_scope) for c in classes}
     label = max(classes, key=lambda c: (mean[c], -classes.index(c)))
@@ -337,7 +341,8 @@ def case_result_refresh(*, case: Case, model_version: ModelVersion, primary: boo
             "label": label,
             "confidence": mean[label],
             "probabilities": mean,
-            "needs_review": mean[label] < threshold or disagree,
+            "needs_review": mean[label] < threshold or disagree
+            or all(p.out_of_scope for p in predictions),
             "images_count": len(predictions),
             "out_of_scope_count": sum(p.out_of_scope for p in predictions),
             "primary": primary,

@@ -3,7 +3,8 @@
 Reports come from different training runs and versions of the training code, so every
 section is optional: a missing or malformed one is left out, never an error page.
 The structure is written by ``training/train.py`` (``evaluation.test``,
-``evaluation.reliability_before/after``, ``training.history``, ``baselines``).
+``evaluation.reliability_before/after``, ``training.history``, ``baselines``,
+``robustness``, ``per_source`` and ``ood``).
 """
 
 from __future__ import annotations
@@ -68,6 +69,31 @@ def comparison_row(report: Mapping, label: str) -> dict | None:
     }
 
 
+def _validity(report: Mapping) -> dict[str, Any]:
+    """Robustness rows, per-source rows and the out-of-scope guard's facts, where present."""
+    rob = _dict(report.get("robustness"))
+    robustness = [
+        (row.get("label", ""), _number(row.get("accuracy")), _number(row.get("macro_f1")))
+        for row in rob.get("shifts") or []
+        if isinstance(row, dict) and _number(row.get("accuracy")) is not None
+    ]
+    per_source = [
+        (name, _number(v.get("n")), _number(v.get("accuracy")), _number(v.get("macro_f1")))
+        for name, v in _dict(report.get("per_source")).items()
+        if isinstance(v, dict)
+    ]
+    ood = _dict(report.get("ood"))
+    flagged = [(name, _number(v)) for name, v in _dict(ood.get("flagged")).items()
+               if _number(v) is not None]
+    return {
+        "robustness": robustness,
+        "robustness_clean": _number(_dict(rob.get("clean")).get("accuracy")),
+        "per_source": per_source,
+        "ood": {"layer": ood.get("layer", ""), "threshold": _number(ood.get("threshold")),
+                "quantile": _number(ood.get("quantile")), "flagged": flagged} if ood else None,
+    }
+
+
 def report_sections(report: Mapping) -> dict[str, Any]:
     """Every section the report has, ready for the template; absent ones are None/empty."""
     report = _dict(report)
@@ -125,4 +151,5 @@ def report_sections(report: Mapping) -> dict[str, Any]:
         "comparison": comparison,
         "config": _dict(report.get("config")),
         "data": _dict(report.get("data")),
+        **_validity(report),
     }

@@ -8,4 +8,4 @@ where they can, so ``import training`` and ``python -m training --help`` stay fa
 __all__ = ["FORMAT_VERSION"]
 
 #: Version of the packaged-artifact layout (manifest.json ``format_version``).
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: adds the out-of-scope guard (ood.npz)

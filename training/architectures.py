@@ -78,7 +78,9 @@ def _preprocessing(x, mode: str):
     raise ValueError(f"unknown preprocessing mode {mode!r}")
 
 
-def build_cml1(n_classes: int, size: int = 224, dropout: float = 0.5) -> keras.Model:
+def build_cml1(
+    n_classes: int, size: int = 224, dropout: float = 0.5, normalizer: keras.Layer | None = None
+) -> keras.Model:
     """CML-1: 5 Conv2D, 6 BatchNorm, 5 MaxPool, 1 Flatten, 3 Dense, 1 Dropout.
 
     That is 21 computing layers. The study's "23 layers in all" counts the way Keras'
@@ -88,7 +90,7 @@ def build_cml1(n_classes: int, size: int = 224, dropout: float = 0.5) -> keras.M
     Flatten -> Dense(256, ReLU) -> BatchNorm -> Dropout -> Dense(128, ReLU) -> Dense(softmax).
     """
     inputs = _input(size)
-    x = _preprocessing(inputs, "rescale")
+    x = _preprocessing(normalizer(inputs) if normalizer else inputs, "rescale")
     for i, filters in enumerate((16, 32, 64, 128, 256), start=1):
         x = layers.Conv2D(filters, 3, padding="same", activation="relu", name=f"conv{i}")(x)
         x = layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"bn{i}")(x)
@@ -139,8 +141,13 @@ def build_model(
     size: int | None = None,
     weights: str | None = None,
     dropout: float = 0.3,
+    normalizer: keras.Layer | None = None,
 ) -> keras.Model:
-    """Build ``arch`` for ``n_classes`` at ``size`` px; weights: None, 'imagenet' or a file."""
+    """Build ``arch`` for ``n_classes`` at ``size`` px; weights: None, 'imagenet' or a file.
+
+    ``normalizer`` (0-255 RGB in and out, e.g. stain normalisation) runs first, inside the
+    model, so the packaged file applies it at inference too.
+    """
     if arch not in ARCHITECTURES:
         raise ValueError(f"unknown architecture {arch!r}; choose from {sorted(ARCHITECTURES)}")
     spec = ARCHITECTURES[arch]
@@ -152,9 +159,9 @@ def build_model(
     if spec.app is None:
         if weights is not None:
             raise WeightsUnavailableError("cml1 has no pretrained weights: use --weights none")
-        return build_cml1(n_classes, size)
+        return build_cml1(n_classes, size, normalizer=normalizer)
     inputs = _input(size)
-    x = _preprocessing(inputs, spec.preprocessing)
+    x = _preprocessing(normalizer(inputs) if normalizer else inputs, spec.preprocessing)
     backbone = _backbone(spec, x, size, weights)
     for layer in backbone.layers:
         if isinstance(layer, layers.BatchNormalization):
@@ -172,7 +179,7 @@ def backbone_layers(model: keras.Model) -> list[keras.Layer]:
         layer
         for layer in model.layers
         if layer.name not in head and not isinstance(layer, keras.layers.InputLayer)
-        and layer.name != "rgb_to_bgr_minus_mean"
+        and layer.name not in ("rgb_to_bgr_minus_mean", "stain_normalize")
     ]
 
 
@@ -185,7 +192,7 @@ def heatmap_layer(model: keras.Model) -> str:
             continue
         shape = getattr(layer.output, "shape", None)
         if shape is not None and len(shape) == 4 and layer.name not in (
-            "rescale", "rgb_to_bgr_minus_mean"
+            "rescale", "rgb_to_bgr_minus_mean", "stain_normalize"
         ):
             name = layer.name
     if name is None:

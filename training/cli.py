@@ -22,6 +22,9 @@ EPILOG = """examples:
   python -m training synth var/synthetic --per-class 100 --size 224
   python -m training export-augmented DATA --out var/augmented --per-class 600
   python -m training demo-model --out models/
+  python -m training loso DATA --groups groups.csv --img-size 64 --epochs 10 --out runs/loso
+  python -m training add-guard runs/cml1-.../leukweb-cml1-... --out runs/guarded
+  python -m training ood-check ARTIFACT ../shared/data/bccd-smears/images --run runs/cml1-...
 """
 
 
@@ -49,7 +52,8 @@ def _add_train_options(p: argparse.ArgumentParser, *, single_arch: bool = True) 
     p.add_argument("--seed", type=int, default=42, help="seed for split, shuffling, augmentation")
     p.add_argument("--groups", type=Path, default=None, metavar="CSV",
                    help="CSV with columns image,group (patient or source): keeps groups whole "
-                        "on one side of the split")
+                        "on one side of the split; an optional 'source' column (lab, scanner, "
+                        "batch) adds per-source metrics to the report")
     p.add_argument("--label-map", type=Path, default=None, metavar="FILE",
                    help="JSON object or CSV 'folder,label' renaming class folders (the study's "
                         "names map to healthy/ALL/AML/CLL/CML without one)")
@@ -109,6 +113,39 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--archs", nargs="+", choices=ARCH_CHOICES, default=list(ARCH_CHOICES),
                    help="architectures to compare (default: all seven)")
     p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("loso", help="leave-one-source-out: retrain once per held-out source",
+                       description="For each source named in the group CSV's 'source' column, "
+                                   "train on the other sources and test on it; writes "
+                                   "loso.json and loso.md plus one run folder per source.")
+    _add_train_options(p)
+    p.set_defaults(func=cmd_loso, name=None, version=None)
+
+    p = sub.add_parser("add-guard", help="give an existing artifact the out-of-scope guard",
+                       description="Fit the Mahalanobis out-of-scope guard on the artifact's "
+                                   "training split (threshold on validation) and write a new "
+                                   "format-2 artifact; the original is left as it is.")
+    p.add_argument("artifact", type=Path)
+    p.add_argument("--run", type=Path, default=None,
+                   help="run folder holding split.json (default: the artifact's parent)")
+    p.add_argument("--out", type=Path, required=True, help="folder for the new artifact")
+    p.add_argument("--version", default=None, help="new version (default: <old>-guard)")
+    p.add_argument("--data-dir", type=Path, default=None)
+    p.set_defaults(func=cmd_add_guard)
+
+    p = sub.add_parser("ood-check", help="how often the guard flags given images",
+                       description="Score image folders and generated non-smears (noise, "
+                                   "solid colours, text, scenes) with an artifact's "
+                                   "out-of-scope guard; print the flagged fraction of each.")
+    p.add_argument("artifact", type=Path)
+    p.add_argument("folders", type=Path, nargs="*", help="folders of images (recursive)")
+    p.add_argument("--run", type=Path, default=None,
+                   help="also check this run's test split (real in-distribution smears)")
+    p.add_argument("--per-kind", type=_positive, default=100,
+                   help="generated images per non-smear kind (default: 100)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, default=None, help="write the result as JSON here")
+    p.set_defaults(func=cmd_ood_check)
 
     p = sub.add_parser("tabulate", help="compare finished runs made on the same split",
                        description="Write comparison.json/.md/.png from existing run folders "
@@ -217,6 +254,39 @@ def cmd_tabulate(args) -> int:
 
     out = tabulate_runs(args.runs, args.out)
     print((out / "comparison.md").read_text(encoding="utf-8"))
+    return 0
+
+
+def cmd_loso(args) -> int:
+    from training.validity import run_loso
+
+    summary = run_loso(_config(args, args.arch), args.out)
+    print((Path(args.out) / "loso.md").read_text(encoding="utf-8"))
+    print(f"mean accuracy over held-out sources: {summary['mean_accuracy']:.4f}")
+    return 0
+
+
+def cmd_add_guard(args) -> int:
+    from training.validity import add_guard
+
+    folder = add_guard(args.artifact, run_dir=args.run, out=args.out, version=args.version,
+                       data_dir=args.data_dir)
+    print(f"artifact with out-of-scope guard: {folder}")
+    return 0
+
+
+def cmd_ood_check(args) -> int:
+    import json
+
+    from training.validity import ood_check
+
+    result = ood_check(args.artifact, args.folders, per_kind=args.per_kind, seed=args.seed,
+                       run_dir=args.run)
+    print(f"threshold {result['threshold']:.2f} ({result['quantile']:.0%} of validation)")
+    for name, row in result["sets"].items():
+        print(f"{row['rate']:7.1%}  {row['flagged']:4d}/{row['n']:<4d} flagged  {name}")
+    if args.out:
+        Path(args.out).write_text(json.dumps(result, indent=1), encoding="utf-8")
     return 0
 
 

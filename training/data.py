@@ -12,7 +12,7 @@ import json
 import logging
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -49,6 +49,7 @@ class Sample:
     label: str
     sha256: str
     group: str = ""
+    source: str = ""  # lab, scanner or batch, from the group CSV's optional 'source' column
 
 
 def file_sha256(path: Path) -> str:
@@ -170,6 +171,28 @@ def read_groups(path: Path) -> dict[str, str]:
     if not groups:
         raise DatasetError(f"group file {path} lists no images")
     return groups
+
+
+def read_sources(path: Path) -> dict[str, str]:
+    """Image -> source from the group CSV's optional ``source`` column ({} without one)."""
+    with Path(path).open(newline="", encoding="utf-8") as fh:
+        reader = csv.DictReader(fh)
+        if "source" not in {f.strip().lower() for f in reader.fieldnames or []}:
+            return {}
+        out = {}
+        for row in reader:
+            row = {k.strip().lower(): (v or "").strip() for k, v in row.items() if k}
+            if row.get("image") and row.get("source"):
+                out[row["image"]] = row["source"]
+        return out
+
+
+def attach_sources(samples: Sequence[Sample], sources: Mapping[str, str]) -> list[Sample]:
+    """Give each sample its source (by relative path, else by file name)."""
+    return [
+        replace(s, source=sources.get(s.path) or sources.get(Path(s.path).name) or "")
+        for s in samples
+    ]
 
 
 def attach_groups(dedup: DedupeResult, groups: Mapping[str, str]) -> list[Sample]:
@@ -350,7 +373,8 @@ def prepare(
     dedup = deduplicate(scan_folder(data_dir, label_map))
     samples = dedup.samples
     if groups_csv is not None:
-        samples = attach_groups(dedup, read_groups(groups_csv))
+        samples = attach_sources(attach_groups(dedup, read_groups(groups_csv)),
+                                 read_sources(groups_csv))
     classes = sorted({s.label for s in samples})
     if len(classes) < 2:
         raise DatasetError(f"need at least two classes, found {classes}")
@@ -394,3 +418,28 @@ def load_images(
         x[i] = resize_for_model(load_rgb((Path(data_dir) / s.path).read_bytes()), size)
         y[i] = index[s.label]
     return x, y
+
+
+def sources_of(prepared: PreparedData) -> list[str]:
+    """Distinct non-empty sources over all splits, sorted."""
+    return sorted({s.source for part in prepared.splits.values() for s in part if s.source})
+
+
+def leave_one_source_out(prepared: PreparedData, source: str) -> PreparedData:
+    """Test on every image of ``source``; split the other sources into train/validation.
+
+    Groups stay whole (the validation split is group-aware when the data is grouped).
+    """
+    everything = [s for part in prepared.splits.values() for s in part]
+    held = sorted((s for s in everything if s.source == source), key=lambda s: s.sha256)
+    rest = sorted((s for s in everything if s.source != source), key=lambda s: s.sha256)
+    if not held:
+        raise DatasetError(f"no images from source {source!r}")
+    if len({s.label for s in rest}) < 2:
+        raise DatasetError(f"without {source!r} fewer than two classes are left to train on")
+    val_idx, train_idx = _split_once(rest, list(range(len(rest))),
+                                     prepared.validation_fraction, prepared.seed + 1,
+                                     prepared.grouped)
+    splits = {"train": [rest[i] for i in train_idx], "validation": [rest[i] for i in val_idx],
+              "test": held}
+    return replace(prepared, splits=splits)

@@ -11,7 +11,7 @@ import numpy as np
 from training import data as data_mod
 from training.baselines import baseline_warning, run_baselines
 from training.evaluate import full_evaluation
-from training.package import ArtifactError, load_packaged, utc_now
+from training.package import ArtifactError, load_guard, load_packaged, utc_now
 
 log = logging.getLogger(__name__)
 
@@ -41,9 +41,10 @@ def evaluate_artifact(
     """
     from training import figures
     from training import report as report_mod
-    from training.train import predict
+    from training.train import clinical_validity, predict
 
     model, manifest = load_packaged(artifact)
+    guard = load_guard(artifact, manifest)
     run_dir = Path(run_dir) if run_dir else Path(artifact).resolve().parent
     split_path = run_dir / "split.json"
     if not split_path.is_file():
@@ -69,6 +70,12 @@ def evaluate_artifact(
     out = Path(out or run_dir / f"evaluation-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}")
     out.mkdir(parents=True, exist_ok=True)
     t = evaluation["test"]
+    arrays = {"train": (x_tr, y_tr), "validation": (x_va, y_va), "test": (x_te, y_te)}
+    validity = clinical_validity(model, list(manifest.classes), arrays, prepared.splits["test"],
+                                 seed=prepared.seed, guard=guard)
+    validity.pop("guard")
+    # A format-1 artifact has no guard: the one reported was fitted now, for the report only.
+    validity["ood"]["packaged"] = guard is not None
     report = {
         "name": manifest.name, "version": manifest.version,
         "architecture": manifest.architecture, "classes": manifest.classes,
@@ -78,8 +85,9 @@ def evaluate_artifact(
         "data": {k: v for k, v in prepared.to_json().items() if k != "splits"},
         "training": {}, "baselines": baselines,
         "baseline_warning": baseline_warning(test_probs.argmax(axis=1), y_te, baselines),
-        "evaluation": evaluation,
+        "evaluation": evaluation, **validity,
     }
+    figures.robustness_png(report["robustness"], out / "robustness.png")
     figures.confusion_matrix_png(t["confusion_matrix"], manifest.classes,
                                  out / "confusion_matrix.png")
     figures.reliability_png(evaluation["reliability_before"], evaluation["reliability_after"],

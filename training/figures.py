@@ -102,3 +102,26 @@ def comparison_png(rows: Sequence[Mapping], path: Path, baselines: Mapping | Non
     ax.set_title("Architectures compared on the same split")
     ax.legend(fontsize=8, loc="lower right")
     return _save(fig, path)
+
+
+def robustness_png(rob: Mapping | None, path: Path) -> Path:
+    """Test accuracy under each colour/stain shift, the clean accuracy as a line."""
+    rows = list((rob or {}).get("shifts", []))
+    fig, ax = plt.subplots(figsize=(7.5, 0.32 * len(rows) + 1.6))
+    y = np.arange(len(rows))
+    acc = [r["accuracy"] for r in rows]
+    ax.barh(y, acc, color="#4c72b0")
+    for yi, a in zip(y, acc, strict=True):
+        ax.annotate(f"{a:.1%}", (a, yi), xytext=(3, 0), textcoords="offset points",
+                    va="center", fontsize=8)
+    if rob:
+        ax.axvline(rob["clean"]["accuracy"], color="k", ls="--", lw=1,
+                   label=f"unshifted {rob['clean']['accuracy']:.1%}")
+        ax.legend(loc="lower right", fontsize=8)
+    ax.set_yticks(y, [r["label"] for r in rows], fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlim(0, 1.1)
+    ax.set_xlabel("test accuracy")
+    ax.set_title("Robustness to colour and stain shifts (test split)")
+    ax.grid(axis="x", alpha=0.3)
+    return _save(fig, path)

@@ -1,9 +1,10 @@
 """The packaged model artifact: write it, and load it back only if it proves intact.
 
 Layout of ``<name>-<version>/``: ``model.keras`` (0-255 RGB in, probabilities out),
-``manifest.json`` (a :class:`Manifest`), ``report.json``, ``report.html`` and the PNG
-figures. ``load_packaged`` is what the inference registry calls: it trusts nothing the
-manifest, the content hash and one test inference do not confirm.
+``manifest.json`` (a :class:`Manifest`), ``ood.npz`` (the out-of-scope guard, format 2),
+``report.json``, ``report.html`` and the PNG figures. ``load_packaged`` is what the
+inference registry calls: it trusts nothing the manifest, the content hash and one test
+inference do not confirm.
 """
 
 from __future__ import annotations
@@ -17,6 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from training import FORMAT_VERSION
+
+#: Layouts this code reads: 1 has no out-of-scope guard, 2 adds ``ood``.
+READABLE_FORMATS = (1, 2)
 
 MODEL_FILE = "model.keras"
 MANIFEST_FILE = "manifest.json"
@@ -46,6 +50,8 @@ class Manifest:
     content_hash: str
     synthetic: bool
     format_version: int = FORMAT_VERSION
+    #: {method, layer, threshold, quantile, shrinkage, file, sha256}; None in format 1.
+    ood: dict[str, Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -57,14 +63,21 @@ class Manifest:
         if not isinstance(raw, dict):
             raise ArtifactError("manifest must be a JSON object")
         known = {f.name for f in fields(cls)}
-        missing = sorted(k for k in known - {"extra", "format_version"} if k not in raw)
+        missing = sorted(k for k in known - {"extra", "format_version", "ood"} if k not in raw)
         if missing:
             raise ArtifactError(f"manifest is missing keys: {', '.join(missing)}")
-        if raw.get("format_version", FORMAT_VERSION) != FORMAT_VERSION:
+        fmt = raw.get("format_version", 1)
+        if fmt not in READABLE_FORMATS:
             raise ArtifactError(
-                f"manifest format_version {raw.get('format_version')!r} is not supported "
-                f"(this code reads {FORMAT_VERSION})"
+                f"manifest format_version {fmt!r} is not supported (this code reads "
+                f"{', '.join(map(str, READABLE_FORMATS))})"
             )
+        ood = raw.get("ood")
+        if ood is not None and (
+            not isinstance(ood, dict)
+            or not {"method", "layer", "threshold", "file", "sha256"} <= ood.keys()
+        ):
+            raise ArtifactError("manifest 'ood' must name method, layer, threshold, file, sha256")
         checks = {
             "name": str, "version": str, "architecture": str, "classes": list,
             "input_size": int, "dataset_fingerprint": str, "split_sizes": dict, "metrics": dict,
@@ -89,6 +102,7 @@ class Manifest:
         extra = {k: v for k, v in raw.items() if k not in known}
         extra.update(raw.get("extra") or {})
         values = {k: raw[k] for k in known if k in raw and k != "extra"}
+        values["format_version"] = fmt
         values["temperature"] = float(values["temperature"])
         values["confidence_threshold"] = float(values["confidence_threshold"])
         return cls(**values, extra=extra)
@@ -112,8 +126,13 @@ def write_artifact(
     *,
     manifest_fields: dict[str, Any],
     report_files: list[Path] | tuple[Path, ...] = (),
+    guard=None,
 ) -> tuple[Path, Manifest]:
-    """Save ``model`` and its manifest (plus report files) into ``out_dir/<name>-<version>/``."""
+    """Save ``model`` and its manifest (plus report files) into ``out_dir/<name>-<version>/``.
+
+    ``guard`` (a :class:`training.ood.MahalanobisGuard`) is saved as ``ood.npz``; its own
+    sha256 goes into the manifest's ``ood`` entry, so tampering with it is caught too.
+    """
     folder = Path(out_dir) / f"{manifest_fields['name']}-{manifest_fields['version']}"
     if folder.exists():
         raise ArtifactError(f"{folder} already exists: pick another --version")
@@ -129,6 +148,10 @@ def write_artifact(
     values.setdefault("created", utc_now())
     values["content_hash"] = sha256_file(tmp / MODEL_FILE)
     values["format_version"] = FORMAT_VERSION
+    if guard is not None:
+        from training.ood import OOD_FILE
+
+        values["ood"] = guard.manifest_entry(sha256_file(guard.save(tmp / OOD_FILE)))
     manifest = Manifest.from_dict(values)
     (tmp / MANIFEST_FILE).write_text(json.dumps(manifest.to_dict(), indent=1), encoding="utf-8")
     tmp.rename(folder)  # appear complete or not at all
@@ -182,7 +205,16 @@ def load_packaged(path: str | Path, *, check_inference: bool = True):
             f"{model_path}: content hash {actual} does not match the manifest's "
             f"{manifest.content_hash}; the file was changed or corrupted"
         )
+    if manifest.ood is not None:
+        ood_path = folder / manifest.ood["file"]
+        if not ood_path.is_file() or sha256_file(ood_path) != manifest.ood["sha256"]:
+            raise ArtifactError(
+                f"{ood_path}: out-of-scope guard missing or its hash does not match the "
+                "manifest's; the file was changed or corrupted"
+            )
     import keras  # late: reading a manifest should not need TensorFlow
+
+    import training.stain  # noqa: F401  registers the stain-normalisation layer for loading
 
     try:
         model = keras.saving.load_model(model_path, compile=False, safe_mode=True)
@@ -211,3 +243,20 @@ def load_packaged(path: str | Path, *, check_inference: bool = True):
         ) > 1e-3:
             raise ArtifactError(f"{model_path}: a test inference did not return probabilities")
     return model, manifest
+
+
+def load_guard(folder: str | Path, manifest: Manifest):
+    """The artifact's out-of-scope guard, or None for a format-1 artifact that has none.
+
+    Call after :func:`load_packaged`, which has verified the file's hash.
+    """
+    if manifest.ood is None:
+        return None
+    from training.ood import METHOD, MahalanobisGuard
+
+    if manifest.ood["method"] != METHOD:
+        raise ArtifactError(f"unknown out-of-scope method {manifest.ood['method']!r}")
+    try:
+        return MahalanobisGuard.load(Path(folder) / manifest.ood["file"])
+    except (OSError, KeyError, ValueError) as exc:
+        raise ArtifactError(f"{folder}: the out-of-scope guard cannot be read ({exc})") from exc

@@ -60,6 +60,50 @@ def caveats(report: dict) -> list[str]:
     return out
 
 
+def validity_html(report: dict, folder: Path) -> str:
+    """Robustness table and plot, per-source metrics, and the out-of-scope guard."""
+    parts = []
+    rob = report.get("robustness")
+    if rob:
+        rows = "".join(
+            f"<tr><th>{html.escape(r['label'])}</th><td>{_fmt(r['accuracy'], True)}</td>"
+            f"<td>{_fmt(r['macro_f1'])}</td><td>{_fmt(-r['accuracy_drop'], True)}</td></tr>"
+            for r in rob["shifts"]
+        )
+        parts.append(
+            "<h2>Robustness to colour and stain shifts (test split)</h2>"
+            "<p><small>Every test image shifted the same stated way (HED jitter: per-image "
+            f"stain scale and offset drawn with seed {rob['seed']}).</small></p>"
+            "<table><tr><th>condition</th><th>accuracy</th><th>macro F1</th><th>change</th>"
+            f"</tr><tr><th>unshifted</th><td>{_fmt(rob['clean']['accuracy'], True)}</td>"
+            f"<td>{_fmt(rob['clean']['macro_f1'])}</td><td></td></tr>{rows}</table>"
+            + _img(Path(folder) / "robustness.png", "accuracy under colour and stain shifts")
+        )
+    per_source = report.get("per_source")
+    if per_source:
+        rows = "".join(
+            f"<tr><th>{html.escape(k)}</th><td>{v['n']}</td><td>{_fmt(v['accuracy'], True)}"
+            f"</td><td>{_fmt(v['macro_f1'])}</td></tr>"
+            for k, v in per_source.items()
+        )
+        parts.append("<h2>Per source (test split)</h2><table><tr><th>source</th><th>images</th>"
+                     f"<th>accuracy</th><th>macro F1</th></tr>{rows}</table>")
+    ood = report.get("ood")
+    if ood:
+        rows = "".join(f"<tr><th>{html.escape(k)}</th><td>{_fmt(v, True)}</td></tr>"
+                       for k, v in ood["flagged"].items())
+        parts.append(
+            "<h2>Out-of-scope guard</h2><p>Mahalanobis distance of the features feeding the "
+            f"output layer (<code>{html.escape(ood['layer'])}</code>) to the nearest class "
+            "mean, with one shared covariance (Ledoit-Wolf shrinkage "
+            f"{ood['shrinkage']:.3f}) fitted on the training split. Threshold "
+            f"{ood['threshold']:.2f}: the {ood['quantile']:.0%} quantile of validation "
+            "scores, so about 1 % of in-distribution images are flagged by design.</p>"
+            f"<table><tr><th>images</th><th>flagged out of scope</th></tr>{rows}</table>"
+        )
+    return "".join(parts)
+
+
 def write_html(report: dict, folder: Path, path: Path) -> Path:
     """One readable page: caveats, headline numbers, baselines, per-class table, figures."""
     t = report["evaluation"]["test"]
@@ -137,6 +181,7 @@ figure{{margin:1rem 0}}img{{max-width:100%}}small{{color:#666}}
 <h2>Cheap baselines on the same split</h2>
 <table><tr><th></th><th>accuracy</th><th>macro F1</th><th>p (CNN better, McNemar)</th>
 <th></th></tr>{base_rows}</table>
+{validity_html(report, folder)}
 <h2>Per class (test split)</h2>
 <table><tr><th>class</th><th>precision</th><th>recall (sensitivity)</th><th>specificity</th>
 <th>F1</th><th>ROC AUC</th><th>support</th></tr>{rows}</table>

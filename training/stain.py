@@ -141,8 +141,9 @@ def rgb_to_lab_np(rgb: np.ndarray) -> np.ndarray:
 
 
 def lab_to_rgb_np(lab: np.ndarray) -> np.ndarray:
-    return np.clip((10.0 ** (np.asarray(lab, np.float64) @ _B_INV)) @ _A_INV * 256.0 - 1.0,
-                   0.0, 255.0)
+    return np.clip(
+        (10.0 ** (np.asarray(lab, np.float64) @ _B_INV)) @ _A_INV * 256.0 - 1.0, 0.0, 255.0
+    )
 
 
 def reinhard_stats_np(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -158,8 +159,10 @@ def reinhard_reference(images: np.ndarray, chunk: int = 256) -> dict[str, list[f
         m, s = reinhard_stats_np(images[i : i + chunk])
         means.append(m)
         stds.append(s)
-    return {"mean": np.concatenate(means).mean(axis=0).tolist(),
-            "std": np.concatenate(stds).mean(axis=0).tolist()}
+    return {
+        "mean": np.concatenate(means).mean(axis=0).tolist(),
+        "std": np.concatenate(stds).mean(axis=0).tolist(),
+    }
 
 
 def reinhard_normalize_np(images: np.ndarray, mean, std) -> np.ndarray:
@@ -190,7 +193,8 @@ class ReinhardNormalization(keras.layers.Layer):
         m = tf.reduce_mean(lab, axis=[-3, -2], keepdims=True)
         s = tf.math.reduce_std(lab, axis=[-3, -2], keepdims=True)
         lab = (lab - m) / tf.maximum(s, _STD_FLOOR) * tf.constant(self.target_std) + tf.constant(
-            self.target_mean)
+            self.target_mean
+        )
         lms = tf.pow(10.0, tf.linalg.matmul(lab, tf.constant(_B_INV, tf.float32)))
         rgb = tf.linalg.matmul(lms, tf.constant(_A_INV, tf.float32)) * 256.0 - 1.0
         return tf.clip_by_value(rgb, 0.0, 255.0)
@@ -199,5 +203,8 @@ class ReinhardNormalization(keras.layers.Layer):
         return input_shape
 
     def get_config(self):
-        return {**super().get_config(), "target_mean": self.target_mean,
-                "target_std": self.target_std}
+        return {
+            **super().get_config(),
+            "target_mean": self.target_mean,
+            "target_std": self.target_std,
+        }

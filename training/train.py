@@ -198,6 +198,66 @@ def _fit_phase(model, train_ds, val_ds, *, lr, epochs, initial_epoch, cw, run_di
     return hist.history
 
 
+def source_metrics(probs: np.ndarray, y: np.ndarray) -> dict:
+    """n, accuracy and macro F1 over the classes present (one source may lack some)."""
+    from sklearn.metrics import f1_score
+
+    pred = probs.argmax(axis=1)
+    present = sorted(set(y.tolist()))
+    return {"n": len(y), "accuracy": float((pred == y).mean()),
+            "macro_f1": float(f1_score(y, pred, labels=present, average="macro",
+                                       zero_division=0)),
+            "classes_present": len(present)}
+
+
+def clinical_validity(model, classes: list[str], arrays: dict, test_samples, *, seed: int,
+                      batch_size: int = 32, nonsmear_per_kind: int = 25, guard=None) -> dict:
+    """Robustness to stain shifts, metrics per source, and the out-of-scope guard.
+
+    Returns ``robustness``, ``per_source`` (None without sources), ``ood`` (the guard's
+    facts, flagged rates on validation, test and generated non-smears) and ``guard``:
+    the one given (a packaged model's) or one fitted here on the training split.
+    """
+    from training.nonsmear import KINDS, generate
+    from training.ood import FeatureExtractor, fit_guard
+    from training.robustness import robustness
+
+    (x_tr, y_tr), (x_va, _), (x_te, y_te) = (arrays[p] for p in data_mod.SPLITS)
+    t0 = time.monotonic()
+    rob = robustness(lambda b: predict(model, b, batch_size), x_te, y_te, seed=seed)
+    rob["seconds"] = time.monotonic() - t0
+    log.info("robustness: clean %.4f; %s", rob["clean"]["accuracy"],
+             ", ".join(f"{r['label']} {r['accuracy']:.4f}" for r in rob["shifts"]))
+
+    per_source = None
+    sources = [s.source for s in test_samples]
+    if any(sources):
+        probs = predict(model, x_te, batch_size)
+        per_source = {}
+        for src in sorted(set(sources)):
+            idx = np.array([i for i, s in enumerate(sources) if s == src])
+            per_source[src or "(none)"] = source_metrics(probs[idx], y_te[idx])
+
+    if guard is None:
+        guard = fit_guard(model, x_tr, y_tr, x_va, len(classes), batch_size)
+    size = x_te.shape[1]
+    extract = FeatureExtractor(model, guard.layer)
+
+    def flagged(x):
+        return float(guard.flag(extract(x, batch_size)[0]).mean())
+
+    ood = {
+        "method": "mahalanobis", "layer": guard.layer, "threshold": guard.threshold,
+        "quantile": guard.quantile, "shrinkage": guard.shrinkage,
+        "flagged": {"validation": flagged(x_va), "test": flagged(x_te), **{
+            f"generated {k}": flagged(generate(k, nonsmear_per_kind, size, seed=seed))
+            for k in KINDS}},
+    }
+    log.info("out-of-scope guard: threshold %.2f; flagged %s", guard.threshold,
+             {k: round(v, 3) for k, v in ood["flagged"].items()})
+    return {"robustness": rob, "per_source": per_source, "ood": ood, "guard": guard}
+
+
 def run_training(
     cfg: TrainConfig,
     *,
@@ -239,6 +299,8 @@ def run_training(
         prepared.save(run_dir / "split.json")
         synthetic = prepared.synthetic if cfg.synthetic is None else cfg.synthetic
         classes = prepared.classes
+        if cfg.stain_normalize not in (None, "reinhard"):
+            raise ValueError(f"unknown stain normalisation {cfg.stain_normalize!r}")
         # Build first: a missing weights file should fail before minutes of decoding.
         model = build_model(cfg.arch, len(classes), size, weights)
         log.info("run %s: %s at %d px, weights %s, split %s", run_dir, cfg.arch, size,
@@ -252,6 +314,18 @@ def run_training(
         (x_tr, y_tr), (x_va, y_va), (x_te, y_te) = (arrays[p] for p in data_mod.SPLITS)
         log.info("decoded %d images in %.0f s", sum(len(a[0]) for a in arrays.values()),
                  time.monotonic() - t_start)
+        stain_reference = None
+        if cfg.stain_normalize == "reinhard":
+            from training.stain import ReinhardNormalization, reinhard_reference
+
+            # The reference comes from the training split only; it is saved in the layer.
+            stain_reference = reinhard_reference(x_tr)
+            keras.utils.set_random_seed(cfg.seed)
+            model = build_model(cfg.arch, len(classes), size, weights, normalizer=(
+                ReinhardNormalization(stain_reference["mean"], stain_reference["std"],
+                                      name="stain_normalize")))
+            log.info("Reinhard stain normalisation to the training split's mean %s, std %s",
+                     stain_reference["mean"], stain_reference["std"])
         baselines = run_baselines(x_tr, y_tr, x_te, y_te, seed=cfg.seed)
         log.info("baselines: %s", {k: round(v["accuracy"], 4) for k, v in baselines.items()})
 
@@ -328,6 +402,10 @@ def run_training(
         warning = baseline_warning(test_probs.argmax(axis=1), y_te, baselines)
         if warning:
             log.warning(warning)
+        validity = clinical_validity(model, classes, arrays, prepared.splits["test"],
+                                     seed=cfg.seed, batch_size=cfg.batch_size)
+        guard = validity.pop("guard")
+        validity["ood"]["packaged"] = True
         created = utc_now()
         report = {
             "name": name, "version": version, "architecture": cfg.arch,
@@ -342,7 +420,9 @@ def run_training(
                 "batchnorm": bn_info, "history": history,
             },
             "baselines": baselines, "baseline_warning": warning,
-            "evaluation": evaluation,
+            "evaluation": evaluation, **validity,
+            "stain_normalization": None if stain_reference is None else {
+                "method": "reinhard", "layer": "stain_normalize", **stain_reference},
         }
         figs = [
             figures.confusion_matrix_png(t["confusion_matrix"], classes,
@@ -350,6 +430,7 @@ def run_training(
             figures.curves_png(history, run_dir / "curves.png", best_epoch),
             figures.reliability_png(evaluation["reliability_before"],
                                     evaluation["reliability_after"], run_dir / "reliability.png"),
+            figures.robustness_png(report["robustness"], run_dir / "robustness.png"),
         ]
         report["training"]["wall_seconds"] = time.monotonic() - t_start
         report_json = report_mod.write_json(report, run_dir / "report.json")
@@ -372,11 +453,12 @@ def run_training(
             "extra": {"review_rule": (
                 f"flag 'needs review' when max(softmax(log(p)/temperature)) < threshold; the "
                 f"threshold is the lowest at which validation images kept reach "
-                f"{cfg.review_target:.0%} accuracy"), "weights": cfg.weights or "none"},
+                f"{cfg.review_target:.0%} accuracy"), "weights": cfg.weights or "none",
+                "stain_normalization": report["stain_normalization"]},
         }
         artifact_dir, _ = write_artifact(
             model, package_dir or run_dir, manifest_fields=manifest_fields,
-            report_files=[report_json, report_html, *figs],
+            report_files=[report_json, report_html, *figs], guard=guard,
         )
         log.info(
             "done in %.0f s: test accuracy %.4f, macro F1 %.4f, ECE %.4f -> %.4f; artifact %s",

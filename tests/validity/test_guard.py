@@ -1,0 +1,71 @@
+"""The Mahalanobis guard flags obvious outliers and passes in-distribution samples."""
+
+import numpy as np
+import pytest
+
+from training.ood import MahalanobisGuard
+
+
+def _clusters(n: int, seed: int, d: int = 16):
+    rng = np.random.default_rng(seed)
+    centres = np.array(
+        [np.full(d, -3.0), np.full(d, 3.0), np.r_[np.full(d // 2, 3.0), np.full(d - d // 2, -3.0)]]
+    )
+    y = rng.integers(0, 3, n)
+    scale = rng.uniform(0.5, 2.0, d)  # unequal spreads: a Euclidean distance would be wrong
+    return centres[y] + rng.normal(0, 1, (n, d)) * scale, y
+
+
+@pytest.fixture(scope="module")
+def guard():
+    f_tr, y_tr = _clusters(600, 0)
+    f_va, _ = _clusters(300, 1)
+    return MahalanobisGuard.fit(f_tr, y_tr, f_va, layer="features", n_classes=3)
+
+
+def test_in_distribution_samples_pass_at_about_the_chosen_rate(guard):
+    f_te, _ = _clusters(1000, 2)
+    assert guard.flag(f_te).mean() < 0.03  # threshold at the 99th validation percentile
+
+
+def test_obvious_outliers_are_flagged(guard):
+    rng = np.random.default_rng(3)
+    far = rng.normal(0, 1, (200, 16)) * 2 + 15  # nowhere near a class mean
+    between = np.zeros((50, 16))  # between classes, inside no cluster
+    wrong_shape = _clusters(200, 4)[0] * np.r_[np.ones(8), 4 * np.ones(8)]
+    assert guard.flag(far).all()
+    assert guard.flag(between).mean() > 0.9
+    assert guard.flag(wrong_shape).mean() > 0.9
+
+
+def test_the_score_is_the_distance_to_the_nearest_class_mean(guard):
+    f = guard.means[1][None] + 0.0
+    assert guard.score(f)[0] == pytest.approx(0.0, abs=1e-9)
+    delta = np.linalg.cholesky(np.linalg.inv(guard.precision))[:, 0]  # one unit of spread
+    assert guard.score(guard.means[1][None] + delta)[0] == pytest.approx(1.0, rel=1e-6)
+
+
+def test_it_saves_and_loads_exactly(guard, tmp_path):
+    path = guard.save(tmp_path / "ood.npz")
+    back = MahalanobisGuard.load(path)
+    assert back.layer == "features" and back.threshold == guard.threshold
+    f, _ = _clusters(20, 5)
+    assert np.array_equal(back.score(f), guard.score(f))
+
+
+def test_shrinkage_keeps_a_degenerate_feature_usable():
+    f_tr, y_tr = _clusters(300, 6)
+    f_tr[:, 0] = 0.0  # a dead ReLU unit: zero variance
+    g = MahalanobisGuard.fit(f_tr, y_tr, _clusters(100, 7)[0], layer="f", n_classes=3)
+    assert np.isfinite(g.threshold) and 0 < g.shrinkage < 1
+
+
+def test_non_smears_are_generated_deterministically():
+    from training.nonsmear import KINDS, generate
+
+    for kind in KINDS:
+        a = generate(kind, 3, 32, seed=1, render_size=64)
+        assert a.shape == (3, 32, 32, 3) and a.dtype == np.uint8
+        assert np.array_equal(a, generate(kind, 3, 32, seed=1, render_size=64))
+    solid = generate("solid", 2, 16, render_size=16)
+    assert (solid.reshape(2, -1, 3) == solid[:, :1, 0]).all()

@@ -1,0 +1,54 @@
+"""Reinhard normalisation: the Keras layer equals the numpy reference and survives saving."""
+
+import keras
+import numpy as np
+import pytest
+
+from training import stain
+from training.architectures import build_model, heatmap_layer
+
+
+@pytest.fixture(scope="module")
+def images():
+    rng = np.random.default_rng(1)
+    base = rng.integers(0, 256, (6, 16, 16, 3)).astype(np.float32)
+    base[3:] = base[3:] * 0.5 + np.array([120, 40, 90])  # a second, differently tinted batch
+    return np.clip(base, 0, 255).astype(np.uint8)
+
+
+def test_lab_round_trip_is_near_identity(images):
+    assert np.abs(stain.lab_to_rgb_np(stain.rgb_to_lab_np(images)) - images).max() < 1e-6
+
+
+def test_the_layer_matches_the_numpy_reference(images):
+    ref = stain.reinhard_reference(images[:3])
+    layer = stain.ReinhardNormalization(ref["mean"], ref["std"])
+    got = np.asarray(layer(images.astype(np.float32)))
+    want = stain.reinhard_normalize_np(images, ref["mean"], ref["std"])
+    assert np.abs(got - want).max() < 0.05
+
+
+def test_normalised_images_take_the_reference_statistics(images):
+    ref = stain.reinhard_reference(images[:3])
+    out = stain.reinhard_normalize_np(images[3:], ref["mean"], ref["std"])
+    mean, std = stain.reinhard_stats_np(out)
+    # clipping to 0-255 moves them a little; the tinted batch lands on the reference
+    assert np.abs(mean - ref["mean"]).max() < 0.02
+    assert np.abs(std - ref["std"]).max() < 0.02
+
+
+def test_a_model_with_the_layer_survives_save_and_load(images, tmp_path):
+    ref = stain.reinhard_reference(images)
+    model = build_model(
+        "cml1",
+        3,
+        32,
+        normalizer=stain.ReinhardNormalization(ref["mean"], ref["std"], name="stain_normalize"),
+    )
+    assert model.layers[1].name == "stain_normalize"
+    assert heatmap_layer(model) == heatmap_layer(build_model("cml1", 3, 32))
+    x = np.asarray([np.resize(img, (32, 32, 3)) for img in images], np.float32)
+    model.save(tmp_path / "m.keras")
+    loaded = keras.saving.load_model(tmp_path / "m.keras", compile=False, safe_mode=True)
+    assert loaded.get_layer("stain_normalize").target_mean == pytest.approx(ref["mean"])
+    assert np.allclose(np.asarray(loaded(x)), np.asarray(model(x)), atol=1e-5)
