@@ -63,7 +63,7 @@ def _add_train_options(p: argparse.ArgumentParser, *, single_arch: bool = True) 
     p.add_argument("--stain-augment", action="store_true",
                    help="also jitter stains on the training split: HED stain amounts, hue "
                         "and saturation (see training/stain.py for the ranges)")
-    p.add_argument("--stain-normalize", choices=("reinhard",), default=None,
+    p.add_argument("--stain-normalize", choices=("reinhard", "macenko"), default=None,
                    help="normalise each image's colour to a reference computed from the "
                         "training split, as a layer inside the packaged model")
     p.add_argument("--no-bn-recompute", action="store_true",

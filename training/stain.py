@@ -208,3 +208,124 @@ class ReinhardNormalization(keras.layers.Layer):
             "target_mean": self.target_mean,
             "target_std": self.target_std,
         }
+
+
+# --- Macenko normalisation (Macenko et al. 2009) -----------------------------------------
+
+MACENKO_BETA = 0.15  # optical density below this in any channel is background, not stain
+MACENKO_ALPHA = 1.0  # robust extremes: the 1st and 99th percentile of the stain angle
+_MIN_STAIN_PIXELS = 16  # fewer stained pixels than this: nothing to estimate, leave as is
+
+
+def _od_np(rgb):
+    return -np.log((np.asarray(rgb, np.float64).reshape(-1, 3) + 1.0) / 256.0)
+
+
+def macenko_stains_np(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """(stain matrix (3, 2) [H, E columns], 99th-percentile concentrations (2,)) or None."""
+    od = _od_np(rgb)
+    tissue = od[(od > MACENKO_BETA).all(axis=1)]
+    if len(tissue) < _MIN_STAIN_PIXELS:
+        return None
+    eig = np.linalg.eigh(np.cov(tissue, rowvar=False))[1][:, 1:3]
+    eig = eig * np.where(eig.sum(axis=0) < 0, -1.0, 1.0)  # eigenvectors point into +OD
+    proj = tissue @ eig
+    phi = np.arctan2(proj[:, 1], proj[:, 0])
+    lo, hi = np.percentile(phi, MACENKO_ALPHA), np.percentile(phi, 100 - MACENKO_ALPHA)
+    v1 = eig @ np.array([np.cos(lo), np.sin(lo)])
+    v2 = eig @ np.array([np.cos(hi), np.sin(hi)])
+    # haematoxylin absorbs more red than eosin does: it is the first column
+    stains = np.stack([v1, v2], axis=1) if v1[0] > v2[0] else np.stack([v2, v1], axis=1)
+    conc = od @ np.linalg.pinv(stains).T
+    return stains, np.percentile(conc, 99, axis=0)
+
+
+def macenko_reference(images: np.ndarray, max_images: int = 64) -> dict[str, list]:
+    """Target stain matrix and concentrations from pixels pooled over (training) images."""
+    idx = np.linspace(0, len(images) - 1, min(max_images, len(images))).astype(int)
+    fitted = macenko_stains_np(np.asarray(images)[idx])
+    if fitted is None:
+        raise ValueError("the reference images have too few stained pixels for Macenko")
+    stains, max_conc = fitted
+    return {"stains": stains.tolist(), "max_concentrations": max_conc.tolist()}
+
+
+def macenko_normalize_np(image: np.ndarray, stains, max_concentrations) -> np.ndarray:
+    """Numpy reference of :class:`MacenkoNormalization` for one image: float 0-255."""
+    fitted = macenko_stains_np(image)
+    if fitted is None:
+        return np.asarray(image, np.float64)
+    own, own_max = fitted
+    conc = _od_np(image) @ np.linalg.pinv(own).T
+    conc = conc * (np.asarray(max_concentrations) / own_max)
+    out = 256.0 * np.exp(-(conc @ np.asarray(stains).T)) - 1.0
+    return np.clip(out, 0.0, 255.0).reshape(np.shape(image))
+
+
+def _percentile(sorted_values, n, q):
+    """np.percentile's linear interpolation on the first ``n`` of ascending values."""
+    pos = q / 100.0 * (tf.cast(n, tf.float32) - 1.0)
+    lo = tf.cast(tf.floor(pos), tf.int32)
+    hi = tf.minimum(lo + 1, n - 1)
+    frac = pos - tf.floor(pos)
+    return tf.gather(sorted_values, lo) * (1 - frac) + tf.gather(sorted_values, hi) * frac
+
+
+@keras.saving.register_keras_serializable(package="leukweb")
+class MacenkoNormalization(keras.layers.Layer):
+    """Re-express each image in a stored reference stain matrix and intensity (0-255 in/out).
+
+    Per image: estimate its H and E vectors from the optical densities of stained pixels
+    (the plane of the two main eigenvectors, extremes of the angle within it), unmix,
+    rescale the concentrations to the reference's 99th percentiles, remix with the
+    reference vectors. Images with too few stained pixels pass unchanged.
+    """
+
+    def __init__(self, stains, max_concentrations, **kwargs):
+        super().__init__(**kwargs)
+        self.stains = [[float(v) for v in row] for row in stains]
+        self.max_concentrations = [float(v) for v in max_concentrations]
+
+    def _one(self, image):
+        od = -tf.math.log((tf.reshape(image, [-1, 3]) + 1.0) / 256.0)
+        mask = tf.reduce_all(od > MACENKO_BETA, axis=1)
+        n = tf.reduce_sum(tf.cast(mask, tf.int32))
+
+        def normalise():
+            w = tf.cast(mask, tf.float32)[:, None]
+            mean = tf.reduce_sum(od * w, axis=0) / tf.cast(n, tf.float32)
+            centred = (od - mean) * w
+            cov = tf.linalg.matmul(centred, centred, transpose_a=True)
+            eig = tf.linalg.eigh(cov)[1][:, 1:3]
+            eig = eig * tf.where(tf.reduce_sum(eig, axis=0) < 0, -1.0, 1.0)
+            proj = tf.linalg.matmul(od, eig)
+            phi = tf.math.atan2(proj[:, 1], proj[:, 0])
+            phi = tf.sort(tf.where(mask, phi, np.inf))
+            lo = _percentile(phi, n, MACENKO_ALPHA)
+            hi = _percentile(phi, n, 100 - MACENKO_ALPHA)
+            v1 = tf.linalg.matvec(eig, tf.stack([tf.cos(lo), tf.sin(lo)]))
+            v2 = tf.linalg.matvec(eig, tf.stack([tf.cos(hi), tf.sin(hi)]))
+            own = tf.where(v1[0] > v2[0], tf.stack([v1, v2], axis=1), tf.stack([v2, v1], axis=1))
+            conc = tf.linalg.matmul(od, tf.linalg.pinv(own), transpose_b=True)
+            total = tf.shape(conc)[0]
+            own_max = _percentile(tf.sort(conc, axis=0), total, 99.0)
+            conc = conc * (tf.constant(self.max_concentrations) / own_max)
+            ref = tf.constant(self.stains, tf.float32)
+            rgb = 256.0 * tf.exp(-tf.linalg.matmul(conc, ref, transpose_b=True)) - 1.0
+            return tf.reshape(tf.clip_by_value(rgb, 0.0, 255.0), tf.shape(image))
+
+        return tf.cond(n >= _MIN_STAIN_PIXELS, normalise, lambda: image)
+
+    def call(self, x):
+        x = tf.cast(x, tf.float32)
+        return tf.map_fn(self._one, x, fn_output_signature=tf.float32)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "stains": self.stains,
+            "max_concentrations": self.max_concentrations,
+        }

@@ -47,7 +47,7 @@ class TrainConfig:
     head_epochs: int = 10  # frozen-backbone epochs before fine-tuning (pretrained only)
     augment: bool = True
     stain_augment: bool = False  # HED + hue/saturation jitter on the training split
-    stain_normalize: str | None = None  # "reinhard": a layer inside the packaged model
+    stain_normalize: str | None = None  # reinhard | macenko: a layer inside the packaged model
     recompute_bn: bool = True
     review_target: float = REVIEW_TARGET_ACCURACY
     synthetic: bool | None = None  # None: from the data folder's SYNTHETIC.txt marker
@@ -299,7 +299,7 @@ def run_training(
         prepared.save(run_dir / "split.json")
         synthetic = prepared.synthetic if cfg.synthetic is None else cfg.synthetic
         classes = prepared.classes
-        if cfg.stain_normalize not in (None, "reinhard"):
+        if cfg.stain_normalize not in (None, "reinhard", "macenko"):
             raise ValueError(f"unknown stain normalisation {cfg.stain_normalize!r}")
         # Build first: a missing weights file should fail before minutes of decoding.
         model = build_model(cfg.arch, len(classes), size, weights)
@@ -315,17 +315,24 @@ def run_training(
         log.info("decoded %d images in %.0f s", sum(len(a[0]) for a in arrays.values()),
                  time.monotonic() - t_start)
         stain_reference = None
-        if cfg.stain_normalize == "reinhard":
-            from training.stain import ReinhardNormalization, reinhard_reference
+        if cfg.stain_normalize:
+            from training import stain
 
             # The reference comes from the training split only; it is saved in the layer.
-            stain_reference = reinhard_reference(x_tr)
+            if cfg.stain_normalize == "reinhard":
+                stain_reference = stain.reinhard_reference(x_tr)
+                layer = stain.ReinhardNormalization(stain_reference["mean"],
+                                                    stain_reference["std"],
+                                                    name="stain_normalize")
+            else:
+                stain_reference = stain.macenko_reference(x_tr)
+                layer = stain.MacenkoNormalization(stain_reference["stains"],
+                                                   stain_reference["max_concentrations"],
+                                                   name="stain_normalize")
             keras.utils.set_random_seed(cfg.seed)
-            model = build_model(cfg.arch, len(classes), size, weights, normalizer=(
-                ReinhardNormalization(stain_reference["mean"], stain_reference["std"],
-                                      name="stain_normalize")))
-            log.info("Reinhard stain normalisation to the training split's mean %s, std %s",
-                     stain_reference["mean"], stain_reference["std"])
+            model = build_model(cfg.arch, len(classes), size, weights, normalizer=layer)
+            log.info("%s stain normalisation to the training split's reference %s",
+                     cfg.stain_normalize, stain_reference)
         baselines = run_baselines(x_tr, y_tr, x_te, y_te, seed=cfg.seed)
         log.info("baselines: %s", {k: round(v["accuracy"], 4) for k, v in baselines.items()})
 
@@ -422,7 +429,7 @@ def run_training(
             "baselines": baselines, "baseline_warning": warning,
             "evaluation": evaluation, **validity,
             "stain_normalization": None if stain_reference is None else {
-                "method": "reinhard", "layer": "stain_normalize", **stain_reference},
+                "method": cfg.stain_normalize, "layer": "stain_normalize", **stain_reference},
         }
         figs = [
             figures.confusion_matrix_png(t["confusion_matrix"], classes,

@@ -85,7 +85,8 @@ def test_add_guard_upgrades_a_format_1_artifact(tiny_run, tmp_path):
     assert 0 <= result["sets"]["test split"]["rate"] <= 1
 
 
-def test_a_stain_normalised_stain_augmented_run_packages_the_layer(synthetic_dir, tmp_path):
+@pytest.mark.parametrize("method", ["reinhard", "macenko"])
+def test_a_stain_normalised_stain_augmented_run_packages_the_layer(synthetic_dir, tmp_path, method):
     from training.train import TrainConfig, run_training
 
     cfg = TrainConfig(
@@ -100,13 +101,15 @@ def test_a_stain_normalised_stain_augmented_run_packages_the_layer(synthetic_dir
         name="norm",
         version="1",
         stain_augment=True,
-        stain_normalize="reinhard",
+        stain_normalize=method,
     )
     result = run_training(cfg)
     model, manifest = load_packaged(result.artifact_dir)  # needs the registered layer
-    layer = model.get_layer("stain_normalize")
-    assert layer.target_mean == pytest.approx(result.report["stain_normalization"]["mean"])
-    assert manifest.extra["stain_normalization"]["method"] == "reinhard"
+    layer = model.get_layer("stain_normalize").get_config()
+    reference = result.report["stain_normalization"]
+    assert manifest.extra["stain_normalization"]["method"] == reference["method"] == method
+    key = "target_mean" if method == "reinhard" else "max_concentrations"
+    assert layer[key] == pytest.approx(reference["mean" if method == "reinhard" else key])
     assert result.report["config"]["stain_augment"] is True
 
 

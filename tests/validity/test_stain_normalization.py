@@ -52,3 +52,35 @@ def test_a_model_with_the_layer_survives_save_and_load(images, tmp_path):
     loaded = keras.saving.load_model(tmp_path / "m.keras", compile=False, safe_mode=True)
     assert loaded.get_layer("stain_normalize").target_mean == pytest.approx(ref["mean"])
     assert np.allclose(np.asarray(loaded(x)), np.asarray(model(x)), atol=1e-5)
+
+
+def _smear_like(seed: int, h_scale: float = 1.0) -> np.ndarray:
+    """A field of H-stained 'nuclei' and E-stained background at known stain amounts."""
+    rng = np.random.default_rng(seed)
+    hed = np.zeros((24, 24, 3))
+    hed[..., 1] = rng.uniform(0.1, 0.3, (24, 24))  # eosin everywhere
+    yy, xx = np.mgrid[:24, :24]
+    for _ in range(4):
+        cy, cx = rng.integers(4, 20, 2)
+        hed[..., 0] += h_scale * 0.9 * ((yy - cy) ** 2 + (xx - cx) ** 2 < 12)
+    hed += rng.normal(0, 0.01, hed.shape)
+    return np.clip(stain.hed_to_rgb_np(hed), 0, 255).astype(np.uint8)
+
+
+def test_macenko_layer_matches_the_numpy_reference_and_evens_out_staining(tmp_path):
+    ref_images = np.stack([_smear_like(s) for s in range(4)])
+    ref = stain.macenko_reference(ref_images)
+    layer = stain.MacenkoNormalization(ref["stains"], ref["max_concentrations"])
+    pale = np.stack([_smear_like(10, h_scale=0.5), _smear_like(11, h_scale=0.5)])
+    got = np.asarray(layer(pale.astype(np.float32)))
+    want = np.stack([stain.macenko_normalize_np(img, **ref) for img in pale])
+    assert np.abs(got - want).max() < 0.5
+    # the pale (half-haematoxylin) fields come out as dark as the reference
+    h = lambda x: np.percentile(stain.rgb_to_hed_np(x)[..., 0], 99)  # noqa: E731
+    assert abs(h(got) - h(ref_images)) < 0.5 * abs(h(pale) - h(ref_images))
+    blank = np.full((1, 24, 24, 3), 250, np.float32)  # no stain: passed through untouched
+    assert np.array_equal(np.asarray(layer(blank)), blank)
+    model = keras.Sequential([keras.Input((24, 24, 3)), layer])
+    model.save(tmp_path / "m.keras")
+    loaded = keras.saving.load_model(tmp_path / "m.keras", compile=False, safe_mode=True)
+    assert np.allclose(np.asarray(loaded(pale.astype(np.float32))), got, atol=1e-4)
