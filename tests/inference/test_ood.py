@@ -101,7 +101,7 @@ def test_a_model_without_a_guard_leaves_the_score_empty(artifacts):
 
 
 @pytest.mark.django_db
-def test_analysis_stores_the_score_and_leaves_flagged_images_out(guarded, client_for, alice):
+def test_analysis_stores_the_score_and_leaves_flagged_images_out(guarded, client_for, alice, bob):
     version = model_version_import(source=guarded)
     model_version_deploy(model_version=version, actor=None, reason="test")
     case = make_case(images=[png_bytes(1), png_bytes(2), _solid_png()])
@@ -120,6 +120,11 @@ def test_analysis_stores_the_score_and_leaves_flagged_images_out(guarded, client
     page = client_for(alice).get(reverse("cases:case_detail", args=[case.pk]))
     html = page.content.decode()
     assert html.count("data-out-of-scope") == 1 and "no subtype given" in html
+    review = client_for(bob).get(reverse("reviews:case_review", args=[case.pk]))
+    html = review.content.decode()
+    assert html.count("data-out-of-scope") == 1 and "1 out of scope" in html
+    report = client_for(bob).get(reverse("reviews:case_report", args=[case.pk]))
+    assert "<strong>out of scope</strong>" in report.content.decode()
 
 
 @pytest.mark.django_db
