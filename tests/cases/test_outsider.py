@@ -25,6 +25,7 @@ PARAMETERS = {
     "content_type_id": 1,
     "format": "json",
     "action": "deploy",
+    "change": "deploy",
     "url": "anything/",
 }
 REFUSED = {HTTPStatus.NOT_FOUND, HTTPStatus.FORBIDDEN, HTTPStatus.UNAUTHORIZED}
