@@ -73,7 +73,12 @@ def _validity(report: Mapping) -> dict[str, Any]:
     """Robustness rows, per-source rows and the out-of-scope guard's facts, where present."""
     rob = _dict(report.get("robustness"))
     robustness = [
-        (row.get("label", ""), _number(row.get("accuracy")), _number(row.get("macro_f1")))
+        (
+            row.get("label", ""),
+            _number(row.get("accuracy")),
+            _number(row.get("macro_f1")),
+            _number(row.get("out_of_scope")),
+        )
         for row in rob.get("shifts") or []
         if isinstance(row, dict) and _number(row.get("accuracy")) is not None
     ]

@@ -67,7 +67,9 @@ def validity_html(report: dict, folder: Path) -> str:
     if rob:
         rows = "".join(
             f"<tr><th>{html.escape(r['label'])}</th><td>{_fmt(r['accuracy'], True)}</td>"
-            f"<td>{_fmt(r['macro_f1'])}</td><td>{_fmt(-r['accuracy_drop'], True)}</td></tr>"
+            f"<td>{_fmt(r['macro_f1'])}</td><td>{_fmt(-r['accuracy_drop'], True)}</td>"
+            f"<td>{_fmt(r.get('out_of_scope'), True)}</td>"
+            f"<td>{_fmt(r.get('accuracy_in_scope'), True)}</td></tr>"
             for r in rob["shifts"]
         )
         parts.append(
@@ -75,8 +77,11 @@ def validity_html(report: dict, folder: Path) -> str:
             "<p><small>Every test image shifted the same stated way (HED jitter: per-image "
             f"stain scale and offset drawn with seed {rob['seed']}).</small></p>"
             "<table><tr><th>condition</th><th>accuracy</th><th>macro F1</th><th>change</th>"
-            f"</tr><tr><th>unshifted</th><td>{_fmt(rob['clean']['accuracy'], True)}</td>"
-            f"<td>{_fmt(rob['clean']['macro_f1'])}</td><td></td></tr>{rows}</table>"
+            "<th>flagged out of scope</th><th>accuracy of the rest</th></tr>"
+            f"<tr><th>unshifted</th><td>{_fmt(rob['clean']['accuracy'], True)}</td>"
+            f"<td>{_fmt(rob['clean']['macro_f1'])}</td><td></td>"
+            f"<td>{_fmt(rob['clean'].get('out_of_scope'), True)}</td>"
+            f"<td>{_fmt(rob['clean'].get('accuracy_in_scope'), True)}</td></tr>{rows}</table>"
             + _img(Path(folder) / "robustness.png", "accuracy under colour and stain shifts")
         )
     per_source = report.get("per_source")

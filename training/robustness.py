@@ -80,24 +80,42 @@ def robustness(
     seed: int = 0,
     shifts: tuple[Shift, ...] = SHIFTS,
     chunk: int = 256,
+    flag_fn=None,
 ) -> dict:
-    """Accuracy and macro F1 per shift; ``predict_fn(uint8 batch) -> probabilities``."""
+    """Accuracy and macro F1 per shift; ``predict_fn(uint8 batch) -> probabilities``.
+
+    With ``flag_fn(uint8 batch) -> bool array`` (the out-of-scope guard) each row also
+    has the fraction flagged and the accuracy on the images not flagged: what a
+    clinician would be shown after such a shift.
+    """
     from sklearn.metrics import f1_score
 
-    def score(pred):
-        return {
+    def score(result):
+        pred, flags = result
+        m = {
             "accuracy": float((pred == y_test).mean()) if len(y_test) else 0.0,
             "macro_f1": float(f1_score(y_test, pred, average="macro", zero_division=0)),
         }
+        if flags is not None:
+            kept = ~flags
+            m["out_of_scope"] = float(flags.mean()) if len(flags) else 0.0
+            m["accuracy_in_scope"] = (
+                float((pred[kept] == y_test[kept]).mean()) if kept.any() else None
+            )
+        return m
 
     def predictions(shift: Shift | None):
-        out = []
+        out, flags = [], []
         for i in range(0, len(x_test), chunk):
             part = x_test[i : i + chunk]
             # fold the chunk index in so HED draws do not repeat chunk to chunk
             shifted = part if shift is None else apply_shift(part, shift, seed + i)
             out.append(np.asarray(predict_fn(shifted)).argmax(axis=1))
-        return np.concatenate(out) if out else np.zeros(0, int)
+            if flag_fn is not None:
+                flags.append(np.asarray(flag_fn(shifted), bool))
+        if not out:
+            return np.zeros(0, int), None if flag_fn is None else np.zeros(0, bool)
+        return np.concatenate(out), None if flag_fn is None else np.concatenate(flags)
 
     clean = score(predictions(None))
     rows = []

@@ -223,8 +223,14 @@ def clinical_validity(model, classes: list[str], arrays: dict, test_samples, *, 
     from training.robustness import robustness
 
     (x_tr, y_tr), (x_va, _), (x_te, y_te) = (arrays[p] for p in data_mod.SPLITS)
+    if guard is None:
+        guard = fit_guard(model, x_tr, y_tr, x_va, len(classes), batch_size)
+    extract = FeatureExtractor(model, guard.layer)
     t0 = time.monotonic()
-    rob = robustness(lambda b: predict(model, b, batch_size), x_te, y_te, seed=seed)
+    rob = robustness(
+        lambda b: predict(model, b, batch_size), x_te, y_te, seed=seed,
+        flag_fn=lambda b: guard.flag(extract(b, batch_size)[0]),
+    )
     rob["seconds"] = time.monotonic() - t0
     log.info("robustness: clean %.4f; %s", rob["clean"]["accuracy"],
              ", ".join(f"{r['label']} {r['accuracy']:.4f}" for r in rob["shifts"]))
@@ -238,10 +244,7 @@ def clinical_validity(model, classes: list[str], arrays: dict, test_samples, *, 
             idx = np.array([i for i, s in enumerate(sources) if s == src])
             per_source[src or "(none)"] = source_metrics(probs[idx], y_te[idx])
 
-    if guard is None:
-        guard = fit_guard(model, x_tr, y_tr, x_va, len(classes), batch_size)
     size = x_te.shape[1]
-    extract = FeatureExtractor(model, guard.layer)
 
     def flagged(x):
         return float(guard.flag(extract(x, batch_size)[0]).mean())

@@ -155,6 +155,7 @@ def test_the_registry_report_page_shows_robustness_sources_and_the_guard(client_
                 "accuracy": 0.41,
                 "macro_f1": 0.3,
                 "accuracy_drop": 0.49,
+                "out_of_scope": 0.625,
             }
         ],
     }
@@ -173,6 +174,7 @@ def test_the_registry_report_page_shows_robustness_sources_and_the_guard(client_
         "Robustness to colour and stain shifts",
         "grayscale",
         "41.0%",
+        "62.5%",
         "Per source",
         "lab-north",
         "Out-of-scope guard",

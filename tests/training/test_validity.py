@@ -18,6 +18,7 @@ def test_every_report_has_robustness_and_the_guard(tiny_run):
     kinds = {r["kind"] for r in report["robustness"]["shifts"]}
     assert kinds == {"hue", "saturation", "brightness", "hed", "grayscale"}
     assert 0 <= report["robustness"]["clean"]["accuracy"] <= 1
+    assert all(0 <= r["out_of_scope"] <= 1 for r in report["robustness"]["shifts"])
     assert report["robustness"]["clean"]["accuracy"] == pytest.approx(
         report["evaluation"]["test"]["accuracy"]
     )

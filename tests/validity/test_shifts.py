@@ -103,6 +103,23 @@ def test_robustness_scores_every_shift_on_the_same_images(images):
     assert grey["accuracy"] == float((y == 1).mean())  # grey: red == blue, always class 1
     assert grey["accuracy_drop"] == pytest.approx(expected - grey["accuracy"])
     assert out == robustness(by_redness, images, y, seed=0)
+    assert "out_of_scope" not in out["clean"]
+
+
+def test_robustness_reports_what_the_guard_flags_and_the_accuracy_of_the_rest(images):
+    y = np.array([0, 1, 0, 1])
+
+    def always_zero(batch):
+        return np.tile([1.0, 0.0], (len(batch), 1))
+
+    def grey_is_out(batch):  # a "guard" that flags colourless images
+        b = batch.astype(int)
+        return (b.max(-1) - b.min(-1)).mean(axis=(1, 2)) < 1
+
+    out = robustness(always_zero, images, y, flag_fn=grey_is_out)
+    assert out["clean"]["out_of_scope"] == 0.0 and out["clean"]["accuracy_in_scope"] == 0.5
+    grey = next(r for r in out["shifts"] if r["kind"] == "grayscale")
+    assert grey["out_of_scope"] == 1.0 and grey["accuracy_in_scope"] is None
 
 
 def test_stain_augmentation_is_seeded_and_changes_colour_not_layout(images):
