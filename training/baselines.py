@@ -99,6 +99,8 @@ def baseline_warning(
         base_correct = np.asarray(entry["predictions"]) == y_test
         entry["cnn_minus_baseline"] = cnn_acc - entry["accuracy"]
         entry["mcnemar_p"] = mcnemar_p(cnn_correct, base_correct)
+        entry["only_cnn_right"] = int(np.sum(cnn_correct & ~base_correct))
+        entry["only_baseline_right"] = int(np.sum(~cnn_correct & base_correct))
         if cnn_acc <= entry["accuracy"] or entry["mcnemar_p"] >= alpha:
             problems.append(
                 f"{name} {entry['accuracy']:.1%} (McNemar p = {entry['mcnemar_p']:.2g})"

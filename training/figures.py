@@ -65,16 +65,21 @@ def reliability_png(before: Mapping, after: Mapping, path: Path) -> Path:
     """Reliability diagram: accuracy per confidence bin, before and after temperature scaling."""
     fig, ax = plt.subplots(figsize=(4.6, 4.2))
     ax.plot([0, 1], [0, 1], "k--", lw=1, label="perfect calibration")
+    total = max(1, sum(b["count"] for b in before["bins"]))
     for rel, label, marker in ((before, "before", "o"), (after, "after T", "s")):
-        pts = [(b["confidence"], b["accuracy"]) for b in rel["bins"] if b["count"]]
+        pts = [(b["confidence"], b["accuracy"], b["count"]) for b in rel["bins"] if b["count"]]
         if pts:
-            xs, ys = zip(*pts, strict=True)
-            ax.plot(xs, ys, marker=marker, label=f"{label} (ECE {rel['ece']:.3f})")
+            xs, ys, ns = zip(*pts, strict=True)
+            line = ax.plot(xs, ys, lw=1, alpha=0.6)[0]
+            # marker area follows the share of images in the bin: sparse bins are noise
+            ax.scatter(xs, ys, s=[12 + 400 * n / total for n in ns], marker=marker,
+                       color=line.get_color(), alpha=0.8,
+                       label=f"{label} (ECE {rel['ece']:.3f})")
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1.02)
     ax.set_xlabel("confidence (max probability)")
     ax.set_ylabel("accuracy")
-    ax.set_title("Reliability (test split)")
+    ax.set_title("Reliability (test split; marker area = images)")
     ax.grid(alpha=0.3)
     ax.legend(loc="upper left", fontsize=8)
     return _save(fig, path)
@@ -91,7 +96,7 @@ def comparison_png(rows: Sequence[Mapping], path: Path, baselines: Mapping | Non
     b2 = ax.bar(x + 0.2, f1, 0.4, label="macro F1")
     for bars in (b1, b2):
         for bar in bars:
-            ax.annotate(f"{bar.get_height():.2f}", (bar.get_x() + bar.get_width() / 2,
+            ax.annotate(f"{bar.get_height():.3f}", (bar.get_x() + bar.get_width() / 2,
                         bar.get_height()), ha="center", va="bottom", fontsize=8)
     if baselines:
         name, best = max(((k, v["accuracy"]) for k, v in baselines.items()), key=lambda kv: kv[1])

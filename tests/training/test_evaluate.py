@@ -88,6 +88,8 @@ def test_the_cnn_must_beat_the_baseline_significantly_on_the_same_images():
     baselines = {"colour_stats": _baseline(base, y)}
     assert baseline_warning(cnn_clear, y, baselines) is None
     assert baselines["colour_stats"]["mcnemar_p"] < 0.05  # 24 vs 10 discordant images
+    assert baselines["colour_stats"]["only_cnn_right"] == 24
+    assert baselines["colour_stats"]["only_baseline_right"] == 10
     cnn_same = base.copy()
     cnn_same[:2] = 0  # two more right: not a clear difference
     assert "not clearly above" in baseline_warning(cnn_same, y, baselines)
