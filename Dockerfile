@@ -1,18 +1,13 @@
 # One image for web, worker and beat; docker-compose.yml picks the command.
 FROM python:3.11-slim
 
-# PYTHONPATH puts the source tree before the installed copy, so templates and static
-# files are found next to the code (settings derive BASE_DIR from their own path).
+# The code runs from /app (PYTHONPATH), next to its templates and static files.
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PYTHONPATH=/app
 WORKDIR /app
 
+# Dependencies first, in a layer of their own: with only pyproject.toml present the
+# install brings the pinned packages and no project code, which PYTHONPATH serves.
 COPY pyproject.toml README.md ./
-COPY leukweb leukweb
-COPY accounts accounts
-COPY audit audit
-COPY cases cases
-COPY inference inference
-COPY training training
 RUN pip install .
 
 COPY . .

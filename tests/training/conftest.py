@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 import pytest
@@ -13,9 +12,6 @@ DATA_ROOT = REPO_ROOT / ".." / "shared" / "data"
 TALEQANI = DATA_ROOT / "taleqani-all"
 BCCD_IMAGES = DATA_ROOT / "bccd-smears" / "images"
 
-# The editable install predates training/; make the package importable from the repo root.
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
