@@ -213,6 +213,9 @@ class ReinhardNormalization(keras.layers.Layer):
 # --- Macenko normalisation (Macenko et al. 2009) -----------------------------------------
 
 MACENKO_BETA = 0.15  # optical density below this in any channel is background, not stain
+# Near-black pixels (OD above this, I < ~12) are not stain either: the affine
+# augmentation's black fill would otherwise dominate the estimate.
+MACENKO_OD_MAX = 3.0
 MACENKO_ALPHA = 1.0  # robust extremes: the 1st and 99th percentile of the stain angle
 _MIN_STAIN_PIXELS = 16  # fewer stained pixels than this: nothing to estimate, leave as is
 
@@ -224,7 +227,7 @@ def _od_np(rgb):
 def macenko_stains_np(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
     """(stain matrix (3, 2) [H, E columns], 99th-percentile concentrations (2,)) or None."""
     od = _od_np(rgb)
-    tissue = od[(od > MACENKO_BETA).all(axis=1)]
+    tissue = od[((od > MACENKO_BETA) & (od < MACENKO_OD_MAX)).all(axis=1)]
     if len(tissue) < _MIN_STAIN_PIXELS:
         return None
     eig = np.linalg.eigh(np.cov(tissue, rowvar=False))[1][:, 1:3]
@@ -288,7 +291,7 @@ class MacenkoNormalization(keras.layers.Layer):
 
     def _one(self, image):
         od = -tf.math.log((tf.reshape(image, [-1, 3]) + 1.0) / 256.0)
-        mask = tf.reduce_all(od > MACENKO_BETA, axis=1)
+        mask = tf.reduce_all((od > MACENKO_BETA) & (od < MACENKO_OD_MAX), axis=1)
         n = tf.reduce_sum(tf.cast(mask, tf.int32))
 
         def normalise():

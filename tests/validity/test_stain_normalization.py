@@ -84,3 +84,12 @@ def test_macenko_layer_matches_the_numpy_reference_and_evens_out_staining(tmp_pa
     model.save(tmp_path / "m.keras")
     loaded = keras.saving.load_model(tmp_path / "m.keras", compile=False, safe_mode=True)
     assert np.allclose(np.asarray(loaded(pale.astype(np.float32))), got, atol=1e-4)
+
+
+def test_macenko_ignores_black_fill_when_estimating_stains():
+    img = _smear_like(3)
+    framed = img.copy()
+    framed[:, :8] = 0  # a third of the field is black, as after an affine augmentation
+    own, _ = stain.macenko_stains_np(img[:, 8:])
+    framed_own, _ = stain.macenko_stains_np(framed)
+    assert np.abs(own - framed_own).max() < 0.05
