@@ -65,7 +65,9 @@ def _add_train_options(p: argparse.ArgumentParser, *, single_arch: bool = True) 
                         "and saturation (see training/stain.py for the ranges)")
     p.add_argument("--stain-normalize", choices=("reinhard", "macenko"), default=None,
                    help="normalise each image's colour to a reference computed from the "
-                        "training split, as a layer inside the packaged model")
+                        "training split, as a layer inside the packaged model (macenko is "
+                        "experimental: it did not train on Taleqani, see "
+                        "docs/clinical-validity.md)")
     p.add_argument("--no-bn-recompute", action="store_true",
                    help="skip re-estimating BatchNorm statistics on clean training images")
     p.add_argument("--review-target", type=float, default=0.99,
