@@ -21,21 +21,26 @@ def beat(hostname: str, started) -> None:
     )
 
 
-def _run(hostname: str) -> None:
-    started = timezone.now()
-    while not _stop.is_set():
-        try:
-            close_old_connections()
-            beat(hostname, started)
-        except Exception:
-            # A database outage must not kill the worker; /healthz will show it stale.
-            logger.exception("worker heartbeat failed")
-        _stop.wait(settings.WORKER_HEARTBEAT_INTERVAL)
+def _beat_safely(hostname: str, started) -> None:
+    try:
+        close_old_connections()
+        beat(hostname, started)
+    except Exception:
+        # A database outage must not kill the worker; /healthz will show it stale.
+        logger.exception("worker heartbeat failed")
+
+
+def _run(hostname: str, started) -> None:
+    while not _stop.wait(settings.WORKER_HEARTBEAT_INTERVAL):
+        _beat_safely(hostname, started)
 
 
 def start(hostname: str) -> None:
+    """Beat once now, so a worker that is ready is also visible, then keep beating."""
     _stop.clear()
-    threading.Thread(target=_run, args=(hostname,), name="heartbeat", daemon=True).start()
+    started = timezone.now()
+    _beat_safely(hostname, started)
+    threading.Thread(target=_run, args=(hostname, started), name="heartbeat", daemon=True).start()
 
 
 def stop(hostname: str) -> None:
