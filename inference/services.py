@@ -268,40 +268,37 @@ def _predict(predictor, blobs: dict[int, bytes]):
     return dict(zip(arrays, answers, strict=True)), failures, per_image, arrays
 
 
-def _heatmaps_store(predictor, arrays: dict[int, np.ndarray], blobs: dict[int, bytes]):
-    """Grad-CAM overlays at each upload's own size, saved to storage: {image pk: file name}.
+def _heatmaps_attach(predictor, version, arrays: dict[int, np.ndarray], blobs) -> int:
+    """Grad-CAM overlays at each upload's own size, added to the stored predictions.
 
-    A heatmap helps the reviewer but is not the answer: when Grad-CAM cannot run on a
-    model, the predictions are stored without one. Storage errors still propagate, so the
-    task retries them like any other storage trouble.
+    Runs after the predictions are committed, so no clinician waits for a reviewer's
+    aid. A heatmap is not the answer: if Grad-CAM or the storage fails, the predictions
+    stand without one and the failure is logged.
     """
     from inference.heatmaps import overlay_png
     from inference.predictor import load_rgb
 
     if not arrays or not settings.INFERENCE_HEATMAPS:
-        return {}
+        return 0
+    storage = Prediction._meta.get_field("heatmap").storage
+    attached = 0
     try:
         maps = predictor.heatmaps(list(arrays.values()))
+        for pk, heat in zip(arrays, maps, strict=True):
+            name = storage.save(
+                f"heatmaps/{pk}-{uuid.uuid4().hex}.png",
+                ContentFile(overlay_png(load_rgb(blobs[pk]), heat)),
+            )
+            # Only an empty heatmap is filled: the prediction itself is never changed.
+            attached += Prediction.objects.filter(
+                image_id=pk, model_version=version, heatmap=""
+            ).update(heatmap=name)
     except Exception:
-        logger.exception(
-            "Grad-CAM failed for %s; predictions are stored without heatmaps",
-            predictor.manifest.name,
-        )
-        return {}
-    storage = Prediction._meta.get_field("heatmap").storage
-    return {
-        pk: storage.save(
-            f"heatmaps/{pk}-{uuid.uuid4().hex}.png",
-            ContentFile(overlay_png(load_rgb(blobs[pk]), heat)),
-        )
-        for pk, heat in zip(arrays, maps, strict=True)
-    }
+        logger.exception("Grad-CAM overlays for %s failed; predictions stand without", version)
+    return attached
 
 
-def _prediction_rows(
-    version, answers, per_image_ms, worker_host, heatmaps: dict[int, str] | None = None
-) -> list[Prediction]:
-    heatmaps = heatmaps or {}
+def _prediction_rows(version, answers, per_image_ms, worker_host) -> list[Prediction]:
     return [
         Prediction(
             image_id=pk,
@@ -311,7 +308,6 @@ def _prediction_rows(
             confidence=answer.confidence,
             inference_ms=per_image_ms,
             worker_host=worker_host,
-            heatmap=heatmaps.get(pk, ""),
             ood_score=answer.ood_score,
             out_of_scope=answer.out_of_scope,
         )
@@ -341,7 +337,8 @@ def case_result_refresh(*, case: Case, model_version: ModelVersion, primary: boo
             "label": label,
             "confidence": mean[label],
             "probabilities": mean,
-            "needs_review": mean[label] < threshold or disagree
+            "needs_review": mean[label] < threshold
+            or disagree
             or all(p.out_of_scope for p in predictions),
             "images_count": len(predictions),
             "out_of_scope_count": sum(p.out_of_scope for p in predictions),
@@ -441,14 +438,14 @@ def case_analyse(*, case_id: int, worker_host: str) -> AnalysisOutcome:
             failures[image.pk] = IMAGE_MISSING
     answers, unreadable, per_image_ms, arrays = _predict(predictor, blobs)
     failures.update(unreadable)
-    heatmaps = _heatmaps_store(predictor, arrays, blobs)
-    rows = _prediction_rows(version, answers, per_image_ms, worker_host, heatmaps)
+    rows = _prediction_rows(version, answers, per_image_ms, worker_host)
 
     shadow = ModelVersion.objects.shadow()
     shadow_rows = []
     if shadow is not None:
         shadow_rows = _shadow_rows(shadow, answers, blobs, worker_host)
     _store(case_id, version, shadow, rows + shadow_rows, failures)
+    _heatmaps_attach(predictor, version, arrays, blobs)
     return AnalysisOutcome(
         case_id,
         str(version),
