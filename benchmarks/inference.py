@@ -38,7 +38,7 @@ CLASSES = ["healthy", "ALL", "AML", "CLL", "CML"]
 CASE_SIZE = 16  # images per case on the worker path, and the ceiling's batch
 
 
-def manifest_fields(arch: str, size: int, version: str) -> dict:
+def manifest_fields(arch: str, size: int, version: str, heatmap_layer: str) -> dict:
     return {
         "name": f"bench-{arch}",
         "version": version,
@@ -50,7 +50,7 @@ def manifest_fields(arch: str, size: int, version: str) -> dict:
         "metrics": {"accuracy": 0.0, "macro_f1": 0.0, "ece_before": 0.0, "ece_after": 0.0},
         "temperature": 1.3,
         "confidence_threshold": 0.6,
-        "heatmap_layer": "",
+        "heatmap_layer": heatmap_layer,
         "synthetic": True,
     }
 
@@ -58,12 +58,13 @@ def manifest_fields(arch: str, size: int, version: str) -> dict:
 def package(arch: str, size: int, out: Path, *, version: str = "1", seed: int = 0) -> Path:
     import keras
 
-    from training.architectures import build_model
+    from training.architectures import build_model, heatmap_layer
     from training.package import write_artifact
 
     keras.utils.set_random_seed(seed)
     model = build_model(arch, len(CLASSES), size=size)
-    folder, _ = write_artifact(model, out, manifest_fields=manifest_fields(arch, size, version))
+    fields = manifest_fields(arch, size, version, heatmap_layer(model))
+    folder, _ = write_artifact(model, out, manifest_fields=fields)
     return folder
 
 
