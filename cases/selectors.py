@@ -10,7 +10,18 @@ from dataclasses import dataclass
 from datetime import date
 
 from django.core.exceptions import PermissionDenied
-from django.db.models import Count, Exists, OuterRef, Prefetch, Q, QuerySet, Subquery
+from django.db.models import (
+    BooleanField,
+    Count,
+    Exists,
+    ExpressionWrapper,
+    F,
+    OuterRef,
+    Prefetch,
+    Q,
+    QuerySet,
+    Subquery,
+)
 from django.http import Http404
 
 from accounts.models import Team, User
@@ -87,6 +98,17 @@ def case_list(*, user: User, filters: CaseFilters | None = None) -> QuerySet[Cas
             predicted_label=Subquery(_primary_result().values("label")[:1]),
             predicted_confidence=Subquery(_primary_result().values("confidence")[:1]),
             needs_review=Subquery(_primary_result().values("needs_review")[:1]),
+            # Every image outside what the model knows: the list shows no subtype then.
+            all_out_of_scope=Subquery(
+                _primary_result()
+                .annotate(
+                    all_oos=ExpressionWrapper(
+                        Q(images_count__gt=0, out_of_scope_count__gte=F("images_count")),
+                        output_field=BooleanField(),
+                    )
+                )
+                .values("all_oos")[:1]
+            ),
             images_count=Subquery(
                 SmearImage.objects.filter(case=OuterRef("pk"))
                 .order_by()

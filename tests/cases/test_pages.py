@@ -289,3 +289,16 @@ class TestCaseList:
         with django_assert_max_num_queries(8):
             response = client.get(reverse("cases:case_list") + "?page=2&predicted=ALL")
         assert len(response.context["page"].object_list) == 5
+
+
+def test_the_case_list_shows_no_subtype_when_every_image_was_out_of_scope(
+    client_for, alice, alice_case
+):
+    deployed = model_version()
+    result = case_result(alice_case, deployed, "AML")
+    listing = client_for(alice).get(reverse("cases:case_list")).content.decode()
+    assert "AML" in listing and "out of scope" not in listing
+    result.out_of_scope_count = result.images_count
+    result.save(update_fields=["out_of_scope_count"])
+    listing = client_for(alice).get(reverse("cases:case_list")).content.decode()
+    assert "out of scope" in listing and "AML <span" not in listing
