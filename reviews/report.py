@@ -88,14 +88,23 @@ def _validity(report: Mapping) -> dict[str, Any]:
         if isinstance(v, dict)
     ]
     ood = _dict(report.get("ood"))
-    flagged = [(name, _number(v)) for name, v in _dict(ood.get("flagged")).items()
-               if _number(v) is not None]
+    flagged = [
+        (name, _number(v))
+        for name, v in _dict(ood.get("flagged")).items()
+        if _number(v) is not None
+    ]
     return {
         "robustness": robustness,
         "robustness_clean": _number(_dict(rob.get("clean")).get("accuracy")),
         "per_source": per_source,
-        "ood": {"layer": ood.get("layer", ""), "threshold": _number(ood.get("threshold")),
-                "quantile": _number(ood.get("quantile")), "flagged": flagged} if ood else None,
+        "ood": {
+            "layer": ood.get("layer", ""),
+            "threshold": _number(ood.get("threshold")),
+            "quantile": _number(ood.get("quantile")),
+            "flagged": flagged,
+        }
+        if ood
+        else None,
     }
 
 

@@ -124,8 +124,7 @@ def _backbone(spec: ArchSpec, x, size: int, weights: str | None) -> keras.Model:
             "with --weights none."
         ) from exc
     src = [layer for layer in reference.layers if layer.weights]
-    dst = [layer for layer in model.layers if layer.weights and layer.name in {
-        r.name for r in src}]
+    dst = [layer for layer in model.layers if layer.weights and layer.name in {r.name for r in src}]
     if len(src) != len(dst):
         raise WeightsUnavailableError(
             f"{spec.app}: pretrained layers do not line up ({len(src)} vs {len(dst)})"
@@ -178,7 +177,8 @@ def backbone_layers(model: keras.Model) -> list[keras.Layer]:
     return [
         layer
         for layer in model.layers
-        if layer.name not in head and not isinstance(layer, keras.layers.InputLayer)
+        if layer.name not in head
+        and not isinstance(layer, keras.layers.InputLayer)
         and layer.name not in ("rgb_to_bgr_minus_mean", "stain_normalize")
     ]
 
@@ -191,8 +191,10 @@ def heatmap_layer(model: keras.Model) -> str:
         if isinstance(layer, (keras.layers.InputLayer, *skip)):
             continue
         shape = getattr(layer.output, "shape", None)
-        if shape is not None and len(shape) == 4 and layer.name not in (
-            "rescale", "rgb_to_bgr_minus_mean", "stain_normalize"
+        if (
+            shape is not None
+            and len(shape) == 4
+            and layer.name not in ("rescale", "rgb_to_bgr_minus_mean", "stain_normalize")
         ):
             name = layer.name
     if name is None:

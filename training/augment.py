@@ -217,8 +217,13 @@ PIPELINE = (
 def augment_image(image, seed, cfg: AugmentConfig = STUDY):
     """Apply the whole study pipeline to one uint8 (H, W, 3) image with a [2] int seed."""
     for k, (_, op) in enumerate(PIPELINE):
-        image = op(image, tf.random.experimental.stateless_fold_in(
-            tf.cast(tf.reshape(seed, [2]), tf.int64), 100 + k), cfg)
+        image = op(
+            image,
+            tf.random.experimental.stateless_fold_in(
+                tf.cast(tf.reshape(seed, [2]), tf.int64), 100 + k
+            ),
+            cfg,
+        )
     return image
 
 
@@ -247,8 +252,9 @@ def train_dataset(
         def one(xy, s):
             image = augment_image(xy[0], s, cfg) if augment else xy[0]
             if stain:
-                image = random_stain(image, tf.random.experimental.stateless_fold_in(
-                    tf.cast(s, tf.int64), 200))
+                image = random_stain(
+                    image, tf.random.experimental.stateless_fold_in(tf.cast(s, tf.int64), 200)
+                )
             return image, xy[1]
 
         seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)

@@ -25,12 +25,17 @@ def colour_features(images: np.ndarray) -> np.ndarray:
     """Per-channel RGB mean and std plus a coarse 8-bin histogram per channel (30 numbers)."""
     x = images.reshape(len(images), -1, 3).astype(np.float32)
     mean, std = x.mean(axis=1) / 255, x.std(axis=1) / 255
-    hist = np.stack(
-        [
-            np.stack([np.histogram(img[:, c], bins=HIST_BINS, range=(0, 256))[0] for c in range(3)])
-            for img in x
-        ]
-    ).reshape(len(images), -1) / x.shape[1]
+    hist = (
+        np.stack(
+            [
+                np.stack(
+                    [np.histogram(img[:, c], bins=HIST_BINS, range=(0, 256))[0] for c in range(3)]
+                )
+                for img in x
+            ]
+        ).reshape(len(images), -1)
+        / x.shape[1]
+    )
     return np.concatenate([mean, std, hist], axis=1)
 
 

@@ -10,8 +10,15 @@ import sys
 import time
 from pathlib import Path
 
-ARCH_CHOICES = ("cml1", "resnet50", "resnet101", "densenet201", "vgg19", "efficientnetb7",
-                "mobilenet")
+ARCH_CHOICES = (
+    "cml1",
+    "resnet50",
+    "resnet101",
+    "densenet201",
+    "vgg19",
+    "efficientnetb7",
+    "mobilenet",
+)
 
 EPILOG = """examples:
   python -m training train ../shared/data/taleqani-all --arch cml1 --img-size 128
@@ -38,127 +45,223 @@ def _positive(value: str) -> int:
 def _add_train_options(p: argparse.ArgumentParser, *, single_arch: bool = True) -> None:
     p.add_argument("data_dir", type=Path, help="folder with one sub-folder of images per class")
     if single_arch:
-        p.add_argument("--arch", choices=ARCH_CHOICES, default="cml1",
-                       help="architecture (default: cml1)")
-    p.add_argument("--weights", default="none", metavar="imagenet|none|PATH",
-                   help="backbone weights: 'none' trains from scratch (default), 'imagenet' "
-                        "downloads them if this machine can, PATH reads a local .h5 file")
+        p.add_argument(
+            "--arch", choices=ARCH_CHOICES, default="cml1", help="architecture (default: cml1)"
+        )
+    p.add_argument(
+        "--weights",
+        default="none",
+        metavar="imagenet|none|PATH",
+        help="backbone weights: 'none' trains from scratch (default), 'imagenet' "
+        "downloads them if this machine can, PATH reads a local .h5 file",
+    )
     p.add_argument("--epochs", type=_positive, default=100, help="maximum epochs (default: 100)")
-    p.add_argument("--patience", type=_positive, default=15,
-                   help="early-stopping patience on validation loss (default: 15)")
-    p.add_argument("--img-size", type=_positive, default=None,
-                   help="input size in px (default: the architecture's: 224, EfficientNetB7 600)")
+    p.add_argument(
+        "--patience",
+        type=_positive,
+        default=15,
+        help="early-stopping patience on validation loss (default: 15)",
+    )
+    p.add_argument(
+        "--img-size",
+        type=_positive,
+        default=None,
+        help="input size in px (default: the architecture's: 224, EfficientNetB7 600)",
+    )
     p.add_argument("--batch-size", type=_positive, default=32, help="batch size (default: 32)")
     p.add_argument("--seed", type=int, default=42, help="seed for split, shuffling, augmentation")
-    p.add_argument("--groups", type=Path, default=None, metavar="CSV",
-                   help="CSV with columns image,group (patient or source): keeps groups whole "
-                        "on one side of the split; an optional 'source' column (lab, scanner, "
-                        "batch) adds per-source metrics to the report")
-    p.add_argument("--label-map", type=Path, default=None, metavar="FILE",
-                   help="JSON object or CSV 'folder,label' renaming class folders (the study's "
-                        "names map to healthy/ALL/AML/CLL/CML without one)")
-    p.add_argument("--out", type=Path, default=Path("runs"),
-                   help="where run folders go (default: runs/)")
+    p.add_argument(
+        "--groups",
+        type=Path,
+        default=None,
+        metavar="CSV",
+        help="CSV with columns image,group (patient or source): keeps groups whole "
+        "on one side of the split; an optional 'source' column (lab, scanner, "
+        "batch) adds per-source metrics to the report",
+    )
+    p.add_argument(
+        "--label-map",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="JSON object or CSV 'folder,label' renaming class folders (the study's "
+        "names map to healthy/ALL/AML/CLL/CML without one)",
+    )
+    p.add_argument(
+        "--out", type=Path, default=Path("runs"), help="where run folders go (default: runs/)"
+    )
     p.add_argument("--no-augment", action="store_true", help="train without augmentation")
-    p.add_argument("--stain-augment", action="store_true",
-                   help="also jitter stains on the training split: HED stain amounts, hue "
-                        "and saturation (see training/stain.py for the ranges)")
-    p.add_argument("--stain-normalize", choices=("reinhard", "macenko"), default=None,
-                   help="normalise each image's colour to a reference computed from the "
-                        "training split, as a layer inside the packaged model (macenko is "
-                        "experimental: it did not train on Taleqani, see "
-                        "docs/clinical-validity.md)")
-    p.add_argument("--no-bn-recompute", action="store_true",
-                   help="skip re-estimating BatchNorm statistics on clean training images")
-    p.add_argument("--review-target", type=float, default=0.99,
-                   help="accuracy the images not flagged 'needs review' must reach on "
-                        "validation (default: 0.99)")
+    p.add_argument(
+        "--stain-augment",
+        action="store_true",
+        help="also jitter stains on the training split: HED stain amounts, hue "
+        "and saturation (see training/stain.py for the ranges)",
+    )
+    p.add_argument(
+        "--stain-normalize",
+        choices=("reinhard", "macenko"),
+        default=None,
+        help="normalise each image's colour to a reference computed from the "
+        "training split, as a layer inside the packaged model (macenko is "
+        "experimental: it did not train on Taleqani, see "
+        "docs/clinical-validity.md)",
+    )
+    p.add_argument(
+        "--no-bn-recompute",
+        action="store_true",
+        help="skip re-estimating BatchNorm statistics on clean training images",
+    )
+    p.add_argument(
+        "--review-target",
+        type=float,
+        default=0.99,
+        help="accuracy the images not flagged 'needs review' must reach on "
+        "validation (default: 0.99)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m training",
         description="LeukWeb offline training: train and evaluate leukaemia-subtype CNNs on "
-                    "blood-smear images and package them for the web app. Research use only.",
-        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+        "blood-smear images and package them for the web app. Research use only.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("train", help="train one architecture, evaluate it, package it",
-                       description="Split (after de-duplication), train with augmentation, "
-                                   "evaluate on the untouched test split, write report and "
-                                   "packaged artifact into a run folder.")
+    p = sub.add_parser(
+        "train",
+        help="train one architecture, evaluate it, package it",
+        description="Split (after de-duplication), train with augmentation, "
+        "evaluate on the untouched test split, write report and "
+        "packaged artifact into a run folder.",
+    )
     _add_train_options(p)
     p.add_argument("--name", default=None, help="artifact name (default: leukweb-<arch>)")
     p.add_argument("--version", default=None, help="artifact version (default: UTC timestamp)")
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("evaluate", help="re-evaluate a packaged model on a run's test split",
-                       description="Load a packaged artifact (verifying its hash) and score it "
-                                   "on the test split saved by a training run.")
+    p = sub.add_parser(
+        "evaluate",
+        help="re-evaluate a packaged model on a run's test split",
+        description="Load a packaged artifact (verifying its hash) and score it "
+        "on the test split saved by a training run.",
+    )
     p.add_argument("artifact", type=Path, help="artifact folder (<name>-<version>/)")
-    p.add_argument("--run", type=Path, default=None,
-                   help="run folder holding split.json (default: the artifact's parent)")
-    p.add_argument("--data-dir", type=Path, default=None,
-                   help="where the images are now, if the data folder moved")
-    p.add_argument("--out", type=Path, default=None,
-                   help="where to write the report (default: <run>/evaluation-<time>/)")
-    p.add_argument("--review-target", type=float, default=None,
-                   help="re-choose the needs-review threshold on validation for this target "
-                        "accuracy (reported only; the artifact keeps its own)")
+    p.add_argument(
+        "--run",
+        type=Path,
+        default=None,
+        help="run folder holding split.json (default: the artifact's parent)",
+    )
+    p.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        help="where the images are now, if the data folder moved",
+    )
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="where to write the report (default: <run>/evaluation-<time>/)",
+    )
+    p.add_argument(
+        "--review-target",
+        type=float,
+        default=None,
+        help="re-choose the needs-review threshold on validation for this target "
+        "accuracy (reported only; the artifact keeps its own)",
+    )
     p.set_defaults(func=cmd_evaluate)
 
-    p = sub.add_parser("compare", help="train several architectures on one split, tabulate",
-                       description="Train each architecture on the same split and write "
-                                   "comparison.json, comparison.md and comparison.png.")
+    p = sub.add_parser(
+        "compare",
+        help="train several architectures on one split, tabulate",
+        description="Train each architecture on the same split and write "
+        "comparison.json, comparison.md and comparison.png.",
+    )
     _add_train_options(p, single_arch=False)
-    p.add_argument("--archs", nargs="+", choices=ARCH_CHOICES, default=list(ARCH_CHOICES),
-                   help="architectures to compare (default: all seven)")
+    p.add_argument(
+        "--archs",
+        nargs="+",
+        choices=ARCH_CHOICES,
+        default=list(ARCH_CHOICES),
+        help="architectures to compare (default: all seven)",
+    )
     p.set_defaults(func=cmd_compare)
 
-    p = sub.add_parser("loso", help="leave-one-source-out: retrain once per held-out source",
-                       description="For each source named in the group CSV's 'source' column, "
-                                   "train on the other sources and test on it; writes "
-                                   "loso.json and loso.md plus one run folder per source.")
+    p = sub.add_parser(
+        "loso",
+        help="leave-one-source-out: retrain once per held-out source",
+        description="For each source named in the group CSV's 'source' column, "
+        "train on the other sources and test on it; writes "
+        "loso.json and loso.md plus one run folder per source.",
+    )
     _add_train_options(p)
     p.set_defaults(func=cmd_loso, name=None, version=None)
 
-    p = sub.add_parser("add-guard", help="give an existing artifact the out-of-scope guard",
-                       description="Fit the Mahalanobis out-of-scope guard on the artifact's "
-                                   "training split (threshold on validation) and write a new "
-                                   "format-2 artifact; the original is left as it is.")
+    p = sub.add_parser(
+        "add-guard",
+        help="give an existing artifact the out-of-scope guard",
+        description="Fit the Mahalanobis out-of-scope guard on the artifact's "
+        "training split (threshold on validation) and write a new "
+        "format-2 artifact; the original is left as it is.",
+    )
     p.add_argument("artifact", type=Path)
-    p.add_argument("--run", type=Path, default=None,
-                   help="run folder holding split.json (default: the artifact's parent)")
+    p.add_argument(
+        "--run",
+        type=Path,
+        default=None,
+        help="run folder holding split.json (default: the artifact's parent)",
+    )
     p.add_argument("--out", type=Path, required=True, help="folder for the new artifact")
     p.add_argument("--version", default=None, help="new version (default: <old>-guard)")
     p.add_argument("--data-dir", type=Path, default=None)
     p.set_defaults(func=cmd_add_guard)
 
-    p = sub.add_parser("ood-check", help="how often the guard flags given images",
-                       description="Score image folders and generated non-smears (noise, "
-                                   "solid colours, text, scenes) with an artifact's "
-                                   "out-of-scope guard; print the flagged fraction of each.")
+    p = sub.add_parser(
+        "ood-check",
+        help="how often the guard flags given images",
+        description="Score image folders and generated non-smears (noise, "
+        "solid colours, text, scenes) with an artifact's "
+        "out-of-scope guard; print the flagged fraction of each.",
+    )
     p.add_argument("artifact", type=Path)
     p.add_argument("folders", type=Path, nargs="*", help="folders of images (recursive)")
-    p.add_argument("--run", type=Path, default=None,
-                   help="also check this run's test split (real in-distribution smears)")
-    p.add_argument("--per-kind", type=_positive, default=100,
-                   help="generated images per non-smear kind (default: 100)")
+    p.add_argument(
+        "--run",
+        type=Path,
+        default=None,
+        help="also check this run's test split (real in-distribution smears)",
+    )
+    p.add_argument(
+        "--per-kind",
+        type=_positive,
+        default=100,
+        help="generated images per non-smear kind (default: 100)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=None, help="write the result as JSON here")
     p.set_defaults(func=cmd_ood_check)
 
-    p = sub.add_parser("tabulate", help="compare finished runs made on the same split",
-                       description="Write comparison.json/.md/.png from existing run folders "
-                                   "(refused unless every run used the identical split).")
+    p = sub.add_parser(
+        "tabulate",
+        help="compare finished runs made on the same split",
+        description="Write comparison.json/.md/.png from existing run folders "
+        "(refused unless every run used the identical split).",
+    )
     p.add_argument("runs", type=Path, nargs="+", help="run folders (each with report.json)")
     p.add_argument("--out", type=Path, required=True)
     p.set_defaults(func=cmd_tabulate)
 
-    p = sub.add_parser("synth", help="write a synthetic smear data set (NOT real data)",
-                       description="Cartoon smear fields whose white cells differ by class, "
-                                   "deterministic by seed, marked SYNTHETIC.")
+    p = sub.add_parser(
+        "synth",
+        help="write a synthetic smear data set (NOT real data)",
+        description="Cartoon smear fields whose white cells differ by class, "
+        "deterministic by seed, marked SYNTHETIC.",
+    )
     p.add_argument("out", type=Path, help="folder to create")
     p.add_argument("--classes", nargs="+", default=["healthy", "ALL", "AML", "CLL", "CML"])
     p.add_argument("--per-class", type=_positive, default=100)
@@ -166,24 +269,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_synth)
 
-    p = sub.add_parser("export-augmented", help="write a balanced augmented set for inspection",
-                       description="Write N augmented images per class (the study used 600). "
-                                   "For looking at, not for training: training augments on the "
-                                   "fly after the split.")
+    p = sub.add_parser(
+        "export-augmented",
+        help="write a balanced augmented set for inspection",
+        description="Write N augmented images per class (the study used 600). "
+        "For looking at, not for training: training augments on the "
+        "fly after the split.",
+    )
     p.add_argument("data_dir", type=Path)
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--per-class", type=_positive, default=600)
     p.add_argument("--img-size", type=_positive, default=224)
     p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--run", type=Path, default=None,
-                   help="use only the training split saved in this run folder")
+    p.add_argument(
+        "--run",
+        type=Path,
+        default=None,
+        help="use only the training split saved in this run folder",
+    )
     p.add_argument("--label-map", type=Path, default=None, metavar="FILE")
     p.set_defaults(func=cmd_export_augmented)
 
-    p = sub.add_parser("demo-model", help="train a tiny SYNTHETIC demo model (~1 min)",
-                       description="Train CML-1 at 64 px on generated 5-class fields (healthy, "
-                                   "ALL, AML, CLL, CML) so the web app has a model to run. "
-                                   "Marked synthetic; NOT for clinical use.")
+    p = sub.add_parser(
+        "demo-model",
+        help="train a tiny SYNTHETIC demo model (~1 min)",
+        description="Train CML-1 at 64 px on generated 5-class fields (healthy, "
+        "ALL, AML, CLL, CML) so the web app has a model to run. "
+        "Marked synthetic; NOT for clinical use.",
+    )
     p.add_argument("--out", type=Path, default=Path("models"), help="default: models/")
     p.add_argument("--name", default="demo-synthetic")
     p.add_argument("--version", default="1")
@@ -199,13 +312,23 @@ def _config(args, arch: str):
     from training.train import TrainConfig
 
     return TrainConfig(
-        data_dir=str(args.data_dir), arch=arch, weights=args.weights, epochs=args.epochs,
-        patience=args.patience, img_size=args.img_size, batch_size=args.batch_size,
-        seed=args.seed, groups=str(args.groups) if args.groups else None,
-        label_map=str(args.label_map) if args.label_map else None, out=str(args.out),
-        name=getattr(args, "name", None), version=getattr(args, "version", None),
-        augment=not args.no_augment, recompute_bn=not args.no_bn_recompute,
-        stain_augment=args.stain_augment, stain_normalize=args.stain_normalize,
+        data_dir=str(args.data_dir),
+        arch=arch,
+        weights=args.weights,
+        epochs=args.epochs,
+        patience=args.patience,
+        img_size=args.img_size,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        groups=str(args.groups) if args.groups else None,
+        label_map=str(args.label_map) if args.label_map else None,
+        out=str(args.out),
+        name=getattr(args, "name", None),
+        version=getattr(args, "version", None),
+        augment=not args.no_augment,
+        recompute_bn=not args.no_bn_recompute,
+        stain_augment=args.stain_augment,
+        stain_normalize=args.stain_normalize,
         review_target=args.review_target,
     )
 
@@ -215,8 +338,8 @@ def _summary(report: dict) -> str:
     lines = [
         f"{report['architecture']}: test accuracy {t['accuracy']:.4f}, macro F1 "
         f"{t['macro_f1']:.4f}, ECE {t['ece_before']:.4f} -> {t['ece_after']:.4f}",
-        "baselines: " + ", ".join(f"{k} {v['accuracy']:.4f}"
-                                  for k, v in report["baselines"].items()),
+        "baselines: "
+        + ", ".join(f"{k} {v['accuracy']:.4f}" for k, v in report["baselines"].items()),
     ]
     if report.get("baseline_warning"):
         lines.append("WARNING: " + report["baseline_warning"])
@@ -235,8 +358,13 @@ def cmd_train(args) -> int:
 def cmd_evaluate(args) -> int:
     from training.evaluate_artifact import evaluate_artifact
 
-    out, report = evaluate_artifact(args.artifact, run_dir=args.run, data_dir=args.data_dir,
-                                    out=args.out, review_target=args.review_target)
+    out, report = evaluate_artifact(
+        args.artifact,
+        run_dir=args.run,
+        data_dir=args.data_dir,
+        out=args.out,
+        review_target=args.review_target,
+    )
     print(_summary(report))
     print(f"report: {out / 'report.html'}")
     return 0
@@ -271,8 +399,9 @@ def cmd_loso(args) -> int:
 def cmd_add_guard(args) -> int:
     from training.validity import add_guard
 
-    folder = add_guard(args.artifact, run_dir=args.run, out=args.out, version=args.version,
-                       data_dir=args.data_dir)
+    folder = add_guard(
+        args.artifact, run_dir=args.run, out=args.out, version=args.version, data_dir=args.data_dir
+    )
     print(f"artifact with out-of-scope guard: {folder}")
     return 0
 
@@ -282,8 +411,9 @@ def cmd_ood_check(args) -> int:
 
     from training.validity import ood_check
 
-    result = ood_check(args.artifact, args.folders, per_kind=args.per_kind, seed=args.seed,
-                       run_dir=args.run)
+    result = ood_check(
+        args.artifact, args.folders, per_kind=args.per_kind, seed=args.seed, run_dir=args.run
+    )
     print(f"threshold {result['threshold']:.2f} ({result['quantile']:.0%} of validation)")
     for name, row in result["sets"].items():
         print(f"{row['rate']:7.1%}  {row['flagged']:4d}/{row['n']:<4d} flagged  {name}")
@@ -303,9 +433,15 @@ def cmd_synth(args) -> int:
 def cmd_export_augmented(args) -> int:
     from training.compare import export_augmented
 
-    out = export_augmented(args.data_dir, args.out, per_class=args.per_class,
-                           size=args.img_size, seed=args.seed, run_dir=args.run,
-                           label_map=args.label_map)
+    out = export_augmented(
+        args.data_dir,
+        args.out,
+        per_class=args.per_class,
+        size=args.img_size,
+        seed=args.seed,
+        run_dir=args.run,
+        label_map=args.label_map,
+    )
     print(f"wrote augmented images to {out}")
     return 0
 
@@ -314,12 +450,19 @@ def cmd_demo_model(args) -> int:
     from training.compare import demo_model
 
     t0 = time.monotonic()
-    artifact, report = demo_model(args.out, name=args.name, version=args.version,
-                                  per_class=args.per_class, epochs=args.epochs, seed=args.seed,
-                                  force=args.force)
+    artifact, report = demo_model(
+        args.out,
+        name=args.name,
+        version=args.version,
+        per_class=args.per_class,
+        epochs=args.epochs,
+        seed=args.seed,
+        force=args.force,
+    )
     print(_summary(report))
-    print(f"SYNTHETIC demo model (not for clinical use): {artifact} "
-          f"({time.monotonic() - t0:.0f} s)")
+    print(
+        f"SYNTHETIC demo model (not for clinical use): {artifact} ({time.monotonic() - t0:.0f} s)"
+    )
     return 0
 
 

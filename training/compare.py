@@ -23,7 +23,8 @@ def run_compare(make_config: Callable[[str], object], archs: Sequence[str]) -> P
     out = Path(first.out) / f"compare-{stamp}"
     out.mkdir(parents=True)
     prepared = data_mod.prepare(
-        Path(first.data_dir), seed=first.seed,
+        Path(first.data_dir),
+        seed=first.seed,
         label_map=data_mod.read_label_map(Path(first.label_map) if first.label_map else None),
         groups_csv=Path(first.groups) if first.groups else None,
     )
@@ -33,8 +34,9 @@ def run_compare(make_config: Callable[[str], object], archs: Sequence[str]) -> P
         size = cfg.resolved_size()
         if size not in arrays_by_size:
             arrays_by_size[size] = {
-                part: data_mod.load_images(Path(prepared.data_dir), prepared.splits[part],
-                                           prepared.classes, size)
+                part: data_mod.load_images(
+                    Path(prepared.data_dir), prepared.splits[part], prepared.classes, size
+                )
                 for part in data_mod.SPLITS
             }
         run_training(cfg, prepared=prepared, arrays=arrays_by_size[size], run_dir=out / arch)
@@ -60,22 +62,30 @@ def tabulate_runs(run_dirs: Sequence[Path], out: Path) -> Path:
         report = json.loads((run / "report.json").read_text(encoding="utf-8"))
         t = report["evaluation"]["test"]
         baselines, sizes = report["baselines"], report["data"]["sizes"]
-        rows.append({
-            "arch": report["architecture"], "run": run.name,
-            "input_size": report["input_size"], "weights": report["config"]["weights"],
-            "accuracy": t["accuracy"], "macro_f1": t["macro_f1"],
-            "macro_roc_auc": t["macro_roc_auc"], "ece_after": t["ece_after"],
-            "epochs_run": report["training"]["epochs_run"],
-            "wall_seconds": report["training"]["wall_seconds"],
-        })
+        rows.append(
+            {
+                "arch": report["architecture"],
+                "run": run.name,
+                "input_size": report["input_size"],
+                "weights": report["config"]["weights"],
+                "accuracy": t["accuracy"],
+                "macro_f1": t["macro_f1"],
+                "macro_roc_auc": t["macro_roc_auc"],
+                "ece_after": t["ece_after"],
+                "epochs_run": report["training"]["epochs_run"],
+                "wall_seconds": report["training"]["wall_seconds"],
+            }
+        )
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "comparison.json").write_text(
         json.dumps({"rows": rows, "baselines": baselines, "split": sizes}, indent=1),
         encoding="utf-8",
     )
-    lines = ["| architecture | px | accuracy | macro F1 | ROC AUC | ECE (cal.) | epochs | "
-             "wall s |", "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| architecture | px | accuracy | macro F1 | ROC AUC | ECE (cal.) | epochs | wall s |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
         auc = "-" if r["macro_roc_auc"] is None else f"{r['macro_roc_auc']:.3f}"
         lines.append(
@@ -83,8 +93,9 @@ def tabulate_runs(run_dirs: Sequence[Path], out: Path) -> Path:
             f"{auc} | {r['ece_after']:.4f} | {r['epochs_run']} | {r['wall_seconds']:.0f} |"
         )
     for k, v in (baselines or {}).items():
-        lines.append(f"| baseline: {k} | - | {v['accuracy']:.4f} | {v['macro_f1']:.4f} "
-                     "| - | - | - | - |")
+        lines.append(
+            f"| baseline: {k} | - | {v['accuracy']:.4f} | {v['macro_f1']:.4f} | - | - | - | - |"
+        )
     (out / "comparison.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
     figures.comparison_png(rows, out / "comparison.png", baselines)
     return out
@@ -156,8 +167,16 @@ def demo_model(
     with tempfile.TemporaryDirectory(prefix="leukweb-demo-") as tmp:
         data_dir = write_dataset(Path(tmp) / "data", DEMO_CLASSES, per_class, size, seed)
         cfg = TrainConfig(
-            data_dir=str(data_dir), arch="cml1", epochs=epochs, patience=10, img_size=size,
-            batch_size=32, seed=seed, out=str(Path(tmp) / "runs"), name=name, version=version,
+            data_dir=str(data_dir),
+            arch="cml1",
+            epochs=epochs,
+            patience=10,
+            img_size=size,
+            batch_size=32,
+            seed=seed,
+            out=str(Path(tmp) / "runs"),
+            name=name,
+            version=version,
             synthetic=True,
             note="SYNTHETIC demo model: cartoon smear fields, NOT for clinical use.",
         )

@@ -373,8 +373,9 @@ def prepare(
     dedup = deduplicate(scan_folder(data_dir, label_map))
     samples = dedup.samples
     if groups_csv is not None:
-        samples = attach_sources(attach_groups(dedup, read_groups(groups_csv)),
-                                 read_sources(groups_csv))
+        samples = attach_sources(
+            attach_groups(dedup, read_groups(groups_csv)), read_sources(groups_csv)
+        )
     classes = sorted({s.label for s in samples})
     if len(classes) < 2:
         raise DatasetError(f"need at least two classes, found {classes}")
@@ -437,9 +438,16 @@ def leave_one_source_out(prepared: PreparedData, source: str) -> PreparedData:
         raise DatasetError(f"no images from source {source!r}")
     if len({s.label for s in rest}) < 2:
         raise DatasetError(f"without {source!r} fewer than two classes are left to train on")
-    val_idx, train_idx = _split_once(rest, list(range(len(rest))),
-                                     prepared.validation_fraction, prepared.seed + 1,
-                                     prepared.grouped)
-    splits = {"train": [rest[i] for i in train_idx], "validation": [rest[i] for i in val_idx],
-              "test": held}
+    val_idx, train_idx = _split_once(
+        rest,
+        list(range(len(rest))),
+        prepared.validation_fraction,
+        prepared.seed + 1,
+        prepared.grouped,
+    )
+    splits = {
+        "train": [rest[i] for i in train_idx],
+        "validation": [rest[i] for i in val_idx],
+        "test": held,
+    }
     return replace(prepared, splits=splits)

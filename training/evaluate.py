@@ -68,8 +68,15 @@ def reliability(probs: np.ndarray, y: np.ndarray, bins: int = ECE_BINS) -> dict:
         cnf = float(conf[m].mean()) if n else None
         if n:
             ece += n / len(y) * abs(acc - cnf)
-        rows.append({"low": float(edges[b]), "high": float(edges[b + 1]), "count": n,
-                     "accuracy": acc, "confidence": cnf})
+        rows.append(
+            {
+                "low": float(edges[b]),
+                "high": float(edges[b + 1]),
+                "count": n,
+                "accuracy": acc,
+                "confidence": cnf,
+            }
+        )
     return {"ece": float(ece), "bins": rows}
 
 
@@ -118,16 +125,18 @@ def classification_metrics(probs: np.ndarray, y: np.ndarray, classes: Sequence[s
         fn = cm[i, :].sum() - tp
         tn = total - tp - fp - fn
         spec = float(tn / (tn + fp)) if tn + fp else None
-        positives = (y == i)
-        auc = (
-            float(roc_auc_score(positives, probs[:, i]))
-            if 0 < positives.sum() < len(y) else None
-        )
+        positives = y == i
+        auc = float(roc_auc_score(positives, probs[:, i])) if 0 < positives.sum() < len(y) else None
         if auc is not None:
             aucs.append(auc)
         per_class[name] = {
-            "precision": float(p[i]), "recall": float(r[i]), "sensitivity": float(r[i]),
-            "specificity": spec, "f1": float(f[i]), "support": int(s[i]), "roc_auc": auc,
+            "precision": float(p[i]),
+            "recall": float(r[i]),
+            "sensitivity": float(r[i]),
+            "specificity": spec,
+            "f1": float(f[i]),
+            "support": int(s[i]),
+            "roc_auc": auc,
         }
     weights = s / max(1, s.sum())
     specs = [v["specificity"] for v in per_class.values() if v["specificity"] is not None]

@@ -61,7 +61,11 @@ def evaluate_artifact(
     x_te, y_te = _load_checked(root, prepared.splits["test"], manifest.classes, size)
     test_probs = predict(model, x_te)
     evaluation = full_evaluation(
-        predict(model, x_va), y_va, test_probs, y_te, manifest.classes,
+        predict(model, x_va),
+        y_va,
+        test_probs,
+        y_te,
+        manifest.classes,
         temperature=manifest.temperature,
         threshold=None if review_target is not None else manifest.confidence_threshold,
         review_target=review_target,
@@ -71,27 +75,41 @@ def evaluate_artifact(
     out.mkdir(parents=True, exist_ok=True)
     t = evaluation["test"]
     arrays = {"train": (x_tr, y_tr), "validation": (x_va, y_va), "test": (x_te, y_te)}
-    validity = clinical_validity(model, list(manifest.classes), arrays, prepared.splits["test"],
-                                 seed=prepared.seed, guard=guard)
+    validity = clinical_validity(
+        model,
+        list(manifest.classes),
+        arrays,
+        prepared.splits["test"],
+        seed=prepared.seed,
+        guard=guard,
+    )
     validity.pop("guard")
     # A format-1 artifact has no guard: the one reported was fitted now, for the report only.
     validity["ood"]["packaged"] = guard is not None
     report = {
-        "name": manifest.name, "version": manifest.version,
-        "architecture": manifest.architecture, "classes": manifest.classes,
-        "input_size": size, "created": utc_now(), "synthetic": manifest.synthetic,
+        "name": manifest.name,
+        "version": manifest.version,
+        "architecture": manifest.architecture,
+        "classes": manifest.classes,
+        "input_size": size,
+        "created": utc_now(),
+        "synthetic": manifest.synthetic,
         "content_hash": manifest.content_hash,
         "config": {"weights": manifest.extra.get("weights"), "seed": prepared.seed},
         "data": {k: v for k, v in prepared.to_json().items() if k != "splits"},
-        "training": {}, "baselines": baselines,
+        "training": {},
+        "baselines": baselines,
         "baseline_warning": baseline_warning(test_probs.argmax(axis=1), y_te, baselines),
-        "evaluation": evaluation, **validity,
+        "evaluation": evaluation,
+        **validity,
     }
     figures.robustness_png(report["robustness"], out / "robustness.png")
-    figures.confusion_matrix_png(t["confusion_matrix"], manifest.classes,
-                                 out / "confusion_matrix.png")
-    figures.reliability_png(evaluation["reliability_before"], evaluation["reliability_after"],
-                            out / "reliability.png")
+    figures.confusion_matrix_png(
+        t["confusion_matrix"], manifest.classes, out / "confusion_matrix.png"
+    )
+    figures.reliability_png(
+        evaluation["reliability_before"], evaluation["reliability_after"], out / "reliability.png"
+    )
     report_mod.write_json(report, out / "report.json")
     report_mod.write_html(report, out, out / "report.html")
     return out, report

@@ -34,8 +34,15 @@ def confusion_matrix_png(cm: Sequence[Sequence[int]], classes: Sequence[str], pa
     ax.set_ylabel("true")
     for i in range(n):
         for j in range(n):
-            ax.text(j, i, f"{cm[i, j]}", ha="center", va="center",
-                    color="white" if norm[i, j] > 0.5 else "black", fontsize=9)
+            ax.text(
+                j,
+                i,
+                f"{cm[i, j]}",
+                ha="center",
+                va="center",
+                color="white" if norm[i, j] > 0.5 else "black",
+                fontsize=9,
+            )
     fig.colorbar(im, ax=ax, fraction=0.046, label="fraction of true class")
     ax.set_title("Confusion matrix (test split)")
     return _save(fig, path)
@@ -72,9 +79,15 @@ def reliability_png(before: Mapping, after: Mapping, path: Path) -> Path:
             xs, ys, ns = zip(*pts, strict=True)
             line = ax.plot(xs, ys, lw=1, alpha=0.6)[0]
             # marker area follows the share of images in the bin: sparse bins are noise
-            ax.scatter(xs, ys, s=[12 + 400 * n / total for n in ns], marker=marker,
-                       color=line.get_color(), alpha=0.8,
-                       label=f"{label} (ECE {rel['ece']:.3f})")
+            ax.scatter(
+                xs,
+                ys,
+                s=[12 + 400 * n / total for n in ns],
+                marker=marker,
+                color=line.get_color(),
+                alpha=0.8,
+                label=f"{label} (ECE {rel['ece']:.3f})",
+            )
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1.02)
     ax.set_xlabel("confidence (max probability)")
@@ -96,8 +109,13 @@ def comparison_png(rows: Sequence[Mapping], path: Path, baselines: Mapping | Non
     b2 = ax.bar(x + 0.2, f1, 0.4, label="macro F1")
     for bars in (b1, b2):
         for bar in bars:
-            ax.annotate(f"{bar.get_height():.3f}", (bar.get_x() + bar.get_width() / 2,
-                        bar.get_height()), ha="center", va="bottom", fontsize=8)
+            ax.annotate(
+                f"{bar.get_height():.3f}",
+                (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+                ha="center",
+                va="bottom",
+                fontsize=8,
+            )
     if baselines:
         name, best = max(((k, v["accuracy"]) for k, v in baselines.items()), key=lambda kv: kv[1])
         ax.axhline(best, color="grey", ls="--", lw=1, label=f"best baseline ({name})")
@@ -117,11 +135,17 @@ def robustness_png(rob: Mapping | None, path: Path) -> Path:
     acc = [r["accuracy"] for r in rows]
     ax.barh(y, acc, color="#4c72b0")
     for yi, a in zip(y, acc, strict=True):
-        ax.annotate(f"{a:.1%}", (a, yi), xytext=(3, 0), textcoords="offset points",
-                    va="center", fontsize=8)
+        ax.annotate(
+            f"{a:.1%}", (a, yi), xytext=(3, 0), textcoords="offset points", va="center", fontsize=8
+        )
     if rob:
-        ax.axvline(rob["clean"]["accuracy"], color="k", ls="--", lw=1,
-                   label=f"unshifted {rob['clean']['accuracy']:.1%}")
+        ax.axvline(
+            rob["clean"]["accuracy"],
+            color="k",
+            ls="--",
+            lw=1,
+            label=f"unshifted {rob['clean']['accuracy']:.1%}",
+        )
         ax.legend(loc="lower right", fontsize=8)
     ax.set_yticks(y, [r["label"] for r in rows], fontsize=8)
     ax.invert_yaxis()

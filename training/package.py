@@ -79,10 +79,20 @@ class Manifest:
         ):
             raise ArtifactError("manifest 'ood' must name method, layer, threshold, file, sha256")
         checks = {
-            "name": str, "version": str, "architecture": str, "classes": list,
-            "input_size": int, "dataset_fingerprint": str, "split_sizes": dict, "metrics": dict,
-            "temperature": (int, float), "confidence_threshold": (int, float),
-            "heatmap_layer": str, "created": str, "content_hash": str, "synthetic": bool,
+            "name": str,
+            "version": str,
+            "architecture": str,
+            "classes": list,
+            "input_size": int,
+            "dataset_fingerprint": str,
+            "split_sizes": dict,
+            "metrics": dict,
+            "temperature": (int, float),
+            "confidence_threshold": (int, float),
+            "heatmap_layer": str,
+            "created": str,
+            "content_hash": str,
+            "synthetic": bool,
         }
         for key, kind in checks.items():
             if not isinstance(raw[key], kind) or (kind is int and isinstance(raw[key], bool)):
@@ -219,8 +229,9 @@ def load_packaged(path: str | Path, *, check_inference: bool = True):
     try:
         model = keras.saving.load_model(model_path, compile=False, safe_mode=True)
     except Exception as exc:  # keras raises many types for a broken file
-        raise ArtifactError(f"{model_path}: Keras cannot load it ({type(exc).__name__}: {exc})") \
-            from exc
+        raise ArtifactError(
+            f"{model_path}: Keras cannot load it ({type(exc).__name__}: {exc})"
+        ) from exc
     out_shape = tuple(model.output.shape)
     in_shape = tuple(model.input.shape)
     if out_shape[-1] != len(manifest.classes):
@@ -238,9 +249,11 @@ def load_packaged(path: str | Path, *, check_inference: bool = True):
 
         blank = np.full((1, manifest.input_size, manifest.input_size, 3), 200, np.float32)
         probs = np.asarray(model(blank, training=False))
-        if probs.shape != (1, len(manifest.classes)) or not np.isfinite(probs).all() or abs(
-            float(probs.sum()) - 1.0
-        ) > 1e-3:
+        if (
+            probs.shape != (1, len(manifest.classes))
+            or not np.isfinite(probs).all()
+            or abs(float(probs.sum()) - 1.0) > 1e-3
+        ):
             raise ArtifactError(f"{model_path}: a test inference did not return probabilities")
     return model, manifest
 

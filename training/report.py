@@ -19,8 +19,10 @@ def _fmt(v, pct: bool = False) -> str:
 def _review_rule(target) -> str:
     if target is None:
         return "The threshold is the one stored in the model's manifest."
-    return (f"The threshold is the lowest one at which the validation images kept reach "
-            f"{target:.0%} accuracy.")
+    return (
+        f"The threshold is the lowest one at which the validation images kept reach "
+        f"{target:.0%} accuracy."
+    )
 
 
 def _seconds(v) -> str:
@@ -91,12 +93,16 @@ def validity_html(report: dict, folder: Path) -> str:
             f"</td><td>{_fmt(v['macro_f1'])}</td></tr>"
             for k, v in per_source.items()
         )
-        parts.append("<h2>Per source (test split)</h2><table><tr><th>source</th><th>images</th>"
-                     f"<th>accuracy</th><th>macro F1</th></tr>{rows}</table>")
+        parts.append(
+            "<h2>Per source (test split)</h2><table><tr><th>source</th><th>images</th>"
+            f"<th>accuracy</th><th>macro F1</th></tr>{rows}</table>"
+        )
     ood = report.get("ood")
     if ood:
-        rows = "".join(f"<tr><th>{html.escape(k)}</th><td>{_fmt(v, True)}</td></tr>"
-                       for k, v in ood["flagged"].items())
+        rows = "".join(
+            f"<tr><th>{html.escape(k)}</th><td>{_fmt(v, True)}</td></tr>"
+            for k, v in ood["flagged"].items()
+        )
         parts.append(
             "<h2>Out-of-scope guard</h2><p>Mahalanobis distance of the features feeding the "
             f"output layer (<code>{html.escape(ood['layer'])}</code>) to the nearest class "
@@ -152,8 +158,10 @@ def write_html(report: dict, folder: Path, path: Path) -> Path:
         ("weights", cfg.get("weights") or "none (from scratch)"),
         ("epochs run", report.get("training", {}).get("epochs_run")),
         ("training wall time", _seconds(report.get("training", {}).get("wall_seconds"))),
-        ("split train / validation / test",
-         f"{sizes.get('train')} / {sizes.get('validation')} / {sizes.get('test')}"),
+        (
+            "split train / validation / test",
+            f"{sizes.get('train')} / {sizes.get('validation')} / {sizes.get('test')}",
+        ),
         ("duplicate copies removed before splitting", data.get("duplicates_dropped")),
         ("dataset fingerprint", data.get("fingerprint")),
         ("seed", cfg.get("seed")),
@@ -169,7 +177,7 @@ def write_html(report: dict, folder: Path, path: Path) -> Path:
     )
     doc = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
-<title>{html.escape(report['name'])} {html.escape(report['version'])} evaluation</title>
+<title>{html.escape(report["name"])} {html.escape(report["version"])} evaluation</title>
 <style>
 body{{font:15px/1.45 system-ui,sans-serif;max-width:60rem;margin:2rem auto;
 padding:0 1rem;color:#222}}
@@ -178,9 +186,9 @@ border-bottom:1px solid #ddd;text-align:left}}td{{font-variant-numeric:tabular-n
 .warn{{background:#fff3cd;border-left:4px solid #e0a800;padding:.5rem .8rem}}
 figure{{margin:1rem 0}}img{{max-width:100%}}small{{color:#666}}
 </style></head><body>
-<h1>{html.escape(report['name'])} {html.escape(report['version'])}</h1>
-<p>{html.escape(report['architecture'])} · classes: {html.escape(', '.join(classes))}
- · created {html.escape(report.get('created', ''))}</p>
+<h1>{html.escape(report["name"])} {html.escape(report["version"])}</h1>
+<p>{html.escape(report["architecture"])} · classes: {html.escape(", ".join(classes))}
+ · created {html.escape(report.get("created", ""))}</p>
 {warn}
 <h2>Test split</h2><table>{head_rows}</table>
 <h2>Cheap baselines on the same split</h2>
@@ -194,7 +202,7 @@ figure{{margin:1rem 0}}img{{max-width:100%}}small{{color:#666}}
 <h2>Run</h2><table>{fact_rows}</table>
 <p><small>Confidence is the largest probability after dividing log-probabilities by the
 temperature; an image whose confidence is below the threshold is flagged "needs review".
-{_review_rule(t.get('review_target_accuracy'))}</small></p>
+{_review_rule(t.get("review_target_accuracy"))}</small></p>
 </body></html>
 """
     Path(path).write_text(doc, encoding="utf-8")

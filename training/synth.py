@@ -41,8 +41,9 @@ STYLES: dict[str, CellStyle] = {
     # lymphoblasts: several mid-size cells, round nucleus filling the cell
     "ALL": CellStyle((2, 3), 0.065, "round", 0.86, (120, 70, 165), (170, 175, 225)),
     # myeloblasts: large cells, paler nucleus with nucleoli, occasional Auer rod
-    "AML": CellStyle((2, 3), 0.095, "round", 0.74, (150, 100, 180), (160, 170, 205), False, True,
-                     True),
+    "AML": CellStyle(
+        (2, 3), 0.095, "round", 0.74, (150, 100, 180), (160, 170, 205), False, True, True
+    ),
     # small mature lymphocytes: many, very dark dense nucleus, thin rim
     "CLL": CellStyle((3, 5), 0.048, "round", 0.9, (55, 25, 85), (175, 180, 225)),
     # granulocytes at many stages: many cells, kidney and segmented nuclei, granules
@@ -108,22 +109,40 @@ def generate_field(label: str, size: int, rng: np.random.Generator) -> np.ndarra
     for _ in range(int(rng.integers(style.count[0], style.count[1] + 1))):
         r = size * style.radius * rng.uniform(0.88, 1.12)
         cx, cy = rng.uniform(r, size - r, 2)
-        _blend(canvas, cx, cy, r, _disc(r, rng.uniform(0.92, 1.08), rng.uniform(0, np.pi)),
-               np.asarray(style.cytoplasm_rgb) + rng.normal(0, 5, 3))
+        _blend(
+            canvas,
+            cx,
+            cy,
+            r,
+            _disc(r, rng.uniform(0.92, 1.08), rng.uniform(0, np.pi)),
+            np.asarray(style.cytoplasm_rgb) + rng.normal(0, 5, 3),
+        )
         if style.granules:
             for _ in range(int(12 * (r / 10))):
                 a, d = rng.uniform(0, 2 * np.pi), r * np.sqrt(rng.uniform(0.1, 0.85))
                 gr = max(0.6, r * 0.06)
-                _blend(canvas, cx + d * np.cos(a), cy + d * np.sin(a), gr, _disc(gr, edge=0.6),
-                       (185, 110, 160))
+                _blend(
+                    canvas,
+                    cx + d * np.cos(a),
+                    cy + d * np.sin(a),
+                    gr,
+                    _disc(gr, edge=0.6),
+                    (185, 110, 160),
+                )
         _draw_nucleus(canvas, cx, cy, r, style, rng)
         if style.rod and rng.uniform() < 0.6:
             a = rng.uniform(0, np.pi)
             for t in np.linspace(-0.5, 0.5, 9):
                 px = cx + r * 0.8 * np.cos(a) + t * r * 0.5
                 py = cy + r * 0.8 * np.sin(a) + t * r * 0.2
-                _blend(canvas, px, py, max(0.7, r * 0.04), _disc(max(0.7, r * 0.04), edge=0.5),
-                       (170, 30, 60))
+                _blend(
+                    canvas,
+                    px,
+                    py,
+                    max(0.7, r * 0.04),
+                    _disc(max(0.7, r * 0.04), edge=0.5),
+                    (170, 30, 60),
+                )
     canvas *= 1 + rng.normal(0, 0.015, (size, size, 1))
     return np.clip(np.rint(canvas), 0, 255).astype(np.uint8)
 
@@ -140,24 +159,43 @@ def _draw_nucleus(canvas, cx, cy, r, style: CellStyle, rng) -> None:
         for k in range(lobes):
             a = base + 2 * np.pi * k / lobes + rng.normal(0, 0.2)
             lr = rn * 0.45
-            _blend(canvas, cx + rn * 0.55 * np.cos(a), cy + rn * 0.55 * np.sin(a), lr,
-                   _disc(lr, edge=0.8), rgb)
+            _blend(
+                canvas,
+                cx + rn * 0.55 * np.cos(a),
+                cy + rn * 0.55 * np.sin(a),
+                lr,
+                _disc(lr, edge=0.8),
+                rgb,
+            )
     elif kind == "kidney":
         a = rng.uniform(0, 2 * np.pi)
         bx, by = rn * 0.9 * np.cos(a), rn * 0.9 * np.sin(a)
         outer, bite = _disc(rn, 1.15, a), _disc(rn * 0.6, edge=0.8)
-        _blend(canvas, cx, cy, rn,
-               lambda dx, dy: np.minimum(outer(dx, dy), -bite(dx - bx, dy - by)), rgb)
+        _blend(
+            canvas,
+            cx,
+            cy,
+            rn,
+            lambda dx, dy: np.minimum(outer(dx, dy), -bite(dx - bx, dy - by)),
+            rgb,
+        )
     else:
         ox, oy = rng.normal(0, r * 0.05, 2)
-        _blend(canvas, cx + ox, cy + oy, rn, _disc(rn, rng.uniform(0.93, 1.07), rng.uniform(0, 3)),
-               rgb)
+        _blend(
+            canvas, cx + ox, cy + oy, rn, _disc(rn, rng.uniform(0.93, 1.07), rng.uniform(0, 3)), rgb
+        )
         if style.nucleoli:
             for _ in range(int(rng.integers(1, 4))):
                 a, d = rng.uniform(0, 2 * np.pi), rn * rng.uniform(0, 0.55)
                 nr = max(0.8, rn * 0.14)
-                _blend(canvas, cx + d * np.cos(a), cy + d * np.sin(a), nr, _disc(nr, edge=0.7),
-                       rgb + 45)
+                _blend(
+                    canvas,
+                    cx + d * np.cos(a),
+                    cy + d * np.sin(a),
+                    nr,
+                    _disc(nr, edge=0.7),
+                    rgb + 45,
+                )
 
 
 def generate(

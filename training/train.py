@@ -106,8 +106,11 @@ def _callbacks(run_dir: Path, patience: int, append: bool):
             logs = logs or {}
             log.info(
                 "epoch %d: loss %.4f acc %.4f val_loss %.4f val_acc %.4f (%.0f s)",
-                epoch + 1, logs.get("loss", float("nan")), logs.get("accuracy", float("nan")),
-                logs.get("val_loss", float("nan")), logs.get("val_accuracy", float("nan")),
+                epoch + 1,
+                logs.get("loss", float("nan")),
+                logs.get("accuracy", float("nan")),
+                logs.get("val_loss", float("nan")),
+                logs.get("val_accuracy", float("nan")),
                 time.monotonic() - self.t0,
             )
 
@@ -117,8 +120,9 @@ def _callbacks(run_dir: Path, patience: int, append: bool):
         keras.callbacks.EarlyStopping(
             monitor="val_loss", patience=patience, restore_best_weights=True, verbose=1
         ),
-        keras.callbacks.ModelCheckpoint(ckpt / "best.keras", monitor="val_loss",
-                                        save_best_only=True),
+        keras.callbacks.ModelCheckpoint(
+            ckpt / "best.keras", monitor="val_loss", save_best_only=True
+        ),
         keras.callbacks.ModelCheckpoint(ckpt / "last.keras"),
         keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=append),
         EpochLog(),
@@ -136,8 +140,11 @@ def recompute_batchnorm(model, x: np.ndarray, batch_size: int) -> int:
 
     from training.augment import eval_dataset
 
-    bns = [layer for layer in model.layers
-           if isinstance(layer, keras.layers.BatchNormalization) and layer.trainable]
+    bns = [
+        layer
+        for layer in model.layers
+        if isinstance(layer, keras.layers.BatchNormalization) and layer.trainable
+    ]
     if not bns:
         return 0
     momenta = [layer.momentum for layer in bns]
@@ -160,7 +167,8 @@ def _bn_state(model):
 
     return [
         (layer.moving_mean.numpy().copy(), layer.moving_variance.numpy().copy())
-        for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)
+        for layer in model.layers
+        if isinstance(layer, keras.layers.BatchNormalization)
     ]
 
 
@@ -181,8 +189,9 @@ def predict(model, x: np.ndarray, batch_size: int = 32) -> np.ndarray:
     return np.asarray(model.predict(eval_dataset(x, batch_size=batch_size), verbose=0))
 
 
-def _fit_phase(model, train_ds, val_ds, *, lr, epochs, initial_epoch, cw, run_dir, patience,
-               append, verbose):
+def _fit_phase(
+    model, train_ds, val_ds, *, lr, epochs, initial_epoch, cw, run_dir, patience, append, verbose
+):
     import keras
 
     model.compile(
@@ -191,8 +200,13 @@ def _fit_phase(model, train_ds, val_ds, *, lr, epochs, initial_epoch, cw, run_di
         metrics=["accuracy"],
     )
     hist = model.fit(
-        train_ds, validation_data=val_ds, epochs=epochs, initial_epoch=initial_epoch,
-        class_weight=cw, callbacks=_callbacks(run_dir, patience, append), verbose=verbose,
+        train_ds,
+        validation_data=val_ds,
+        epochs=epochs,
+        initial_epoch=initial_epoch,
+        class_weight=cw,
+        callbacks=_callbacks(run_dir, patience, append),
+        verbose=verbose,
         shuffle=False,  # the tf.data pipeline shuffles, seeded
     )
     return hist.history
@@ -204,14 +218,25 @@ def source_metrics(probs: np.ndarray, y: np.ndarray) -> dict:
 
     pred = probs.argmax(axis=1)
     present = sorted(set(y.tolist()))
-    return {"n": len(y), "accuracy": float((pred == y).mean()),
-            "macro_f1": float(f1_score(y, pred, labels=present, average="macro",
-                                       zero_division=0)),
-            "classes_present": len(present)}
+    return {
+        "n": len(y),
+        "accuracy": float((pred == y).mean()),
+        "macro_f1": float(f1_score(y, pred, labels=present, average="macro", zero_division=0)),
+        "classes_present": len(present),
+    }
 
 
-def clinical_validity(model, classes: list[str], arrays: dict, test_samples, *, seed: int,
-                      batch_size: int = 32, nonsmear_per_kind: int = 25, guard=None) -> dict:
+def clinical_validity(
+    model,
+    classes: list[str],
+    arrays: dict,
+    test_samples,
+    *,
+    seed: int,
+    batch_size: int = 32,
+    nonsmear_per_kind: int = 25,
+    guard=None,
+) -> dict:
     """Robustness to stain shifts, metrics per source, and the out-of-scope guard.
 
     Returns ``robustness``, ``per_source`` (None without sources), ``ood`` (the guard's
@@ -228,12 +253,18 @@ def clinical_validity(model, classes: list[str], arrays: dict, test_samples, *, 
     extract = FeatureExtractor(model, guard.layer)
     t0 = time.monotonic()
     rob = robustness(
-        lambda b: predict(model, b, batch_size), x_te, y_te, seed=seed,
+        lambda b: predict(model, b, batch_size),
+        x_te,
+        y_te,
+        seed=seed,
         flag_fn=lambda b: guard.flag(extract(b, batch_size)[0]),
     )
     rob["seconds"] = time.monotonic() - t0
-    log.info("robustness: clean %.4f; %s", rob["clean"]["accuracy"],
-             ", ".join(f"{r['label']} {r['accuracy']:.4f}" for r in rob["shifts"]))
+    log.info(
+        "robustness: clean %.4f; %s",
+        rob["clean"]["accuracy"],
+        ", ".join(f"{r['label']} {r['accuracy']:.4f}" for r in rob["shifts"]),
+    )
 
     per_source = None
     sources = [s.source for s in test_samples]
@@ -250,14 +281,25 @@ def clinical_validity(model, classes: list[str], arrays: dict, test_samples, *, 
         return float(guard.flag(extract(x, batch_size)[0]).mean())
 
     ood = {
-        "method": "mahalanobis", "layer": guard.layer, "threshold": guard.threshold,
-        "quantile": guard.quantile, "shrinkage": guard.shrinkage,
-        "flagged": {"validation": flagged(x_va), "test": flagged(x_te), **{
-            f"generated {k}": flagged(generate(k, nonsmear_per_kind, size, seed=seed))
-            for k in KINDS}},
+        "method": "mahalanobis",
+        "layer": guard.layer,
+        "threshold": guard.threshold,
+        "quantile": guard.quantile,
+        "shrinkage": guard.shrinkage,
+        "flagged": {
+            "validation": flagged(x_va),
+            "test": flagged(x_te),
+            **{
+                f"generated {k}": flagged(generate(k, nonsmear_per_kind, size, seed=seed))
+                for k in KINDS
+            },
+        },
     }
-    log.info("out-of-scope guard: threshold %.2f; flagged %s", guard.threshold,
-             {k: round(v, 3) for k, v in ood["flagged"].items()})
+    log.info(
+        "out-of-scope guard: threshold %.2f; flagged %s",
+        guard.threshold,
+        {k: round(v, 3) for k, v in ood["flagged"].items()},
+    )
     return {"robustness": rob, "per_source": per_source, "ood": ood, "guard": guard}
 
 
@@ -295,7 +337,8 @@ def run_training(
         keras.utils.set_random_seed(cfg.seed)
         if prepared is None:
             prepared = data_mod.prepare(
-                Path(cfg.data_dir), seed=cfg.seed,
+                Path(cfg.data_dir),
+                seed=cfg.seed,
                 label_map=data_mod.read_label_map(Path(cfg.label_map) if cfg.label_map else None),
                 groups_csv=Path(cfg.groups) if cfg.groups else None,
             )
@@ -306,17 +349,27 @@ def run_training(
             raise ValueError(f"unknown stain normalisation {cfg.stain_normalize!r}")
         # Build first: a missing weights file should fail before minutes of decoding.
         model = build_model(cfg.arch, len(classes), size, weights)
-        log.info("run %s: %s at %d px, weights %s, split %s", run_dir, cfg.arch, size,
-                 weights or "none", prepared.sizes())
+        log.info(
+            "run %s: %s at %d px, weights %s, split %s",
+            run_dir,
+            cfg.arch,
+            size,
+            weights or "none",
+            prepared.sizes(),
+        )
         if arrays is None:
             arrays = {
-                part: data_mod.load_images(Path(prepared.data_dir), prepared.splits[part],
-                                           classes, size)
+                part: data_mod.load_images(
+                    Path(prepared.data_dir), prepared.splits[part], classes, size
+                )
                 for part in data_mod.SPLITS
             }
         (x_tr, y_tr), (x_va, y_va), (x_te, y_te) = (arrays[p] for p in data_mod.SPLITS)
-        log.info("decoded %d images in %.0f s", sum(len(a[0]) for a in arrays.values()),
-                 time.monotonic() - t_start)
+        log.info(
+            "decoded %d images in %.0f s",
+            sum(len(a[0]) for a in arrays.values()),
+            time.monotonic() - t_start,
+        )
         stain_reference = None
         if cfg.stain_normalize:
             from training import stain
@@ -324,24 +377,35 @@ def run_training(
             # The reference comes from the training split only; it is saved in the layer.
             if cfg.stain_normalize == "reinhard":
                 stain_reference = stain.reinhard_reference(x_tr)
-                layer = stain.ReinhardNormalization(stain_reference["mean"],
-                                                    stain_reference["std"],
-                                                    name="stain_normalize")
+                layer = stain.ReinhardNormalization(
+                    stain_reference["mean"], stain_reference["std"], name="stain_normalize"
+                )
             else:
                 stain_reference = stain.macenko_reference(x_tr)
-                layer = stain.MacenkoNormalization(stain_reference["stains"],
-                                                   stain_reference["max_concentrations"],
-                                                   name="stain_normalize")
+                layer = stain.MacenkoNormalization(
+                    stain_reference["stains"],
+                    stain_reference["max_concentrations"],
+                    name="stain_normalize",
+                )
             keras.utils.set_random_seed(cfg.seed)
             model = build_model(cfg.arch, len(classes), size, weights, normalizer=layer)
-            log.info("%s stain normalisation to the training split's reference %s",
-                     cfg.stain_normalize, stain_reference)
+            log.info(
+                "%s stain normalisation to the training split's reference %s",
+                cfg.stain_normalize,
+                stain_reference,
+            )
         baselines = run_baselines(x_tr, y_tr, x_te, y_te, seed=cfg.seed)
         log.info("baselines: %s", {k: round(v["accuracy"], 4) for k, v in baselines.items()})
 
         cw = class_weights(y_tr, len(classes))
-        train_ds = train_dataset(x_tr, y_tr, batch_size=cfg.batch_size, seed=cfg.seed,
-                                 augment=cfg.augment, stain=cfg.stain_augment)
+        train_ds = train_dataset(
+            x_tr,
+            y_tr,
+            batch_size=cfg.batch_size,
+            seed=cfg.seed,
+            augment=cfg.augment,
+            stain=cfg.stain_augment,
+        )
         val_ds = eval_dataset(x_va, y_va, batch_size=cfg.batch_size)
         verbose = 1 if sys.stdout.isatty() else 2
         history: dict[str, list[float]] = {}
@@ -354,9 +418,19 @@ def run_training(
                 layer.trainable = False
             head_epochs = min(cfg.head_epochs, cfg.epochs)
             log.info("phase 1: frozen backbone, head only, up to %d epochs", head_epochs)
-            h = _fit_phase(model, train_ds, val_ds, lr=cfg.learning_rate, epochs=head_epochs,
-                           initial_epoch=0, cw=cw, run_dir=run_dir, patience=cfg.patience,
-                           append=False, verbose=verbose)
+            h = _fit_phase(
+                model,
+                train_ds,
+                val_ds,
+                lr=cfg.learning_rate,
+                epochs=head_epochs,
+                initial_epoch=0,
+                cw=cw,
+                run_dir=run_dir,
+                patience=cfg.patience,
+                append=False,
+                verbose=verbose,
+            )
             phases.append({"phase": "head", "epochs": len(h["loss"]), "lr": cfg.learning_rate})
             for k, v in h.items():
                 history.setdefault(k, []).extend(float(a) for a in v)
@@ -366,13 +440,29 @@ def run_training(
                 layer.trainable = not isinstance(layer, keras.layers.BatchNormalization)
         if start_epoch < cfg.epochs:
             lr = cfg.finetune_learning_rate if weights is not None else cfg.learning_rate
-            log.info("phase %s: epochs %d-%d, lr %g", "fine-tune" if weights else "train",
-                     start_epoch + 1, cfg.epochs, lr)
-            h = _fit_phase(model, train_ds, val_ds, lr=lr, epochs=cfg.epochs,
-                           initial_epoch=start_epoch, cw=cw, run_dir=run_dir,
-                           patience=cfg.patience, append=start_epoch > 0, verbose=verbose)
-            phases.append({"phase": "fine-tune" if weights else "train",
-                           "epochs": len(h["loss"]), "lr": lr})
+            log.info(
+                "phase %s: epochs %d-%d, lr %g",
+                "fine-tune" if weights else "train",
+                start_epoch + 1,
+                cfg.epochs,
+                lr,
+            )
+            h = _fit_phase(
+                model,
+                train_ds,
+                val_ds,
+                lr=lr,
+                epochs=cfg.epochs,
+                initial_epoch=start_epoch,
+                cw=cw,
+                run_dir=run_dir,
+                patience=cfg.patience,
+                append=start_epoch > 0,
+                verbose=verbose,
+            )
+            phases.append(
+                {"phase": "fine-tune" if weights else "train", "epochs": len(h["loss"]), "lr": lr}
+            )
             for k, v in h.items():
                 history.setdefault(k, []).extend(float(a) for a in v)
         fit_seconds = time.monotonic() - t_fit
@@ -396,84 +486,136 @@ def run_training(
                 if not kept:
                     _set_bn_state(model, saved)
                 bn_info = {
-                    "recomputed": bool(kept), "layers": n_bn,
-                    "val_loss_before": loss_b, "val_loss_after": loss_a,
-                    "val_accuracy_before": acc_b, "val_accuracy_after": acc_a,
+                    "recomputed": bool(kept),
+                    "layers": n_bn,
+                    "val_loss_before": loss_b,
+                    "val_loss_after": loss_a,
+                    "val_accuracy_before": acc_b,
+                    "val_accuracy_after": acc_a,
                     "seconds": time.monotonic() - t_bn,
                 }
-                log.info("BatchNorm re-estimation: val loss %.4f -> %.4f, acc %.4f -> %.4f (%s)",
-                         loss_b, loss_a, acc_b, acc_a, "kept" if kept else "reverted")
+                log.info(
+                    "BatchNorm re-estimation: val loss %.4f -> %.4f, acc %.4f -> %.4f (%s)",
+                    loss_b,
+                    loss_a,
+                    acc_b,
+                    acc_a,
+                    "kept" if kept else "reverted",
+                )
 
         val_probs = predict(model, x_va, cfg.batch_size)
         test_probs = predict(model, x_te, cfg.batch_size)
-        evaluation = full_evaluation(val_probs, y_va, test_probs, y_te, classes,
-                                     review_target=cfg.review_target)
+        evaluation = full_evaluation(
+            val_probs, y_va, test_probs, y_te, classes, review_target=cfg.review_target
+        )
         t = evaluation["test"]
         warning = baseline_warning(test_probs.argmax(axis=1), y_te, baselines)
         if warning:
             log.warning(warning)
-        validity = clinical_validity(model, classes, arrays, prepared.splits["test"],
-                                     seed=cfg.seed, batch_size=cfg.batch_size)
+        validity = clinical_validity(
+            model,
+            classes,
+            arrays,
+            prepared.splits["test"],
+            seed=cfg.seed,
+            batch_size=cfg.batch_size,
+        )
         guard = validity.pop("guard")
         validity["ood"]["packaged"] = True
         created = utc_now()
         report = {
-            "name": name, "version": version, "architecture": cfg.arch,
-            "classes": classes, "input_size": size, "created": created,
-            "synthetic": synthetic, "config": asdict(cfg),
+            "name": name,
+            "version": version,
+            "architecture": cfg.arch,
+            "classes": classes,
+            "input_size": size,
+            "created": created,
+            "synthetic": synthetic,
+            "config": asdict(cfg),
             "data": {k: v for k, v in prepared.to_json().items() if k != "splits"},
             "training": {
-                "epochs_run": len(history.get("loss", [])), "best_epoch": best_epoch,
-                "phases": phases, "fit_seconds": fit_seconds,
+                "epochs_run": len(history.get("loss", [])),
+                "best_epoch": best_epoch,
+                "phases": phases,
+                "fit_seconds": fit_seconds,
                 "wall_seconds": time.monotonic() - t_start,
                 "class_weights": {classes[i]: w for i, w in cw.items()},
-                "batchnorm": bn_info, "history": history,
+                "batchnorm": bn_info,
+                "history": history,
             },
-            "baselines": baselines, "baseline_warning": warning,
-            "evaluation": evaluation, **validity,
-            "stain_normalization": None if stain_reference is None else {
-                "method": cfg.stain_normalize, "layer": "stain_normalize", **stain_reference},
+            "baselines": baselines,
+            "baseline_warning": warning,
+            "evaluation": evaluation,
+            **validity,
+            "stain_normalization": None
+            if stain_reference is None
+            else {"method": cfg.stain_normalize, "layer": "stain_normalize", **stain_reference},
         }
         figs = [
-            figures.confusion_matrix_png(t["confusion_matrix"], classes,
-                                         run_dir / "confusion_matrix.png"),
+            figures.confusion_matrix_png(
+                t["confusion_matrix"], classes, run_dir / "confusion_matrix.png"
+            ),
             figures.curves_png(history, run_dir / "curves.png", best_epoch),
-            figures.reliability_png(evaluation["reliability_before"],
-                                    evaluation["reliability_after"], run_dir / "reliability.png"),
+            figures.reliability_png(
+                evaluation["reliability_before"],
+                evaluation["reliability_after"],
+                run_dir / "reliability.png",
+            ),
             figures.robustness_png(report["robustness"], run_dir / "robustness.png"),
         ]
         report["training"]["wall_seconds"] = time.monotonic() - t_start
         report_json = report_mod.write_json(report, run_dir / "report.json")
         report_html = report_mod.write_html(report, run_dir, run_dir / "report.html")
         manifest_fields = {
-            "name": name, "version": version, "architecture": cfg.arch, "classes": classes,
-            "input_size": size, "dataset_fingerprint": prepared.fingerprint,
+            "name": name,
+            "version": version,
+            "architecture": cfg.arch,
+            "classes": classes,
+            "input_size": size,
+            "dataset_fingerprint": prepared.fingerprint,
             "split_sizes": prepared.sizes(),
             "metrics": {
-                "accuracy": t["accuracy"], "macro_f1": t["macro_f1"],
-                "weighted_f1": t["weighted_f1"], "macro_roc_auc": t["macro_roc_auc"],
-                "ece_before": t["ece_before"], "ece_after": t["ece_after"],
+                "accuracy": t["accuracy"],
+                "macro_f1": t["macro_f1"],
+                "weighted_f1": t["weighted_f1"],
+                "macro_roc_auc": t["macro_roc_auc"],
+                "ece_before": t["ece_before"],
+                "ece_after": t["ece_after"],
                 "validation_accuracy": t["validation_accuracy"],
                 "baseline_colour_accuracy": baselines["colour_stats"]["accuracy"],
                 "baseline_thumbnail_accuracy": baselines["thumbnail_8x8"]["accuracy"],
             },
-            "temperature": t["temperature"], "confidence_threshold": t["confidence_threshold"],
-            "heatmap_layer": heatmap_layer(model), "created": created, "content_hash": "",
+            "temperature": t["temperature"],
+            "confidence_threshold": t["confidence_threshold"],
+            "heatmap_layer": heatmap_layer(model),
+            "created": created,
+            "content_hash": "",
             "synthetic": synthetic,
-            "extra": {"review_rule": (
-                f"flag 'needs review' when max(softmax(log(p)/temperature)) < threshold; the "
-                f"threshold is the lowest at which validation images kept reach "
-                f"{cfg.review_target:.0%} accuracy"), "weights": cfg.weights or "none",
-                "stain_normalization": report["stain_normalization"]},
+            "extra": {
+                "review_rule": (
+                    f"flag 'needs review' when max(softmax(log(p)/temperature)) < threshold; the "
+                    f"threshold is the lowest at which validation images kept reach "
+                    f"{cfg.review_target:.0%} accuracy"
+                ),
+                "weights": cfg.weights or "none",
+                "stain_normalization": report["stain_normalization"],
+            },
         }
         artifact_dir, _ = write_artifact(
-            model, package_dir or run_dir, manifest_fields=manifest_fields,
-            report_files=[report_json, report_html, *figs], guard=guard,
+            model,
+            package_dir or run_dir,
+            manifest_fields=manifest_fields,
+            report_files=[report_json, report_html, *figs],
+            guard=guard,
         )
         log.info(
             "done in %.0f s: test accuracy %.4f, macro F1 %.4f, ECE %.4f -> %.4f; artifact %s",
-            time.monotonic() - t_start, t["accuracy"], t["macro_f1"], t["ece_before"],
-            t["ece_after"], artifact_dir,
+            time.monotonic() - t_start,
+            t["accuracy"],
+            t["macro_f1"],
+            t["ece_before"],
+            t["ece_after"],
+            artifact_dir,
         )
         return TrainResult(run_dir, artifact_dir, report)
     finally:

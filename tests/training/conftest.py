@@ -29,7 +29,16 @@ def tiny_run(synthetic_dir, tmp_path_factory):
     from training.train import TrainConfig, run_training
 
     out = tmp_path_factory.mktemp("runs")
-    cfg = TrainConfig(data_dir=str(synthetic_dir), arch="cml1", img_size=32, epochs=2,
-                      patience=2, batch_size=16, seed=1, out=str(out), name="tiny",
-                      version="0.1")
+    cfg = TrainConfig(
+        data_dir=str(synthetic_dir),
+        arch="cml1",
+        img_size=32,
+        epochs=2,
+        patience=2,
+        batch_size=16,
+        seed=1,
+        out=str(out),
+        name="tiny",
+        version="0.1",
+    )
     return run_training(cfg)

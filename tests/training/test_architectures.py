@@ -20,12 +20,21 @@ def test_cml1_has_the_studys_23_layers():
     model = build_model("cml1", 5, 64)
     kinds = collections.Counter(type(layer).__name__ for layer in model.layers)
     assert kinds == {
-        "InputLayer": 1, "Rescaling": 1, "Conv2D": 5, "BatchNormalization": 6,
-        "MaxPooling2D": 5, "Flatten": 1, "Dense": 3, "Dropout": 1,
+        "InputLayer": 1,
+        "Rescaling": 1,
+        "Conv2D": 5,
+        "BatchNormalization": 6,
+        "MaxPooling2D": 5,
+        "Flatten": 1,
+        "Dense": 3,
+        "Dropout": 1,
     }
     assert len(model.layers) == 23
-    assert all(layer.momentum == 0.9 for layer in model.layers
-               if isinstance(layer, keras.layers.BatchNormalization))
+    assert all(
+        layer.momentum == 0.9
+        for layer in model.layers
+        if isinstance(layer, keras.layers.BatchNormalization)
+    )
     assert model.layers[-1].activation.__name__ == "softmax"
 
 
@@ -62,8 +71,9 @@ def test_imagenet_weights_give_a_clear_error_when_they_cannot_be_had(tmp_path):
 
 
 def test_a_local_weights_file_is_loaded_into_the_backbone(tmp_path):
-    source = keras.applications.MobileNet(include_top=False, weights=None,
-                                          input_shape=(32, 32, 3), alpha=1.0)
+    source = keras.applications.MobileNet(
+        include_top=False, weights=None, input_shape=(32, 32, 3), alpha=1.0
+    )
     path = tmp_path / "mobilenet_notop.weights.h5"
     source.save_weights(path)
     model = build_model("mobilenet", 2, 32, weights=str(path))

@@ -47,8 +47,10 @@ def test_blur_sigma_is_0_to_0_5_on_about_half():
 def test_blur_with_sigma_zero_is_identity_and_smooths_otherwise(image):
     assert np.array_equal(A.gaussian_blur(image, 0.0).numpy(), image.numpy())
     blurred = A.gaussian_blur(image, 0.5).numpy().astype(float)
-    assert np.abs(np.diff(blurred, axis=1)).mean() < np.abs(
-        np.diff(image.numpy().astype(float), axis=1)).mean()
+    assert (
+        np.abs(np.diff(blurred, axis=1)).mean()
+        < np.abs(np.diff(image.numpy().astype(float), axis=1)).mean()
+    )
 
 
 def test_contrast_alpha_is_within_0_75_and_1_5(image):

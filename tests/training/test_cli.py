@@ -12,8 +12,15 @@ from training.data import SYNTHETIC_MARKER
 
 def test_every_subcommand_has_help():
     parser = build_parser()
-    for command in ("train", "evaluate", "compare", "tabulate", "synth", "export-augmented",
-                    "demo-model"):
+    for command in (
+        "train",
+        "evaluate",
+        "compare",
+        "tabulate",
+        "synth",
+        "export-augmented",
+        "demo-model",
+    ):
         with pytest.raises(SystemExit) as exc:
             parser.parse_args([command, "--help"])
         assert exc.value.code == 0
@@ -37,8 +44,21 @@ def test_synth_writes_a_marked_deterministic_dataset(tmp_path):
 
 def test_export_augmented_writes_a_balanced_set(synthetic_dir, tmp_path):
     out = tmp_path / "aug"
-    assert main(["export-augmented", str(synthetic_dir), "--out", str(out), "--per-class", "3",
-                 "--img-size", "32"]) == 0
+    assert (
+        main(
+            [
+                "export-augmented",
+                str(synthetic_dir),
+                "--out",
+                str(out),
+                "--per-class",
+                "3",
+                "--img-size",
+                "32",
+            ]
+        )
+        == 0
+    )
     for label in ("healthy", "ALL", "AML", "CLL", "CML"):
         imgs = sorted((out / label).glob("*.png"))
         assert len(imgs) == 3
@@ -65,18 +85,49 @@ def test_demo_model_is_marked_synthetic(tmp_path):
 
 
 def test_compare_tabulates_and_draws_a_bar_chart(synthetic_dir, tmp_path, tiny_run):
-    assert main(["compare", str(synthetic_dir), "--archs", "cml1", "mobilenet",
-                 "--img-size", "32", "--epochs", "1", "--batch-size", "16",
-                 "--out", str(tmp_path)]) == 0
+    assert (
+        main(
+            [
+                "compare",
+                str(synthetic_dir),
+                "--archs",
+                "cml1",
+                "mobilenet",
+                "--img-size",
+                "32",
+                "--epochs",
+                "1",
+                "--batch-size",
+                "16",
+                "--out",
+                str(tmp_path),
+            ]
+        )
+        == 0
+    )
     out = next(tmp_path.glob("compare-*"))
     table = json.loads((out / "comparison.json").read_text())
     assert [r["arch"] for r in table["rows"]] == ["cml1", "mobilenet"]
     assert (out / "comparison.png").is_file()
     assert "baseline: colour_stats" in (out / "comparison.md").read_text()
-    assert main(["tabulate", str(out / "cml1"), str(out / "mobilenet"),
-                 "--out", str(tmp_path / "again")]) == 0
+    assert (
+        main(
+            [
+                "tabulate",
+                str(out / "cml1"),
+                str(out / "mobilenet"),
+                "--out",
+                str(tmp_path / "again"),
+            ]
+        )
+        == 0
+    )
     again = json.loads((tmp_path / "again" / "comparison.json").read_text())
     assert [r["accuracy"] for r in again["rows"]] == [r["accuracy"] for r in table["rows"]]
     # a run on another split (seed 1) must not be tabulated beside these
-    assert main(["tabulate", str(out / "cml1"), str(tiny_run.run_dir),
-                 "--out", str(tmp_path / "mixed")]) == 2
+    assert (
+        main(
+            ["tabulate", str(out / "cml1"), str(tiny_run.run_dir), "--out", str(tmp_path / "mixed")]
+        )
+        == 2
+    )

@@ -57,8 +57,9 @@ def test_fingerprint_depends_on_content_and_labels_only(synthetic_dir, tmp_path)
     samples = D.deduplicate(D.scan_folder(synthetic_dir)).samples
     renamed = [D.Sample(path="x/" + s.path, label=s.label, sha256=s.sha256) for s in samples]
     assert D.dataset_fingerprint(samples) == D.dataset_fingerprint(reversed(renamed))
-    relabelled = [D.Sample(s.path, "other" if i == 0 else s.label, s.sha256)
-                  for i, s in enumerate(samples)]
+    relabelled = [
+        D.Sample(s.path, "other" if i == 0 else s.label, s.sha256) for i, s in enumerate(samples)
+    ]
     assert D.dataset_fingerprint(samples) != D.dataset_fingerprint(relabelled)
 
 
@@ -74,7 +75,10 @@ def test_study_folder_names_map_to_canonical_labels(tmp_path):
     mapping = tmp_path / "map.csv"
     mapping.write_text("folder,label\nodd_one,CML\n")
     assert {s.label for s in D.scan_folder(tmp_path, D.read_label_map(mapping))} == {
-        "healthy", "ALL", "CML"}
+        "healthy",
+        "ALL",
+        "CML",
+    }
 
 
 def test_group_aware_split_keeps_groups_whole(synthetic_dir, tmp_path):
@@ -99,8 +103,9 @@ def test_identical_images_tie_their_groups_together(synthetic_dir, tmp_path):
     shutil.copytree(synthetic_dir, data)
     shutil.copy(data / "CLL" / "synthetic-CLL-0000.png", data / "CLL" / "again.png")
     csv = tmp_path / "groups.csv"
-    csv.write_text("image,group\nsynthetic-CLL-0000.png,p1\nagain.png,p2\n"
-                   "synthetic-CLL-0001.png,p2\n")
+    csv.write_text(
+        "image,group\nsynthetic-CLL-0000.png,p1\nagain.png,p2\nsynthetic-CLL-0001.png,p2\n"
+    )
     prepared = D.prepare(data, seed=5, groups_csv=csv)
     groups = {s.sha256: s.group for part in prepared.splits.values() for s in part}
     first = D.file_sha256(data / "CLL" / "synthetic-CLL-0000.png")

@@ -12,28 +12,58 @@ from training.preprocess import load_rgb, resize_for_model
 
 def test_a_run_writes_its_folder_and_a_packaged_artifact(tiny_run):
     run = tiny_run.run_dir
-    for name in ("split.json", "train.log", "history.csv", "report.json", "report.html",
-                 "confusion_matrix.png", "curves.png", "reliability.png",
-                 "checkpoints/best.keras", "checkpoints/last.keras"):
+    for name in (
+        "split.json",
+        "train.log",
+        "history.csv",
+        "report.json",
+        "report.html",
+        "confusion_matrix.png",
+        "curves.png",
+        "reliability.png",
+        "checkpoints/best.keras",
+        "checkpoints/last.keras",
+    ):
         assert (run / name).is_file(), name
     art = tiny_run.artifact_dir
     assert art.name == "tiny-0.1"
-    for name in ("model.keras", "manifest.json", "report.json", "report.html",
-                 "confusion_matrix.png", "curves.png", "reliability.png"):
+    for name in (
+        "model.keras",
+        "manifest.json",
+        "report.json",
+        "report.html",
+        "confusion_matrix.png",
+        "curves.png",
+        "reliability.png",
+    ):
         assert (art / name).is_file(), name
     # the artifact carries no optimizer state: about a third of the checkpoint with Adam
-    assert (art / "model.keras").stat().st_size < 0.6 * (run / "checkpoints/best.keras").stat(
-    ).st_size
+    assert (art / "model.keras").stat().st_size < 0.6 * (
+        run / "checkpoints/best.keras"
+    ).stat().st_size
     html = (art / "report.html").read_text()
     assert "NOT FOR CLINICAL USE" in html and "data:image/png;base64," in html
 
 
 def test_the_manifest_has_every_contract_key(tiny_run):
     raw = json.loads((tiny_run.artifact_dir / "manifest.json").read_text())
-    for key in ("name", "version", "architecture", "classes", "input_size",
-                "dataset_fingerprint", "split_sizes", "metrics", "temperature",
-                "confidence_threshold", "heatmap_layer", "created", "content_hash",
-                "synthetic", "format_version"):
+    for key in (
+        "name",
+        "version",
+        "architecture",
+        "classes",
+        "input_size",
+        "dataset_fingerprint",
+        "split_sizes",
+        "metrics",
+        "temperature",
+        "confidence_threshold",
+        "heatmap_layer",
+        "created",
+        "content_hash",
+        "synthetic",
+        "format_version",
+    ):
         assert key in raw, key
     assert raw["classes"] == ["ALL", "AML", "CLL", "CML", "healthy"]
     assert raw["synthetic"] is True and raw["format_version"] == 2
@@ -47,8 +77,9 @@ def test_the_manifest_has_every_contract_key(tiny_run):
 def test_load_packaged_then_predict_on_real_decoded_images(tiny_run, synthetic_dir):
     model, manifest = load_packaged(tiny_run.artifact_dir)
     files = sorted(synthetic_dir.rglob("*.png"))[:4]
-    batch = np.stack([resize_for_model(load_rgb(f.read_bytes()), manifest.input_size)
-                      for f in files])
+    batch = np.stack(
+        [resize_for_model(load_rgb(f.read_bytes()), manifest.input_size) for f in files]
+    )
     assert batch.dtype == np.uint8
     probs = np.asarray(model.predict(batch, verbose=0))
     assert probs.shape == (4, len(manifest.classes))
@@ -111,8 +142,19 @@ def test_manifest_validation_names_the_problem():
 def test_evaluate_rescores_the_artifact_on_the_saved_test_split(tiny_run, tmp_path):
     from training.cli import main
 
-    assert main(["evaluate", str(tiny_run.artifact_dir), "--run", str(tiny_run.run_dir),
-                 "--out", str(tmp_path / "ev")]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                str(tiny_run.artifact_dir),
+                "--run",
+                str(tiny_run.run_dir),
+                "--out",
+                str(tmp_path / "ev"),
+            ]
+        )
+        == 0
+    )
     report = json.loads((tmp_path / "ev" / "report.json").read_text())
     original = tiny_run.report["evaluation"]["test"]
     assert report["evaluation"]["test"]["accuracy"] == pytest.approx(original["accuracy"])
@@ -136,8 +178,9 @@ def test_grad_cam_can_reach_the_heatmap_layer_of_a_loaded_artifact(tiny_run):
     import tensorflow as tf
 
     model, manifest = load_packaged(tiny_run.artifact_dir)
-    grad_model = keras.Model(model.inputs,
-                             [model.get_layer(manifest.heatmap_layer).output, model.output])
+    grad_model = keras.Model(
+        model.inputs, [model.get_layer(manifest.heatmap_layer).output, model.output]
+    )
     x = tf.constant(np.full((1, manifest.input_size, manifest.input_size, 3), 180, np.float32))
     with tf.GradientTape() as tape:
         fmap, probs = grad_model(x, training=False)
@@ -152,13 +195,22 @@ def test_pretrained_weights_train_head_first_then_fine_tune(synthetic_dir, tmp_p
 
     from training.train import TrainConfig, run_training
 
-    source = keras.applications.MobileNet(include_top=False, weights=None,
-                                          input_shape=(32, 32, 3))
+    source = keras.applications.MobileNet(include_top=False, weights=None, input_shape=(32, 32, 3))
     weights = tmp_path / "mobilenet_notop.weights.h5"
     source.save_weights(weights)
-    cfg = TrainConfig(data_dir=str(synthetic_dir), arch="mobilenet", weights=str(weights),
-                      img_size=32, epochs=2, head_epochs=1, patience=2, batch_size=16,
-                      out=str(tmp_path / "runs"), name="pre", version="1")
+    cfg = TrainConfig(
+        data_dir=str(synthetic_dir),
+        arch="mobilenet",
+        weights=str(weights),
+        img_size=32,
+        epochs=2,
+        head_epochs=1,
+        patience=2,
+        batch_size=16,
+        out=str(tmp_path / "runs"),
+        name="pre",
+        version="1",
+    )
     result = run_training(cfg)
     phases = result.report["training"]["phases"]
     assert [p["phase"] for p in phases] == ["head", "fine-tune"]
@@ -179,10 +231,12 @@ def test_batchnorm_re_estimation_averages_clean_batch_statistics():
     kernel = [w.copy() for w in conv.get_weights()]
     assert recompute_batchnorm(model, x, 16) == 1
     features = np.asarray(conv(x))
-    batches = [features[i:i + 16] for i in range(0, 64, 16)]
-    assert np.allclose(bn.moving_mean, np.mean([b.mean(axis=(0, 1, 2)) for b in batches], 0),
-                       rtol=1e-4)
-    assert np.allclose(bn.moving_variance,
-                       np.mean([b.var(axis=(0, 1, 2)) for b in batches], 0), rtol=1e-3)
+    batches = [features[i : i + 16] for i in range(0, 64, 16)]
+    assert np.allclose(
+        bn.moving_mean, np.mean([b.mean(axis=(0, 1, 2)) for b in batches], 0), rtol=1e-4
+    )
+    assert np.allclose(
+        bn.moving_variance, np.mean([b.var(axis=(0, 1, 2)) for b in batches], 0), rtol=1e-3
+    )
     assert bn.momentum == 0.9  # restored
     assert all(np.array_equal(a, b) for a, b in zip(kernel, conv.get_weights(), strict=True))

@@ -60,8 +60,15 @@ def test_full_evaluation_reports_what_the_manifest_needs():
     test_p, test_y = _overconfident(seed=4)
     ev = E.full_evaluation(val_p, val_y, test_p, test_y, ["a", "b", "c"])
     t = ev["test"]
-    for key in ("accuracy", "macro_f1", "ece_before", "ece_after", "temperature",
-                "confidence_threshold", "review"):
+    for key in (
+        "accuracy",
+        "macro_f1",
+        "ece_before",
+        "ece_after",
+        "temperature",
+        "confidence_threshold",
+        "review",
+    ):
         assert key in t
     assert 0 <= t["confidence_threshold"] <= 1
 

@@ -6,11 +6,22 @@ import sys
 from tests.training.conftest import REPO_ROOT
 
 MODULES = [
-    "training", "training.__main__", "training.cli", "training.preprocess", "training.data",
+    "training",
+    "training.__main__",
+    "training.cli",
+    "training.preprocess",
+    "training.data",
     "training.synth",
-    "training.augment", "training.architectures", "training.baselines", "training.evaluate",
-    "training.figures", "training.report", "training.package", "training.train",
-    "training.compare", "training.evaluate_artifact",
+    "training.augment",
+    "training.architectures",
+    "training.baselines",
+    "training.evaluate",
+    "training.figures",
+    "training.report",
+    "training.package",
+    "training.train",
+    "training.compare",
+    "training.evaluate_artifact",
 ]
 
 
@@ -22,8 +33,14 @@ def test_importing_every_training_module_never_imports_django():
         "print('DJANGO:' + ','.join(bad))\n"
     )
     env = {"PATH": "/usr/bin:/bin", "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": str(REPO_ROOT)}
-    out = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, env=env,
-                         capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     assert "DJANGO:\n" in out.stdout, out.stdout
 
@@ -37,8 +54,14 @@ def test_cli_help_is_fast_and_django_free():
         "assert 'tensorflow' not in sys.modules, 'help should not load TensorFlow'\n"
     )
     env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO_ROOT)}
-    out = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, env=env,
-                         capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     for command in ("train", "evaluate", "compare", "synth", "export-augmented", "demo-model"):
         assert command in out.stdout

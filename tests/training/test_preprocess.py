@@ -61,8 +61,9 @@ def test_it_converts_greyscale_palette_and_alpha_to_rgb():
     assert (transparent == 255).all()  # composited onto white
     pal = load_rgb(_encode(Image.new("RGB", (5, 5), (10, 200, 30)).convert("P"), "GIF"))
     assert pal.shape == (5, 5, 3)
-    sixteen = load_rgb(_encode(Image.fromarray(np.arange(64, dtype=np.uint16).reshape(8, 8)
-                                               * 1000), "PNG"))
+    sixteen = load_rgb(
+        _encode(Image.fromarray(np.arange(64, dtype=np.uint16).reshape(8, 8) * 1000), "PNG")
+    )
     assert sixteen.dtype == np.uint8 and sixteen.max() == 255 and sixteen.min() == 0
 
 
