@@ -41,6 +41,8 @@ class Command(BaseCommand):
             "web": subprocess.Popen(web_cmd),
         }
         # Ctrl-C reaches the children through the terminal; SIGTERM is forwarded here.
+        # SIGINT is set explicitly too: a shell starting us in the background ignores it.
+        signal.signal(signal.SIGINT, _interrupt)
         signal.signal(signal.SIGTERM, _interrupt)
         try:
             self._report_worker()
