@@ -105,7 +105,7 @@ def throughput(arch: str, *, naive_images: int, cases: int) -> dict:
     worker_s = ceiling_s = decode_s = heatmap_s = 0.0
     for _ in range(cases):
         started = time.perf_counter()
-        arrays = [predictor.prepare(b) for b in blobs]
+        arrays = predictor.prepare_many(blobs)
         decoded = time.perf_counter()
         predictor.predict(arrays)
         worker_s += time.perf_counter() - started
@@ -297,7 +297,8 @@ def render(throughputs: list[dict], workers: list[dict], seconds: float) -> str:
         "## Throughput, images/s (224 px, untrained weights, random images)",
         "",
         f"Naive: decode, resize and `model.predict` once per image. Worker path: `Predictor`"
-        f" (decode, resize, one compiled call per case of {CASE_SIZE} images, calibration)."
+        f" (decode and resize on a thread per core, one compiled call per case of {CASE_SIZE}"
+        " images, calibration)."
         f" Ceiling: a bare `tf.function` call on a ready batch of {CASE_SIZE}.",
         "",
         "| model | naive | worker path | compiled ceiling | worker / naive | worker / ceiling "

@@ -16,11 +16,14 @@ scored above the guard's threshold is ``out_of_scope``. Format-1 artifacts have 
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -161,6 +164,18 @@ class Predictor:
         scores = None if self.guard is None else np.concatenate([s for _, s in parts])
         return probs, scores
 
+    def prepare_many(self, blobs: Sequence[bytes]) -> list[np.ndarray | ImageDecodeError]:
+        """Prepare a case's images together: Pillow releases the GIL while it decodes and
+        resizes, so threads spread that work over the cores. A bad image yields its error."""
+
+        def one(data: bytes) -> np.ndarray | ImageDecodeError:
+            try:
+                return self.prepare(data)
+            except ImageDecodeError as exc:
+                return exc
+
+        return list(_decode_pool().map(one, blobs))
+
     def probabilities(self, images: np.ndarray) -> np.ndarray:
         """Raw (uncalibrated) softmax for a uint8 (N, size, size, 3) batch: the compiled call."""
         return self.scored(images)[0]
@@ -196,6 +211,12 @@ class Predictor:
                 )
             )
         return answers, elapsed_ms
+
+
+@cache
+def _decode_pool() -> ThreadPoolExecutor:
+    # Made on first use, inside the process that uses it: threads do not survive a fork.
+    return ThreadPoolExecutor(max_workers=os.cpu_count() or 2, thread_name_prefix="decode")
 
 
 _cache: OrderedDict[str, Predictor] = OrderedDict()

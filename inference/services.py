@@ -258,11 +258,11 @@ def _predict(predictor, blobs: dict[int, bytes]):
     from inference.predictor import ImageDecodeError
 
     arrays, failures = {}, {}
-    for pk, data in blobs.items():
-        try:
-            arrays[pk] = predictor.prepare(data)
-        except ImageDecodeError as exc:
-            failures[pk] = IMAGE_UNREADABLE.format(detail=exc)
+    for pk, prepared in zip(blobs, predictor.prepare_many(list(blobs.values())), strict=True):
+        if isinstance(prepared, ImageDecodeError):
+            failures[pk] = IMAGE_UNREADABLE.format(detail=prepared)
+        else:
+            arrays[pk] = prepared
     answers, ms = predictor.predict(list(arrays.values()))
     per_image = ms / len(answers) if answers else 0.0
     return dict(zip(arrays, answers, strict=True)), failures, per_image, arrays

@@ -7,7 +7,13 @@ import textwrap
 import numpy as np
 import pytest
 
-from inference.predictor import ArtifactError, Predictor, cached_predictor, calibrate
+from inference.predictor import (
+    ArtifactError,
+    ImageDecodeError,
+    Predictor,
+    cached_predictor,
+    calibrate,
+)
 from tests.inference.conftest import CLASSES, package, png_bytes
 
 
@@ -68,3 +74,12 @@ def test_the_cache_loads_a_version_once_and_checks_its_hash(tmp_path):
     assert len(calls) == 1
     with pytest.raises(ArtifactError, match="does not match the registry"):
         cached_predictor("sha256:" + "0" * 64, lambda: folder)
+
+
+def test_preparing_a_case_together_keeps_order_and_returns_each_bad_images_error(artifacts):
+    predictor = Predictor.load(artifacts["v1"])
+    blobs = [png_bytes(1), b"not an image", png_bytes(2)]
+    prepared = predictor.prepare_many(blobs)
+    assert np.array_equal(prepared[0], predictor.prepare(blobs[0]))
+    assert isinstance(prepared[1], ImageDecodeError)
+    assert np.array_equal(prepared[2], predictor.prepare(blobs[2]))
