@@ -121,6 +121,16 @@ def case_new(request: HttpRequest) -> HttpResponse:
 
 
 def _analysis_context(request: HttpRequest, case: Case) -> dict:
+    from reviews.selectors import model_answer_hidden  # reviews builds on cases
+
+    if model_answer_hidden(user=request.user, case=case):
+        return {
+            "case": case,
+            "images": list(case.images.all()),
+            "result": None,
+            "blinded": True,
+            "active": case.status in ACTIVE_STATUSES,
+        }
     return {
         "case": case,
         "images": selectors.case_images(case=case),
@@ -137,7 +147,8 @@ def case_detail(request: HttpRequest, pk: int) -> HttpResponse:
     context.update(
         can_edit=selectors.user_can_edit(request.user, case.team_id),
         images_form=ImagesForm(),
-        history=case.audit_events.select_related("actor")[:50],
+        # The history names predicted labels, so a blinded reviewer does not get it either.
+        history=[] if context.get("blinded") else case.audit_events.select_related("actor")[:50],
     )
     return render(request, "cases/case_detail.html", context)
 

@@ -130,6 +130,16 @@ def reviewer_has_diagnosed(*, user: User, case: Case) -> bool:
     return case.reviews.filter(reviewer=user).exists()
 
 
+def model_answer_hidden(*, user: User, case: Case) -> bool:
+    """Blinded review holds on every page: until a blinded reviewer has recorded a
+    diagnosis for a case, no page shows them the model's answer for it."""
+    return (
+        user.is_reviewer
+        and reviewer_blinded(user=user)
+        and not reviewer_has_diagnosed(user=user, case=case)
+    )
+
+
 def prediction_get_with_heatmap(*, user: User, pk: int) -> Prediction:
     """A prediction of a case the reviewer sees, with a stored heatmap, or 404."""
     require_reviewer(user)
@@ -150,9 +160,12 @@ def prediction_audit_list(*, user: User, search: str = "") -> QuerySet[Predictio
     """
     require_reviewer(user)
     latest = Review.objects.filter(case=OuterRef("image__case")).order_by("-created", "-pk")
+    visible = Prediction.objects.filter(image__in=case_selectors.image_list(user=user).values("pk"))
+    if user.is_reviewer and reviewer_blinded(user=user):
+        # Blinded: only cases this reviewer has already diagnosed show their answers.
+        visible = visible.filter(image__case__reviews__reviewer=user).distinct()
     predictions = (
-        Prediction.objects.filter(image__in=case_selectors.image_list(user=user).values("pk"))
-        .select_related("image__case__patient", "image__case__team", "model_version")
+        visible.select_related("image__case__patient", "image__case__team", "model_version")
         .annotate(
             review_verdict=Subquery(latest.values("verdict")[:1]),
             review_diagnosis=Subquery(latest.values("diagnosis")[:1]),

@@ -136,3 +136,18 @@ def test_the_shadow_answer_is_shown_to_administrators_only(client_for, bob, admi
         "Shadow model answer"
         in client_for(admin_user).get(f"/reviews/cases/{case.pk}/").content.decode()
     )
+
+
+def test_blinding_holds_on_the_case_page_and_the_prediction_audit_too(client_for, bob, case):
+    client = client_for(bob)
+    client.post("/reviews/settings/", {"blinded": "on"})
+    case_page = client.get(f"/cases/{case.pk}/").content.decode()
+    assert "data-blinded" in case_page
+    assert "87.3%" not in case_page and "Case prediction" not in case_page
+    status = client.get(f"/cases/{case.pk}/status/").json()["html"]
+    assert "87.3%" not in status and "data-blinded" in status
+    assert "87.3%" not in client.get("/reviews/predictions/").content.decode()
+
+    client.post(f"/reviews/cases/{case.pk}/verdict/", {"diagnosis": "AML", "blinded": "1"})
+    assert "Case prediction" in client.get(f"/cases/{case.pk}/").content.decode()
+    assert "87.3%" in client.get("/reviews/predictions/").content.decode()
