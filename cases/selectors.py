@@ -69,9 +69,25 @@ def patient_get_editable(*, user: User, pk: int) -> Patient:
     return patient
 
 
-def _primary_result() -> QuerySet[CaseResult]:
+def _diagnosed_by(user: User, case_ref: str) -> Exists:
+    from reviews.models import Review  # reviews builds on cases, not the other way round
+
+    return Exists(Review.objects.filter(case=OuterRef(case_ref), reviewer=user))
+
+
+def _answers_blinded(user: User) -> bool:
+    """A blinded reviewer sees a model's answers only on cases they have diagnosed."""
+    from reviews.selectors import reviewer_blinded
+
+    return user.is_reviewer and reviewer_blinded(user=user)
+
+
+def _primary_result(user: User) -> QuerySet[CaseResult]:
     # Shadow models' results are for comparison by administrators, never for clinicians.
-    return CaseResult.objects.filter(case=OuterRef("pk"), primary=True).order_by("-created")
+    results = CaseResult.objects.filter(case=OuterRef("pk"), primary=True).order_by("-created")
+    if _answers_blinded(user):
+        results = results.filter(_diagnosed_by(user, "case"))
+    return results
 
 
 @dataclass(frozen=True)
@@ -91,23 +107,22 @@ def case_list(*, user: User, filters: CaseFilters | None = None) -> QuerySet[Cas
     Everything a list row shows comes from this one query, whatever the page size.
     """
     filters = filters or CaseFilters()
+    primary_result = _primary_result(user)
     cases = (
         Case.objects.filter(_team_scope(user, "team"))
         .select_related("patient", "team", "submitted_by")
         .annotate(
-            predicted_label=Subquery(_primary_result().values("label")[:1]),
-            predicted_confidence=Subquery(_primary_result().values("confidence")[:1]),
-            needs_review=Subquery(_primary_result().values("needs_review")[:1]),
+            predicted_label=Subquery(primary_result.values("label")[:1]),
+            predicted_confidence=Subquery(primary_result.values("confidence")[:1]),
+            needs_review=Subquery(primary_result.values("needs_review")[:1]),
             # Every image outside what the model knows: the list shows no subtype then.
             all_out_of_scope=Subquery(
-                _primary_result()
-                .annotate(
+                primary_result.annotate(
                     all_oos=ExpressionWrapper(
                         Q(images_count__gt=0, out_of_scope_count__gte=F("images_count")),
                         output_field=BooleanField(),
                     )
-                )
-                .values("all_oos")[:1]
+                ).values("all_oos")[:1]
             ),
             images_count=Subquery(
                 SmearImage.objects.filter(case=OuterRef("pk"))
@@ -196,9 +211,11 @@ def case_result(*, case: Case) -> CaseResult | None:
     )
 
 
-def case_results_for(*, cases) -> dict[int, CaseResult]:
+def case_results_for(*, user: User, cases) -> dict[int, CaseResult]:
     """The latest primary result of each of these (already visible) cases, in one query."""
     results = CaseResult.objects.filter(case__in=[c.pk for c in cases], primary=True)
+    if _answers_blinded(user):
+        results = results.filter(_diagnosed_by(user, "case"))
     return {r.case_id: r for r in results.select_related("model_version").order_by("created")}
 
 
@@ -232,12 +249,12 @@ def prediction_list(*, user: User) -> QuerySet[Prediction]:
     deployed = ModelVersion.objects.filter(
         pk=OuterRef("model_version"), status=ModelVersion.Status.DEPLOYED
     )
-    return (
-        Prediction.objects.filter(_team_scope(user, "image__case__team"))
-        .filter(Exists(primary) | Exists(deployed))
-        .select_related("model_version", "image")
-        .order_by("image_id", "-created")
+    predictions = Prediction.objects.filter(_team_scope(user, "image__case__team")).filter(
+        Exists(primary) | Exists(deployed)
     )
+    if _answers_blinded(user):
+        predictions = predictions.filter(_diagnosed_by(user, "image__case"))
+    return predictions.select_related("model_version", "image").order_by("image_id", "-created")
 
 
 def _get_or_404(queryset: QuerySet, pk) -> object:

@@ -135,13 +135,13 @@ class CaseViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
 
     def list(self, request: Request) -> Response:
         page = self.paginate_queryset(self.filter_queryset(self.get_queryset()))
-        results = selectors.case_results_for(cases=page)
+        results = selectors.case_results_for(user=request.user, cases=page)
         data = CaseSerializer(page, many=True, context={"results": results}).data
         return self.get_paginated_response(data)
 
     def _case_response(self, case: Case, *, code: int = status.HTTP_200_OK) -> Response:
         case = selectors.case_get(user=self.request.user, pk=case.pk)
-        results = selectors.case_results_for(cases=[case])
+        results = selectors.case_results_for(user=self.request.user, cases=[case])
         return Response(CaseSerializer(case, context={"results": results}).data, status=code)
 
     @extend_schema(summary="One case", responses={200: CaseSerializer, **READ_ERRORS})

@@ -138,7 +138,7 @@ def test_the_shadow_answer_is_shown_to_administrators_only(client_for, bob, admi
     )
 
 
-def test_blinding_holds_on_the_case_page_and_the_prediction_audit_too(client_for, bob, case):
+def test_blinding_holds_on_every_page_and_endpoint_that_shows_an_answer(client_for, bob, case):
     client = client_for(bob)
     client.post("/reviews/settings/", {"blinded": "on"})
     case_page = client.get(f"/cases/{case.pk}/").content.decode()
@@ -147,7 +147,13 @@ def test_blinding_holds_on_the_case_page_and_the_prediction_audit_too(client_for
     status = client.get(f"/cases/{case.pk}/status/").json()["html"]
     assert "87.3%" not in status and "data-blinded" in status
     assert "87.3%" not in client.get("/reviews/predictions/").content.decode()
+    assert client.get("/cases/").context["page"][0].predicted_label is None
+    assert client.get(f"/api/cases/{case.pk}/").json()["result"] is None
+    assert client.get("/api/predictions/").json()["count"] == 0
 
     client.post(f"/reviews/cases/{case.pk}/verdict/", {"diagnosis": "AML", "blinded": "1"})
     assert "Case prediction" in client.get(f"/cases/{case.pk}/").content.decode()
     assert "87.3%" in client.get("/reviews/predictions/").content.decode()
+    assert client.get("/cases/").context["page"][0].predicted_label is not None
+    assert client.get(f"/api/cases/{case.pk}/").json()["result"] is not None
+    assert client.get("/api/predictions/").json()["count"] == 1
