@@ -76,10 +76,9 @@ def _diagnosed_by(user: User, case_ref: str) -> Exists:
 
 
 def _answers_blinded(user: User) -> bool:
-    """A blinded reviewer sees a model's answers only on cases they have diagnosed."""
-    from reviews.selectors import reviewer_blinded
+    from reviews.selectors import answers_blinded  # reviews builds on cases
 
-    return user.is_reviewer and reviewer_blinded(user=user)
+    return answers_blinded(user=user)
 
 
 def _primary_result(user: User) -> QuerySet[CaseResult]:

@@ -130,14 +130,14 @@ def reviewer_has_diagnosed(*, user: User, case: Case) -> bool:
     return case.reviews.filter(reviewer=user).exists()
 
 
+def answers_blinded(*, user: User) -> bool:
+    """Whether the user is a blinded reviewer: one who sees a model's answer only on the
+    cases they have already diagnosed, on every page and endpoint."""
+    return user.is_reviewer and reviewer_blinded(user=user)
+
+
 def model_answer_hidden(*, user: User, case: Case) -> bool:
-    """Blinded review holds on every page: until a blinded reviewer has recorded a
-    diagnosis for a case, no page shows them the model's answer for it."""
-    return (
-        user.is_reviewer
-        and reviewer_blinded(user=user)
-        and not reviewer_has_diagnosed(user=user, case=case)
-    )
+    return answers_blinded(user=user) and not reviewer_has_diagnosed(user=user, case=case)
 
 
 def prediction_get_with_heatmap(*, user: User, pk: int) -> Prediction:
@@ -161,7 +161,7 @@ def prediction_audit_list(*, user: User, search: str = "") -> QuerySet[Predictio
     require_reviewer(user)
     latest = Review.objects.filter(case=OuterRef("image__case")).order_by("-created", "-pk")
     visible = Prediction.objects.filter(image__in=case_selectors.image_list(user=user).values("pk"))
-    if user.is_reviewer and reviewer_blinded(user=user):
+    if answers_blinded(user=user):
         # Blinded: only cases this reviewer has already diagnosed show their answers.
         visible = visible.filter(image__case__reviews__reviewer=user).distinct()
     predictions = (
