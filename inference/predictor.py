@@ -32,7 +32,7 @@ import tensorflow as tf
 from inference.heatmaps import GradCam
 from training.ood import two_output_model
 from training.package import ArtifactError, load_guard, load_packaged
-from training.preprocess import ImageDecodeError, load_rgb, resize_for_model
+from training.preprocess import ImageDecodeError, load_for_model
 
 __all__ = [
     "ArtifactError",
@@ -143,7 +143,7 @@ class Predictor:
 
     def prepare(self, data: bytes) -> np.ndarray:
         """Decode image bytes and resize them for this model; raises ImageDecodeError."""
-        return resize_for_model(load_rgb(data), self.input_size)
+        return load_for_model(data, self.input_size)
 
     def _split(self, out) -> tuple[np.ndarray, np.ndarray | None]:
         """(probabilities, out-of-scope scores or None) from one compiled call's output."""

@@ -276,7 +276,7 @@ def _heatmaps_attach(predictor, version, arrays: dict[int, np.ndarray], blobs) -
     stand without one and the failure is logged.
     """
     from inference.heatmaps import overlay_png
-    from inference.predictor import load_rgb
+    from training.preprocess import load_rgb
 
     if not arrays or not settings.INFERENCE_HEATMAPS:
         return 0

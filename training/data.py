@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from training.preprocess import load_rgb, resize_for_model
+from training.preprocess import load_for_model
 
 log = logging.getLogger(__name__)
 
@@ -416,7 +416,7 @@ def load_images(
     x = np.empty((len(samples), size, size, 3), dtype=np.uint8)
     y = np.empty(len(samples), dtype=np.int64)
     for i, s in enumerate(samples):
-        x[i] = resize_for_model(load_rgb((Path(data_dir) / s.path).read_bytes()), size)
+        x[i] = load_for_model((Path(data_dir) / s.path).read_bytes(), size)
         y[i] = index[s.label]
     return x, y
 

@@ -1,7 +1,8 @@
 """Image decoding and resizing shared by training and inference, so the two cannot drift.
 
 Only Pillow and numpy: the inference worker imports this without TensorFlow's training
-code. Every image a model sees went through ``load_rgb`` then ``resize_for_model``.
+code. Every image a model sees, in training and in the worker, went through
+``load_for_model``.
 """
 
 from __future__ import annotations
@@ -12,18 +13,32 @@ import warnings
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-__all__ = ["ImageDecodeError", "load_rgb", "resize_for_model"]
+__all__ = ["ImageDecodeError", "load_for_model", "load_rgb", "resize_for_model"]
 
 
 class ImageDecodeError(ValueError):
     """The bytes are not an image Pillow can fully decode (unknown format, truncated, bomb)."""
 
 
-def load_rgb(data: bytes) -> np.ndarray:
+def load_for_model(data: bytes, size: int) -> np.ndarray:
+    """Decode image bytes into the (size, size, 3) uint8 array a model of that input size sees.
+
+    Raises ImageDecodeError for bytes that are not a whole image.
+    """
+    return resize_for_model(load_rgb(data, at_least=size), size)
+
+
+def load_rgb(data: bytes, *, at_least: int | None = None) -> np.ndarray:
     """Decode image bytes of any Pillow format to an upright RGB uint8 array (H, W, 3).
 
     EXIF orientation is applied; transparency is composited onto white (a slide is
     bright where nothing is); 16-bit and float greyscale are scaled to 0-255.
+
+    ``at_least`` is for callers that will shrink the image to that many pixels a side: a
+    JPEG is then decoded at the smallest of libjpeg's 1/2, 1/4 and 1/8 scales that keeps
+    both sides at least that long. That reduction happens in the DCT domain, 2-3x faster
+    than decoding a 640x480 smear whole, and the resized pixels differ by about 0.3 grey
+    levels on average (tests/training/test_preprocess.py measures it on real smears).
     """
     if not data:
         raise ImageDecodeError("empty file: no image data")
@@ -31,6 +46,8 @@ def load_rgb(data: bytes) -> np.ndarray:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(data)) as img:
+                if at_least is not None:
+                    img.draft(None, (at_least, at_least))  # a no-op for all but JPEG
                 img.load()  # force the full decode now, so truncation fails here
                 img = ImageOps.exif_transpose(img)
                 return _to_rgb_array(img)

@@ -164,7 +164,7 @@ def ood_check(
     """
     from training.nonsmear import KINDS, generate
     from training.ood import FeatureExtractor
-    from training.preprocess import load_rgb, resize_for_model
+    from training.preprocess import load_for_model
 
     model, manifest = load_packaged(artifact)
     guard = load_guard(artifact, manifest)
@@ -180,7 +180,7 @@ def ood_check(
     for folder in folders:
         files = _image_files(folder)
         sets[str(folder)] = (
-            np.stack([resize_for_model(load_rgb(f.read_bytes()), size) for f in files])
+            np.stack([load_for_model(f.read_bytes(), size) for f in files])
             if files
             else np.zeros((0, size, size, 3), np.uint8)
         )

@@ -1,4 +1,4 @@
-"""load_rgb / resize_for_model: the one decoding path shared by training and inference."""
+"""load_rgb / resize_for_model / load_for_model: the one decoding path of training and inference."""
 
 import io
 
@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from tests.training.conftest import BCCD_IMAGES
-from training.preprocess import ImageDecodeError, load_rgb, resize_for_model
+from training.preprocess import ImageDecodeError, load_for_model, load_rgb, resize_for_model
 
 
 def _bccd_files(n=3):
@@ -80,3 +80,39 @@ def test_resize_rejects_non_rgb_or_non_uint8():
         resize_for_model(np.zeros((4, 4), np.uint8), 2)
     with pytest.raises(ValueError):
         resize_for_model(np.zeros((4, 4, 3), np.float32), 2)
+
+
+@pytest.mark.parametrize("size", [64, 128, 224])
+def test_reduced_jpeg_decoding_matches_the_full_decode_on_real_smears(size):
+    # A 640x480 smear is decoded at 1/2 or 1/4 scale for these sizes; what the model sees
+    # must stay what a full decode then resize gives, within rounding.
+    for path in _bccd_files(4):
+        data = path.read_bytes()
+        reduced = load_for_model(data, size).astype(int)
+        full = resize_for_model(load_rgb(data), size).astype(int)
+        assert reduced.shape == (size, size, 3)
+        assert np.abs(reduced - full).mean() < 1.0
+        assert np.percentile(np.abs(reduced - full), 99) <= 3
+
+
+def test_reduced_decoding_keeps_at_least_the_asked_size():
+    data = _bccd_files(1)[0].read_bytes()
+    assert load_rgb(data, at_least=224).shape == (240, 320, 3)  # 1/2: 1/4 would be too small
+    assert load_rgb(data, at_least=100).shape == (120, 160, 3)
+    assert load_rgb(data, at_least=1000).shape == (480, 640, 3)  # never enlarged
+
+
+def test_reduced_decoding_leaves_other_formats_and_orientation_alone():
+    img = Image.fromarray(np.random.default_rng(0).integers(0, 256, (60, 80, 3), np.uint8))
+    png = _encode(img, "PNG")
+    assert np.array_equal(load_for_model(png, 16), resize_for_model(load_rgb(png), 16))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    rotated = _encode(Image.new("RGB", (400, 200), (255, 0, 0)), "JPEG", exif=exif)
+    assert load_rgb(rotated, at_least=50).shape == (100, 50, 3)  # 1/4 scale, then upright
+
+
+def test_load_for_model_refuses_a_truncated_jpeg():
+    data = _bccd_files(1)[0].read_bytes()
+    with pytest.raises(ImageDecodeError, match="truncated or corrupt"):
+        load_for_model(data[: len(data) // 2], 64)
