@@ -222,9 +222,11 @@ WORKER_STALE_AFTER = envint("WORKER_STALE_AFTER", "45")
 INFERENCE_HEATMAPS = envbool("INFERENCE_HEATMAPS", "True")
 
 REST_FRAMEWORK = {
+    # Token first: an anonymous request then gets 401 with a "WWW-Authenticate: Token"
+    # challenge (session authentication has no challenge to send, so DRF would say 403).
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.SessionAuthentication",
         "rest_framework.authentication.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",

@@ -269,6 +269,14 @@ class ImageViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
         return image_response(image, name, thumbnail=bool(image.thumbnail))
 
 
+class PredictionFilter(filters.FilterSet):
+    case = filters.NumberFilter(field_name="image__case", help_text="The case's id.")
+
+    class Meta:
+        model = Prediction
+        fields = ["case", "image", "label", "model_version"]
+
+
 @extend_schema_view(
     list=extend_schema(summary="Per-image predictions of the deployed models"),
     retrieve=extend_schema(
@@ -280,7 +288,7 @@ class PredictionViewSet(viewsets.ReadOnlyModelViewSet):
     queryset = Prediction.objects.none()
     lookup_value_regex = r"[0-9]+"
     serializer_class = PredictionSerializer
-    filterset_fields = {"image": ["exact"], "image__case": ["exact"], "label": ["exact"]}
+    filterset_class = PredictionFilter
 
     def get_queryset(self):
         return selectors.prediction_list(user=self.request.user)

@@ -55,8 +55,7 @@ def test_the_openapi_schema_is_valid(schema):
 
 def test_the_schema_is_for_logged_in_users_only(alice):
     response = APIClient().get("/api/schema/")
-    # 403 rather than 401: session authentication comes first and sends no challenge.
-    assert response.status_code == HTTPStatus.FORBIDDEN
+    assert response.status_code == HTTPStatus.UNAUTHORIZED
 
 
 def test_a_client_opens_a_case_and_uploads_images_using_only_the_schema(
@@ -144,8 +143,17 @@ def test_errors_share_one_shape(api, url, status, code):
 
 def test_an_anonymous_request_is_refused_in_the_error_shape(alice_case):
     response = APIClient().get("/api/cases/")
-    assert response.status_code == HTTPStatus.FORBIDDEN
+    assert response.status_code == HTTPStatus.UNAUTHORIZED
+    assert response["WWW-Authenticate"] == "Token"
     assert response.json()["error"]["code"] == "not_authenticated"
+
+
+def test_a_wrong_token_is_refused_with_a_challenge(alice_case):
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION="Token not-a-real-token")
+    response = client.get("/api/cases/")
+    assert response.status_code == HTTPStatus.UNAUTHORIZED
+    assert response.json()["error"]["code"] == "authentication_failed"
 
 
 def test_charlie_cannot_reach_team_a_records_through_the_api(client_for, charlie, alice_case):
@@ -189,8 +197,10 @@ def test_predictions_are_read_only_and_exclude_shadow_models(api, alice_case):
     image = alice_case.images.first()
     shown = prediction(image, deployed, "AML")
     prediction(image, shadow, "CLL")
-    body = api.get("/api/predictions/", {"image__case": alice_case.pk}).json()
+    body = api.get("/api/predictions/", {"case": alice_case.pk}).json()
     assert [p["id"] for p in body["results"]] == [shown.pk]
+    other = api.get("/api/predictions/", {"case": alice_case.pk + 1000}).json()
+    assert other["count"] == 0
     assert api.post("/api/predictions/", {}).status_code == HTTPStatus.METHOD_NOT_ALLOWED
 
 
