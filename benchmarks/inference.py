@@ -394,7 +394,7 @@ def main(argv: list[str] | None = None) -> int:
         help="a folder of real smear JPEGs for the realistic upload row",
     )
     parser.add_argument("--naive-images", type=int, default=24)
-    parser.add_argument("--cases", type=int, default=4, help=f"cases of {CASE_SIZE} per path")
+    parser.add_argument("--cases", type=int, default=8, help=f"cases of {CASE_SIZE} per path")
     parser.add_argument("--uploads", type=int, default=30)
     parser.add_argument("--swap-uploads", type=int, default=30)
     parser.add_argument(
