@@ -218,6 +218,19 @@ def case_results_for(*, user: User, cases) -> dict[int, CaseResult]:
     return {r.case_id: r for r in results.select_related("model_version").order_by("created")}
 
 
+def case_sign_offs_for(*, user: User, cases) -> dict:
+    """The sign-off (final diagnosis) of each of these (already visible) cases that has one.
+
+    A blinded reviewer sees another reviewer's diagnosis only after recording their own.
+    """
+    from reviews.models import SignOff  # reviews builds on cases
+
+    sign_offs = SignOff.objects.filter(case__in=[c.pk for c in cases])
+    if _answers_blinded(user):
+        sign_offs = sign_offs.filter(_diagnosed_by(user, "case"))
+    return {s.case_id: s for s in sign_offs.select_related("reviewer", "review")}
+
+
 def _primary_versions(case: Case) -> list[int]:
     """Model versions whose per-image answers a clinician may see for this case."""
     versions = list(

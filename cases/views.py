@@ -146,6 +146,8 @@ def case_detail(request: HttpRequest, pk: int) -> HttpResponse:
     context = _analysis_context(request, case)
     context.update(
         can_edit=selectors.user_can_edit(request.user, case.team_id),
+        can_review=request.user.is_reviewer or request.user.is_admin,
+        sign_off=selectors.case_sign_offs_for(user=request.user, cases=[case]).get(case.pk),
         images_form=ImagesForm(),
         # The history names predicted labels, so a blinded reviewer does not get it either.
         history=[] if context.get("blinded") else case.audit_events.select_related("actor")[:50],

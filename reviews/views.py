@@ -208,7 +208,8 @@ def case_sign_off(request: HttpRequest, pk: int) -> HttpResponse:
 
 @require_GET
 def case_report(request: HttpRequest, pk: int) -> HttpResponse:
-    case = selectors.review_case_get(user=request.user, pk=pk)
+    """The printable case report, for everyone who may see the case (the clinician files it)."""
+    case = case_selectors.case_get(user=request.user, pk=pk)
     audit_record(
         actor=request.user,
         action=AuditEvent.Action.VIEW,
@@ -218,6 +219,8 @@ def case_report(request: HttpRequest, pk: int) -> HttpResponse:
     )
     context = _case_context(request, case)
     context["printed"] = timezone.now()
+    # Grad-CAM overlays are a reviewer's aid, served to reviewers only.
+    context["can_review"] = request.user.is_reviewer or request.user.is_admin
     return render(request, "reviews/case_report.html", context)
 
 

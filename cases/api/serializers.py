@@ -62,12 +62,24 @@ class CaseResultSerializer(serializers.ModelSerializer):
         ]
 
 
+class SignOffSerializer(serializers.Serializer):
+    diagnosis = serializers.CharField(source="review.diagnosis")
+    verdict = serializers.CharField(
+        source="review.verdict", help_text="How the reviewer judged the model's answer."
+    )
+    model_label = serializers.CharField(source="review.model_label")
+    comment = serializers.CharField(source="review.comment")
+    reviewer = serializers.CharField(source="reviewer.username")
+    signed_at = serializers.DateTimeField(source="created")
+
+
 class CaseSerializer(serializers.ModelSerializer):
     patient_identifier = serializers.CharField(source="patient.identifier", read_only=True)
     submitted_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
     images_count = serializers.IntegerField(read_only=True, default=0)
     predicted_label = serializers.CharField(read_only=True, allow_null=True, default=None)
     result = serializers.SerializerMethodField()
+    sign_off = serializers.SerializerMethodField()
 
     class Meta:
         model = Case
@@ -87,12 +99,18 @@ class CaseSerializer(serializers.ModelSerializer):
             "images_count",
             "predicted_label",
             "result",
+            "sign_off",
         ]
 
     @extend_schema_field(CaseResultSerializer(allow_null=True))
     def get_result(self, case: Case) -> dict | None:
         result = self.context.get("results", {}).get(case.pk)
         return CaseResultSerializer(result).data if result else None
+
+    @extend_schema_field(SignOffSerializer(allow_null=True))
+    def get_sign_off(self, case: Case) -> dict | None:
+        sign_off = self.context.get("sign_offs", {}).get(case.pk)
+        return SignOffSerializer(sign_off).data if sign_off else None
 
 
 class CaseCreateSerializer(serializers.Serializer):

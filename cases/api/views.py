@@ -120,6 +120,14 @@ class CaseFilter(filters.FilterSet):
         )
 
 
+def _case_context(user, cases) -> dict:
+    """What CaseSerializer shows beside the case: its model result and its sign-off."""
+    return {
+        "results": selectors.case_results_for(user=user, cases=cases),
+        "sign_offs": selectors.case_sign_offs_for(user=user, cases=cases),
+    }
+
+
 @extend_schema_view(
     list=extend_schema(summary="Cases you may see, newest first"),
 )
@@ -135,14 +143,13 @@ class CaseViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
 
     def list(self, request: Request) -> Response:
         page = self.paginate_queryset(self.filter_queryset(self.get_queryset()))
-        results = selectors.case_results_for(user=request.user, cases=page)
-        data = CaseSerializer(page, many=True, context={"results": results}).data
+        data = CaseSerializer(page, many=True, context=_case_context(request.user, page)).data
         return self.get_paginated_response(data)
 
     def _case_response(self, case: Case, *, code: int = status.HTTP_200_OK) -> Response:
         case = selectors.case_get(user=self.request.user, pk=case.pk)
-        results = selectors.case_results_for(user=self.request.user, cases=[case])
-        return Response(CaseSerializer(case, context={"results": results}).data, status=code)
+        context = _case_context(self.request.user, [case])
+        return Response(CaseSerializer(case, context=context).data, status=code)
 
     @extend_schema(summary="One case", responses={200: CaseSerializer, **READ_ERRORS})
     def retrieve(self, request: Request, pk: str) -> Response:

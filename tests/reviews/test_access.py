@@ -1,4 +1,5 @@
-"""Who reaches what: clinicians nothing here, reviewers not the registry, outsiders a 404."""
+"""Who reaches what: clinicians only the printable report, reviewers not the registry,
+outsiders a 404."""
 
 from http import HTTPStatus
 
@@ -37,7 +38,10 @@ def test_every_route_is_tested_here():
 @pytest.mark.parametrize("method", ["get", "post"])
 def test_a_clinician_reaches_no_reviewer_or_admin_page(client_for, alice, team_a_case, method):
     client = client_for(alice)
+    report = f"/reviews/cases/{team_a_case.pk}/report/"  # for everyone who sees the case
     for path in _review_paths(team_a_case.pk):
+        if path == report and method == "get":
+            continue
         response = getattr(client, method)(path)
         assert response.status_code in REFUSED | {HTTPStatus.METHOD_NOT_ALLOWED}, path
     assert not team_a_case.reviews.exists()

@@ -10,7 +10,8 @@ from inference.models import ModelVersion
 from reviews.models import Review, SignOff
 from reviews.selectors import case_is_locked
 from reviews.services import case_sign_off, review_create
-from tests.reviews.conftest import case_create, version_create
+from tests.conftest import _user
+from tests.reviews.conftest import case_create, heatmap_attach, version_create
 
 
 @pytest.fixture
@@ -109,6 +110,55 @@ def test_the_printable_report_has_patient_predictions_verdict_and_sign_off(clien
     page = client_for(bob).get(f"/reviews/cases/{case.pk}/report/").content.decode()
     for expected in ("PAT-7", "Case report", "87.3%", "cnn 1", "Final diagnosis", "Signed off"):
         assert expected in page, expected
+
+
+def test_the_clinician_sees_the_signed_off_diagnosis_on_the_page_in_the_api_and_in_print(
+    client_for, alice, bob, case
+):
+    client = client_for(alice)
+    assert "Not signed off yet" in client.get(f"/cases/{case.pk}/").content.decode()
+    assert client.get(f"/api/cases/{case.pk}/").json()["sign_off"] is None
+
+    review_create(case=case, reviewer=bob, diagnosis="AML", comment="Auer rods seen")
+    case_sign_off(case=case, reviewer=bob)
+
+    page = client.get(f"/cases/{case.pk}/").content.decode()
+    assert "Final diagnosis: <strong>AML</strong>, signed off by bob" in page
+    assert "overrode the model's CML" in page
+    assert "Auer rods seen" in page
+    api = client.get(f"/api/cases/{case.pk}/").json()["sign_off"]
+    assert {k: api[k] for k in ("diagnosis", "verdict", "model_label", "reviewer", "comment")} == {
+        "diagnosis": "AML",
+        "verdict": "override",
+        "model_label": "CML",
+        "reviewer": "bob",
+        "comment": "Auer rods seen",
+    }
+    assert client.get("/api/cases/").json()["results"][0]["sign_off"]["diagnosis"] == "AML"
+
+    heatmap_attach(case.images.get().predictions.get())
+    report = client.get(f"/reviews/cases/{case.pk}/report/")
+    assert report.status_code == HTTPStatus.OK
+    text = report.content.decode()
+    for expected in ("PAT-7", "87.3%", "Final diagnosis", "Auer rods seen", "Back to the case"):
+        assert expected in text, expected
+    assert "heatmap.png" not in text  # a reviewer's aid: bob's copy has it
+    reviewer_copy = client_for(bob).get(f"/reviews/cases/{case.pk}/report/")
+    assert "heatmap.png" in reviewer_copy.content.decode()
+
+
+def test_a_blinded_reviewer_does_not_see_anothers_diagnosis_before_recording_theirs(
+    client_for, bob, case
+):
+    review_create(case=case, reviewer=bob, diagnosis="AML", comment="Auer rods seen")
+    case_sign_off(case=case, reviewer=bob)
+    erin = _user("erin", "reviewer", ["Team A"])
+    client = client_for(erin)
+    client.post("/reviews/settings/", {"blinded": "on"})
+    page = client.get(f"/cases/{case.pk}/").content.decode()
+    assert "Auer rods seen" not in page and "Final diagnosis" not in page
+    assert client.get(f"/api/cases/{case.pk}/").json()["sign_off"] is None
+    assert client.get("/api/cases/").json()["results"][0]["sign_off"] is None
 
 
 def test_the_report_styles_print_without_navigation():
