@@ -6,9 +6,10 @@ change is a DeploymentEvent and an audit entry. Analysis: ``case_analyse`` is wh
 that need it, so web processes and the worker's parent process start without it.
 
 Case result rule: the mean of the calibrated class probabilities over the case's
-analysed images (each image weighs the same), its top class as the label and that mean
-probability as the confidence; "needs review" when the confidence is below the model's
-confidence threshold (manifest) or when the images' own top labels disagree.
+analysed, in-scope images (each image weighs the same), its top class as the label and
+that mean probability as the confidence; "needs review" when the confidence is below the
+model's confidence threshold (manifest), when the images' own top labels disagree, or
+when any image is out of scope (the model was shown something unlike its training data).
 """
 
 from __future__ import annotations
@@ -324,7 +325,7 @@ def case_result_refresh(*, case: Case, model_version: ModelVersion, primary: boo
     )
     classes = list(model_version.classes)
     # Out-of-scope images do not vote; when every image is out of scope the aggregate over
-    # all of them is kept only so the row exists, and it always needs review.
+    # all of them is kept only so the row exists.
     in_scope = [p for p in predictions if not p.out_of_scope] or predictions
     mean = {c: sum(p.probabilities.get(c, 0.0) for p in in_scope) / len(in_scope) for c in classes}
     label = max(classes, key=lambda c: (mean[c], -classes.index(c)))
@@ -339,7 +340,7 @@ def case_result_refresh(*, case: Case, model_version: ModelVersion, primary: boo
             "probabilities": mean,
             "needs_review": mean[label] < threshold
             or disagree
-            or all(p.out_of_scope for p in predictions),
+            or any(p.out_of_scope for p in predictions),
             "images_count": len(predictions),
             "out_of_scope_count": sum(p.out_of_scope for p in predictions),
             "primary": primary,

@@ -113,6 +113,7 @@ def test_analysis_stores_the_score_and_leaves_flagged_images_out(guarded, client
     assert flagged[0].ood_score == max(p.ood_score for p in rows.values())
     result = CaseResult.objects.get(case=case, model_version=version)
     assert result.out_of_scope_count == 1 and result.images_count == 3
+    assert result.needs_review  # a human looks at what the model was not made for
     kept = [p for p in rows.values() if not p.out_of_scope]
     mean = sum(p.probabilities[result.label] for p in kept) / len(kept)
     assert result.confidence == pytest.approx(mean)
