@@ -16,7 +16,10 @@ def case_analysis_request(case_id: int) -> bool:
     the periodic sweep queues them again once the broker is back.
     """
     try:
-        celery_app.send_task(ANALYSE_CASE_TASK, args=[case_id])
+        # No one waits for the task's return value: the database holds its outcome. Asking
+        # for it would first subscribe this process to the result backend, which on a dead
+        # Redis retries for 20 s before the send may fail: a web request would hang.
+        celery_app.send_task(ANALYSE_CASE_TASK, args=[case_id], ignore_result=True)
     except Exception:
         logger.exception("could not queue case %s; the sweep will retry", case_id)
         return False

@@ -20,6 +20,7 @@ TRANSIENT_ERRORS = (OperationalError, InterfaceError, OSError, BrokerError)
 @shared_task(
     name="inference.analyse_case",
     bind=True,
+    ignore_result=True,  # the outcome is in the database; nobody reads the return value
     acks_late=True,
     reject_on_worker_lost=True,
     autoretry_for=TRANSIENT_ERRORS,
@@ -34,7 +35,7 @@ def analyse_case(self, case_id: int) -> dict:
     return asdict(services.case_analyse(case_id=case_id, worker_host=host))
 
 
-@shared_task(name="inference.sweep_stale_images", acks_late=True)
+@shared_task(name="inference.sweep_stale_images", acks_late=True, ignore_result=True)
 def sweep_stale_images(older_than_s: int = 600) -> list[int]:
     """Periodic (celery beat): queue again the cases of images stuck pending or analysing."""
     return services.stale_images_requeue(older_than_s=older_than_s)
