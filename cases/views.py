@@ -120,22 +120,47 @@ def case_new(request: HttpRequest) -> HttpResponse:
     return render(request, "cases/case_new.html", context)
 
 
+def _analysis_stalled() -> str:
+    """Why a queued analysis cannot go on right now, for the clinician; "" when it can.
+
+    Nothing is lost meanwhile: the images are stored as pending and the periodic sweep
+    queues them again once the missing part is back.
+    """
+    from leukweb.health import check_broker, check_model, check_worker
+
+    if not check_broker().ok:
+        return (
+            "The analysis queue is unreachable: the images are saved and will be analysed "
+            "within minutes of it coming back."
+        )
+    if not check_worker().ok:
+        return (
+            "No analysis worker is running: the images are saved and will be analysed as "
+            "soon as one starts."
+        )
+    if not check_model().ok:
+        return (
+            "No model is deployed: the images are saved and will be analysed within minutes "
+            "of an administrator deploying one."
+        )
+    return ""
+
+
 def _analysis_context(request: HttpRequest, case: Case) -> dict:
     from reviews.selectors import model_answer_hidden  # reviews builds on cases
 
-    if model_answer_hidden(user=request.user, case=case):
-        return {
-            "case": case,
-            "images": list(case.images.all()),
-            "result": None,
-            "blinded": True,
-            "active": case.status in ACTIVE_STATUSES,
-        }
-    return {
+    active = case.status in ACTIVE_STATUSES
+    context = {
         "case": case,
+        "active": active,
+        "stalled": _analysis_stalled() if active else "",
+    }
+    if model_answer_hidden(user=request.user, case=case):
+        return {**context, "images": list(case.images.all()), "result": None, "blinded": True}
+    return {
+        **context,
         "images": selectors.case_images(case=case),
         "result": selectors.case_result(case=case),
-        "active": case.status in ACTIVE_STATUSES,
     }
 
 

@@ -1,0 +1,51 @@
+"""An analysis that cannot go on says why on the case page, and says nothing is lost."""
+
+from django.utils import timezone
+
+from cases.models import Case
+from leukweb.celery import app as celery_app
+from leukweb.models import WorkerHeartbeat
+from tests.cases.conftest import model_version
+
+
+def _notice(client, case) -> str:
+    page = client.get(f"/cases/{case.pk}/").content.decode()
+    status = client.get(f"/cases/{case.pk}/status/").json()["html"]
+    assert ("data-stalled" in page) == ("data-stalled" in status)
+    if "data-stalled" not in status:
+        return ""
+    return status.split("data-stalled>", 1)[1].split("</p>", 1)[0]
+
+
+def _worker_alive():
+    now = timezone.now()
+    WorkerHeartbeat.objects.create(hostname="w1@host", pid=1, started=now, last_seen=now)
+
+
+def test_an_analysing_case_names_the_missing_part(client_for, alice, alice_case):
+    client = client_for(alice)
+    assert alice_case.status == Case.Status.SUBMITTED
+    assert _notice(client, alice_case).startswith("No analysis worker is running")
+
+    _worker_alive()
+    assert _notice(client, alice_case).startswith("No model is deployed")
+
+    model_version()
+    assert _notice(client, alice_case) == ""
+
+
+def test_a_dead_broker_is_named_first(client_for, alice, alice_case):
+    _worker_alive()
+    model_version()
+    original = celery_app.conf.broker_url
+    celery_app.conf.broker_url = "redis://127.0.0.1:1/0"  # nothing listens there
+    try:
+        notice = _notice(client_for(alice), alice_case)
+    finally:
+        celery_app.conf.broker_url = original
+    assert notice.startswith("The analysis queue is unreachable: the images are saved")
+
+
+def test_a_finished_case_shows_no_notice(client_for, alice, alice_case):
+    Case.objects.filter(pk=alice_case.pk).update(status=Case.Status.ANALYSED)
+    assert _notice(client_for(alice), alice_case) == ""
