@@ -33,11 +33,6 @@ def require_admin(user: User) -> None:
         raise PermissionDenied("Only administrators manage models.")
 
 
-def case_is_locked(case: Case) -> bool:
-    """Whether a case was signed off: then nothing about it may change any more."""
-    return case.status == Case.Status.REVIEWED or SignOff.objects.filter(case_id=case.pk).exists()
-
-
 # --- the queue ------------------------------------------------------------------------
 
 
@@ -100,10 +95,6 @@ def review_case_get(*, user: User, pk: int) -> Case:
 
 def review_list_for_case(*, case: Case) -> QuerySet[Review]:
     return case.reviews.select_related("reviewer", "model_version").order_by("-created", "-pk")
-
-
-def review_latest(*, case: Case) -> Review | None:
-    return review_list_for_case(case=case).first()
 
 
 def sign_off_for_case(*, case: Case) -> SignOff | None:
