@@ -14,6 +14,7 @@ class AuditEvent(models.Model):
         REVIEW = "review", "Reviewed"
         DEPLOY = "deploy", "Deployed"
         IMPORT = "import", "Imported"
+        EVALUATE = "evaluate", "Evaluated"
         EXPORT = "export", "Exported"
 
     actor = models.ForeignKey(

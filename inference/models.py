@@ -83,6 +83,35 @@ class DeploymentEvent(models.Model):
         return f"{self.get_action_display()} {self.model_version}"
 
 
+class ModelEvaluation(models.Model):
+    """A version scored on a labelled image set of this site (``manage.py evaluate_model``).
+
+    Kept beside the training report: that one speaks for the training data, this one for
+    the images the model would meet here. Rows are only added.
+    """
+
+    model_version = models.ForeignKey(
+        ModelVersion, on_delete=models.PROTECT, related_name="evaluations"
+    )
+    dataset = models.CharField(max_length=500, help_text="The labelled folder, as given.")
+    dataset_fingerprint = models.CharField(max_length=64)
+    images_count = models.PositiveIntegerField()
+    accuracy = models.FloatField()
+    macro_f1 = models.FloatField(help_text="Over the classes present in the set.")
+    result = models.JSONField(help_text="Everything inference.evaluation computed.")
+    note = models.TextField(blank=True)
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created", "-pk"]
+
+    def __str__(self) -> str:
+        return f"{self.model_version} on {self.dataset}"
+
+
 class Prediction(models.Model):
     """One model version's answer for one image. Never overwritten."""
 

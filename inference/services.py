@@ -36,7 +36,13 @@ from inference.artifacts import (
     artifact_store,
     predictor_for,
 )
-from inference.models import CaseResult, DeploymentEvent, ModelVersion, Prediction
+from inference.models import (
+    CaseResult,
+    DeploymentEvent,
+    ModelEvaluation,
+    ModelVersion,
+    Prediction,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -203,6 +209,47 @@ def model_version_retire(*, model_version: ModelVersion, actor, reason: str) -> 
         version.status = ModelVersion.Status.RETIRED
         version.save(update_fields=["status"])
         return _event(version, DeploymentEvent.Action.RETIRE, actor, reason)
+
+
+def model_version_evaluate(
+    *,
+    model_version: ModelVersion,
+    data_dir: Path,
+    actor=None,
+    label_map: dict[str, str] | None = None,
+    note: str = "",
+) -> ModelEvaluation:
+    """Score a version on a labelled local folder through the worker's own path; keep it.
+
+    Raises DatasetError for a folder that holds nothing to score (nothing is stored).
+    """
+    from inference.evaluation import evaluate_folder
+
+    result = evaluate_folder(predictor_for(model_version), data_dir, label_map=label_map)
+    with transaction.atomic():
+        evaluation = ModelEvaluation.objects.create(
+            model_version=model_version,
+            dataset=str(data_dir),
+            dataset_fingerprint=result["fingerprint"],
+            images_count=result["n"],
+            accuracy=result["metrics"]["accuracy"],
+            macro_f1=result["metrics"]["macro_f1_present"],
+            result=result,
+            note=note,
+            actor=actor if getattr(actor, "is_authenticated", False) else None,
+        )
+        audit_record(
+            actor=actor,
+            action=AuditEvent.Action.EVALUATE,
+            target=model_version,
+            detail={
+                "dataset": str(data_dir),
+                "fingerprint": result["fingerprint"],
+                "images": result["n"],
+                "accuracy": result["metrics"]["accuracy"],
+            },
+        )
+    return evaluation
 
 
 # --- analysis -------------------------------------------------------------------------

@@ -394,8 +394,26 @@ def registry_detail(request: HttpRequest, pk: int) -> HttpResponse:
             "live": live,
             "events": version.events.select_related("actor").order_by("-created", "-pk"),
             "actions": _actions_for(version),
+            "evaluations": _local_evaluations(version),
         },
     )
+
+
+def _local_evaluations(version: ModelVersion) -> list:
+    """The version's local evaluations, newest first, each with its warnings; the newest
+    also with its confusion matrix."""
+    from training.report import local_evaluation_warnings, reported_test_accuracy
+
+    reported = reported_test_accuracy(version.report)
+    evaluations = list(version.evaluations.select_related("actor"))
+    for evaluation in evaluations:
+        evaluation.warnings = local_evaluation_warnings(evaluation.result, reported)
+    if evaluations:
+        latest = evaluations[0]
+        latest.confusion = heat_rows(
+            latest.result["metrics"]["confusion_matrix"], list(version.classes)
+        )
+    return evaluations
 
 
 def _actions_for(version: ModelVersion) -> list[tuple[str, str]]:

@@ -76,6 +76,38 @@ def run_baselines(
     }
 
 
+def colour_baseline_cv(features: np.ndarray, y: np.ndarray, seed: int = 0, folds: int = 5):
+    """Cross-validated colour-statistics baseline on one labelled set (no separate split).
+
+    For a set a model was not trained on, such as a site's own images: how well colour
+    alone separates its classes. Stratified k-fold, k at most the smallest class's size.
+    Returns accuracy, macro F1 and the per-image predictions, or {"skipped": why}.
+    """
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+
+    counts = np.bincount(y)
+    counts = counts[counts > 0]
+    if len(counts) < 2:
+        return {"skipped": "colour baseline needs at least two classes"}
+    k = int(min(folds, counts.min()))
+    if k < 2:
+        return {"skipped": "colour baseline needs at least two images of every class"}
+    clf = make_pipeline(
+        StandardScaler(), LogisticRegression(max_iter=3000, C=1.0, random_state=seed)
+    )
+    pred = cross_val_predict(
+        clf, features, y, cv=StratifiedKFold(k, shuffle=True, random_state=seed)
+    )
+    return {
+        "description": f"logistic regression on colour statistics, {k}-fold cross-validated "
+        "on this set",
+        "accuracy": float(accuracy_score(y, pred)),
+        "macro_f1": float(f1_score(y, pred, average="macro", zero_division=0)),
+        "folds": k,
+        "predictions": [int(v) for v in pred],
+    }
+
+
 def mcnemar_p(cnn_correct: np.ndarray, base_correct: np.ndarray) -> float:
     """One-sided exact McNemar p-value that the CNN is right more often than the baseline."""
     from scipy.stats import binomtest

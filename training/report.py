@@ -207,3 +207,48 @@ temperature; an image whose confidence is below the threshold is flagged "needs 
 """
     Path(path).write_text(doc, encoding="utf-8")
     return Path(path)
+
+
+# A local accuracy this far below the training report's test accuracy is called out.
+DROP_WARNING = 0.05
+# The bar training.baselines sets too (not imported: that module loads scikit-learn).
+SIGNIFICANCE = 0.05
+
+
+def reported_test_accuracy(report: object) -> float | None:
+    """The test-split accuracy a training report states, or None where it states none."""
+    evaluation = report.get("evaluation") if isinstance(report, dict) else None
+    test = evaluation.get("test") if isinstance(evaluation, dict) else None
+    accuracy = test.get("accuracy") if isinstance(test, dict) else None
+    return float(accuracy) if isinstance(accuracy, int | float) else None
+
+
+def local_evaluation_warnings(result: dict, reported_accuracy: float | None) -> list[str]:
+    """What an administrator must read before deploying on the strength of a local
+    evaluation (``inference.evaluation.evaluate_folder``'s result)."""
+    warnings = []
+    accuracy = result["metrics"]["accuracy"]
+    if reported_accuracy is not None and accuracy < reported_accuracy - DROP_WARNING:
+        warnings.append(
+            f"Accuracy here is {accuracy:.1%}, {(reported_accuracy - accuracy) * 100:.1f} points "
+            "below the "
+            f"{reported_accuracy:.1%} of the model's own test split: these images differ "
+            "from its training data (stain, scanner, patients)."
+        )
+    baseline = result["colour_baseline"]
+    if "accuracy" in baseline and (
+        accuracy <= baseline["accuracy"] or baseline["mcnemar_p"] >= SIGNIFICANCE
+    ):
+        warnings.append(
+            f"Colour statistics alone separate these classes {baseline['accuracy']:.1%} of "
+            f"the time (cross-validated on this set); the model's {accuracy:.1%} is not "
+            f"clearly above that (McNemar p = {baseline['mcnemar_p']:.2g})."
+        )
+    if result["unreadable_count"]:
+        warnings.append(
+            f"{result['unreadable_count']} file(s) could not be decoded and were left out."
+        )
+    if len(result["classes_present"]) < len(result["metrics"]["per_class"]):
+        missing = sorted(set(result["metrics"]["per_class"]) - set(result["classes_present"]))
+        warnings.append(f"No images of {', '.join(missing)}: the model is unchecked on them here.")
+    return warnings

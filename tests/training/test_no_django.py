@@ -1,4 +1,5 @@
-"""training/ never imports Django: it must run from a shell, a notebook or a worker alone."""
+"""training/ and the predictor core never import Django: they must run from a shell, a
+notebook, a benchmark or a worker alone."""
 
 import subprocess
 import sys
@@ -22,10 +23,13 @@ MODULES = [
     "training.train",
     "training.compare",
     "training.evaluate_artifact",
+    "inference.predictor",
+    "inference.heatmaps",
+    "inference.evaluation",
 ]
 
 
-def test_importing_every_training_module_never_imports_django():
+def test_importing_training_and_the_predictor_core_never_imports_django():
     code = (
         "import importlib, sys\n"
         f"for m in {MODULES!r}: importlib.import_module(m)\n"
