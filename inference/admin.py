@@ -15,7 +15,13 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 
 from inference.forms import ArtifactImportForm, RegistryChangeForm, artifact_unpack
-from inference.models import CaseResult, DeploymentEvent, ModelVersion, Prediction
+from inference.models import (
+    CaseResult,
+    DeploymentEvent,
+    ModelEvaluation,
+    ModelVersion,
+    Prediction,
+)
 from inference.services import (
     ModelImportError,
     RegistryError,
@@ -42,6 +48,19 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 class DeploymentEventInline(admin.TabularInline):
     model = DeploymentEvent
     fields = ["created", "action", "actor", "reason"]
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+
+class ModelEvaluationInline(admin.TabularInline):
+    """Local evaluations (manage.py evaluate_model); the registry page shows them in full."""
+
+    model = ModelEvaluation
+    fields = ["created", "actor", "dataset", "note", "images_count", "accuracy", "macro_f1"]
     readonly_fields = fields
     extra = 0
     can_delete = False
@@ -95,7 +114,7 @@ class ModelVersionAdmin(ReadOnlyAdmin):
         "imported_by",
         "created",
     ]
-    inlines = [DeploymentEventInline]
+    inlines = [DeploymentEventInline, ModelEvaluationInline]
     change_list_template = "inference/admin/modelversion_change_list.html"
     change_form_template = "inference/admin/modelversion_change_form.html"
 

@@ -5,6 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from django.core.management import CommandError, call_command
+from django.urls import reverse
 
 from audit.models import AuditEvent
 from inference.evaluation import DatasetError, evaluate_folder
@@ -145,6 +146,10 @@ def test_the_command_keeps_the_result_audits_it_and_the_registry_shows_it(
     assert "data-evaluations" in page and "Lab 2" in page
     assert "Confusion matrix of the latest (12 images)" in page
     assert "No images of CLL, CML" in page
+    admin_page = client_for(admin_user).get(
+        reverse("admin:inference_modelversion_change", args=[version.pk])
+    )
+    assert admin_page.status_code == 200 and "Lab 2" in admin_page.content.decode()
 
 
 @pytest.mark.django_db
