@@ -117,9 +117,9 @@ def report_sections(report: Mapping) -> dict[str, Any]:
     history = _dict(_dict(report.get("training")).get("history"))
 
     headline = [
-        (title, _number(test.get(key)), pct)
+        (title, int(value) if key == "n" else value, pct)
         for key, title, pct in HEADLINE
-        if _number(test.get(key)) is not None
+        if (value := _number(test.get(key))) is not None
     ]
     per_class = []
     for label in classes:
