@@ -426,8 +426,14 @@ def _actions_for(version: ModelVersion) -> list[tuple[str, str]]:
     return [(name, REGISTRY_ACTIONS[name][0]) for name in allowed]
 
 
-def _confirm(request: HttpRequest, *, title: str, version, perform) -> HttpResponse:
-    """Confirmation page with a required reason; on POST run the registry service."""
+def _confirm(
+    request: HttpRequest, *, title: str, version, perform, serving: bool = True
+) -> HttpResponse:
+    """Confirmation page with a required reason; on POST run the registry service.
+
+    A change that puts the version into service shows its latest local evaluation (or
+    that it has none) right above the button.
+    """
     form = ReasonForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         try:
@@ -440,7 +446,13 @@ def _confirm(request: HttpRequest, *, title: str, version, perform) -> HttpRespo
     return render(
         request,
         "reviews/registry_confirm.html",
-        {"form": form, "title": title, "version": version},
+        {
+            "form": form,
+            "title": title,
+            "version": version,
+            "serving": serving,
+            "evaluation": next(iter(_local_evaluations(version)), None) if serving else None,
+        },
         status=400 if request.method == "POST" else 200,
     )
 
@@ -456,6 +468,7 @@ def registry_action(request: HttpRequest, pk: int, action: str) -> HttpResponse:
         title=f"{title} {version}",
         version=version,
         perform=lambda reason: service(model_version=version, actor=request.user, reason=reason),
+        serving=action != "retire",
     )
 
 

@@ -184,3 +184,25 @@ def test_the_warnings_name_a_drop_from_the_report_and_a_colour_shortcut():
     assert len(warnings) == 2
     result["colour_baseline"] = {"accuracy": 0.5, "mcnemar_p": 0.001, "folds": 5}
     assert local_evaluation_warnings(result, reported_accuracy=0.72) == []
+
+
+@pytest.mark.django_db
+def test_the_deploy_confirmation_shows_the_latest_local_evaluation_or_its_absence(
+    artifacts, tmp_path, admin_user, client_for
+):
+    version = model_version_import(source=artifacts["v1"])
+    client = client_for(admin_user)
+    deploy = f"/registry/{version.pk}/deploy/"
+    assert "has not been evaluated on this site's own images" in client.get(deploy).content.decode()
+    assert (
+        "data-local-evaluation"
+        not in client.get(f"/registry/{version.pk}/retire/").content.decode()
+    )
+
+    call_command(
+        "evaluate_model", str(_generated_set(tmp_path / "site")), model="tiny:v1", note="Lab 2"
+    )
+    page = client.get(deploy).content.decode()
+    evaluation = ModelEvaluation.objects.get()
+    assert f"Latest local evaluation: <strong>{evaluation.accuracy * 100:.1f}%</strong>" in page
+    assert "on 12 images (Lab 2," in page and "No images of CLL, CML" in page
