@@ -60,7 +60,16 @@ class ModelEvaluationInline(admin.TabularInline):
     """Local evaluations (manage.py evaluate_model); the registry page shows them in full."""
 
     model = ModelEvaluation
-    fields = ["created", "actor", "dataset", "note", "images_count", "accuracy", "macro_f1"]
+    fields = [
+        "created",
+        "actor",
+        "dataset",
+        "note",
+        "status",
+        "images_count",
+        "accuracy",
+        "macro_f1",
+    ]
     readonly_fields = fields
     extra = 0
     can_delete = False

@@ -7,6 +7,7 @@ from leukweb.celery import app as celery_app
 logger = logging.getLogger(__name__)
 
 ANALYSE_CASE_TASK = "inference.analyse_case"
+EVALUATE_MODEL_TASK = "inference.evaluate_model"
 
 
 def case_analysis_request(case_id: int) -> bool:
@@ -22,5 +23,15 @@ def case_analysis_request(case_id: int) -> bool:
         celery_app.send_task(ANALYSE_CASE_TASK, args=[case_id], ignore_result=True)
     except Exception:
         logger.exception("could not queue case %s; the sweep will retry", case_id)
+        return False
+    return True
+
+
+def model_evaluation_send(evaluation_id: int) -> bool:
+    """Queue a local evaluation; False when the broker is down (the caller records it)."""
+    try:
+        celery_app.send_task(EVALUATE_MODEL_TASK, args=[evaluation_id], ignore_result=True)
+    except Exception:
+        logger.exception("could not queue local evaluation %s", evaluation_id)
         return False
     return True

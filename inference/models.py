@@ -84,21 +84,29 @@ class DeploymentEvent(models.Model):
 
 
 class ModelEvaluation(models.Model):
-    """A version scored on a labelled image set of this site (``manage.py evaluate_model``).
+    """A version scored on a labelled image set of this site (``manage.py evaluate_model``
+    or the registry page, which queues it for a worker).
 
     Kept beside the training report: that one speaks for the training data, this one for
-    the images the model would meet here. Rows are only added.
+    the images the model would meet here. Rows are only added; a failed run keeps why.
     """
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Queued"
+        DONE = "done", "Done"
+        FAILED = "failed", "Failed"
 
     model_version = models.ForeignKey(
         ModelVersion, on_delete=models.PROTECT, related_name="evaluations"
     )
-    dataset = models.CharField(max_length=500, help_text="The labelled folder, as given.")
-    dataset_fingerprint = models.CharField(max_length=64)
-    images_count = models.PositiveIntegerField()
-    accuracy = models.FloatField()
-    macro_f1 = models.FloatField(help_text="Over the classes present in the set.")
-    result = models.JSONField(help_text="Everything inference.evaluation computed.")
+    dataset = models.CharField(max_length=500, help_text="The labelled folder.")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    failure_reason = models.TextField(blank=True)
+    dataset_fingerprint = models.CharField(max_length=64, blank=True)
+    images_count = models.PositiveIntegerField(default=0)
+    accuracy = models.FloatField(null=True)
+    macro_f1 = models.FloatField(null=True, help_text="Over the classes present in the set.")
+    result = models.JSONField(default=dict, help_text="Everything inference.evaluation computed.")
     note = models.TextField(blank=True)
     actor = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"

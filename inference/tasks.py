@@ -35,6 +35,20 @@ def analyse_case(self, case_id: int) -> dict:
     return asdict(services.case_analyse(case_id=case_id, worker_host=host))
 
 
+@shared_task(
+    name="inference.evaluate_model",
+    acks_late=True,
+    ignore_result=True,
+    autoretry_for=(OperationalError, InterfaceError),  # the set's own errors fail the row
+    retry_backoff=2,
+    max_retries=5,
+    time_limit=3600,
+)
+def evaluate_model(evaluation_id: int) -> None:
+    """A local evaluation asked for from the registry page."""
+    services.model_evaluation_run(evaluation_id=evaluation_id)
+
+
 @shared_task(name="inference.sweep_stale_images", acks_late=True, ignore_result=True)
 def sweep_stale_images(older_than_s: int = 600) -> list[int]:
     """Periodic (celery beat): queue again the cases of images stuck pending or analysing."""

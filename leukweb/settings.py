@@ -147,6 +147,9 @@ STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = Path(env("STATIC_ROOT", str(BASE_DIR / "staticfiles")))
 MEDIA_ROOT = Path(env("MEDIA_ROOT", str(VAR_DIR / "media")))
 MODELS_ROOT = Path(env("MODELS_ROOT", str(BASE_DIR / "models")))
+# Labelled image sets (<root>/<set>/<class>/*) that administrators may evaluate models on
+# from the registry page; workers read them, so in production they mount this folder too.
+EVALUATION_DATA_ROOT = Path(env("EVALUATION_DATA_ROOT", str(VAR_DIR / "evaluation-sets")))
 # No MEDIA_URL is routed: images are served by views that check access.
 STORAGES = {
     "default": {

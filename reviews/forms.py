@@ -36,3 +36,12 @@ class ReasonForm(forms.Form):
         widget=forms.Textarea(attrs={"rows": 3}),
         help_text="Recorded with the change in the deployment history and the audit log.",
     )
+
+
+class EvaluationRequestForm(forms.Form):
+    dataset = forms.ChoiceField(label="Labelled set")
+    note = forms.CharField(required=False, max_length=200, help_text="What this set is.")
+
+    def __init__(self, *args, datasets: list[str], **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["dataset"].choices = [(d, d) for d in datasets]

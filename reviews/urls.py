@@ -18,5 +18,6 @@ urlpatterns = [
     path("registry/", views.registry_list, name="registry_list"),
     path("registry/rollback/", views.registry_rollback, name="registry_rollback"),
     path("registry/<int:pk>/", views.registry_detail, name="registry_detail"),
+    path("registry/<int:pk>/evaluate/", views.registry_evaluate, name="registry_evaluate"),
     path("registry/<int:pk>/<slug:action>/", views.registry_action, name="registry_action"),
 ]

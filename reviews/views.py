@@ -5,11 +5,13 @@ from __future__ import annotations
 import csv
 from collections.abc import Iterator
 
+from django.conf import settings
 from django.contrib import messages
 from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
@@ -20,7 +22,7 @@ from inference import services as registry
 from inference.models import ModelVersion
 from reviews import selectors, services
 from reviews.charts import heat_rows
-from reviews.forms import QueueFilterForm, ReasonForm, VerdictForm
+from reviews.forms import EvaluationRequestForm, QueueFilterForm, ReasonForm, VerdictForm
 from reviews.report import comparison_row, report_sections
 
 PER_PAGE = 25
@@ -384,6 +386,7 @@ def registry_detail(request: HttpRequest, pk: int) -> HttpResponse:
         for v in (deployed, shadow)
         if v is not None and v.pk != version.pk
     ]
+    evaluations = _local_evaluations(version)
     return render(
         request,
         "reviews/registry_detail.html",
@@ -394,24 +397,58 @@ def registry_detail(request: HttpRequest, pk: int) -> HttpResponse:
             "live": live,
             "events": version.events.select_related("actor").order_by("-created", "-pk"),
             "actions": _actions_for(version),
-            "evaluations": _local_evaluations(version),
+            "evaluations": evaluations,
+            "latest_evaluation": _latest_done(evaluations),
+            "evaluation_sets": registry.evaluation_sets(),
+            "evaluation_root": settings.EVALUATION_DATA_ROOT,
         },
     )
 
 
+@require_POST
+def registry_evaluate(request: HttpRequest, pk: int) -> HttpResponse:
+    """Queue a local evaluation of this version on one of the site's labelled sets."""
+    selectors.require_admin(request.user)
+    version = selectors.registry_get(user=request.user, pk=pk)
+    form = EvaluationRequestForm(request.POST, datasets=registry.evaluation_sets())
+    if not form.is_valid():
+        messages.error(request, "Choose one of the labelled sets listed.")
+    else:
+        try:
+            registry.model_version_evaluation_request(
+                model_version=version,
+                dataset=form.cleaned_data["dataset"],
+                actor=request.user,
+                note=form.cleaned_data["note"],
+            )
+        except registry.EvaluationRequestError as exc:
+            messages.error(request, str(exc))
+        else:
+            messages.success(
+                request,
+                f"Evaluation of {version} on {form.cleaned_data['dataset']} queued: a worker "
+                "runs it, and it appears here when done (reload the page).",
+            )
+    return redirect(f"{reverse('reviews:registry_detail', args=[version.pk])}#local-evaluations")
+
+
+def _latest_done(evaluations: list):
+    return next((e for e in evaluations if e.status == e.Status.DONE), None)
+
+
 def _local_evaluations(version: ModelVersion) -> list:
-    """The version's local evaluations, newest first, each with its warnings; the newest
-    also with its confusion matrix."""
+    """The version's local evaluations, newest first; the finished ones with their
+    warnings, the newest finished one also with its confusion matrix."""
     from training.report import local_evaluation_warnings, reported_test_accuracy
 
     reported = reported_test_accuracy(version.report)
     evaluations = list(version.evaluations.select_related("actor"))
-    for evaluation in evaluations:
+    done = [e for e in evaluations if e.status == e.Status.DONE]
+    for evaluation in done:
         evaluation.warnings = local_evaluation_warnings(evaluation.result, reported)
-    if evaluations:
-        latest = evaluations[0]
-        latest.confusion = heat_rows(
-            latest.result["metrics"]["confusion_matrix"], list(version.classes)
+    if done:
+        done[0].confusion = heat_rows(
+            done[0].result["metrics"]["confusion_matrix"], list(version.classes)
         )
     return evaluations
 
@@ -451,7 +488,7 @@ def _confirm(
             "title": title,
             "version": version,
             "serving": serving,
-            "evaluation": next(iter(_local_evaluations(version)), None) if serving else None,
+            "evaluation": _latest_done(_local_evaluations(version)) if serving else None,
         },
         status=400 if request.method == "POST" else 200,
     )

@@ -34,10 +34,19 @@ def test_the_worker_can_be_scaled(compose):
     assert "ports" not in worker
 
 
-def test_web_and_workers_share_media_and_models(compose):
+def _mount_targets(service: dict) -> set[str]:
+    targets = set()
+    for volume in service["volumes"]:
+        parts = volume.split(":")
+        targets.add(parts[-2] if parts[-1] in ("ro", "rw") else parts[-1])
+    return targets
+
+
+def test_web_and_workers_share_media_models_and_the_evaluation_sets(compose):
     for name in ("web", "worker"):
-        mounts = {volume.split(":")[1] for volume in compose["services"][name]["volumes"]}
-        assert {"/data/media", "/data/models"} <= mounts
+        service = compose["services"][name]
+        assert {"/data/media", "/data/models", "/data/evaluation-sets"} <= _mount_targets(service)
+        assert service["environment"]["EVALUATION_DATA_ROOT"] == "/data/evaluation-sets"
     assert {"media", "models", "pgdata"} <= set(compose["volumes"])
 
 
