@@ -38,6 +38,11 @@ def _number(value: Any) -> float | None:
     return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
+def _count(value: float | None) -> int | None:
+    """A number of images: printed without decimals."""
+    return None if value is None else int(value)
+
+
 def _matrix(value: Any, size: int) -> list[list[int]] | None:
     if not isinstance(value, list) or len(value) != size:
         return None
@@ -117,7 +122,7 @@ def report_sections(report: Mapping) -> dict[str, Any]:
     history = _dict(_dict(report.get("training")).get("history"))
 
     headline = [
-        (title, int(value) if key == "n" else value, pct)
+        (title, _count(value) if key == "n" else value, pct)
         for key, title, pct in HEADLINE
         if (value := _number(test.get(key))) is not None
     ]
@@ -125,7 +130,16 @@ def report_sections(report: Mapping) -> dict[str, Any]:
     for label in classes:
         metrics = _dict(_dict(test.get("per_class")).get(label))
         if metrics:
-            per_class.append((label, [_number(metrics.get(k)) for k in PER_CLASS_METRICS]))
+            values = [_number(metrics.get(k)) for k in PER_CLASS_METRICS]
+            per_class.append(
+                (
+                    label,
+                    [
+                        _count(v) if k == "support" else v
+                        for k, v in zip(PER_CLASS_METRICS, values, strict=True)
+                    ],
+                )
+            )
     matrix = _matrix(test.get("confusion_matrix"), len(classes)) if classes else None
 
     curves = [

@@ -52,6 +52,8 @@ def test_the_report_page_renders_every_section_next_to_live_agreement(
         assert expected in page, expected
     headline = dict((title, value) for title, value, _ in response.context["report"]["headline"])
     assert headline["Test images"] == 40 and isinstance(headline["Test images"], int)
+    for _, values in response.context["report"]["per_class"]:
+        assert isinstance(values[-1], int)  # the support: a count of images
     # The candidate's own panel, then the deployed one for comparison.
     assert [p["version"] for p in response.context["live"]] == [candidate, live]
     assert {row["label"] for row in response.context["comparison"]} == {"cnn 1", "cnn 2"}
