@@ -8,6 +8,7 @@ transaction opened here can tell.
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import BinaryIO
 
 from django.conf import settings
@@ -15,6 +16,7 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.db import IntegrityError, transaction
+from django.utils import timezone
 
 from accounts.models import Team, User
 from audit.models import AuditEvent
@@ -289,7 +291,16 @@ def _mark_submitted(*, case: Case, user: User) -> None:
     audit_record(actor=user, action=AuditEvent.Action.SUBMIT, target=case, case=case)
     case_id = case.pk
     # Queued only once rows, files and hashes are committed: a worker never sees less.
-    transaction.on_commit(lambda: case_analysis_request(case_id))
+    transaction.on_commit(lambda: _analysis_queue(case_id))
+
+
+def _analysis_queue(case_id: int) -> None:
+    if not case_analysis_request(case_id):
+        # Never sent (broker down): the next sweep takes these images at once, rather than
+        # after the delay meant for messages that may still be waiting in a queue.
+        SmearImage.objects.filter(case_id=case_id, status=SmearImage.Status.PENDING).update(
+            status_changed=timezone.now() - timedelta(seconds=settings.INFERENCE_STALE_AFTER)
+        )
 
 
 def _write_with_files(write) -> None:

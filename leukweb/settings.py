@@ -213,11 +213,12 @@ CELERY_TASK_TIME_LIMIT = envint("CELERY_TASK_TIME_LIMIT", "600")
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 # Images left pending or analysing longer than INFERENCE_STALE_AFTER seconds (a lost
 # message, a dead worker) are queued again; the analysis task is idempotent.
+INFERENCE_STALE_AFTER = envint("INFERENCE_STALE_AFTER", "600")
 CELERY_BEAT_SCHEDULE = {
     "inference-sweep-stale-images": {
         "task": "inference.sweep_stale_images",
         "schedule": envint("INFERENCE_SWEEP_EVERY", "120"),
-        "kwargs": {"older_than_s": envint("INFERENCE_STALE_AFTER", "600")},
+        "kwargs": {"older_than_s": INFERENCE_STALE_AFTER},
     },
 }
 # A worker is considered alive when it wrote a heartbeat this recently (seconds).

@@ -94,7 +94,12 @@ def alice_case(alice, alice_patient, django_capture_on_commit_callbacks) -> Case
 def queued(monkeypatch) -> list[int]:
     """Cases handed to the workers; no broker is needed to test what is queued and when."""
     sent: list[int] = []
-    monkeypatch.setattr(services, "case_analysis_request", sent.append)
+
+    def send(case_id: int) -> bool:
+        sent.append(case_id)
+        return True
+
+    monkeypatch.setattr(services, "case_analysis_request", send)
     return sent
 
 

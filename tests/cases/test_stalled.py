@@ -1,5 +1,6 @@
 """An analysis that cannot go on says why on the case page, and says nothing is lost."""
 
+from django.conf import settings
 from django.utils import timezone
 
 from cases.models import Case
@@ -49,3 +50,25 @@ def test_a_dead_broker_is_named_first(client_for, alice, alice_case):
 def test_a_finished_case_shows_no_notice(client_for, alice, alice_case):
     Case.objects.filter(pk=alice_case.pk).update(status=Case.Status.ANALYSED)
     assert _notice(client_for(alice), alice_case) == ""
+
+
+def test_a_case_the_broker_refused_is_taken_by_the_next_sweep_not_ten_minutes_later(
+    monkeypatch, alice, alice_patient, django_capture_on_commit_callbacks
+):
+    from cases import services
+    from inference.services import stale_images_requeue
+    from tests.cases.conftest import as_uploads, image_bytes
+
+    monkeypatch.setattr(services, "case_analysis_request", lambda case_id: False)  # broker down
+    with django_capture_on_commit_callbacks(execute=True):
+        case = services.case_create(
+            user=alice,
+            patient=alice_patient,
+            uploads=as_uploads(("a.png", image_bytes())),
+            submit=True,
+        )
+    celery_app.control.purge()
+    try:
+        assert stale_images_requeue(older_than_s=settings.INFERENCE_STALE_AFTER) == [case.pk]
+    finally:
+        celery_app.control.purge()
