@@ -352,10 +352,13 @@ class AnalysisOutcome:
 def _claim(case_id: int, version: ModelVersion) -> list[SmearImage]:
     """Lock the case and mark the images this version has not predicted yet as analysing.
 
-    Images left ANALYSING by a killed worker are claimed again; FAILED ones are final.
+    Images left ANALYSING by a killed worker are claimed again; FAILED ones are final; a
+    draft case's images wait until it is submitted.
     """
     with transaction.atomic():
         case = Case.objects.select_for_update().get(pk=case_id)
+        if case.status == Case.Status.DRAFT:
+            return []  # not submitted: its clinician may still add or change images
         images = list(
             case.images.select_for_update()
             .exclude(status=SmearImage.Status.FAILED)
@@ -630,7 +633,7 @@ def stale_images_requeue(*, older_than_s: int) -> list[int]:
     stale = SmearImage.objects.filter(
         status__in=[SmearImage.Status.PENDING, SmearImage.Status.ANALYSING],
         status_changed__lt=cutoff,
-    )
+    ).exclude(case__status=Case.Status.DRAFT)  # a draft waits for its clinician to submit
     case_ids = sorted(set(stale.values_list("case_id", flat=True)))
     queued = [case_id for case_id in case_ids if case_analysis_request(case_id)]
     SmearImage.objects.filter(pk__in=stale.filter(case_id__in=queued).values("pk")).update(

@@ -165,3 +165,15 @@ def test_predictions_are_stored_without_heatmaps_when_they_are_switched_off(depl
     case = make_case(images=[png_bytes(1)])
     run(case)
     assert Prediction.objects.get(image__case=case).heatmap.name == ""
+
+
+def test_a_draft_is_neither_swept_nor_analysed_until_it_is_submitted(deployed):
+    celery_app.control.purge()
+    draft = make_case(images=[png_bytes(1)], status=Case.Status.DRAFT)
+    SmearImage.objects.filter(case=draft).update(status_changed=timezone.now() - timedelta(hours=1))
+    assert stale_images_requeue(older_than_s=600) == []
+    assert run(draft)["note"] == "nothing to analyse"
+    draft.refresh_from_db()
+    assert draft.status == Case.Status.DRAFT
+    assert draft.images.get().status == SmearImage.Status.PENDING
+    assert not Prediction.objects.filter(image__case=draft).exists()
