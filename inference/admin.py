@@ -32,17 +32,7 @@ from inference.services import (
     model_version_rollback,
     model_version_set_shadow,
 )
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
+from leukweb.admin import ReadOnlyAdmin
 
 
 class DeploymentEventInline(admin.TabularInline):

@@ -8,16 +8,13 @@ the same test split as the CNN.
 from __future__ import annotations
 
 import numpy as np
-from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import accuracy_score, f1_score
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
 
 from training.preprocess import resize_for_model
 
 HIST_BINS = 8
 THUMB_SIZE = 8
-#: The CNN must beat the best baseline with a one-sided McNemar p below this.
+#: The CNN must beat the best baseline with a one-sided McNemar p below this. (scikit-learn
+#: is imported inside the functions, so reading this constant stays cheap for the web app.)
 SIGNIFICANCE = 0.05
 
 
@@ -44,18 +41,31 @@ def thumbnail_features(images: np.ndarray) -> np.ndarray:
     return np.stack([resize_for_model(img, THUMB_SIZE).reshape(-1) / 255.0 for img in images])
 
 
-def _fit_score(f_train, y_train, f_test, y_test, seed: int) -> dict:
-    clf = make_pipeline(
+def _classifier(seed: int):
+    """The one baseline classifier: standardised features, logistic regression."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    return make_pipeline(
         StandardScaler(), LogisticRegression(max_iter=3000, C=1.0, random_state=seed)
     )
-    clf.fit(f_train, y_train)
-    pred = clf.predict(f_test)
+
+
+def _scores(y_true, pred) -> dict:
+    from sklearn.metrics import accuracy_score, f1_score
+
     return {
-        "accuracy": float(accuracy_score(y_test, pred)),
-        "macro_f1": float(f1_score(y_test, pred, average="macro", zero_division=0)),
-        "n_features": int(f_train.shape[1]),
+        "accuracy": float(accuracy_score(y_true, pred)),
+        "macro_f1": float(f1_score(y_true, pred, average="macro", zero_division=0)),
         "predictions": [int(v) for v in pred],
     }
+
+
+def _fit_score(f_train, y_train, f_test, y_test, seed: int) -> dict:
+    clf = _classifier(seed)
+    clf.fit(f_train, y_train)
+    return {**_scores(y_test, clf.predict(f_test)), "n_features": int(f_train.shape[1])}
 
 
 def run_baselines(
@@ -92,19 +102,14 @@ def colour_baseline_cv(features: np.ndarray, y: np.ndarray, seed: int = 0, folds
     k = int(min(folds, counts.min()))
     if k < 2:
         return {"skipped": "colour baseline needs at least two images of every class"}
-    clf = make_pipeline(
-        StandardScaler(), LogisticRegression(max_iter=3000, C=1.0, random_state=seed)
-    )
     pred = cross_val_predict(
-        clf, features, y, cv=StratifiedKFold(k, shuffle=True, random_state=seed)
+        _classifier(seed), features, y, cv=StratifiedKFold(k, shuffle=True, random_state=seed)
     )
     return {
         "description": f"logistic regression on colour statistics, {k}-fold cross-validated "
         "on this set",
-        "accuracy": float(accuracy_score(y, pred)),
-        "macro_f1": float(f1_score(y, pred, average="macro", zero_division=0)),
+        **_scores(y, pred),
         "folds": k,
-        "predictions": [int(v) for v in pred],
     }
 
 

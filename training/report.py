@@ -7,6 +7,8 @@ import html
 import json
 from pathlib import Path
 
+from training.baselines import SIGNIFICANCE
+
 
 def _fmt(v, pct: bool = False) -> str:
     if v is None:
@@ -211,8 +213,6 @@ temperature; an image whose confidence is below the threshold is flagged "needs 
 
 # A local accuracy this far below the training report's test accuracy is called out.
 DROP_WARNING = 0.05
-# The bar training.baselines sets too (not imported: that module loads scikit-learn).
-SIGNIFICANCE = 0.05
 
 
 def reported_test_accuracy(report: object) -> float | None:

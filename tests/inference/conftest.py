@@ -33,12 +33,11 @@ def tiny_model(seed: int, n_classes: int = len(CLASSES)):
     return keras.Model(inputs, outputs)
 
 
-def package(out: Path, *, version: str, seed: int, **overrides) -> Path:
-    from training.package import write_artifact
-
-    fields = {
+def manifest_fields(**overrides) -> dict:
+    """A tiny artifact's manifest, as the training pipeline would write it."""
+    return {
         "name": "tiny",
-        "version": version,
+        "version": "v1",
         "architecture": "tiny-cnn",
         "classes": CLASSES,
         "input_size": SIZE,
@@ -51,7 +50,14 @@ def package(out: Path, *, version: str, seed: int, **overrides) -> Path:
         "synthetic": True,
         **overrides,
     }
-    folder, _ = write_artifact(tiny_model(seed), out, manifest_fields=fields)
+
+
+def package(out: Path, *, version: str, seed: int, **overrides) -> Path:
+    from training.package import write_artifact
+
+    fields = manifest_fields(version=version, **overrides)
+    model = tiny_model(seed, n_classes=len(fields["classes"]))
+    folder, _ = write_artifact(model, out, manifest_fields=fields)
     return folder
 
 

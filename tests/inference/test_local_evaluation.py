@@ -16,7 +16,7 @@ from inference.services import (
     model_version_evaluation_request,
     model_version_import,
 )
-from tests.inference.conftest import SIZE, png_bytes, tiny_model
+from tests.inference.conftest import package, png_bytes
 from tests.training.conftest import TALEQANI
 from training.report import local_evaluation_warnings
 
@@ -95,8 +95,6 @@ def test_a_folder_naming_no_class_of_the_model_is_refused_unless_mapped(artifact
 
 
 def test_it_scores_real_taleqani_smears(tmp_path):
-    from training.package import write_artifact
-
     files = {label: sorted((TALEQANI / label).glob("*.jpg"))[:5] for label in TALEQANI_CLASSES}
     if not all(len(found) == 5 for found in files.values()):
         pytest.skip(f"the Taleqani images are not in {TALEQANI}")
@@ -105,21 +103,17 @@ def test_it_scores_real_taleqani_smears(tmp_path):
         (data_dir / label).mkdir(parents=True)
         for path in paths:  # links, not copies: the shared images stay where they are
             (data_dir / label / path.name).symlink_to(path.resolve())
-    fields = {
-        "name": "taleqani-tiny",
-        "version": "1",
-        "architecture": "tiny-cnn",
-        "classes": TALEQANI_CLASSES,
-        "input_size": SIZE,
-        "dataset_fingerprint": "sha256:test",
-        "split_sizes": {"train": 1, "validation": 1, "test": 1},
-        "metrics": {"accuracy": 0.25, "macro_f1": 0.2, "ece_before": 0.1, "ece_after": 0.1},
-        "temperature": 1.0,
-        "confidence_threshold": 0.5,
-        "heatmap_layer": "conv",
-        "synthetic": False,  # untrained, but the images are real
-    }
-    folder, _ = write_artifact(tiny_model(5, n_classes=4), tmp_path / "art", manifest_fields=fields)
+    folder = package(
+        tmp_path / "art",
+        version="1",
+        seed=5,
+        name="taleqani-tiny",
+        classes=TALEQANI_CLASSES,
+        metrics={"accuracy": 0.25, "macro_f1": 0.2, "ece_before": 0.1, "ece_after": 0.1},
+        temperature=1.0,
+        confidence_threshold=0.5,
+        synthetic=False,  # untrained, but the images are real
+    )
     predictor = Predictor.load(folder)
     result = evaluate_folder(predictor, data_dir)
     assert result["n"] == 20 and result["classes_present"] == TALEQANI_CLASSES

@@ -12,7 +12,7 @@ from inference.models import CaseResult, Prediction
 from inference.predictor import Predictor
 from inference.services import model_version_deploy, model_version_import
 from inference.tasks import analyse_case
-from tests.inference.conftest import CLASSES, SIZE, make_case, png_bytes
+from tests.inference.conftest import CLASSES, SIZE, make_case, manifest_fields, png_bytes
 
 
 def _solid_png(colour=(255, 255, 255), size: int = 48) -> bytes:
@@ -60,20 +60,13 @@ def guarded(tmp_path_factory):
     solid = guard.score(extract(solids)[0]).min()
     assert solid > noise
     guard.threshold = float((noise + solid) / 2)
-    fields = {
-        "name": "guarded",
-        "version": "1",
-        "architecture": "tiny-cnn",
-        "classes": CLASSES,
-        "input_size": SIZE,
-        "dataset_fingerprint": "sha256:test",
-        "split_sizes": {"train": 60, "validation": 30, "test": 1},
-        "metrics": {"accuracy": 0.2, "macro_f1": 0.2, "ece_before": 0.1, "ece_after": 0.05},
-        "temperature": 1.0,
-        "confidence_threshold": 0.0,
-        "heatmap_layer": "conv",
-        "synthetic": True,
-    }
+    fields = manifest_fields(
+        name="guarded",
+        version="1",
+        split_sizes={"train": 60, "validation": 30, "test": 1},
+        temperature=1.0,
+        confidence_threshold=0.0,
+    )
     folder, _ = write_artifact(
         model, tmp_path_factory.mktemp("guarded"), manifest_fields=fields, guard=guard
     )
