@@ -30,6 +30,10 @@ class User(AbstractUser):
 
     role = models.CharField(max_length=16, choices=Role.choices, default=Role.CLINICIAN)
     teams = models.ManyToManyField(Team, blank=True, related_name="members")
+    # A reviewer's standing choice; the rule built on it is accounts.policies.answers_blinded.
+    blinded_review = models.BooleanField(
+        default=False, help_text="Show the images first, the model's answer after a diagnosis."
+    )
 
     def save(self, *args, **kwargs) -> None:
         # Administrators manage models and users through the Django admin.

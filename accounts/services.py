@@ -47,3 +47,10 @@ def demo_users_ensure() -> list[tuple[User, str]]:
     if User.objects.exists():
         return []
     return [user_create(username=name, role=role, teams=teams) for name, role, teams in DEMO_USERS]
+
+
+def user_blinded_review_set(*, user: User, blinded: bool) -> User:
+    """A reviewer's standing choice to see the images before the model's answer."""
+    user.blinded_review = blinded
+    user.save(update_fields=["blinded_review"])
+    return user

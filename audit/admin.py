@@ -1,7 +1,19 @@
 from django.contrib import admin
 
 from audit.models import AuditEvent
-from leukweb.admin import ReadOnlyAdmin
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Browse and filter only: for records that are appended, never edited or deleted here."""
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
 
 
 @admin.register(AuditEvent)

@@ -5,6 +5,11 @@ from django.db import models
 from audit.models import AuditEvent
 
 
+def known_actor(actor):
+    """The user to record as having acted, or None for the system (a command, a worker)."""
+    return actor if getattr(actor, "is_authenticated", False) else None
+
+
 def audit_record(
     *,
     actor,
@@ -15,7 +20,7 @@ def audit_record(
 ) -> AuditEvent:
     """Append an event: `actor` did `action` (an AuditEvent.Action) to `target`."""
     return AuditEvent.objects.create(
-        actor=actor if getattr(actor, "is_authenticated", False) else None,
+        actor=known_actor(actor),
         action=action,
         target_type=target._meta.label_lower,
         target_id=str(target.pk),

@@ -200,7 +200,7 @@ def _through_worker_child(uploads: int, swap_uploads: int, out: Path) -> None:
     from cases.models import SmearImage
     from cases.services import Upload, case_create
     from inference.models import Prediction
-    from inference.services import model_version_deploy, model_version_import
+    from inference.services.registry import model_version_deploy, model_version_import
     from leukweb.celery import app as celery_app
     from leukweb.health import worker_roundtrip
 

@@ -8,7 +8,6 @@ transaction opened here can tell.
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import timedelta
 from typing import BinaryIO
 
 from django.conf import settings
@@ -16,14 +15,13 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.db import IntegrityError, transaction
-from django.utils import timezone
 
 from accounts.models import Team, User
 from audit.models import AuditEvent
 from audit.services import audit_record
 from cases.models import Case, Patient, SmearImage
+from cases.signals import case_submitted
 from cases.uploads import CleanImage, UploadRejected, image_clean
-from inference.dispatch import case_analysis_request
 
 CASE_EDITABLE_FIELDS = ("specimen", "stain", "clinical_notes")
 PATIENT_EDITABLE_FIELDS = ("sex", "year_of_birth", "notes")
@@ -289,18 +287,8 @@ def _mark_submitted(*, case: Case, user: User) -> None:
     case.failure_reason = ""
     case.save(update_fields=["status", "failure_reason", "updated"])
     audit_record(actor=user, action=AuditEvent.Action.SUBMIT, target=case, case=case)
-    case_id = case.pk
-    # Queued only once rows, files and hashes are committed: a worker never sees less.
-    transaction.on_commit(lambda: _analysis_queue(case_id))
-
-
-def _analysis_queue(case_id: int) -> None:
-    if not case_analysis_request(case_id):
-        # Never sent (broker down): the next sweep takes these images at once, rather than
-        # after the delay meant for messages that may still be waiting in a queue.
-        SmearImage.objects.filter(case_id=case_id, status=SmearImage.Status.PENDING).update(
-            status_changed=timezone.now() - timedelta(seconds=settings.INFERENCE_STALE_AFTER)
-        )
+    # The inference app queues the analysis once this transaction commits.
+    case_submitted.send(sender=Case, case_id=case.pk)
 
 
 def _write_with_files(write) -> None:

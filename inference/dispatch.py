@@ -1,9 +1,15 @@
-"""Hand work to the workers: a case's analysis (from transaction.on_commit in the cases
-app) and a local evaluation (from the registry page)."""
+"""Hand work to the workers: a case's analysis (when the cases app announces a
+submission) and a local evaluation (from the registry page)."""
 
 import logging
+from datetime import timedelta
 
-from leukweb.celery import app as celery_app
+from celery import current_app
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from cases.models import SmearImage
 
 logger = logging.getLogger(__name__)
 
@@ -25,12 +31,27 @@ def model_evaluation_send(evaluation_id: int) -> bool:
     return _send(EVALUATE_MODEL_TASK, evaluation_id, "local evaluation %s")
 
 
+def case_submitted_receive(sender, *, case_id: int, **kwargs) -> None:
+    """cases.signals.case_submitted: queue the analysis once rows, files and hashes are
+    committed, so a worker never sees less than the clinician submitted."""
+    transaction.on_commit(lambda: _case_analysis_queue(case_id))
+
+
+def _case_analysis_queue(case_id: int) -> None:
+    if not case_analysis_request(case_id):
+        # Never sent (broker down): the next sweep takes these images at once, rather than
+        # after the delay meant for messages that may still be waiting in a queue.
+        SmearImage.objects.filter(case_id=case_id, status=SmearImage.Status.PENDING).update(
+            status_changed=timezone.now() - timedelta(seconds=settings.INFERENCE_STALE_AFTER)
+        )
+
+
 def _send(task: str, pk: int, what: str) -> bool:
     try:
         # No one waits for a task's return value: the database holds its outcome. Asking
         # for it would first subscribe this process to the result backend, which on a dead
         # Redis retries for 20 s before the send may fail: a web request would hang.
-        celery_app.send_task(task, args=[pk], ignore_result=True)
+        current_app.send_task(task, args=[pk], ignore_result=True)
     except Exception:
         logger.exception("could not queue " + what, pk)
         return False

@@ -179,3 +179,19 @@ class CaseResult(models.Model):
 
     def __str__(self) -> str:
         return f"{self.case}: {self.label}"
+
+
+class WorkerHeartbeat(models.Model):
+    """The last sign of life of one Celery worker, written by the worker itself.
+
+    The database is the one thing web and workers always share, whatever the
+    broker, so /healthz and the case pages read worker liveness from here.
+    """
+
+    hostname = models.CharField(max_length=255, unique=True)
+    pid = models.PositiveIntegerField()
+    started = models.DateTimeField()
+    last_seen = models.DateTimeField(db_index=True)
+
+    def __str__(self) -> str:
+        return self.hostname

@@ -10,7 +10,7 @@ from celery.signals import worker_process_init
 from django.db import InterfaceError, OperationalError
 from kombu.exceptions import OperationalError as BrokerError
 
-from inference import services
+from inference.services import analysis, evaluation, sweep
 
 # Worth retrying: the database, the storage or the broker may be back in a moment.
 # FileNotFoundError is an OSError too, but services turn it into a final FAILED first.
@@ -32,7 +32,7 @@ TRANSIENT_ERRORS = (OperationalError, InterfaceError, OSError, BrokerError)
 def analyse_case(self, case_id: int) -> dict:
     """Classify a case's new images with the deployed (and shadow) model."""
     host = self.request.hostname or socket.gethostname()
-    return asdict(services.case_analyse(case_id=case_id, worker_host=host))
+    return asdict(analysis.case_analyse(case_id=case_id, worker_host=host))
 
 
 @shared_task(
@@ -46,13 +46,13 @@ def analyse_case(self, case_id: int) -> dict:
 )
 def evaluate_model(evaluation_id: int) -> None:
     """A local evaluation asked for from the registry page."""
-    services.model_evaluation_run(evaluation_id=evaluation_id)
+    evaluation.model_evaluation_run(evaluation_id=evaluation_id)
 
 
 @shared_task(name="inference.sweep_stale_images", acks_late=True, ignore_result=True)
 def sweep_stale_images(older_than_s: int = 600) -> list[int]:
     """Periodic (celery beat): queue again the cases of images stuck pending or analysing."""
-    return services.stale_images_requeue(older_than_s=older_than_s)
+    return sweep.stale_images_requeue(older_than_s=older_than_s)
 
 
 @worker_process_init.connect
@@ -61,5 +61,5 @@ def _preload_deployed_model(**kwargs) -> None:
     which forks the pool and should not hold TensorFlow). A task arriving meanwhile waits
     for the same load instead of starting another."""
     threading.Thread(
-        target=services.deployed_model_preload, name="model-preload", daemon=True
+        target=analysis.deployed_model_preload, name="model-preload", daemon=True
     ).start()

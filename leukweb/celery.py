@@ -14,13 +14,13 @@ app.autodiscover_tasks()
 
 @worker_ready.connect
 def _start_heartbeat(sender, **kwargs) -> None:
-    from leukweb import heartbeat
+    from inference import heartbeat
 
     heartbeat.start(sender.hostname)
 
 
 @worker_shutdown.connect
 def _stop_heartbeat(sender, **kwargs) -> None:
-    from leukweb import heartbeat
+    from inference import heartbeat
 
     heartbeat.stop(sender.hostname)

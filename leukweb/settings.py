@@ -71,12 +71,15 @@ INSTALLED_APPS = [
     "rest_framework.authtoken",
     "django_filters",
     "drf_spectacular",
-    "leukweb",
+    # In the order of docs/architecture.md: each app imports only those above it.
     "accounts",
+    "audit",
     "cases",
     "inference",
-    "audit",
     "reviews",
+    "registry",
+    "clinic",
+    "leukweb",
 ]
 
 MIDDLEWARE = [
@@ -139,7 +142,8 @@ AUTH_PASSWORD_VALIDATORS = [
 
 LANGUAGE_CODE = "en-gb"
 TIME_ZONE = env("TIME_ZONE", "UTC")
-USE_I18N = True
+# Every string is English; none is marked for translation.
+USE_I18N = False
 USE_TZ = True
 
 STATIC_URL = "static/"
@@ -241,7 +245,7 @@ REST_FRAMEWORK = {
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 50,
     # One JSON shape for every error: {"error": {"status", "code", "message", "fields"}}.
-    "EXCEPTION_HANDLER": "cases.api.errors.api_exception_handler",
+    "EXCEPTION_HANDLER": "leukweb.api.errors.api_exception_handler",
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "LeukWeb API",

@@ -2,8 +2,8 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path, re_path
 
-from cases.api.errors import api_not_found
 from leukweb import views
+from leukweb.api.errors import api_not_found
 
 admin.site.site_header = "LeukWeb administration"
 
@@ -13,9 +13,10 @@ urlpatterns = [
     path("login/", auth_views.LoginView.as_view(redirect_authenticated_user=True), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),
-    path("api/", include("cases.api.urls")),
-    path("", include("cases.urls")),
+    path("api/", include("leukweb.api.urls")),
+    path("", include("clinic.urls")),
     path("", include("reviews.urls")),
+    path("", include("registry.urls")),
     # Last: an unknown /api/ path answers in the API's JSON error shape, not HTML.
     re_path(r"^api/", api_not_found, name="api-not-found"),
 ]

@@ -23,4 +23,4 @@ def healthz(request):
 
 def home(request):
     """The case list is where everyone starts; system status lives at /healthz."""
-    return redirect("cases:case_list")
+    return redirect("clinic:case_list")

@@ -3,4 +3,4 @@ from django.apps import AppConfig
 
 class ReviewsConfig(AppConfig):
     name = "reviews"
-    verbose_name = "Reviews and model registry"
+    verbose_name = "Reviews"

@@ -54,17 +54,3 @@ class SignOff(models.Model):
 
     def __str__(self) -> str:
         return f"Sign-off of case {self.case_id} by {self.reviewer}"
-
-
-class ReviewerSettings(models.Model):
-    """Per-reviewer preferences; a missing row means the defaults."""
-
-    user = models.OneToOneField(
-        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="review_settings"
-    )
-    blinded = models.BooleanField(
-        default=False, help_text="Show the images first, the model's answer after a diagnosis."
-    )
-
-    def __str__(self) -> str:
-        return f"Review settings of {self.user}"

@@ -1,9 +1,9 @@
-"""Reads for reviewers and administrators, built on the cases app's user-scoped selectors.
+"""Reads for reviewers: the queue, one case's verdicts and sign-off, the audit of
+predictions and agreement per model version.
 
-Which cases a user sees is decided in ``cases.selectors`` (their teams; everything for an
-administrator). This module adds the role rule on top: only reviewers and administrators
-reach reviewing, and only administrators the model registry. A clinician is refused
-(403); a case outside the reviewer's teams does not exist for them (404).
+Which records a user sees is the cases app's rule; who may review, and when a blinded
+reviewer may see a model's answer, are ``accounts.policies``. The model's answers come
+from ``inference.selectors``, narrowed here by ``answers_visible`` for a blinded reviewer.
 """
 
 from __future__ import annotations
@@ -11,26 +11,53 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date
 
-from django.core.exceptions import PermissionDenied
 from django.db.models import Exists, OuterRef, Q, QuerySet, Subquery
 from django.shortcuts import get_object_or_404
 
+from accounts import policies
 from accounts.models import Team, User
 from cases import selectors as case_selectors
 from cases.models import Case
-from inference.models import CaseResult, DeploymentEvent, ModelVersion, Prediction
-from reviews.models import Review, ReviewerSettings, SignOff
+from inference import selectors as answers
+from inference.models import CaseResult, ModelVersion, Prediction
+from reviews.models import Review, SignOff
 from reviews.stats import Agreement, agreement_compute
 
 
-def require_reviewer(user: User) -> None:
-    if not (user.is_reviewer or user.is_admin):
-        raise PermissionDenied("Only reviewers and administrators review cases.")
+def diagnosed_by(user: User, case_ref: str) -> Exists:
+    """Whether the user has recorded a verdict on the case at ``OuterRef(case_ref)``."""
+    return Exists(Review.objects.filter(case=OuterRef(case_ref), reviewer=user))
 
 
-def require_admin(user: User) -> None:
-    if not user.is_admin:
-        raise PermissionDenied("Only administrators manage models.")
+def answers_visible(user: User, case_ref: str) -> Exists | None:
+    """The condition keeping only the model answers this user may see (None: all).
+
+    A blinded reviewer sees answers only on the cases they have already diagnosed.
+    """
+    return diagnosed_by(user, case_ref) if policies.answers_blinded(user) else None
+
+
+def reviewer_has_diagnosed(*, user: User, case: Case) -> bool:
+    return case.reviews.filter(reviewer=user).exists()
+
+
+def model_answer_hidden(*, user: User, case: Case) -> bool:
+    """Whether this case's model answer is hidden from the user on every page right now."""
+    if not policies.answers_blinded(user):
+        return False
+    return policies.answer_hidden(user, has_diagnosed=reviewer_has_diagnosed(user=user, case=case))
+
+
+def sign_offs_for(*, user: User, case_ids: list[int]) -> dict[int, SignOff]:
+    """The sign-off (final diagnosis) of each of these (already visible) cases that has one.
+
+    A blinded reviewer sees another reviewer's diagnosis only after recording their own.
+    """
+    sign_offs = SignOff.objects.filter(case__in=case_ids)
+    visible = answers_visible(user, "case")
+    if visible is not None:
+        sign_offs = sign_offs.filter(visible)
+    return {s.case_id: s for s in sign_offs.select_related("reviewer", "review")}
 
 
 # --- the queue ------------------------------------------------------------------------
@@ -50,13 +77,13 @@ def review_queue(*, user: User, filters: QueueFilters | None = None) -> QuerySet
 
     One query per page whatever its size: the model's answer comes from subqueries.
     """
-    require_reviewer(user)
+    policies.require_reviewer(user)
     filters = filters or QueueFilters()
-    primary = CaseResult.objects.filter(case=OuterRef("pk"), primary=True).order_by("-created")
     cases = (
-        case_selectors.case_list(user=user)
+        answers.cases_with_results(
+            case_selectors.case_list(user=user), visible=answers_visible(user, "case")
+        )
         .filter(status=Case.Status.ANALYSED, predicted_label__isnull=False)
-        .annotate(result_model_version_id=Subquery(primary.values("model_version")[:1]))
         .order_by("-needs_review", "predicted_confidence", "created", "pk")
     )
     if filters.team_id:
@@ -76,20 +103,11 @@ def queue_team_choices(*, user: User) -> QuerySet[Team]:
     return Team.objects.all() if user.is_admin else user.teams.all()
 
 
-def subtype_choices() -> list[str]:
-    return case_selectors.predicted_label_choices()
-
-
-def model_version_list() -> QuerySet[ModelVersion]:
-    """Every registered version, newest first: names for filters and the registry."""
-    return ModelVersion.objects.select_related("imported_by").order_by("-created", "-pk")
-
-
 # --- one case -------------------------------------------------------------------------
 
 
 def review_case_get(*, user: User, pk: int) -> Case:
-    require_reviewer(user)
+    policies.require_reviewer(user)
     return case_selectors.case_get(user=user, pk=pk)
 
 
@@ -104,39 +122,15 @@ def sign_off_for_case(*, case: Case) -> SignOff | None:
 def case_results(*, user: User, case: Case) -> list[CaseResult]:
     """The case-level answers the user may see, primary first, newest first.
 
-    Shadow models' answers are for administrators comparing models, as in the cases app.
+    Shadow models' answers are for administrators comparing models.
     """
-    results = CaseResult.objects.filter(case=case)
-    if not user.is_admin:
-        results = results.filter(primary=True)
-    return list(results.select_related("model_version").order_by("-primary", "-created"))
-
-
-def reviewer_blinded(*, user: User) -> bool:
-    """The reviewer's standing choice; a request may override it (see the views)."""
-    return ReviewerSettings.objects.filter(user=user, blinded=True).exists()
-
-
-def reviewer_has_diagnosed(*, user: User, case: Case) -> bool:
-    return case.reviews.filter(reviewer=user).exists()
-
-
-def answers_blinded(*, user: User) -> bool:
-    """Whether the user is a blinded reviewer: one who sees a model's answer only on the
-    cases they have already diagnosed, on every page and endpoint."""
-    return user.is_reviewer and reviewer_blinded(user=user)
-
-
-def model_answer_hidden(*, user: User, case: Case) -> bool:
-    return answers_blinded(user=user) and not reviewer_has_diagnosed(user=user, case=case)
+    return answers.case_results(case=case, include_shadow=user.is_admin)
 
 
 def prediction_get_with_heatmap(*, user: User, pk: int) -> Prediction:
     """A prediction of a case the reviewer sees, with a stored heatmap, or 404."""
-    require_reviewer(user)
-    predictions = Prediction.objects.filter(
-        image__in=case_selectors.image_list(user=user).values("pk")
-    ).exclude(heatmap="")
+    policies.require_reviewer(user)
+    predictions = answers.predictions_of(case_selectors.image_list(user=user)).exclude(heatmap="")
     return get_object_or_404(predictions, pk=pk)
 
 
@@ -149,10 +143,10 @@ def prediction_audit_list(*, user: User, search: str = "") -> QuerySet[Predictio
     Each row carries its case's latest verdict. ``search`` matches the patient
     identifier, the label, the model's name or version, the verdict or the diagnosis.
     """
-    require_reviewer(user)
+    policies.require_reviewer(user)
     latest = Review.objects.filter(case=OuterRef("image__case")).order_by("-created", "-pk")
-    visible = Prediction.objects.filter(image__in=case_selectors.image_list(user=user).values("pk"))
-    if answers_blinded(user=user):
+    visible = answers.predictions_of(case_selectors.image_list(user=user))
+    if policies.answers_blinded(user):
         # Blinded: only cases this reviewer has already diagnosed show their answers.
         visible = visible.filter(image__case__reviews__reviewer=user).distinct()
     predictions = (
@@ -182,7 +176,7 @@ def prediction_audit_list(*, user: User, search: str = "") -> QuerySet[Predictio
 
 def agreement_for_model_version(*, user: User, model_version: ModelVersion) -> Agreement:
     """Model versus signed-off diagnosis, over the signed-off cases the user sees."""
-    require_reviewer(user)
+    policies.require_reviewer(user)
     pairs = (
         CaseResult.objects.filter(
             model_version=model_version,
@@ -193,23 +187,3 @@ def agreement_for_model_version(*, user: User, model_version: ModelVersion) -> A
         .values_list("label", "case__sign_off__review__diagnosis")
     )
     return agreement_compute(pairs, model_version.classes)
-
-
-# --- the registry ---------------------------------------------------------------------
-
-
-def registry_list(*, user: User) -> QuerySet[ModelVersion]:
-    require_admin(user)
-    return model_version_list()
-
-
-def registry_get(*, user: User, pk: int) -> ModelVersion:
-    require_admin(user)
-    return get_object_or_404(model_version_list(), pk=pk)
-
-
-def deployment_event_list(*, user: User) -> QuerySet[DeploymentEvent]:
-    require_admin(user)
-    return DeploymentEvent.objects.select_related("model_version", "actor").order_by(
-        "-created", "-pk"
-    )

@@ -1,16 +1,17 @@
-"""Writes for reviewing: verdicts, sign-off, reviewer settings. Each is audited."""
+"""Writes for reviewing: verdicts and sign-off. Each is audited."""
 
 from __future__ import annotations
 
-from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.exceptions import ValidationError
 from django.db import transaction
 
+from accounts import policies
 from accounts.models import User
 from audit.models import AuditEvent
 from audit.services import audit_record
 from cases.models import Case
 from inference.models import CaseResult
-from reviews.models import INCONCLUSIVE, Review, ReviewerSettings, SignOff
+from reviews.models import INCONCLUSIVE, Review, SignOff
 
 
 def diagnosis_choices(result: CaseResult) -> list[str]:
@@ -20,8 +21,7 @@ def diagnosis_choices(result: CaseResult) -> list[str]:
 
 def _locked_case(case: Case, reviewer: User) -> Case:
     """The case row, locked for the rest of the transaction, refusing a signed-off one."""
-    if not (reviewer.is_reviewer or reviewer.is_admin):
-        raise PermissionDenied("Only reviewers and administrators review cases.")
+    policies.require_reviewer(reviewer)
     case = Case.objects.select_for_update().get(pk=case.pk)
     if case.status == Case.Status.REVIEWED or SignOff.objects.filter(case=case).exists():
         raise ValidationError("The case is signed off: it accepts no further verdicts.")
@@ -107,11 +107,3 @@ def case_sign_off(*, case: Case, reviewer: User) -> SignOff:
             detail={"event": "sign_off", "diagnosis": review.diagnosis, "review": review.pk},
         )
     return sign_off
-
-
-def reviewer_settings_update(*, user: User, blinded: bool) -> ReviewerSettings:
-    with transaction.atomic():
-        settings, _ = ReviewerSettings.objects.update_or_create(
-            user=user, defaults={"blinded": blinded}
-        )
-    return settings

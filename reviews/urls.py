@@ -15,9 +15,4 @@ urlpatterns = [
     path("reviews/predictions/export.csv", views.prediction_export, name="prediction_export"),
     path("reviews/predictions/<int:pk>/heatmap.png", views.heatmap, name="heatmap"),
     path("reviews/agreement/", views.agreement, name="agreement"),
-    path("registry/", views.registry_list, name="registry_list"),
-    path("registry/rollback/", views.registry_rollback, name="registry_rollback"),
-    path("registry/<int:pk>/", views.registry_detail, name="registry_detail"),
-    path("registry/<int:pk>/evaluate/", views.registry_evaluate, name="registry_evaluate"),
-    path("registry/<int:pk>/<slug:action>/", views.registry_action, name="registry_action"),
 ]

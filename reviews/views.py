@@ -5,34 +5,27 @@ from __future__ import annotations
 import csv
 from collections.abc import Iterator
 
-from django.conf import settings
 from django.contrib import messages
 from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import redirect, render
-from django.urls import reverse
 from django.utils import timezone
-from django.views.decorators.http import require_GET, require_http_methods, require_POST
+from django.views.decorators.http import require_GET, require_POST
 
+from accounts import policies
+from accounts.services import user_blinded_review_set
 from audit.models import AuditEvent
 from audit.services import audit_record
 from cases import selectors as case_selectors
-from inference import services as registry
+from inference import selectors as answers
 from inference.models import ModelVersion
-from reviews import selectors, services
-from reviews.charts import heat_rows
-from reviews.forms import EvaluationRequestForm, QueueFilterForm, ReasonForm, VerdictForm
-from reviews.report import comparison_row, report_sections
+from reviews import presenters, selectors, services
+from reviews.forms import QueueFilterForm, VerdictForm
 
 PER_PAGE = 25
 # Spreadsheet programs run a cell starting with these as a formula (CSV injection).
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
-REGISTRY_ACTIONS = {
-    "deploy": ("Deploy", registry.model_version_deploy),
-    "shadow": ("Set as shadow", registry.model_version_set_shadow),
-    "retire": ("Retire", registry.model_version_retire),
-}
 
 
 # --- the queue ------------------------------------------------------------------------
@@ -40,12 +33,12 @@ REGISTRY_ACTIONS = {
 
 @require_GET
 def queue(request: HttpRequest) -> HttpResponse:
-    selectors.require_reviewer(request.user)
-    versions = list(selectors.model_version_list())
+    policies.require_reviewer(request.user)
+    versions = list(answers.model_version_list())
     form = QueueFilterForm(
         request.GET or None,
         teams=selectors.queue_team_choices(user=request.user),
-        subtypes=selectors.subtype_choices(),
+        subtypes=answers.predicted_label_choices(),
         model_versions=versions,
     )
     filters = selectors.QueueFilters()
@@ -72,16 +65,16 @@ def queue(request: HttpRequest) -> HttpResponse:
             "form": form,
             "page": page,
             "query": query.urlencode(),
-            "blinded": selectors.reviewer_blinded(user=request.user),
+            "blinded": request.user.blinded_review,
         },
     )
 
 
 @require_POST
 def reviewer_settings(request: HttpRequest) -> HttpResponse:
-    selectors.require_reviewer(request.user)
+    policies.require_reviewer(request.user)
     blinded = request.POST.get("blinded") == "on"
-    services.reviewer_settings_update(user=request.user, blinded=blinded)
+    user_blinded_review_set(user=request.user, blinded=blinded)
     messages.success(request, f"Blinded review {'on' if blinded else 'off'}.")
     return redirect("reviews:queue")
 
@@ -94,53 +87,11 @@ def _blinded(request: HttpRequest) -> bool:
     asked = request.GET.get("blinded", request.POST.get("blinded"))
     if asked in ("1", "0"):
         return asked == "1"
-    return selectors.reviewer_blinded(user=request.user)
-
-
-def _bars(probabilities: dict, classes: list[str]) -> list[tuple[str, float]]:
-    return [(label, float(probabilities.get(label, 0.0))) for label in classes]
+    return request.user.blinded_review
 
 
 def _case_context(request: HttpRequest, case) -> dict:
-    """What the review page and the printed report show; the model's answer only if revealed.
-
-    Blinded, nothing that carries the answer is even computed: no labels, probabilities,
-    heatmaps, verdicts or history (audit entries name predicted labels).
-    """
-    sign_off = selectors.sign_off_for_case(case=case)
-    blinded = _blinded(request)
-    revealed = (
-        not blinded
-        or sign_off is not None
-        or selectors.reviewer_has_diagnosed(user=request.user, case=case)
-    )
-    images = case_selectors.case_images(case=case)
-    context = {
-        "case": case,
-        "images": images,
-        "sign_off": sign_off,
-        "locked": sign_off is not None or case.status == case.Status.REVIEWED,
-        "blinded": blinded,
-        "revealed": revealed,
-    }
-    if not revealed:
-        return context
-    results = selectors.case_results(user=request.user, case=case)
-    for result in results:
-        result.bars = _bars(result.probabilities, result.model_version.classes)
-    for image in images:
-        if image.prediction is not None:
-            image.prediction.bars = _bars(
-                image.prediction.probabilities, image.prediction.model_version.classes
-            )
-    primary = next((r for r in results if r.primary), None)
-    context.update(
-        results=results,
-        primary=primary,
-        reviews=list(selectors.review_list_for_case(case=case)),
-        history=case.audit_events.select_related("actor")[:100],
-    )
-    return context
+    return presenters.case_page(user=request.user, case=case, blinded=_blinded(request))
 
 
 def _verdict_form(request: HttpRequest, case, data=None) -> VerdictForm | None:
@@ -222,7 +173,7 @@ def case_report(request: HttpRequest, pk: int) -> HttpResponse:
     context = _case_context(request, case)
     context["printed"] = timezone.now()
     # Grad-CAM overlays are a reviewer's aid, served to reviewers only.
-    context["can_review"] = request.user.is_reviewer or request.user.is_admin
+    context["can_review"] = policies.can_review(request.user)
     return render(request, "reviews/case_report.html", context)
 
 
@@ -327,198 +278,20 @@ def prediction_export(request: HttpRequest) -> StreamingHttpResponse:
 # --- agreement ------------------------------------------------------------------------
 
 
-def _agreement_panel(user, version: ModelVersion | None) -> dict | None:
-    if version is None:
-        return None
-    stats = selectors.agreement_for_model_version(user=user, model_version=version)
-    return {"version": version, "stats": stats, "rows": heat_rows(stats.matrix, stats.labels)}
-
-
 @require_GET
 def agreement(request: HttpRequest) -> HttpResponse:
-    selectors.require_reviewer(request.user)
-    versions = list(selectors.model_version_list())
+    policies.require_reviewer(request.user)
+    versions = list(answers.model_version_list())
     chosen = request.GET.get("version", "")
     picked = next((v for v in versions if str(v.pk) == chosen), None)
     deployed = next((v for v in versions if v.status == ModelVersion.Status.DEPLOYED), None)
     shadow = next((v for v in versions if v.status == ModelVersion.Status.SHADOW), None)
     shown = [picked] if picked else [deployed, shadow]
-    panels = [_agreement_panel(request.user, v) for v in shown if v is not None]
+    panels = [
+        presenters.agreement_panel(user=request.user, version=v) for v in shown if v is not None
+    ]
     return render(
         request,
         "reviews/agreement.html",
         {"panels": panels, "versions": versions, "chosen": chosen},
-    )
-
-
-# --- the model registry (administrators) ----------------------------------------------
-
-
-@require_GET
-def registry_list(request: HttpRequest) -> HttpResponse:
-    versions = list(selectors.registry_list(user=request.user))
-    for version in versions:
-        version.test = (version.report.get("evaluation") or {}).get("test") or {}
-    events = selectors.deployment_event_list(user=request.user)[:50]
-    return render(
-        request,
-        "reviews/registry_list.html",
-        {
-            "versions": versions,
-            "events": events,
-            "previous": registry.model_version_previous(),
-        },
-    )
-
-
-@require_GET
-def registry_detail(request: HttpRequest, pk: int) -> HttpResponse:
-    version = selectors.registry_get(user=request.user, pk=pk)
-    others = selectors.registry_list(user=request.user)
-    comparison = [
-        row for row in (comparison_row(v.report, str(v)) for v in others) if row is not None
-    ]
-    deployed = ModelVersion.objects.deployed()
-    shadow = ModelVersion.objects.shadow()
-    live = [_agreement_panel(request.user, version)]
-    live += [
-        _agreement_panel(request.user, v)
-        for v in (deployed, shadow)
-        if v is not None and v.pk != version.pk
-    ]
-    evaluations = _local_evaluations(version)
-    return render(
-        request,
-        "reviews/registry_detail.html",
-        {
-            "version": version,
-            "report": report_sections(version.report),
-            "comparison": comparison,
-            "live": live,
-            "events": version.events.select_related("actor").order_by("-created", "-pk"),
-            "actions": _actions_for(version),
-            "evaluations": evaluations,
-            "latest_evaluation": _latest_done(evaluations),
-            "evaluation_sets": registry.evaluation_sets(),
-            "evaluation_root": settings.EVALUATION_DATA_ROOT,
-        },
-    )
-
-
-@require_POST
-def registry_evaluate(request: HttpRequest, pk: int) -> HttpResponse:
-    """Queue a local evaluation of this version on one of the site's labelled sets."""
-    selectors.require_admin(request.user)
-    version = selectors.registry_get(user=request.user, pk=pk)
-    form = EvaluationRequestForm(request.POST, datasets=registry.evaluation_sets())
-    if not form.is_valid():
-        messages.error(request, "Choose one of the labelled sets listed.")
-    else:
-        try:
-            registry.model_version_evaluation_request(
-                model_version=version,
-                dataset=form.cleaned_data["dataset"],
-                actor=request.user,
-                note=form.cleaned_data["note"],
-            )
-        except registry.EvaluationRequestError as exc:
-            messages.error(request, str(exc))
-        else:
-            messages.success(
-                request,
-                f"Evaluation of {version} on {form.cleaned_data['dataset']} queued: a worker "
-                "runs it, and it appears here when done (reload the page).",
-            )
-    return redirect(f"{reverse('reviews:registry_detail', args=[version.pk])}#local-evaluations")
-
-
-def _latest_done(evaluations: list):
-    return next((e for e in evaluations if e.status == e.Status.DONE), None)
-
-
-def _local_evaluations(version: ModelVersion) -> list:
-    """The version's local evaluations, newest first; the finished ones with their
-    warnings, the newest finished one also with its confusion matrix."""
-    from training.report import local_evaluation_warnings, reported_test_accuracy
-
-    reported = reported_test_accuracy(version.report)
-    evaluations = list(version.evaluations.select_related("actor"))
-    done = [e for e in evaluations if e.status == e.Status.DONE]
-    for evaluation in done:
-        evaluation.warnings = local_evaluation_warnings(evaluation.result, reported)
-    if done:
-        done[0].confusion = heat_rows(
-            done[0].result["metrics"]["confusion_matrix"], list(version.classes)
-        )
-    return evaluations
-
-
-def _actions_for(version: ModelVersion) -> list[tuple[str, str]]:
-    """The registry changes that the version's status allows (the services re-check)."""
-    status = ModelVersion.Status
-    allowed = {
-        status.REGISTERED: ("deploy", "shadow", "retire"),
-        status.SHADOW: ("deploy", "retire"),
-    }.get(version.status, ())
-    return [(name, REGISTRY_ACTIONS[name][0]) for name in allowed]
-
-
-def _confirm(
-    request: HttpRequest, *, title: str, version, perform, serving: bool = True
-) -> HttpResponse:
-    """Confirmation page with a required reason; on POST run the registry service.
-
-    A change that puts the version into service shows its latest local evaluation (or
-    that it has none) right above the button.
-    """
-    form = ReasonForm(request.POST or None)
-    if request.method == "POST" and form.is_valid():
-        try:
-            perform(reason=form.cleaned_data["reason"])
-        except (registry.RegistryError, ValidationError) as exc:
-            form.add_error(None, str(exc))
-        else:
-            messages.success(request, f"{title}: done.")
-            return redirect("reviews:registry_list")
-    return render(
-        request,
-        "reviews/registry_confirm.html",
-        {
-            "form": form,
-            "title": title,
-            "version": version,
-            "serving": serving,
-            "evaluation": _latest_done(_local_evaluations(version)) if serving else None,
-        },
-        status=400 if request.method == "POST" else 200,
-    )
-
-
-@require_http_methods(["GET", "POST"])
-def registry_action(request: HttpRequest, pk: int, action: str) -> HttpResponse:
-    version = selectors.registry_get(user=request.user, pk=pk)
-    if action not in REGISTRY_ACTIONS:
-        raise Http404("No such registry action.")
-    title, service = REGISTRY_ACTIONS[action]
-    return _confirm(
-        request,
-        title=f"{title} {version}",
-        version=version,
-        perform=lambda reason: service(model_version=version, actor=request.user, reason=reason),
-        serving=action != "retire",
-    )
-
-
-@require_http_methods(["GET", "POST"])
-def registry_rollback(request: HttpRequest) -> HttpResponse:
-    selectors.require_admin(request.user)
-    previous = registry.model_version_previous()
-    if previous is None:
-        messages.error(request, "There is no earlier deployed version to roll back to.")
-        return redirect("reviews:registry_list")
-    return _confirm(
-        request,
-        title=f"Roll back to {previous}",
-        version=previous,
-        perform=lambda reason: registry.model_version_rollback(actor=request.user, reason=reason),
     )

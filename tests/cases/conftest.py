@@ -12,6 +12,7 @@ from PIL import Image
 from accounts.models import Team
 from cases import services
 from cases.models import Case, Patient
+from inference import dispatch
 
 DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 SMEARS = DATA / "bccd-smears" / "images"
@@ -99,7 +100,7 @@ def queued(monkeypatch) -> list[int]:
         sent.append(case_id)
         return True
 
-    monkeypatch.setattr(services, "case_analysis_request", send)
+    monkeypatch.setattr(dispatch, "case_analysis_request", send)
     return sent
 
 

@@ -105,9 +105,9 @@ def test_alice_herself_reaches_her_records_so_the_walk_tests_something(
 ):
     client = client_for(alice)
     for url in (
-        reverse("cases:case_detail", args=[OBJECT_ID]),
-        reverse("cases:patient_detail", args=[OBJECT_ID]),
-        reverse("cases:image_file", args=[OBJECT_ID]),
+        reverse("clinic:case_detail", args=[OBJECT_ID]),
+        reverse("clinic:patient_detail", args=[OBJECT_ID]),
+        reverse("clinic:image_file", args=[OBJECT_ID]),
         reverse("api:case-detail", args=[OBJECT_ID]),
         reverse("api:prediction-detail", args=[OBJECT_ID]),
     ):

@@ -22,18 +22,18 @@ from tests.cases.conftest import (
 def test_home_sends_everyone_to_the_case_list(client_for, alice):
     response = client_for(alice).get("/")
     assert response.status_code == HTTPStatus.FOUND
-    assert response["Location"] == reverse("cases:case_list")
+    assert response["Location"] == reverse("clinic:case_list")
 
 
 def test_pages_need_a_login(client, alice_case):
-    response = client.get(reverse("cases:case_detail", args=[alice_case.pk]))
+    response = client.get(reverse("clinic:case_detail", args=[alice_case.pk]))
     assert response.status_code == HTTPStatus.FOUND
     assert response["Location"].startswith(reverse("login"))
 
 
 def test_alice_opens_a_case_for_a_new_patient_with_dropped_images(client_for, alice, queued):
     response = client_for(alice).post(
-        reverse("cases:case_new"),
+        reverse("clinic:case_new"),
         {
             "identifier": "LAB-42",
             "team": alice.teams.get().pk,
@@ -49,7 +49,7 @@ def test_alice_opens_a_case_for_a_new_patient_with_dropped_images(client_for, al
     )
     assert response.status_code == HTTPStatus.OK, response.content
     case = Case.objects.get()
-    assert response.json() == {"redirect": reverse("cases:case_detail", args=[case.pk])}
+    assert response.json() == {"redirect": reverse("clinic:case_detail", args=[case.pk])}
     assert case.patient.identifier == "LAB-42" and case.specimen == "bone_marrow"
     assert case.images.count() == 2 and case.status == Case.Status.SUBMITTED
 
@@ -58,7 +58,7 @@ def test_a_refused_image_comes_back_as_a_form_error_and_nothing_is_kept(
     client_for, alice, tmp_path
 ):
     response = client_for(alice).post(
-        reverse("cases:case_new"),
+        reverse("clinic:case_new"),
         {
             "identifier": "LAB-43",
             "team": alice.teams.get().pk,
@@ -78,7 +78,7 @@ def test_a_refused_image_comes_back_as_a_form_error_and_nothing_is_kept(
 
 def test_without_javascript_the_form_posts_and_redirects(client_for, alice, alice_patient):
     response = client_for(alice).post(
-        reverse("cases:case_new"),
+        reverse("clinic:case_new"),
         {
             "patient": alice_patient.pk,
             "sex": "U",
@@ -88,13 +88,13 @@ def test_without_javascript_the_form_posts_and_redirects(client_for, alice, alic
     )
     case = Case.objects.get()
     assert response.status_code == HTTPStatus.FOUND
-    assert response["Location"] == reverse("cases:case_detail", args=[case.pk])
+    assert response["Location"] == reverse("clinic:case_detail", args=[case.pk])
     assert case.status == Case.Status.DRAFT
 
 
 def test_the_new_case_page_offers_only_patients_of_alices_teams(client_for, alice, charlie, team_b):
     services.patient_create(user=charlie, team=team_b, identifier="B-SECRET")
-    response = client_for(alice).get(reverse("cases:case_new"))
+    response = client_for(alice).get(reverse("clinic:case_new"))
     assert response.status_code == HTTPStatus.OK
     assert b"B-SECRET" not in response.content
     assert b"js/uploader.js" in response.content
@@ -104,10 +104,10 @@ def test_bob_the_reviewer_sees_team_a_cases_but_cannot_open_or_change_them(
     client_for, bob, alice_case
 ):
     client = client_for(bob)
-    assert client.get(reverse("cases:case_detail", args=[alice_case.pk])).status_code == 200
-    assert client.get(reverse("cases:case_new")).status_code == HTTPStatus.FORBIDDEN
+    assert client.get(reverse("clinic:case_detail", args=[alice_case.pk])).status_code == 200
+    assert client.get(reverse("clinic:case_new")).status_code == HTTPStatus.FORBIDDEN
     edit = client.post(
-        reverse("cases:case_edit", args=[alice_case.pk]), {"specimen": "bone_marrow"}
+        reverse("clinic:case_edit", args=[alice_case.pk]), {"specimen": "bone_marrow"}
     )
     assert edit.status_code == HTTPStatus.FORBIDDEN
 
@@ -117,12 +117,14 @@ def test_bob_the_reviewer_sees_team_a_cases_but_cannot_open_or_change_them(
 )
 def test_charlie_gets_404_for_team_a_case_pages(client_for, charlie, alice_case, route):
     method = "post" if route in ("case_images_add", "case_submit") else "get"
-    response = getattr(client_for(charlie), method)(reverse(f"cases:{route}", args=[alice_case.pk]))
+    response = getattr(client_for(charlie), method)(
+        reverse(f"clinic:{route}", args=[alice_case.pk])
+    )
     assert response.status_code == HTTPStatus.NOT_FOUND
 
 
 def test_the_admin_sees_every_teams_case(client_for, admin_user, alice_case):
-    response = client_for(admin_user).get(reverse("cases:case_detail", args=[alice_case.pk]))
+    response = client_for(admin_user).get(reverse("clinic:case_detail", args=[alice_case.pk]))
     assert response.status_code == HTTPStatus.OK
 
 
@@ -130,16 +132,16 @@ def test_images_are_served_by_a_view_that_checks_access_and_records_the_download
     client_for, alice, charlie, alice_case
 ):
     image = alice_case.images.first()
-    response = client_for(alice).get(reverse("cases:image_file", args=[image.pk]))
+    response = client_for(alice).get(reverse("clinic:image_file", args=[image.pk]))
     assert response.status_code == HTTPStatus.OK
     assert response["Content-Type"] == "image/jpeg"
     assert response["Cache-Control"] == "private, max-age=3600"
     assert b"".join(response.streaming_content)[:2] == b"\xff\xd8"
     assert AuditEvent.objects.filter(action="download", target_id=str(image.pk)).exists()
-    thumb = client_for(alice).get(reverse("cases:image_thumbnail", args=[image.pk]))
+    thumb = client_for(alice).get(reverse("clinic:image_thumbnail", args=[image.pk]))
     assert thumb.status_code == HTTPStatus.OK and thumb["Content-Type"] == "image/jpeg"
     for route in ("image_file", "image_thumbnail"):
-        outsider = client_for(charlie).get(reverse(f"cases:{route}", args=[image.pk]))
+        outsider = client_for(charlie).get(reverse(f"clinic:{route}", args=[image.pk]))
         assert outsider.status_code == HTTPStatus.NOT_FOUND
 
 
@@ -148,9 +150,9 @@ def test_the_case_page_shows_images_predictions_bars_and_history(client_for, ali
     image = alice_case.images.first()
     prediction(image, deployed, "AML")
     case_result(alice_case, deployed, "AML", needs_review=True)
-    response = client_for(alice).get(reverse("cases:case_detail", args=[alice_case.pk]))
+    response = client_for(alice).get(reverse("clinic:case_detail", args=[alice_case.pk]))
     html = response.content.decode()
-    assert reverse("cases:image_thumbnail", args=[image.pk]) in html
+    assert reverse("clinic:image_thumbnail", args=[image.pk]) in html
     assert "Case prediction: AML" in html and "needs review" in html
     assert 'style="width: 70%"' in html  # the case-level bar for AML
     assert 'style="width: 91%"' in html  # the image-level bar
@@ -163,14 +165,14 @@ def test_shadow_model_results_are_never_shown_to_clinicians(client_for, alice, a
     shadow = model_version("shadow-cnn", "shadow")
     case_result(alice_case, shadow, "CLL", primary=False)
     prediction(alice_case.images.first(), shadow, "CLL")
-    html = client_for(alice).get(reverse("cases:case_detail", args=[alice_case.pk])).content
+    html = client_for(alice).get(reverse("clinic:case_detail", args=[alice_case.pk])).content
     assert b"CLL (" not in html and b"Case prediction" not in html
-    listing = client_for(alice).get(reverse("cases:case_list") + "?predicted=CLL")
+    listing = client_for(alice).get(reverse("clinic:case_list") + "?predicted=CLL")
     assert listing.context["page"].paginator.count == 0
 
 
 def test_the_status_endpoint_returns_the_fresh_analysis_section(client_for, alice, alice_case):
-    response = client_for(alice).get(reverse("cases:case_status", args=[alice_case.pk]))
+    response = client_for(alice).get(reverse("clinic:case_status", args=[alice_case.pk]))
     body = response.json()
     assert body["status"] == "submitted" and body["active"] is True
     assert "smear-1.jpg" in body["html"]
@@ -178,7 +180,7 @@ def test_the_status_endpoint_returns_the_fresh_analysis_section(client_for, alic
 
 def test_alice_adds_images_to_her_case_and_a_duplicate_is_refused(client_for, alice, alice_case):
     client = client_for(alice)
-    url = reverse("cases:case_images_add", args=[alice_case.pk])
+    url = reverse("clinic:case_images_add", args=[alice_case.pk])
     added = client.post(
         url, {"images": [upload("new.png", image_bytes())]}, HTTP_ACCEPT="application/json"
     )
@@ -193,7 +195,7 @@ def test_alice_adds_images_to_her_case_and_a_duplicate_is_refused(client_for, al
 
 def test_alice_edits_the_case_and_the_change_is_recorded(client_for, alice, alice_case):
     response = client_for(alice).post(
-        reverse("cases:case_edit", args=[alice_case.pk]),
+        reverse("clinic:case_edit", args=[alice_case.pk]),
         {"specimen": "bone_marrow", "stain": "giemsa", "clinical_notes": "Repeat sample"},
     )
     assert response.status_code == HTTPStatus.FOUND
@@ -207,7 +209,7 @@ def test_the_patient_page_lists_the_patients_cases_over_time(
     client_for, alice, alice_patient, alice_case
 ):
     other = services.case_create(user=alice, patient=alice_patient)
-    response = client_for(alice).get(reverse("cases:patient_detail", args=[alice_patient.pk]))
+    response = client_for(alice).get(reverse("clinic:patient_detail", args=[alice_patient.pk]))
     assert list(response.context["cases"]) == [other, alice_case]
     assert AuditEvent.objects.filter(action="view", target_type="cases.patient").exists()
 
@@ -215,13 +217,13 @@ def test_the_patient_page_lists_the_patients_cases_over_time(
 def test_alice_creates_and_edits_a_patient(client_for, alice):
     client = client_for(alice)
     created = client.post(
-        reverse("cases:patient_new"),
+        reverse("clinic:patient_new"),
         {"team": alice.teams.get().pk, "identifier": "P-9", "sex": "M", "year_of_birth": "1980"},
     )
     patient = Patient.objects.get()
-    assert created["Location"] == reverse("cases:patient_detail", args=[patient.pk])
+    assert created["Location"] == reverse("clinic:patient_detail", args=[patient.pk])
     client.post(
-        reverse("cases:patient_edit", args=[patient.pk]), {"sex": "M", "notes": "CLL follow-up"}
+        reverse("clinic:patient_edit", args=[patient.pk]), {"sex": "M", "notes": "CLL follow-up"}
     )
     patient.refresh_from_db()
     assert patient.notes == "CLL follow-up" and patient.identifier == "P-9"
@@ -243,7 +245,7 @@ class TestCaseList:
         return first, second, third
 
     def listed(self, client, query: str = "") -> list[int]:
-        response = client.get(reverse("cases:case_list") + query)
+        response = client.get(reverse("clinic:case_list") + query)
         assert response.status_code == HTTPStatus.OK
         return [case.pk for case in response.context["page"].object_list]
 
@@ -265,14 +267,14 @@ class TestCaseList:
         self, client_for, alice, cases, alice_patient, django_assert_max_num_queries
     ):
         client = client_for(alice)
-        client.get(reverse("cases:case_list"))  # warm the session and user lookups
+        client.get(reverse("clinic:case_list"))  # warm the session and user lookups
 
         def page_queries() -> int:
             from django.db import connection
             from django.test.utils import CaptureQueriesContext
 
             with CaptureQueriesContext(connection) as ctx:
-                client.get(reverse("cases:case_list") + "?page=1")
+                client.get(reverse("clinic:case_list") + "?page=1")
             return len(ctx.captured_queries)
 
         few = page_queries()
@@ -287,7 +289,7 @@ class TestCaseList:
         many = page_queries()
         assert many == few
         with django_assert_max_num_queries(8):
-            response = client.get(reverse("cases:case_list") + "?page=2&predicted=ALL")
+            response = client.get(reverse("clinic:case_list") + "?page=2&predicted=ALL")
         assert len(response.context["page"].object_list) == 5
 
 
@@ -296,9 +298,9 @@ def test_the_case_list_shows_no_subtype_when_every_image_was_out_of_scope(
 ):
     deployed = model_version()
     result = case_result(alice_case, deployed, "AML")
-    listing = client_for(alice).get(reverse("cases:case_list")).content.decode()
+    listing = client_for(alice).get(reverse("clinic:case_list")).content.decode()
     assert "AML" in listing and "out of scope" not in listing
     result.out_of_scope_count = result.images_count
     result.save(update_fields=["out_of_scope_count"])
-    listing = client_for(alice).get(reverse("cases:case_list")).content.decode()
+    listing = client_for(alice).get(reverse("clinic:case_list")).content.decode()
     assert "out of scope" in listing and "AML <span" not in listing

@@ -14,11 +14,11 @@ def test_seed_demo_cases_adds_patients_cases_and_viewable_images(client_for, ali
     assert Case.objects.dates("created", "month").count() > 1  # spread over the year
 
     client = client_for(alice)
-    listing = client.get(reverse("cases:case_list") + "?mine=on&page=2")
+    listing = client.get(reverse("clinic:case_list") + "?mine=on&page=2")
     assert listing.context["page"].paginator.count == 40
     image = SmearImage.objects.first()
     assert (
-        client.get(reverse("cases:image_thumbnail", args=[image.pk])).status_code == HTTPStatus.OK
+        client.get(reverse("clinic:image_thumbnail", args=[image.pk])).status_code == HTTPStatus.OK
     )
 
 

@@ -4,8 +4,8 @@ from django.conf import settings
 from django.utils import timezone
 
 from cases.models import Case
+from inference.models import WorkerHeartbeat
 from leukweb.celery import app as celery_app
-from leukweb.models import WorkerHeartbeat
 from tests.cases.conftest import model_version
 
 
@@ -56,10 +56,11 @@ def test_a_case_the_broker_refused_is_taken_by_the_next_sweep_not_ten_minutes_la
     monkeypatch, alice, alice_patient, django_capture_on_commit_callbacks
 ):
     from cases import services
-    from inference.services import stale_images_requeue
+    from inference import dispatch
+    from inference.services.sweep import stale_images_requeue
     from tests.cases.conftest import as_uploads, image_bytes
 
-    monkeypatch.setattr(services, "case_analysis_request", lambda case_id: False)  # broker down
+    monkeypatch.setattr(dispatch, "case_analysis_request", lambda case_id: False)  # broker down
     with django_capture_on_commit_callbacks(execute=True):
         case = services.case_create(
             user=alice,

@@ -1,4 +1,5 @@
-"""The registry in the Django admin: zip import, and changes that need a confirmed reason."""
+"""The registry's records in the Django admin are read-only lists that link to the
+registry's pages; an artifact is imported from the registry page, as a zip."""
 
 import io
 import zipfile
@@ -8,8 +9,8 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 
-from inference.models import DeploymentEvent, ModelVersion
-from inference.services import model_version_import
+from inference.models import ModelVersion
+from inference.services.registry import model_version_import
 
 pytestmark = pytest.mark.django_db
 
@@ -27,44 +28,60 @@ def zipped(folder, *, damage: bool = False) -> SimpleUploadedFile:
 
 def test_an_admin_imports_a_zipped_artifact(client_for, admin_user, artifacts):
     client = client_for(admin_user)
-    url = reverse("admin:inference_modelversion_import")
-    response = client.post(url, {"archive": zipped(artifacts["v1"])})
+    response = client.post(reverse("registry:import"), {"archive": zipped(artifacts["v1"])})
     version = ModelVersion.objects.get()
     assert response.status_code == HTTPStatus.FOUND
-    assert response["Location"] == reverse("admin:inference_modelversion_change", args=[version.pk])
+    assert response["Location"] == reverse("registry:detail", args=[version.pk])
     page = client.get(response["Location"]).content.decode()
-    assert "NOT for clinical use" in page and "Deploy" in page
+    assert "not for clinical use" in page and "Deploy" in page
 
 
 def test_a_damaged_zip_is_refused_with_the_reason_and_nothing_is_kept(
     client_for, admin_user, artifacts
 ):
     client = client_for(admin_user)
-    url = reverse("admin:inference_modelversion_import")
-    response = client.post(url, {"archive": zipped(artifacts["v1"], damage=True)})
-    assert response.status_code == HTTPStatus.OK
+    response = client.post(
+        reverse("registry:import"), {"archive": zipped(artifacts["v1"], damage=True)}
+    )
+    assert response.status_code == HTTPStatus.BAD_REQUEST
     assert "does not match the manifest" in response.content.decode()
     assert not ModelVersion.objects.exists()
 
 
-def test_deploy_needs_a_reason_and_a_confirmation(client_for, admin_user, artifacts):
+def test_a_zip_whose_paths_leave_the_folder_is_refused_before_unpacking(client_for, admin_user):
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("../manifest.json", "{}")
+    upload = SimpleUploadedFile("evil.zip", buffer.getvalue(), "application/zip")
+    response = client_for(admin_user).post(reverse("registry:import"), {"archive": upload})
+    assert response.status_code == HTTPStatus.BAD_REQUEST
+    assert "unsafe path" in response.content.decode()
+
+
+def test_the_admin_lists_versions_read_only_and_links_to_the_registry(
+    client_for, admin_user, artifacts
+):
     version = model_version_import(source=artifacts["v1"])
     client = client_for(admin_user)
-    url = reverse("admin:inference_modelversion_change_status", args=[version.pk, "deploy"])
-    assert "Every new analysis will use this version" in client.get(url).content.decode()
-    assert client.post(url, {"reason": "better"}).status_code == HTTPStatus.OK
+    page = client.get(reverse("admin:inference_modelversion_change", args=[version.pk]))
+    assert page.status_code == HTTPStatus.OK
+    assert reverse("registry:detail", args=[version.pk]) in page.content.decode()
+    listing = client.get(reverse("admin:inference_modelversion_changelist")).content.decode()
+    assert reverse("registry:import") in listing
+    assert client.post(
+        reverse("admin:inference_modelversion_change", args=[version.pk]), {"status": "deployed"}
+    ).status_code in (HTTPStatus.FORBIDDEN, HTTPStatus.OK)
     assert ModelVersion.objects.deployed() is None
-    response = client.post(url, {"reason": "better", "confirm": "on"})
-    assert response.status_code == HTTPStatus.FOUND
-    assert ModelVersion.objects.deployed() == version
-    event = DeploymentEvent.objects.get()
-    assert (event.actor, event.reason) == (admin_user, "better")
 
 
-def test_a_clinician_cannot_reach_the_registry(client_for, alice, artifacts):
+def test_a_clinician_cannot_import_or_deploy(client_for, alice, artifacts):
     version = model_version_import(source=artifacts["v1"])
     client = client_for(alice)
-    url = reverse("admin:inference_modelversion_change_status", args=[version.pk, "deploy"])
-    response = client.post(url, {"reason": "x", "confirm": "on"})
-    assert response.status_code in (HTTPStatus.FOUND, HTTPStatus.FORBIDDEN)
+    url = reverse("registry:action", args=[version.pk, "deploy"])
+    assert client.post(url, {"reason": "x"}).status_code == HTTPStatus.FORBIDDEN
+    upload = zipped(artifacts["v2"])
+    assert client.post(reverse("registry:import"), {"archive": upload}).status_code == (
+        HTTPStatus.FORBIDDEN
+    )
     assert ModelVersion.objects.deployed() is None
+    assert ModelVersion.objects.count() == 1

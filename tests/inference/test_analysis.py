@@ -8,12 +8,12 @@ from PIL import Image
 
 from cases.models import Case, SmearImage
 from inference.models import CaseResult, ModelVersion, Prediction
-from inference.services import (
+from inference.services.registry import (
     model_version_deploy,
     model_version_import,
     model_version_set_shadow,
-    stale_images_requeue,
 )
+from inference.services.sweep import stale_images_requeue
 from inference.tasks import analyse_case
 from leukweb.celery import app as celery_app
 from tests.inference.conftest import add_image, make_case, png_bytes

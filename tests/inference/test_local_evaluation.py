@@ -11,11 +11,11 @@ from audit.models import AuditEvent
 from inference.evaluation import DatasetError, evaluate_folder
 from inference.models import ModelEvaluation
 from inference.predictor import Predictor
-from inference.services import (
+from inference.services.evaluation import (
     EvaluationRequestError,
     model_version_evaluation_request,
-    model_version_import,
 )
+from inference.services.registry import model_version_import
 from tests.inference.conftest import package, png_bytes
 from tests.training.conftest import TALEQANI
 from training.report import local_evaluation_warnings

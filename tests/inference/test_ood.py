@@ -10,7 +10,7 @@ from PIL import Image
 
 from inference.models import CaseResult, Prediction
 from inference.predictor import Predictor
-from inference.services import model_version_deploy, model_version_import
+from inference.services.registry import model_version_deploy, model_version_import
 from inference.tasks import analyse_case
 from tests.inference.conftest import CLASSES, SIZE, make_case, manifest_fields, png_bytes
 
@@ -111,7 +111,7 @@ def test_analysis_stores_the_score_and_leaves_flagged_images_out(guarded, client
     mean = sum(p.probabilities[result.label] for p in kept) / len(kept)
     assert result.confidence == pytest.approx(mean)
 
-    page = client_for(alice).get(reverse("cases:case_detail", args=[case.pk]))
+    page = client_for(alice).get(reverse("clinic:case_detail", args=[case.pk]))
     html = page.content.decode()
     assert html.count("data-out-of-scope") == 1 and "no subtype given" in html
     review = client_for(bob).get(reverse("reviews:case_review", args=[case.pk]))
@@ -129,7 +129,7 @@ def test_a_case_of_only_non_smears_gets_no_subtype_and_needs_review(guarded, cli
     analyse_case.apply(args=[case.pk]).get()
     result = CaseResult.objects.get(case=case, model_version=version)
     assert result.out_of_scope_count == 2 and result.needs_review
-    html = client_for(alice).get(reverse("cases:case_detail", args=[case.pk])).content.decode()
+    html = client_for(alice).get(reverse("clinic:case_detail", args=[case.pk])).content.decode()
     assert "No image looks like the smears this model was trained on" in html
 
 

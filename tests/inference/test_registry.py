@@ -8,12 +8,12 @@ from django.core.management import CommandError, call_command
 
 from audit.models import AuditEvent
 from inference.models import DeploymentEvent, ModelVersion
-from inference.services import (
+from inference.selectors import model_version_previous
+from inference.services.registry import (
     ModelImportError,
     RegistryError,
     model_version_deploy,
     model_version_import,
-    model_version_previous,
     model_version_retire,
     model_version_rollback,
     model_version_set_shadow,

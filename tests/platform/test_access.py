@@ -8,10 +8,9 @@ from django.core.management import CommandError, call_command
 from django.urls import URLPattern, URLResolver, get_resolver
 
 from accounts.models import Role, User
-from inference.models import ModelVersion
-from leukweb import health
+from inference import health
+from inference.models import ModelVersion, WorkerHeartbeat
 from leukweb.celery import app as celery_app
-from leukweb.models import WorkerHeartbeat
 
 PUBLIC = {"login/", "healthz", "admin/login/"}
 

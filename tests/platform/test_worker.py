@@ -4,8 +4,9 @@ from http import HTTPStatus
 
 import pytest
 
-from leukweb.health import check_worker, worker_roundtrip
-from leukweb.models import WorkerHeartbeat
+from inference.health import check_worker
+from inference.models import WorkerHeartbeat
+from leukweb.health import worker_roundtrip
 from tests.worker import running_worker
 
 pytestmark = [pytest.mark.worker, pytest.mark.embedded, pytest.mark.django_db(transaction=True)]

@@ -6,6 +6,7 @@ from http import HTTPStatus
 import pytest
 from django.urls import URLPattern
 
+from registry import urls as registry_urls
 from reviews import urls as review_urls
 from tests.reviews.conftest import case_create, heatmap_attach, version_create
 
@@ -13,9 +14,9 @@ REFUSED = {HTTPStatus.FORBIDDEN, HTTPStatus.NOT_FOUND}
 
 
 def _review_paths(pk: int) -> list[str]:
-    """Every route of the reviews app, with a real primary key and a real registry action."""
+    """Every route of the reviews and registry apps, with a real primary key and action."""
     paths = []
-    for pattern in review_urls.urlpatterns:
+    for pattern in [*review_urls.urlpatterns, *registry_urls.urlpatterns]:
         assert isinstance(pattern, URLPattern)
         route = str(pattern.pattern).replace("<int:pk>", str(pk))
         paths.append("/" + route.replace("<slug:action>", "deploy"))
@@ -32,7 +33,7 @@ def team_a_case(db):
 
 
 def test_every_route_is_tested_here():
-    assert len(review_urls.urlpatterns) == 15
+    assert len(review_urls.urlpatterns) + len(registry_urls.urlpatterns) == 16
 
 
 @pytest.mark.parametrize("method", ["get", "post"])

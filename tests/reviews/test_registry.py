@@ -5,7 +5,7 @@ import pytest
 
 from audit.models import AuditEvent
 from inference.models import DeploymentEvent, ModelVersion
-from reviews.report import report_sections
+from registry.report import report_sections
 from tests.reviews.conftest import CLASSES, training_report, version_create
 
 

@@ -5,7 +5,7 @@ from pathlib import Path
 from django.core.management.base import BaseCommand
 
 from inference.models import ModelVersion
-from inference.services import model_version_deploy, model_version_import
+from inference.services.registry import model_version_deploy, model_version_import
 
 DEMO_NAME = "demo-synthetic"
 

@@ -2,7 +2,7 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
-from inference.services import (
+from inference.services.registry import (
     ModelImportError,
     RegistryError,
     model_version_deploy,

@@ -1,0 +1,182 @@
+"""Translate records to JSON and requests to service arguments; no rules live here."""
+
+from django.urls import reverse
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from accounts import policies
+from cases.models import Case, Patient, SmearImage
+from inference.models import CaseResult, Prediction
+
+
+class ErrorDetailSerializer(serializers.Serializer):
+    status = serializers.IntegerField()
+    code = serializers.CharField()
+    message = serializers.CharField()
+    fields = serializers.DictField(child=serializers.ListField(child=serializers.CharField()))
+
+
+class ErrorSerializer(serializers.Serializer):
+    """The shape of every error answer (see leukweb.api.errors)."""
+
+    error = ErrorDetailSerializer()
+
+
+class PatientSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Patient
+        fields = ["id", "team", "identifier", "sex", "year_of_birth", "notes", "created"]
+        read_only_fields = ["id", "created"]
+        # Uniqueness within the team is the service's to check, with its own message.
+        validators = []
+
+    def get_fields(self):
+        fields = super().get_fields()
+        request = self.context.get("request")
+        if request is not None and request.user.is_authenticated:
+            # Only teams the user may add patients to exist, as far as this field knows.
+            fields["team"].queryset = policies.creatable_teams(request.user)
+        return fields
+
+
+class PatientUpdateSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Patient
+        fields = ["sex", "year_of_birth", "notes"]
+
+
+class CaseResultSerializer(serializers.ModelSerializer):
+    model_version = serializers.StringRelatedField()
+
+    class Meta:
+        model = CaseResult
+        fields = [
+            "label",
+            "confidence",
+            "probabilities",
+            "needs_review",
+            "images_count",
+            "out_of_scope_count",
+            "model_version",
+            "created",
+        ]
+
+
+class SignOffSerializer(serializers.Serializer):
+    diagnosis = serializers.CharField(source="review.diagnosis")
+    verdict = serializers.CharField(
+        source="review.verdict", help_text="How the reviewer judged the model's answer."
+    )
+    model_label = serializers.CharField(source="review.model_label")
+    comment = serializers.CharField(source="review.comment")
+    reviewer = serializers.CharField(source="reviewer.username")
+    signed_at = serializers.DateTimeField(source="created")
+
+
+class CaseSerializer(serializers.ModelSerializer):
+    patient_identifier = serializers.CharField(source="patient.identifier", read_only=True)
+    submitted_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    images_count = serializers.IntegerField(read_only=True, default=0)
+    predicted_label = serializers.CharField(read_only=True, allow_null=True, default=None)
+    result = serializers.SerializerMethodField()
+    sign_off = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Case
+        fields = [
+            "id",
+            "patient",
+            "patient_identifier",
+            "team",
+            "status",
+            "failure_reason",
+            "specimen",
+            "stain",
+            "clinical_notes",
+            "submitted_by",
+            "created",
+            "updated",
+            "images_count",
+            "predicted_label",
+            "result",
+            "sign_off",
+        ]
+
+    @extend_schema_field(CaseResultSerializer(allow_null=True))
+    def get_result(self, case: Case) -> dict | None:
+        result = self.context.get("results", {}).get(case.pk)
+        return CaseResultSerializer(result).data if result else None
+
+    @extend_schema_field(SignOffSerializer(allow_null=True))
+    def get_sign_off(self, case: Case) -> dict | None:
+        sign_off = self.context.get("sign_offs", {}).get(case.pk)
+        return SignOffSerializer(sign_off).data if sign_off else None
+
+
+class CaseCreateSerializer(serializers.Serializer):
+    patient = serializers.IntegerField(help_text="Id of a patient of one of your teams.")
+    specimen = serializers.ChoiceField(
+        choices=Case.Specimen.choices, default=Case.Specimen.PERIPHERAL_BLOOD
+    )
+    stain = serializers.ChoiceField(choices=Case.Stain.choices, default=Case.Stain.WRIGHT_GIEMSA)
+    clinical_notes = serializers.CharField(required=False, allow_blank=True, default="")
+
+
+class CaseUpdateSerializer(serializers.Serializer):
+    specimen = serializers.ChoiceField(choices=Case.Specimen.choices, required=False)
+    stain = serializers.ChoiceField(choices=Case.Stain.choices, required=False)
+    clinical_notes = serializers.CharField(required=False, allow_blank=True)
+
+
+class SmearImageSerializer(serializers.ModelSerializer):
+    uploaded_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    file_url = serializers.SerializerMethodField()
+    thumbnail_url = serializers.SerializerMethodField()
+
+    class Meta:
+        model = SmearImage
+        fields = [
+            "id",
+            "case",
+            "original_name",
+            "sha256",
+            "width",
+            "height",
+            "format",
+            "size_bytes",
+            "status",
+            "failure_reason",
+            "uploaded_by",
+            "uploaded",
+            "file_url",
+            "thumbnail_url",
+        ]
+
+    def get_file_url(self, image: SmearImage) -> str:
+        return reverse("api:image-file", args=[image.pk])
+
+    def get_thumbnail_url(self, image: SmearImage) -> str:
+        return reverse("api:image-thumbnail", args=[image.pk])
+
+
+class ImageUploadSerializer(serializers.Serializer):
+    file = serializers.FileField(help_text="A JPEG, PNG, TIFF or BMP smear image; one per request.")
+
+
+class PredictionSerializer(serializers.ModelSerializer):
+    case = serializers.IntegerField(source="image.case_id", read_only=True)
+    model_version = serializers.StringRelatedField()
+
+    class Meta:
+        model = Prediction
+        fields = [
+            "id",
+            "image",
+            "case",
+            "model_version",
+            "label",
+            "confidence",
+            "probabilities",
+            "out_of_scope",
+            "created",
+        ]

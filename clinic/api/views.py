@@ -1,0 +1,303 @@
+"""REST endpoints: access through selectors, writes through services, as on the web."""
+
+from django.core.exceptions import ValidationError
+from django.http import FileResponse, Http404
+from django_filters import rest_framework as filters
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
+from rest_framework import mixins, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.parsers import FormParser, MultiPartParser
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from audit.models import AuditEvent
+from audit.services import audit_record
+from cases import selectors as case_selectors
+from cases import services
+from cases.models import Case, Patient, SmearImage
+from clinic import selectors
+from clinic.api.serializers import (
+    CaseCreateSerializer,
+    CaseSerializer,
+    CaseUpdateSerializer,
+    ErrorSerializer,
+    ImageUploadSerializer,
+    PatientSerializer,
+    PatientUpdateSerializer,
+    PredictionSerializer,
+    SmearImageSerializer,
+)
+from clinic.views import image_response
+from inference.models import Prediction
+
+ERRORS = {
+    400: OpenApiResponse(ErrorSerializer, description="Invalid request"),
+    403: OpenApiResponse(ErrorSerializer, description="Not allowed to change this"),
+    404: OpenApiResponse(ErrorSerializer, description="No such record (or not yours)"),
+}
+READ_ERRORS = {404: ERRORS[404]}
+
+
+class PatientFilter(filters.FilterSet):
+    identifier = filters.CharFilter(lookup_expr="icontains")
+
+    class Meta:
+        model = Patient
+        fields = ["team", "identifier"]
+
+
+@extend_schema_view(
+    list=extend_schema(summary="Patients of your teams"),
+    retrieve=extend_schema(
+        summary="One patient", responses={200: PatientSerializer, **READ_ERRORS}
+    ),
+)
+class PatientViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    # Only for the schema's benefit: every request's queryset comes from selectors.
+    queryset = Patient.objects.none()
+    lookup_value_regex = r"[0-9]+"
+    serializer_class = PatientSerializer
+    filterset_class = PatientFilter
+
+    def get_queryset(self):
+        return case_selectors.patient_list(user=self.request.user)
+
+    def get_object(self) -> Patient:
+        patient = case_selectors.patient_get(user=self.request.user, pk=self.kwargs["pk"])
+        audit_record(actor=self.request.user, action=AuditEvent.Action.VIEW, target=patient)
+        return patient
+
+    @extend_schema(
+        summary="Add a patient to one of your teams",
+        responses={201: PatientSerializer, **ERRORS},
+    )
+    def create(self, request: Request) -> Response:
+        serializer = PatientSerializer(data=request.data, context={"request": request})
+        serializer.is_valid(raise_exception=True)
+        patient = services.patient_create(user=request.user, **serializer.validated_data)
+        return Response(PatientSerializer(patient).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(
+        summary="Change a patient's sex, year of birth or notes",
+        request=PatientUpdateSerializer,
+        responses={200: PatientSerializer, **ERRORS},
+    )
+    def partial_update(self, request: Request, pk: str) -> Response:
+        patient = case_selectors.patient_get_editable(user=request.user, pk=pk)
+        serializer = PatientUpdateSerializer(data=request.data, partial=True)
+        serializer.is_valid(raise_exception=True)
+        services.patient_update(user=request.user, patient=patient, **serializer.validated_data)
+        return Response(PatientSerializer(patient).data)
+
+
+class CaseFilter(filters.FilterSet):
+    """Declares the case list's query parameters; selectors.case_list applies them."""
+
+    status = filters.ChoiceFilter(choices=Case.Status.choices)
+    predicted = filters.CharFilter(help_text="Label of the case's predicted subtype.")
+    created_after = filters.DateFilter(help_text="Opened on or after this day.")
+    created_before = filters.DateFilter(help_text="Opened on or before this day.")
+    mine = filters.BooleanFilter(help_text="Only cases you opened.")
+    patient = filters.NumberFilter()
+    patient_identifier = filters.CharFilter(help_text="Part of the patient's identifier.")
+
+    class Meta:
+        model = Case
+        fields = []
+
+    def filter_queryset(self, queryset):
+        data = self.form.cleaned_data
+        return selectors.case_list(
+            user=self.request.user,
+            predicted=data.get("predicted") or "",
+            filters=case_selectors.CaseFilters(
+                status=data.get("status") or "",
+                created_from=data.get("created_after"),
+                created_to=data.get("created_before"),
+                mine=bool(data.get("mine")),
+                search=data.get("patient_identifier") or "",
+                patient_id=data.get("patient"),
+            ),
+        )
+
+
+def _case_context(user, cases) -> dict:
+    """What CaseSerializer shows beside the case: its model result and its sign-off."""
+    return {
+        "results": selectors.case_results_for(user=user, cases=cases),
+        "sign_offs": selectors.case_sign_offs_for(user=user, cases=cases),
+    }
+
+
+@extend_schema_view(
+    list=extend_schema(summary="Cases you may see, newest first"),
+)
+class CaseViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
+    # Only for the schema's benefit: every request's queryset comes from selectors.
+    queryset = Case.objects.none()
+    lookup_value_regex = r"[0-9]+"
+    serializer_class = CaseSerializer
+    filterset_class = CaseFilter
+
+    def get_queryset(self):
+        return selectors.case_list(user=self.request.user)
+
+    def list(self, request: Request) -> Response:
+        page = self.paginate_queryset(self.filter_queryset(self.get_queryset()))
+        data = CaseSerializer(page, many=True, context=_case_context(request.user, page)).data
+        return self.get_paginated_response(data)
+
+    def _case_response(self, case: Case, *, code: int = status.HTTP_200_OK) -> Response:
+        case = selectors.case_get(user=self.request.user, pk=case.pk)
+        context = _case_context(self.request.user, [case])
+        return Response(CaseSerializer(case, context=context).data, status=code)
+
+    @extend_schema(summary="One case", responses={200: CaseSerializer, **READ_ERRORS})
+    def retrieve(self, request: Request, pk: str) -> Response:
+        case = selectors.case_get(user=request.user, pk=pk)
+        audit_record(actor=request.user, action=AuditEvent.Action.VIEW, target=case, case=case)
+        return self._case_response(case)
+
+    @extend_schema(
+        summary="Open a draft case; then upload images and submit it",
+        request=CaseCreateSerializer,
+        responses={201: CaseSerializer, **ERRORS},
+    )
+    def create(self, request: Request) -> Response:
+        serializer = CaseCreateSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = dict(serializer.validated_data)
+        try:
+            patient = case_selectors.patient_get_editable(user=request.user, pk=data.pop("patient"))
+        except Http404 as exc:
+            raise ValidationError({"patient": "No such patient."}) from exc
+        case = services.case_create(user=request.user, patient=patient, **data)
+        return self._case_response(case, code=status.HTTP_201_CREATED)
+
+    @extend_schema(
+        summary="Change a case's specimen, stain or notes",
+        request=CaseUpdateSerializer,
+        responses={200: CaseSerializer, **ERRORS},
+    )
+    def partial_update(self, request: Request, pk: str) -> Response:
+        case = case_selectors.case_get_editable(user=request.user, pk=pk)
+        serializer = CaseUpdateSerializer(data=request.data, partial=True)
+        serializer.is_valid(raise_exception=True)
+        services.case_update(user=request.user, case=case, **serializer.validated_data)
+        return self._case_response(case)
+
+    @extend_schema(
+        summary="Submit a draft case for analysis",
+        request=None,
+        responses={200: CaseSerializer, **ERRORS},
+    )
+    @action(detail=True, methods=["post"])
+    def submit(self, request: Request, pk: str) -> Response:
+        case = case_selectors.case_get_editable(user=request.user, pk=pk)
+        services.case_submit(user=request.user, case=case)
+        return self._case_response(case)
+
+    @extend_schema(
+        methods=["GET"],
+        summary="A case's images",
+        request=None,
+        responses={200: SmearImageSerializer(many=True), **READ_ERRORS},
+    )
+    @extend_schema(
+        methods=["POST"],
+        summary="Upload one image to a case (multipart, field `file`)",
+        request={"multipart/form-data": ImageUploadSerializer},
+        responses={201: SmearImageSerializer, **ERRORS},
+    )
+    @action(
+        detail=True,
+        methods=["get", "post"],
+        parser_classes=[MultiPartParser, FormParser],
+        pagination_class=None,
+    )
+    def images(self, request: Request, pk: str) -> Response:
+        if request.method == "GET":
+            case = selectors.case_get(user=request.user, pk=pk)
+            return Response(SmearImageSerializer(case.images.all(), many=True).data)
+        case = case_selectors.case_get_editable(user=request.user, pk=pk)
+        serializer = ImageUploadSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        upload = serializer.validated_data["file"]
+        try:
+            (image,) = services.case_images_add(
+                user=request.user,
+                case=case,
+                uploads=[services.Upload(stream=upload, name=upload.name)],
+            )
+        except ValidationError as exc:
+            # The refusal is about the uploaded file: say so in the field.
+            raise ValidationError({"file": exc.messages}) from exc
+        return Response(SmearImageSerializer(image).data, status=status.HTTP_201_CREATED)
+
+
+@extend_schema_view(
+    list=extend_schema(summary="Images of the cases you may see"),
+    retrieve=extend_schema(
+        summary="One image's metadata", responses={200: SmearImageSerializer, **READ_ERRORS}
+    ),
+)
+class ImageViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    # Only for the schema's benefit: every request's queryset comes from selectors.
+    queryset = SmearImage.objects.none()
+    lookup_value_regex = r"[0-9]+"
+    serializer_class = SmearImageSerializer
+    filterset_fields = ["case", "status"]
+
+    def get_queryset(self):
+        return case_selectors.image_list(user=self.request.user)
+
+    def get_object(self):
+        return case_selectors.image_get(user=self.request.user, pk=self.kwargs["pk"])
+
+    @extend_schema(
+        summary="Download the stored image (metadata removed)",
+        responses={(200, "image/*"): OpenApiTypes.BINARY, **READ_ERRORS},
+    )
+    @action(detail=True, methods=["get"])
+    def file(self, request: Request, pk: str) -> FileResponse:
+        image = self.get_object()
+        audit_record(
+            actor=request.user, action=AuditEvent.Action.DOWNLOAD, target=image, case=image.case
+        )
+        return image_response(image, image.file.name, thumbnail=False)
+
+    @extend_schema(
+        summary="A small JPEG preview",
+        responses={(200, "image/jpeg"): OpenApiTypes.BINARY, **READ_ERRORS},
+    )
+    @action(detail=True, methods=["get"])
+    def thumbnail(self, request: Request, pk: str) -> FileResponse:
+        image = self.get_object()
+        name = image.thumbnail.name or image.file.name
+        return image_response(image, name, thumbnail=bool(image.thumbnail))
+
+
+class PredictionFilter(filters.FilterSet):
+    case = filters.NumberFilter(field_name="image__case", help_text="The case's id.")
+
+    class Meta:
+        model = Prediction
+        fields = ["case", "image", "label", "model_version"]
+
+
+@extend_schema_view(
+    list=extend_schema(summary="Per-image predictions of the deployed models"),
+    retrieve=extend_schema(
+        summary="One prediction", responses={200: PredictionSerializer, **READ_ERRORS}
+    ),
+)
+class PredictionViewSet(viewsets.ReadOnlyModelViewSet):
+    # Only for the schema's benefit: every request's queryset comes from selectors.
+    queryset = Prediction.objects.none()
+    lookup_value_regex = r"[0-9]+"
+    serializer_class = PredictionSerializer
+    filterset_class = PredictionFilter
+
+    def get_queryset(self):
+        return selectors.prediction_list(user=self.request.user)

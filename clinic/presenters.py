@@ -1,0 +1,48 @@
+"""What the case page and its live status show, assembled from selectors."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from accounts import policies
+from accounts.models import User
+from cases.models import Case
+from clinic import selectors
+from inference import selectors as answers
+from inference.health import analysis_stalled_reason
+from reviews import selectors as review_selectors
+
+# Statuses in which a worker may still change the case: the page keeps polling.
+ACTIVE_STATUSES = (Case.Status.SUBMITTED, Case.Status.ANALYSING)
+
+
+def analysis_panel(*, user: User, case: Case) -> dict[str, Any]:
+    """The case's status, why it waits (if it does), its images and the model's answer.
+
+    A blinded reviewer who has not diagnosed the case gets the images without answers.
+    """
+    active = case.status in ACTIVE_STATUSES
+    context: dict[str, Any] = {
+        "case": case,
+        "active": active,
+        "stalled": analysis_stalled_reason() if active else "",
+    }
+    if review_selectors.model_answer_hidden(user=user, case=case):
+        return {**context, "images": list(case.images.all()), "result": None, "blinded": True}
+    return {
+        **context,
+        "images": answers.case_images(case=case),
+        "result": answers.case_result(case=case),
+    }
+
+
+def case_page(*, user: User, case: Case) -> dict[str, Any]:
+    context = analysis_panel(user=user, case=case)
+    context.update(
+        can_edit=policies.can_edit(user, case.team_id),
+        can_review=policies.can_review(user),
+        sign_off=selectors.case_sign_offs_for(user=user, cases=[case]).get(case.pk),
+        # The history names predicted labels, so a blinded reviewer does not get it either.
+        history=[] if context.get("blinded") else case.audit_events.select_related("actor")[:50],
+    )
+    return context

@@ -1,0 +1,291 @@
+"""Web pages: each view checks access through a selector, calls one service, renders."""
+
+from http import HTTPStatus
+
+from django.contrib import messages
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.files.storage import default_storage
+from django.core.paginator import Paginator
+from django.http import FileResponse, HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import redirect, render
+from django.template.loader import render_to_string
+from django.urls import reverse
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from accounts import policies
+from audit.models import AuditEvent
+from audit.services import audit_record
+from cases import selectors as case_selectors
+from cases import services
+from cases.models import Case, SmearImage
+from clinic import presenters, selectors
+from clinic.forms import CaseCreateForm, CaseEditForm, CaseFilterForm, ImagesForm, PatientForm
+from inference import selectors as answers
+
+CASES_PER_PAGE = 25
+IMAGE_TYPES = {"JPEG": "image/jpeg", "PNG": "image/png"}
+
+
+def _wants_json(request: HttpRequest) -> bool:
+    """The uploader script asks for JSON so that it can show errors without a reload."""
+    return "application/json" in request.headers.get("Accept", "")
+
+
+def _uploads(files) -> list[services.Upload]:
+    return [services.Upload(stream=f, name=f.name) for f in files]
+
+
+def _form_errors(form, exc: ValidationError) -> None:
+    if hasattr(exc, "error_dict"):
+        for field, errors in exc.message_dict.items():
+            form.add_error(field if field in form.fields else None, errors)
+    else:
+        form.add_error(None, exc.messages)
+
+
+def _done(request: HttpRequest, url: str) -> HttpResponse:
+    if _wants_json(request):
+        return JsonResponse({"redirect": url})
+    return redirect(url)
+
+
+def _invalid(request: HttpRequest, template: str, context: dict) -> HttpResponse:
+    if _wants_json(request):
+        form = context["form"]
+        return JsonResponse({"errors": form.errors.get_json_data()}, status=HTTPStatus.BAD_REQUEST)
+    return render(request, template, context, status=HTTPStatus.BAD_REQUEST)
+
+
+@require_GET
+def case_list(request: HttpRequest) -> HttpResponse:
+    labels = answers.predicted_label_choices()
+    form = CaseFilterForm(request.GET or None, labels=labels)
+    data = form.cleaned_data if form.is_valid() else {}
+    filters = case_selectors.CaseFilters(
+        status=data.get("status", ""),
+        created_from=data.get("created_from"),
+        created_to=data.get("created_to"),
+        mine=data.get("mine", False),
+        search=data.get("q", ""),
+    )
+    cases = selectors.case_list(
+        user=request.user, filters=filters, predicted=data.get("predicted", "")
+    )
+    page = Paginator(cases, CASES_PER_PAGE).get_page(request.GET.get("page"))
+    query = request.GET.copy()
+    query.pop("page", None)
+    return render(
+        request,
+        "clinic/case_list.html",
+        {
+            "form": form,
+            "page": page,
+            "query": query.urlencode(),
+            "can_create": policies.creatable_teams(request.user).exists(),
+        },
+    )
+
+
+@require_http_methods(["GET", "POST"])
+def case_new(request: HttpRequest) -> HttpResponse:
+    teams = policies.creatable_teams(request.user)
+    if not teams.exists():
+        raise PermissionDenied("Only clinicians open cases.")
+    patients = case_selectors.patient_list(user=request.user).filter(team__in=teams)
+    form = CaseCreateForm(
+        request.POST or None,
+        request.FILES or None,
+        patients=patients,
+        teams=teams,
+        initial={"patient": request.GET.get("patient")},
+    )
+    context = {"form": form}
+    if request.method == "POST":
+        if form.is_valid():
+            data = form.cleaned_data
+            try:
+                case = services.case_create(
+                    user=request.user,
+                    patient=data["patient"],
+                    new_patient=form.new_patient(),
+                    specimen=data["specimen"],
+                    stain=data["stain"],
+                    clinical_notes=data["clinical_notes"],
+                    uploads=_uploads(data["images"]),
+                    submit=data["submit"],
+                )
+            except ValidationError as exc:
+                _form_errors(form, exc)
+            else:
+                messages.success(request, f"Case {case.pk} opened for {case.patient}.")
+                return _done(request, reverse("clinic:case_detail", args=[case.pk]))
+        return _invalid(request, "clinic/case_new.html", context)
+    return render(request, "clinic/case_new.html", context)
+
+
+@require_GET
+def case_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    case = selectors.case_get(user=request.user, pk=pk)
+    audit_record(actor=request.user, action=AuditEvent.Action.VIEW, target=case, case=case)
+    context = presenters.case_page(user=request.user, case=case)
+    context["images_form"] = ImagesForm()
+    return render(request, "clinic/case_detail.html", context)
+
+
+@require_GET
+def case_status(request: HttpRequest, pk: int) -> JsonResponse:
+    """Polled by the case page while workers may still change it (not audited: no new data)."""
+    case = selectors.case_get(user=request.user, pk=pk)
+    context = presenters.analysis_panel(user=request.user, case=case)
+    return JsonResponse(
+        {
+            "status": case.status,
+            "status_display": case.get_status_display(),
+            "active": context["active"],
+            "html": render_to_string("clinic/_analysis.html", context, request=request),
+        }
+    )
+
+
+@require_http_methods(["GET", "POST"])
+def case_edit(request: HttpRequest, pk: int) -> HttpResponse:
+    case = case_selectors.case_get_editable(user=request.user, pk=pk)
+    form = CaseEditForm(request.POST or None, instance=case)
+    if request.method == "POST" and form.is_valid():
+        try:
+            services.case_update(
+                user=request.user, case=Case.objects.get(pk=case.pk), **form.cleaned_data
+            )
+        except ValidationError as exc:
+            _form_errors(form, exc)
+        else:
+            messages.success(request, "Case updated.")
+            return redirect("clinic:case_detail", pk=case.pk)
+    return render(request, "clinic/case_edit.html", {"form": form, "case": case})
+
+
+@require_POST
+def case_images_add(request: HttpRequest, pk: int) -> HttpResponse:
+    case = case_selectors.case_get_editable(user=request.user, pk=pk)
+    form = ImagesForm(request.POST, request.FILES)
+    if form.is_valid():
+        try:
+            images = services.case_images_add(
+                user=request.user, case=case, uploads=_uploads(form.cleaned_data["images"])
+            )
+        except ValidationError as exc:
+            _form_errors(form, exc)
+        else:
+            messages.success(request, f"{len(images)} image(s) added.")
+            return _done(request, reverse("clinic:case_detail", args=[case.pk]))
+    if _wants_json(request):
+        return JsonResponse({"errors": form.errors.get_json_data()}, status=HTTPStatus.BAD_REQUEST)
+    for error in form.errors.get("images", []) + form.non_field_errors():
+        messages.error(request, error)
+    return redirect("clinic:case_detail", pk=case.pk)
+
+
+@require_POST
+def case_submit(request: HttpRequest, pk: int) -> HttpResponse:
+    case = case_selectors.case_get_editable(user=request.user, pk=pk)
+    try:
+        services.case_submit(user=request.user, case=case)
+    except ValidationError as exc:
+        messages.error(request, " ".join(exc.messages))
+    else:
+        messages.success(request, "Case submitted for analysis.")
+    return redirect("clinic:case_detail", pk=case.pk)
+
+
+def image_response(image: SmearImage, name: str, *, thumbnail: bool) -> FileResponse:
+    content_type = "image/jpeg" if thumbnail else IMAGE_TYPES.get(image.format, "image/png")
+    response = FileResponse(default_storage.open(name), content_type=content_type)
+    response["Content-Disposition"] = (
+        "inline" if thumbnail else f'inline; filename="smear-{image.pk}.{image.format.lower()}"'
+    )
+    # Clinical images: kept by the browser only, never by a shared cache.
+    response["Cache-Control"] = "private, max-age=3600"
+    response["X-Content-Type-Options"] = "nosniff"
+    return response
+
+
+@require_GET
+def image_file(request: HttpRequest, pk: int) -> FileResponse:
+    image = case_selectors.image_get(user=request.user, pk=pk)
+    audit_record(
+        actor=request.user, action=AuditEvent.Action.DOWNLOAD, target=image, case=image.case
+    )
+    return image_response(image, image.file.name, thumbnail=False)
+
+
+@require_GET
+def image_thumbnail(request: HttpRequest, pk: int) -> FileResponse:
+    image = case_selectors.image_get(user=request.user, pk=pk)
+    if not image.thumbnail:
+        return image_response(image, image.file.name, thumbnail=False)
+    return image_response(image, image.thumbnail.name, thumbnail=True)
+
+
+@require_GET
+def patient_list(request: HttpRequest) -> HttpResponse:
+    search = request.GET.get("q", "")
+    patients = case_selectors.patient_list(user=request.user, search=search)
+    page = Paginator(patients, CASES_PER_PAGE).get_page(request.GET.get("page"))
+    return render(
+        request,
+        "clinic/patient_list.html",
+        {
+            "page": page,
+            "q": search,
+            "can_create": policies.creatable_teams(request.user).exists(),
+        },
+    )
+
+
+@require_http_methods(["GET", "POST"])
+def patient_new(request: HttpRequest) -> HttpResponse:
+    teams = policies.creatable_teams(request.user)
+    if not teams.exists():
+        raise PermissionDenied("Only clinicians add patients.")
+    form = PatientForm(request.POST or None, teams=teams)
+    if request.method == "POST" and form.is_valid():
+        try:
+            patient = services.patient_create(user=request.user, **form.cleaned_data)
+        except ValidationError as exc:
+            _form_errors(form, exc)
+        else:
+            return redirect("clinic:patient_detail", pk=patient.pk)
+    return render(request, "clinic/patient_form.html", {"form": form})
+
+
+@require_GET
+def patient_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    patient = case_selectors.patient_get(user=request.user, pk=pk)
+    audit_record(actor=request.user, action=AuditEvent.Action.VIEW, target=patient)
+    cases = selectors.case_list(
+        user=request.user, filters=case_selectors.CaseFilters(patient_id=patient.pk)
+    )
+    return render(
+        request,
+        "clinic/patient_detail.html",
+        {
+            "patient": patient,
+            "cases": cases,
+            "can_edit": policies.can_edit(request.user, patient.team_id),
+        },
+    )
+
+
+@require_http_methods(["GET", "POST"])
+def patient_edit(request: HttpRequest, pk: int) -> HttpResponse:
+    patient = case_selectors.patient_get_editable(user=request.user, pk=pk)
+    form = PatientForm(request.POST or None, instance=patient, teams=None)
+    if request.method == "POST" and form.is_valid():
+        services.patient_update(
+            user=request.user,
+            patient=case_selectors.patient_get(user=request.user, pk=pk),
+            **form.cleaned_data,
+        )
+        messages.success(request, "Patient updated.")
+        return redirect("clinic:patient_detail", pk=patient.pk)
+    return render(request, "clinic/patient_form.html", {"form": form, "patient": patient})

@@ -1,0 +1,196 @@
+"""Reads of the model registry and of the models' answers for cases.
+
+Access is the caller's: these functions take records the user already may see (or are
+for administrators' pages, which check the role first). Where a caller must hide some
+answers from the user (a blinded reviewer), it passes the condition on CaseResult or
+Prediction rows that keeps only the visible ones; this app does not know why.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from django.conf import settings
+from django.db.models import (
+    BooleanField,
+    Exists,
+    ExpressionWrapper,
+    F,
+    OuterRef,
+    Prefetch,
+    Q,
+    QuerySet,
+    Subquery,
+)
+
+from cases.models import Case, SmearImage
+from inference.models import CaseResult, DeploymentEvent, ModelVersion, Prediction
+
+# --- the registry -------------------------------------------------------------------
+
+
+def model_version_list() -> QuerySet[ModelVersion]:
+    """Every registered version, newest first: names for filters and the registry."""
+    return ModelVersion.objects.select_related("imported_by").order_by("-created", "-pk")
+
+
+def model_version_previous() -> ModelVersion | None:
+    """The version that served before the deployed one (the target of a rollback)."""
+    current = ModelVersion.objects.deployed()
+    events = DeploymentEvent.objects.filter(
+        action__in=[DeploymentEvent.Action.DEPLOY, DeploymentEvent.Action.ROLLBACK]
+    ).select_related("model_version")
+    for event in events.order_by("-created", "-pk"):
+        if current is None or event.model_version_id != current.pk:
+            return event.model_version
+    return None
+
+
+def deployment_event_list() -> QuerySet[DeploymentEvent]:
+    return DeploymentEvent.objects.select_related("model_version", "actor").order_by(
+        "-created", "-pk"
+    )
+
+
+def evaluation_sets() -> list[str]:
+    """The labelled sets an administrator may evaluate from the web: the folders directly
+    under EVALUATION_DATA_ROOT, each holding one sub-folder per class."""
+    root = Path(settings.EVALUATION_DATA_ROOT)
+    if not root.is_dir():
+        return []
+    return sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def predicted_label_choices() -> list[str]:
+    """Subtypes a case can be filtered by: the deployed model's classes and any seen so far."""
+    labels = set(
+        CaseResult.objects.filter(primary=True)
+        .order_by()
+        .values_list("label", flat=True)
+        .distinct()
+    )
+    deployed = ModelVersion.objects.deployed()
+    if deployed:
+        labels.update(deployed.classes)
+    return sorted(labels)
+
+
+# --- answers for cases ----------------------------------------------------------------
+
+
+def cases_with_results(
+    cases: QuerySet[Case], *, visible: Q | Exists | None = None
+) -> QuerySet[Case]:
+    """Annotate cases with their latest primary (deployed-model) answer, all in one query.
+
+    ``visible`` narrows the CaseResult rows the user may see (OuterRef("case") is the
+    case); a case with none shows no answer. Shadow models' answers are for
+    administrators comparing models, never part of a case's answer.
+    """
+    primary = CaseResult.objects.filter(case=OuterRef("pk"), primary=True).order_by("-created")
+    if visible is not None:
+        primary = primary.filter(visible)
+    return cases.annotate(
+        predicted_label=Subquery(primary.values("label")[:1]),
+        predicted_confidence=Subquery(primary.values("confidence")[:1]),
+        needs_review=Subquery(primary.values("needs_review")[:1]),
+        result_model_version_id=Subquery(primary.values("model_version")[:1]),
+        # Every image outside what the model knows: the list shows no subtype then.
+        all_out_of_scope=Subquery(
+            primary.annotate(
+                all_oos=ExpressionWrapper(
+                    Q(images_count__gt=0, out_of_scope_count__gte=F("images_count")),
+                    output_field=BooleanField(),
+                )
+            ).values("all_oos")[:1]
+        ),
+    )
+
+
+def cases_predicted_as(cases: QuerySet[Case], label: str) -> QuerySet[Case]:
+    """Only the cases whose primary answer (any of them) is this label."""
+    return cases.filter(
+        Exists(CaseResult.objects.filter(case=OuterRef("pk"), primary=True, label=label))
+    )
+
+
+def case_result(*, case: Case) -> CaseResult | None:
+    """The case-level answer shown to clinicians: the latest primary one."""
+    return (
+        CaseResult.objects.filter(case=case, primary=True)
+        .select_related("model_version")
+        .order_by("-created")
+        .first()
+    )
+
+
+def case_results(*, case: Case, include_shadow: bool) -> list[CaseResult]:
+    """A case's answers, primary first, newest first; shadow ones only when asked for."""
+    results = CaseResult.objects.filter(case=case)
+    if not include_shadow:
+        results = results.filter(primary=True)
+    return list(results.select_related("model_version").order_by("-primary", "-created"))
+
+
+def case_results_for(
+    *, case_ids: list[int], visible: Q | Exists | None = None
+) -> dict[int, CaseResult]:
+    """The latest primary result of each of these cases, in one query."""
+    results = CaseResult.objects.filter(case__in=case_ids, primary=True)
+    if visible is not None:
+        results = results.filter(visible)
+    return {r.case_id: r for r in results.select_related("model_version").order_by("created")}
+
+
+def _primary_versions(case: Case) -> list[int]:
+    """Model versions whose per-image answers a clinician may see for this case."""
+    versions = list(
+        CaseResult.objects.filter(case=case, primary=True).values_list("model_version", flat=True)
+    )
+    deployed = ModelVersion.objects.deployed()
+    if deployed:
+        # Images analysed before the case-level result exists.
+        versions.append(deployed.pk)
+    return versions
+
+
+def case_images(*, case: Case) -> list[SmearImage]:
+    """A case's images, each with `prediction`: the primary model's, or None."""
+    versions = _primary_versions(case)
+    images = list(
+        case.images.select_related("uploaded_by").prefetch_related(
+            Prefetch(
+                "predictions",
+                queryset=Prediction.objects.filter(model_version_id__in=versions)
+                .select_related("model_version")
+                .order_by("-created"),
+                to_attr="primary_predictions",
+            )
+        )
+    )
+    for image in images:
+        image.prediction = image.primary_predictions[0] if image.primary_predictions else None
+    return images
+
+
+def primary_predictions(
+    images: QuerySet[SmearImage], *, visible: Q | Exists | None = None
+) -> QuerySet[Prediction]:
+    """Per-image predictions of primary models only (the case's deployed-model answers)."""
+    primary = CaseResult.objects.filter(
+        case=OuterRef("image__case"), model_version=OuterRef("model_version"), primary=True
+    )
+    deployed = ModelVersion.objects.filter(
+        pk=OuterRef("model_version"), status=ModelVersion.Status.DEPLOYED
+    )
+    predictions = Prediction.objects.filter(image__in=images.values("pk")).filter(
+        Exists(primary) | Exists(deployed)
+    )
+    if visible is not None:
+        predictions = predictions.filter(visible)
+    return predictions.select_related("model_version", "image").order_by("image_id", "-created")
+
+
+def predictions_of(images: QuerySet[SmearImage]) -> QuerySet[Prediction]:
+    """Every prediction (deployed and shadow models) of these images."""
+    return Prediction.objects.filter(image__in=images.values("pk"))

@@ -1,0 +1,24 @@
+from django import forms
+
+
+class ReasonForm(forms.Form):
+    reason = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 3}),
+        help_text="Recorded with the change in the deployment history and the audit log.",
+    )
+
+
+class EvaluationRequestForm(forms.Form):
+    dataset = forms.ChoiceField(label="Labelled set")
+    note = forms.CharField(required=False, max_length=200, help_text="What this set is.")
+
+    def __init__(self, *args, datasets: list[str], **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["dataset"].choices = [(d, d) for d in datasets]
+
+
+class ArtifactImportForm(forms.Form):
+    archive = forms.FileField(
+        label="Artifact (.zip)",
+        help_text="The zipped artifact folder: model.keras, manifest.json and the report.",
+    )

@@ -1,0 +1,91 @@
+"""What the registry's pages show, assembled from selectors and the stored reports."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+
+from accounts.models import User
+from inference import selectors as inference_selectors
+from inference.models import ModelEvaluation, ModelVersion
+from registry import selectors
+from registry.report import comparison_row, report_sections
+from reviews.charts import heat_rows
+from reviews.presenters import agreement_panel
+from training.report import local_evaluation_warnings, reported_test_accuracy
+
+# Registry changes, by the name in their URL: the button's title, whether the version
+# then serves new cases (and the confirmation shows its latest local evaluation).
+ACTIONS = {
+    "deploy": ("Deploy", True),
+    "shadow": ("Set as shadow", True),
+    "retire": ("Retire", False),
+}
+
+
+def list_page(*, user: User) -> dict[str, Any]:
+    versions = list(selectors.registry_list(user=user))
+    for version in versions:
+        version.test = (version.report.get("evaluation") or {}).get("test") or {}
+    return {
+        "versions": versions,
+        "events": selectors.deployment_event_list(user=user)[:50],
+        "previous": inference_selectors.model_version_previous(),
+    }
+
+
+def local_evaluations(*, user: User, version: ModelVersion) -> list[ModelEvaluation]:
+    """The version's local evaluations, newest first; the finished ones with their
+    warnings, the newest finished one also with its confusion matrix."""
+    reported = reported_test_accuracy(version.report)
+    evaluations = selectors.evaluation_list(user=user, model_version=version)
+    done = [e for e in evaluations if e.status == ModelEvaluation.Status.DONE]
+    for evaluation in done:
+        evaluation.warnings = local_evaluation_warnings(evaluation.result, reported)
+    if done:
+        done[0].confusion = heat_rows(
+            done[0].result["metrics"]["confusion_matrix"], list(version.classes)
+        )
+    return evaluations
+
+
+def latest_done(evaluations: list[ModelEvaluation]) -> ModelEvaluation | None:
+    return next((e for e in evaluations if e.status == ModelEvaluation.Status.DONE), None)
+
+
+def actions_for(version: ModelVersion) -> list[tuple[str, str]]:
+    """The registry changes that the version's status allows (the services re-check)."""
+    status = ModelVersion.Status
+    allowed = {
+        status.REGISTERED: ("deploy", "shadow", "retire"),
+        status.SHADOW: ("deploy", "retire"),
+    }.get(version.status, ())
+    return [(name, ACTIONS[name][0]) for name in allowed]
+
+
+def detail_page(*, user: User, version: ModelVersion) -> dict[str, Any]:
+    """The version's report beside the other versions, live agreement and history."""
+    comparison = [
+        row
+        for row in (comparison_row(v.report, str(v)) for v in selectors.registry_list(user=user))
+        if row is not None
+    ]
+    live_versions = [version] + [
+        v
+        for v in (ModelVersion.objects.deployed(), ModelVersion.objects.shadow())
+        if v is not None and v.pk != version.pk
+    ]
+    evaluations = local_evaluations(user=user, version=version)
+    return {
+        "version": version,
+        "report": report_sections(version.report),
+        "comparison": comparison,
+        "live": [agreement_panel(user=user, version=v) for v in live_versions],
+        "events": version.events.select_related("actor").order_by("-created", "-pk"),
+        "actions": actions_for(version),
+        "evaluations": evaluations,
+        "latest_evaluation": latest_done(evaluations),
+        "evaluation_sets": inference_selectors.evaluation_sets(),
+        "evaluation_root": settings.EVALUATION_DATA_ROOT,
+    }

@@ -1,0 +1,151 @@
+"""The model registry's pages: list, report, local evaluations, import, and the
+confirmed, reasoned changes (deploy, shadow, retire, roll back)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from django.contrib import messages
+from django.core.exceptions import ValidationError
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from accounts import policies
+from inference import selectors as inference_selectors
+from inference.models import ModelVersion
+from inference.services import evaluation, registry
+from registry import presenters, selectors
+from registry.forms import ArtifactImportForm, EvaluationRequestForm, ReasonForm
+
+SERVICES: dict[str, Callable] = {
+    "deploy": registry.model_version_deploy,
+    "shadow": registry.model_version_set_shadow,
+    "retire": registry.model_version_retire,
+}
+
+
+@require_GET
+def registry_list(request: HttpRequest) -> HttpResponse:
+    return render(request, "registry/list.html", presenters.list_page(user=request.user))
+
+
+@require_GET
+def registry_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    version = selectors.registry_get(user=request.user, pk=pk)
+    context = presenters.detail_page(user=request.user, version=version)
+    return render(request, "registry/detail.html", context)
+
+
+@require_http_methods(["GET", "POST"])
+def registry_import(request: HttpRequest) -> HttpResponse:
+    """Upload a zipped artifact; it is checked exactly as ``manage.py import_model`` does."""
+    policies.require_admin(request.user)
+    form = ArtifactImportForm(request.POST or None, request.FILES or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            version = registry.model_version_import_archive(
+                archive=form.cleaned_data["archive"], actor=request.user
+            )
+        except registry.ModelImportError as exc:
+            form.add_error("archive", str(exc))
+        else:
+            messages.success(request, f"Imported {version}. It serves once deployed.")
+            return redirect("registry:detail", pk=version.pk)
+    status = 400 if request.method == "POST" else 200
+    return render(request, "registry/import.html", {"form": form}, status=status)
+
+
+@require_POST
+def registry_evaluate(request: HttpRequest, pk: int) -> HttpResponse:
+    """Queue a local evaluation of this version on one of the site's labelled sets."""
+    version = selectors.registry_get(user=request.user, pk=pk)
+    form = EvaluationRequestForm(request.POST, datasets=inference_selectors.evaluation_sets())
+    if not form.is_valid():
+        messages.error(request, "Choose one of the labelled sets listed.")
+    else:
+        try:
+            evaluation.model_version_evaluation_request(
+                model_version=version,
+                dataset=form.cleaned_data["dataset"],
+                actor=request.user,
+                note=form.cleaned_data["note"],
+            )
+        except evaluation.EvaluationRequestError as exc:
+            messages.error(request, str(exc))
+        else:
+            messages.success(
+                request,
+                f"Evaluation of {version} on {form.cleaned_data['dataset']} queued: a worker "
+                "runs it, and it appears here when done (reload the page).",
+            )
+    return redirect(f"{reverse('registry:detail', args=[version.pk])}#local-evaluations")
+
+
+def _confirm(
+    request: HttpRequest,
+    *,
+    title: str,
+    version: ModelVersion,
+    perform: Callable[[str], object],
+    serving: bool = True,
+) -> HttpResponse:
+    """Confirmation page with a required reason; on POST run the registry service.
+
+    A change that puts the version into service shows its latest local evaluation (or
+    that it has none) right above the button.
+    """
+    form = ReasonForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            perform(form.cleaned_data["reason"])
+        except (registry.RegistryError, ValidationError) as exc:
+            form.add_error(None, str(exc))
+        else:
+            messages.success(request, f"{title}: done.")
+            return redirect("registry:list")
+    evaluations = presenters.local_evaluations(user=request.user, version=version)
+    return render(
+        request,
+        "registry/confirm.html",
+        {
+            "form": form,
+            "title": title,
+            "version": version,
+            "serving": serving,
+            "evaluation": presenters.latest_done(evaluations) if serving else None,
+        },
+        status=400 if request.method == "POST" else 200,
+    )
+
+
+@require_http_methods(["GET", "POST"])
+def registry_action(request: HttpRequest, pk: int, action: str) -> HttpResponse:
+    version = selectors.registry_get(user=request.user, pk=pk)
+    if action not in SERVICES:
+        raise Http404("No such registry action.")
+    title, serving = presenters.ACTIONS[action]
+    service = SERVICES[action]
+    return _confirm(
+        request,
+        title=f"{title} {version}",
+        version=version,
+        perform=lambda reason: service(model_version=version, actor=request.user, reason=reason),
+        serving=serving,
+    )
+
+
+@require_http_methods(["GET", "POST"])
+def registry_rollback(request: HttpRequest) -> HttpResponse:
+    policies.require_admin(request.user)
+    previous = inference_selectors.model_version_previous()
+    if previous is None:
+        messages.error(request, "There is no earlier deployed version to roll back to.")
+        return redirect("registry:list")
+    return _confirm(
+        request,
+        title=f"Roll back to {previous}",
+        version=previous,
+        perform=lambda reason: registry.model_version_rollback(actor=request.user, reason=reason),
+    )

@@ -1,0 +1,60 @@
+"""What the review page and the printable report show, assembled from selectors.
+
+Blinded, nothing that carries the model's answer is even computed: no labels,
+probabilities, heatmaps, verdicts or history (audit entries name predicted labels).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from accounts.models import User
+from cases.models import Case
+from inference import selectors as answers
+from inference.models import ModelVersion
+from reviews import selectors
+from reviews.charts import heat_rows
+
+
+def bars(probabilities: dict, classes: list[str]) -> list[tuple[str, float]]:
+    """(label, probability) in the model's class order, for the bar charts."""
+    return [(label, float(probabilities.get(label, 0.0))) for label in classes]
+
+
+def case_page(*, user: User, case: Case, blinded: bool) -> dict[str, Any]:
+    """The review page's data; ``blinded`` is the reviewer's choice for this view."""
+    sign_off = selectors.sign_off_for_case(case=case)
+    has_diagnosed = selectors.reviewer_has_diagnosed(user=user, case=case)
+    revealed = not blinded or sign_off is not None or has_diagnosed
+    images = answers.case_images(case=case)
+    context: dict[str, Any] = {
+        "case": case,
+        "images": images,
+        "sign_off": sign_off,
+        "locked": sign_off is not None or case.status == Case.Status.REVIEWED,
+        "blinded": blinded,
+        "revealed": revealed,
+    }
+    if not revealed:
+        return context
+    results = selectors.case_results(user=user, case=case)
+    for result in results:
+        result.bars = bars(result.probabilities, result.model_version.classes)
+    for image in images:
+        if image.prediction is not None:
+            image.prediction.bars = bars(
+                image.prediction.probabilities, image.prediction.model_version.classes
+            )
+    context.update(
+        results=results,
+        primary=next((r for r in results if r.primary), None),
+        reviews=list(selectors.review_list_for_case(case=case)),
+        history=case.audit_events.select_related("actor")[:100],
+    )
+    return context
+
+
+def agreement_panel(*, user: User, version: ModelVersion) -> dict[str, Any]:
+    """One version's agreement with signed-off diagnoses, with its matrix's table rows."""
+    stats = selectors.agreement_for_model_version(user=user, model_version=version)
+    return {"version": version, "stats": stats, "rows": heat_rows(stats.matrix, stats.labels)}
