@@ -1,48 +1,69 @@
-"""Shared fixtures. Personas as in healthchecks' tests: alice is a clinician in team A,
-bob reviews for team A, charlie is a clinician in team B (an outsider to A's cases),
-and admin sees everything."""
+"""Fixtures shared by every test folder. Personas as in healthchecks' tests: alice is a
+clinician in Team A, bob reviews for Team A, charlie is a clinician in Team B (an
+outsider to A's cases), dave reviews for Team B only, and admin sees everything."""
+
+import shutil
 
 import pytest
 
-from accounts.models import Role
+from accounts.models import Role, Team
 from accounts.services import user_create
+from cases import services
+from cases.models import Case, Patient
+from inference import dispatch
+from tests.helpers import as_uploads, package, smear_bytes
 
 
 @pytest.fixture(autouse=True)
-def _media_in_tmp(settings, tmp_path):
-    """Every test stores uploads in its own folder, never in var/ or a developer's media."""
+def _storages_in_tmp(settings, tmp_path):
+    """Every test stores uploads and model artifacts in its own folders, never in var/."""
     settings.STORAGES = {
         **settings.STORAGES,
         "default": {
             "BACKEND": "django.core.files.storage.FileSystemStorage",
             "OPTIONS": {"location": tmp_path / "media"},
         },
+        "models": {
+            "BACKEND": "django.core.files.storage.FileSystemStorage",
+            "OPTIONS": {"location": tmp_path / "models"},
+        },
     }
 
 
-def _user(username: str, role: str, teams: list[str]):
+def _persona(username: str, role: str, teams: list[str]):
     user, _ = user_create(username=username, role=role, teams=teams, password="pw-" + username)
     return user
 
 
 @pytest.fixture
 def alice(db):
-    return _user("alice", Role.CLINICIAN, ["Team A"])
+    return _persona("alice", Role.CLINICIAN, ["Team A"])
 
 
 @pytest.fixture
 def bob(db):
-    return _user("bob", Role.REVIEWER, ["Team A"])
+    return _persona("bob", Role.REVIEWER, ["Team A"])
 
 
 @pytest.fixture
 def charlie(db):
-    return _user("charlie", Role.CLINICIAN, ["Team B"])
+    return _persona("charlie", Role.CLINICIAN, ["Team B"])
+
+
+@pytest.fixture
+def dave(db):
+    return _persona("dave", Role.REVIEWER, ["Team B"])
 
 
 @pytest.fixture
 def admin_user(db):
-    return _user("root", Role.ADMIN, [])
+    return _persona("root", Role.ADMIN, [])
+
+
+@pytest.fixture
+def persona(db):
+    """Make another user: ``persona("erin", "reviewer", ["Team A"])``."""
+    return _persona
 
 
 @pytest.fixture
@@ -54,3 +75,63 @@ def client_for(client):
         return client
 
     return login
+
+
+@pytest.fixture
+def team_a(alice) -> Team:
+    return Team.objects.get(name="Team A")
+
+
+@pytest.fixture
+def team_b(charlie) -> Team:
+    return Team.objects.get(name="Team B")
+
+
+@pytest.fixture
+def alice_patient(alice, team_a) -> Patient:
+    return services.patient_create(user=alice, team=team_a, identifier="A-0001", year_of_birth=1970)
+
+
+@pytest.fixture
+def alice_case(alice, alice_patient, django_capture_on_commit_callbacks) -> Case:
+    """A submitted case of Team A with two real smear photographs."""
+    with django_capture_on_commit_callbacks():
+        return services.case_create(
+            user=alice,
+            patient=alice_patient,
+            uploads=as_uploads(("smear-1.jpg", smear_bytes(0)), ("smear-2.jpg", smear_bytes(1))),
+            submit=True,
+        )
+
+
+@pytest.fixture
+def queued(monkeypatch) -> list[int]:
+    """Cases handed to the workers, recorded instead of sent: no broker is needed to test
+    what is queued and when."""
+    sent: list[int] = []
+
+    def send(case_id: int) -> bool:
+        sent.append(case_id)
+        return True
+
+    monkeypatch.setattr(dispatch, "case_analysis_request", send)
+    return sent
+
+
+@pytest.fixture(scope="session")
+def artifacts(tmp_path_factory):
+    """Two valid tiny artifacts, v1 and v2, built once per test session."""
+    out = tmp_path_factory.mktemp("artifacts")
+    return {v: package(out, version=v, seed=i) for i, v in enumerate(["v1", "v2"], start=1)}
+
+
+@pytest.fixture
+def artifact_copy(artifacts, tmp_path):
+    """A private copy of an artifact, free to damage: ``artifact_copy("v1")``."""
+
+    def copy(version: str = "v1"):
+        target = tmp_path / f"copy-{version}"
+        shutil.copytree(artifacts[version], target)
+        return target
+
+    return copy

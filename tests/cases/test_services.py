@@ -6,7 +6,7 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from audit.models import AuditEvent
 from cases import services
 from cases.models import Case, Patient, SmearImage
-from tests.cases.conftest import as_uploads, image_bytes, smear_bytes, stored_files
+from tests.helpers import as_uploads, image_bytes, smear_bytes, stored_files
 
 
 def test_a_case_with_real_smears_stores_rows_files_and_hashes_then_queues_it(

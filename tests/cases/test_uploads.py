@@ -6,7 +6,7 @@ import pytest
 from PIL import Image
 
 from cases.uploads import UploadRejected, image_clean
-from tests.cases.conftest import image_bytes, png_claiming, smear_bytes, smear_paths
+from tests.helpers import image_bytes, png_claiming, smear_bytes, smear_paths
 
 LIMITS = {"max_bytes": 50 * 1024 * 1024, "max_pixels": 40_000_000}
 

@@ -16,7 +16,8 @@ from inference.services.registry import (
 from inference.services.sweep import stale_images_requeue
 from inference.tasks import analyse_case
 from leukweb.celery import app as celery_app
-from tests.inference.conftest import add_image, make_case, png_bytes
+from tests.factories import SmearImageFactory, case_with_images
+from tests.helpers import noise_png
 
 pytestmark = [pytest.mark.django_db, pytest.mark.embedded]
 
@@ -33,7 +34,7 @@ def run(case) -> dict:
 
 
 def test_a_case_gets_one_prediction_per_image_and_a_result(deployed):
-    case = make_case(images=[png_bytes(1), png_bytes(2), png_bytes(3)])
+    case = case_with_images(noise_png(1), noise_png(2), noise_png(3))
     outcome = run(case)
     assert outcome["predicted"] == 3 and outcome["model_version"] == "tiny v1"
     predictions = Prediction.objects.filter(image__case=case)
@@ -53,7 +54,7 @@ def test_a_case_gets_one_prediction_per_image_and_a_result(deployed):
 
 
 def test_running_the_task_twice_stores_one_prediction_per_image(deployed):
-    case = make_case(images=[png_bytes(1), png_bytes(2)])
+    case = case_with_images(noise_png(1), noise_png(2))
     run(case)
     stored = list(Prediction.objects.values_list("pk", "confidence"))
     assert run(case)["note"] == "nothing to analyse"
@@ -61,8 +62,8 @@ def test_running_the_task_twice_stores_one_prediction_per_image(deployed):
 
 
 def test_an_undecodable_image_fails_with_a_reason_and_the_others_are_analysed(deployed):
-    case = make_case(images=[png_bytes(1)])
-    bad = add_image(case, b"\x89PNG\r\n\x1a\n this is not really a picture")
+    case = case_with_images(noise_png(1))
+    bad = SmearImageFactory(case=case, data=b"\x89PNG\r\n\x1a\n this is not really a picture")
     outcome = run(case)
     assert (outcome["predicted"], outcome["failed"]) == (1, 1)
     bad.refresh_from_db()
@@ -74,7 +75,7 @@ def test_an_undecodable_image_fails_with_a_reason_and_the_others_are_analysed(de
 
 
 def test_a_case_whose_only_image_is_unreadable_fails_with_the_reason(deployed):
-    case = make_case(images=[b"GIF89a truncated"])
+    case = case_with_images(b"GIF89a truncated")
     run(case)
     case.refresh_from_db()
     assert case.status == Case.Status.FAILED
@@ -87,7 +88,7 @@ def test_a_missing_model_artifact_fails_the_images_with_a_reason(deployed, setti
 
     from inference.artifacts import artifact_delete, cache_root
 
-    case = make_case(images=[png_bytes(1)])
+    case = case_with_images(noise_png(1))
     # A version that this process has never loaded, whose files are gone everywhere.
     ModelVersion.objects.filter(pk=deployed.pk).update(
         content_hash="sha256:" + "e" * 64, artifact="gone"
@@ -105,7 +106,7 @@ def test_a_missing_model_artifact_fails_the_images_with_a_reason(deployed, setti
 def test_the_shadow_model_predicts_too_and_its_result_is_not_primary(deployed, artifacts):
     shadow = model_version_import(source=artifacts["v2"])
     model_version_set_shadow(model_version=shadow, actor=None, reason="compare")
-    case = make_case(images=[png_bytes(1), png_bytes(2)])
+    case = case_with_images(noise_png(1), noise_png(2))
     assert run(case)["shadow_predicted"] == 2
     assert Prediction.objects.filter(model_version=shadow).count() == 2
     primary = CaseResult.objects.get(case=case, primary=True)
@@ -114,12 +115,12 @@ def test_the_shadow_model_predicts_too_and_its_result_is_not_primary(deployed, a
 
 
 def test_a_new_deploy_is_used_by_the_next_task_and_earlier_predictions_stay(deployed, artifacts):
-    first = make_case(images=[png_bytes(1)])
+    first = case_with_images(noise_png(1))
     run(first)
     before = Prediction.objects.get(image__case=first)
     v2 = model_version_import(source=artifacts["v2"])
     model_version_deploy(model_version=v2, actor=None, reason="better")
-    second = make_case(images=[png_bytes(2)])
+    second = case_with_images(noise_png(2))
     run(second)
     assert Prediction.objects.get(image__case=second).model_version == v2
     again = Prediction.objects.get(pk=before.pk)
@@ -127,15 +128,15 @@ def test_a_new_deploy_is_used_by_the_next_task_and_earlier_predictions_stay(depl
 
 
 def test_no_deployed_model_leaves_images_pending_for_the_sweep(db):
-    case = make_case(images=[png_bytes(1)])
+    case = case_with_images(noise_png(1))
     assert run(case)["note"] == "no model deployed"
     assert case.images.get().status == SmearImage.Status.PENDING
 
 
 def test_the_sweep_queues_a_stale_image_again(deployed):
     celery_app.control.purge()
-    stale = make_case(images=[png_bytes(1)])
-    fresh = make_case(images=[png_bytes(2)])
+    stale = case_with_images(noise_png(1))
+    fresh = case_with_images(noise_png(2))
     SmearImage.objects.filter(case=stale).update(status_changed=timezone.now() - timedelta(hours=1))
     assert stale_images_requeue(older_than_s=600) == [stale.pk]
     # The message really is on the broker: take it off and run what it asks for.
@@ -152,7 +153,7 @@ def test_the_sweep_queues_a_stale_image_again(deployed):
 
 
 def test_each_prediction_stores_a_heatmap_at_the_uploads_own_size(deployed):
-    case = make_case(images=[png_bytes(1), png_bytes(2)])
+    case = case_with_images(noise_png(1), noise_png(2))
     run(case)
     for prediction in Prediction.objects.filter(image__case=case).select_related("image"):
         assert prediction.heatmap.name.startswith("heatmaps/")
@@ -162,14 +163,14 @@ def test_each_prediction_stores_a_heatmap_at_the_uploads_own_size(deployed):
 
 def test_predictions_are_stored_without_heatmaps_when_they_are_switched_off(deployed, settings):
     settings.INFERENCE_HEATMAPS = False
-    case = make_case(images=[png_bytes(1)])
+    case = case_with_images(noise_png(1))
     run(case)
     assert Prediction.objects.get(image__case=case).heatmap.name == ""
 
 
 def test_a_draft_is_neither_swept_nor_analysed_until_it_is_submitted(deployed):
     celery_app.control.purge()
-    draft = make_case(images=[png_bytes(1)], status=Case.Status.DRAFT)
+    draft = case_with_images(noise_png(1), status=Case.Status.DRAFT)
     SmearImage.objects.filter(case=draft).update(status_changed=timezone.now() - timedelta(hours=1))
     assert stale_images_requeue(older_than_s=600) == []
     assert run(draft)["note"] == "nothing to analyse"

@@ -16,8 +16,7 @@ from inference.services.evaluation import (
     model_version_evaluation_request,
 )
 from inference.services.registry import model_version_import
-from tests.inference.conftest import package, png_bytes
-from tests.training.conftest import TALEQANI
+from tests.helpers import TALEQANI, noise_png, package
 from training.report import local_evaluation_warnings
 
 TALEQANI_CLASSES = ["Benign", "Early", "Pre", "Pro"]
@@ -34,7 +33,7 @@ def _labelled_folder(root: Path, per_class: dict[str, list[bytes]]) -> Path:
 def _generated_set(root: Path) -> Path:
     labels = ["healthy", "ALL", "AML"]
     return _labelled_folder(
-        root, {label: [png_bytes(10 * k + i) for i in range(4)] for k, label in enumerate(labels)}
+        root, {label: [noise_png(10 * k + i) for i in range(4)] for k, label in enumerate(labels)}
     )
 
 
@@ -74,7 +73,7 @@ def test_duplicates_are_scored_once_and_unreadable_files_are_left_out_and_named(
 ):
     data_dir = _generated_set(tmp_path / "site")
     (data_dir / "ALL" / "copy.png").write_bytes((data_dir / "ALL" / "0.png").read_bytes())
-    (data_dir / "AML" / "broken.png").write_bytes(png_bytes(99)[:200])
+    (data_dir / "AML" / "broken.png").write_bytes(noise_png(99)[:200])
     result = evaluate_folder(Predictor.load(artifacts["v1"]), data_dir)
     assert result["n"] == 12
     assert result["duplicates_dropped"] == 1
@@ -85,7 +84,7 @@ def test_duplicates_are_scored_once_and_unreadable_files_are_left_out_and_named(
 def test_a_folder_naming_no_class_of_the_model_is_refused_unless_mapped(artifacts, tmp_path):
     data_dir = _labelled_folder(
         tmp_path / "site",
-        {"normal": [png_bytes(1), png_bytes(2)], "AML": [png_bytes(3), png_bytes(4)]},
+        {"normal": [noise_png(1), noise_png(2)], "AML": [noise_png(3), noise_png(4)]},
     )
     predictor = Predictor.load(artifacts["v1"])
     with pytest.raises(DatasetError, match=r"normal: not among the model's classes"):
@@ -161,7 +160,7 @@ def test_the_command_refuses_clearly_and_keeps_nothing(artifacts, tmp_path, alic
     with pytest.raises(CommandError, match="alice is not an administrator"):
         call_command("evaluate_model", str(data_dir), model="tiny:v1", user="alice")
     (data_dir / "lymphoma").mkdir()
-    (data_dir / "lymphoma" / "x.png").write_bytes(png_bytes(50))
+    (data_dir / "lymphoma" / "x.png").write_bytes(noise_png(50))
     with pytest.raises(CommandError, match="lymphoma: not among the model's classes"):
         call_command("evaluate_model", str(data_dir), model="tiny:v1")
     with pytest.raises(CommandError, match="does not exist"):
@@ -268,7 +267,7 @@ def test_a_set_that_cannot_be_scored_fails_with_its_reason_on_the_page(
 
     celery_app.control.purge()
     (evaluation_sets / "lab2" / "lymphoma").mkdir()
-    (evaluation_sets / "lab2" / "lymphoma" / "x.png").write_bytes(png_bytes(50))
+    (evaluation_sets / "lab2" / "lymphoma" / "x.png").write_bytes(noise_png(50))
     version = model_version_import(source=artifacts["v1"])
     client = client_for(admin_user)
     with django_capture_on_commit_callbacks(execute=True):

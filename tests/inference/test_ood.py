@@ -12,7 +12,10 @@ from inference.models import CaseResult, Prediction
 from inference.predictor import Predictor
 from inference.services.registry import model_version_deploy, model_version_import
 from inference.tasks import analyse_case
-from tests.inference.conftest import CLASSES, SIZE, make_case, manifest_fields, png_bytes
+from tests.factories import ModelVersionFactory, case_with_images
+from tests.helpers import TINY_CLASSES as CLASSES
+from tests.helpers import TINY_SIZE as SIZE
+from tests.helpers import manifest_fields, noise_png, training_report
 
 
 def _solid_png(colour=(255, 255, 255), size: int = 48) -> bytes:
@@ -45,7 +48,7 @@ def guarded(tmp_path_factory):
     layer = feature_layer(model)
 
     def batch(seeds):
-        return np.stack([resize_for_model(load_rgb(png_bytes(s)), SIZE) for s in seeds])
+        return np.stack([resize_for_model(load_rgb(noise_png(s)), SIZE) for s in seeds])
 
     extract = FeatureExtractor(model, layer)
     f_tr, p_tr = extract(batch(range(100, 160)))
@@ -75,7 +78,7 @@ def guarded(tmp_path_factory):
 
 def test_the_predictor_scores_in_one_call_and_flags_an_outlier(guarded):
     predictor = Predictor.load(guarded)
-    noise = predictor.prepare(png_bytes(1))
+    noise = predictor.prepare(noise_png(1))
     white = predictor.prepare(_solid_png())
     (inside, outside), _ = predictor.predict([noise, white])
     assert inside.ood_score is not None and inside.ood_score <= predictor.guard.threshold
@@ -89,7 +92,7 @@ def test_the_predictor_scores_in_one_call_and_flags_an_outlier(guarded):
 
 def test_a_model_without_a_guard_leaves_the_score_empty(artifacts):
     predictor = Predictor.load(artifacts["v1"])
-    (answer,), _ = predictor.predict([predictor.prepare(png_bytes(1))])
+    (answer,), _ = predictor.predict([predictor.prepare(noise_png(1))])
     assert answer.ood_score is None and answer.out_of_scope is False
 
 
@@ -97,7 +100,7 @@ def test_a_model_without_a_guard_leaves_the_score_empty(artifacts):
 def test_analysis_stores_the_score_and_leaves_flagged_images_out(guarded, client_for, alice, bob):
     version = model_version_import(source=guarded)
     model_version_deploy(model_version=version, actor=None, reason="test")
-    case = make_case(images=[png_bytes(1), png_bytes(2), _solid_png()])
+    case = case_with_images(noise_png(1), noise_png(2), _solid_png())
     analyse_case.apply(args=[case.pk]).get()
     rows = {p.image.sha256: p for p in Prediction.objects.filter(image__case=case)}
     assert all(p.ood_score is not None for p in rows.values())
@@ -125,7 +128,7 @@ def test_analysis_stores_the_score_and_leaves_flagged_images_out(guarded, client
 def test_a_case_of_only_non_smears_gets_no_subtype_and_needs_review(guarded, client_for, alice):
     version = model_version_import(source=guarded)
     model_version_deploy(model_version=version, actor=None, reason="test")
-    case = make_case(images=[_solid_png(), _solid_png((0, 0, 0))])
+    case = case_with_images(_solid_png(), _solid_png((0, 0, 0)))
     analyse_case.apply(args=[case.pk]).get()
     result = CaseResult.objects.get(case=case, model_version=version)
     assert result.out_of_scope_count == 2 and result.needs_review
@@ -135,8 +138,6 @@ def test_a_case_of_only_non_smears_gets_no_subtype_and_needs_review(guarded, cli
 
 @pytest.mark.django_db
 def test_the_registry_report_page_shows_robustness_sources_and_the_guard(client_for, admin_user):
-    from tests.reviews.conftest import training_report, version_create
-
     report = training_report()
     report["robustness"] = {
         "seed": 42,
@@ -162,7 +163,7 @@ def test_the_registry_report_page_shows_robustness_sources_and_the_guard(client_
         "shrinkage": 0.1,
         "flagged": {"test": 0.005, "generated noise": 1.0},
     }
-    version = version_create("cnn", "7", report=report)
+    version = ModelVersionFactory(name="cnn", version="7", report=report)
     page = client_for(admin_user).get(f"/registry/{version.pk}/").content.decode()
     for expected in (
         "Robustness to colour and stain shifts",

@@ -14,7 +14,8 @@ from inference.predictor import (
     cached_predictor,
     calibrate,
 )
-from tests.inference.conftest import CLASSES, package, png_bytes
+from tests.helpers import TINY_CLASSES as CLASSES
+from tests.helpers import noise_png, package
 
 
 def test_it_classifies_a_batch_without_importing_django(artifacts):
@@ -23,7 +24,7 @@ def test_it_classifies_a_batch_without_importing_django(artifacts):
         import sys
         from inference.predictor import Predictor
         predictor = Predictor.load({str(artifacts["v1"])!r})
-        images = [predictor.prepare(bytes.fromhex({png_bytes(1).hex()!r}))] * 3
+        images = [predictor.prepare(bytes.fromhex({noise_png(1).hex()!r}))] * 3
         answers, ms = predictor.predict(images)
         assert len(answers) == 3 and ms > 0
         assert "django" not in sys.modules, "the predictor core imported Django"
@@ -47,7 +48,7 @@ def test_temperature_softens_the_probabilities_and_keeps_their_order():
 
 def test_batch_answers_equal_one_by_one_answers_and_are_calibrated(artifacts):
     predictor = Predictor.load(artifacts["v1"])
-    images = [predictor.prepare(png_bytes(seed)) for seed in range(5)]
+    images = [predictor.prepare(noise_png(seed)) for seed in range(5)]
     together, _ = predictor.predict(images)
     alone = [predictor.predict([image])[0][0] for image in images]
     for a, b in zip(together, alone, strict=True):
@@ -78,7 +79,7 @@ def test_the_cache_loads_a_version_once_and_checks_its_hash(tmp_path):
 
 def test_preparing_a_case_together_keeps_order_and_returns_each_bad_images_error(artifacts):
     predictor = Predictor.load(artifacts["v1"])
-    blobs = [png_bytes(1), b"not an image", png_bytes(2)]
+    blobs = [noise_png(1), b"not an image", noise_png(2)]
     prepared = predictor.prepare_many(blobs)
     assert np.array_equal(prepared[0], predictor.prepare(blobs[0]))
     assert isinstance(prepared[1], ImageDecodeError)

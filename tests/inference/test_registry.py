@@ -111,7 +111,7 @@ def test_deploy_rollback_shadow_and_retire_keep_one_deployed_and_a_history(artif
 
 
 def test_ensure_demo_model_deploys_the_registered_demo_without_training(tmp_path, artifacts):
-    from tests.inference.conftest import package
+    from tests.helpers import package
 
     demo = model_version_import(
         source=package(tmp_path, version="1", seed=3, name="demo-synthetic")

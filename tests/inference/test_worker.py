@@ -13,7 +13,8 @@ from cases.services import Upload, case_create
 from inference.dispatch import case_analysis_request
 from inference.models import CaseResult, Prediction
 from inference.services.registry import model_version_deploy, model_version_import
-from tests.inference.conftest import make_case, png_bytes
+from tests.factories import case_with_images
+from tests.helpers import noise_png
 from tests.worker import running_worker
 
 pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
@@ -39,7 +40,7 @@ def upload(user, identifier: str, seed: int):
     return case_create(
         user=user,
         new_patient={"team": user.teams.get(), "identifier": identifier},
-        uploads=[Upload(io.BytesIO(png_bytes(seed)), f"{identifier}.png")],
+        uploads=[Upload(io.BytesIO(noise_png(seed)), f"{identifier}.png")],
         submit=True,
     )
 
@@ -79,7 +80,7 @@ def test_upload_to_prediction_then_a_new_deploy_serves_the_next_upload(artifacts
 def test_a_killed_workers_task_is_delivered_again_and_completed_once(artifacts, tmp_path):
     v1 = model_version_import(source=artifacts["v1"])
     model_version_deploy(model_version=v1, actor=None, reason="first")
-    case = make_case(images=[png_bytes(1), png_bytes(2)])
+    case = case_with_images(noise_png(1), noise_png(2))
     env = {**worker_paths(tmp_path), "DJANGO_SETTINGS_MODULE": "tests.inference.worker_settings"}
 
     with running_worker(**env) as doomed:

@@ -8,7 +8,7 @@ from django.urls import URLPattern
 
 from registry import urls as registry_urls
 from reviews import urls as review_urls
-from tests.reviews.conftest import case_create, heatmap_attach, version_create
+from tests.factories import ModelVersionFactory, analysed_case, heatmap_attach
 
 REFUSED = {HTTPStatus.FORBIDDEN, HTTPStatus.NOT_FOUND}
 
@@ -26,8 +26,8 @@ def _review_paths(pk: int) -> list[str]:
 
 @pytest.fixture
 def team_a_case(db):
-    version = version_create()
-    case = case_create("Team A", "P1", version)
+    version = ModelVersionFactory()
+    case = analysed_case("Team A", "P1", version)
     heatmap_attach(case.images.get().predictions.get())
     return case
 

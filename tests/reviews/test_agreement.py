@@ -6,7 +6,7 @@ from inference.models import ModelVersion
 from reviews.selectors import agreement_for_model_version
 from reviews.services import case_sign_off, review_create
 from reviews.stats import agreement_compute
-from tests.reviews.conftest import case_create, version_create
+from tests.factories import ModelVersionFactory, analysed_case
 
 
 def test_agreement_on_a_known_set_of_reviews():
@@ -50,13 +50,13 @@ def _sign(case, reviewer, diagnosis):
 
 
 def test_deployed_and_shadow_are_measured_against_the_same_sign_offs(client_for, bob, db):
-    deployed = version_create()
-    shadow = version_create("cnn", "2", status=ModelVersion.Status.SHADOW)
-    _sign(case_create("Team A", "P1", deployed, label="AML", shadow=(shadow, "AML")), bob, "AML")
-    _sign(case_create("Team A", "P2", deployed, label="AML", shadow=(shadow, "CML")), bob, "CML")
-    _sign(case_create("Team A", "P3", deployed, label="CLL", shadow=(shadow, "CLL")), bob, "CLL")
-    case_create("Team A", "P4", deployed, label="ALL")  # not signed off: not counted
-    case_create("Team B", "P5", deployed, label="ALL")
+    deployed = ModelVersionFactory()
+    shadow = ModelVersionFactory(name="cnn", version="2", status=ModelVersion.Status.SHADOW)
+    _sign(analysed_case("Team A", "P1", deployed, label="AML", shadow=(shadow, "AML")), bob, "AML")
+    _sign(analysed_case("Team A", "P2", deployed, label="AML", shadow=(shadow, "CML")), bob, "CML")
+    _sign(analysed_case("Team A", "P3", deployed, label="CLL", shadow=(shadow, "CLL")), bob, "CLL")
+    analysed_case("Team A", "P4", deployed, label="ALL")  # not signed off: not counted
+    analysed_case("Team B", "P5", deployed, label="ALL")
 
     main = agreement_for_model_version(user=bob, model_version=deployed)
     side = agreement_for_model_version(user=bob, model_version=shadow)

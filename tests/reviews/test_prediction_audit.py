@@ -6,15 +6,15 @@ import pytest
 
 from audit.models import AuditEvent
 from reviews.services import review_create
-from tests.reviews.conftest import case_create, version_create
+from tests.factories import ModelVersionFactory, analysed_case
 
 
 @pytest.fixture
 def cases(db, bob):
-    version = version_create()
-    first = case_create("Team A", "PAT-AAA", version, label="AML", images=2)
-    second = case_create("Team A", "PAT-BBB", version, label="CLL", confidence=0.7)
-    case_create("Team B", "PAT-CCC", version, label="AML")
+    version = ModelVersionFactory()
+    first = analysed_case("Team A", "PAT-AAA", version, label="AML", images=2)
+    second = analysed_case("Team A", "PAT-BBB", version, label="CLL", confidence=0.7)
+    analysed_case("Team B", "PAT-CCC", version, label="AML")
     review_create(case=second, reviewer=bob, diagnosis="CML", comment="blasts absent")
     return first, second
 
@@ -53,6 +53,6 @@ def test_the_csv_export_streams_every_row_and_is_audited(client_for, bob, cases)
 
 
 def test_a_formula_in_a_patient_identifier_is_defused_in_the_csv(client_for, bob, db):
-    case_create("Team A", "=HYPERLINK(1)", version_create())
+    analysed_case("Team A", "=HYPERLINK(1)", ModelVersionFactory())
     body = b"".join(client_for(bob).get("/reviews/predictions/export.csv").streaming_content)
     assert b"'=HYPERLINK(1)" in body

@@ -8,12 +8,12 @@ from django.test.utils import CaptureQueriesContext
 from cases.models import Case
 from inference.models import ModelVersion
 from reviews.selectors import QueueFilters, review_queue
-from tests.reviews.conftest import case_create, version_create
+from tests.factories import ModelVersionFactory, analysed_case
 
 
 @pytest.fixture
 def deployed(db):
-    return version_create()
+    return ModelVersionFactory()
 
 
 def _queue_ids(client, **params) -> list[int]:
@@ -25,14 +25,14 @@ def _queue_ids(client, **params) -> list[int]:
 def test_the_queue_puts_needs_review_first_then_low_confidence_then_oldest(
     client_for, bob, deployed
 ):
-    sure_old = case_create("Team A", "P1", deployed, confidence=0.95, age_days=9)
-    sure_new = case_create("Team A", "P2", deployed, confidence=0.95, age_days=1)
-    unsure = case_create("Team A", "P3", deployed, confidence=0.55)
-    flagged_sure = case_create("Team A", "P4", deployed, confidence=0.8, needs_review=True)
-    flagged_unsure = case_create("Team A", "P5", deployed, confidence=0.4, needs_review=True)
-    case_create("Team A", "P6", deployed, status=Case.Status.REVIEWED)
-    case_create("Team A", "P7", deployed, status=Case.Status.ANALYSING)
-    case_create("Team B", "P8", deployed, needs_review=True)
+    sure_old = analysed_case("Team A", "P1", deployed, confidence=0.95, age_days=9)
+    sure_new = analysed_case("Team A", "P2", deployed, confidence=0.95, age_days=1)
+    unsure = analysed_case("Team A", "P3", deployed, confidence=0.55)
+    flagged_sure = analysed_case("Team A", "P4", deployed, confidence=0.8, needs_review=True)
+    flagged_unsure = analysed_case("Team A", "P5", deployed, confidence=0.4, needs_review=True)
+    analysed_case("Team A", "P6", deployed, status=Case.Status.REVIEWED)
+    analysed_case("Team A", "P7", deployed, status=Case.Status.ANALYSING)
+    analysed_case("Team B", "P8", deployed, needs_review=True)
 
     assert _queue_ids(client_for(bob)) == [
         flagged_unsure.pk,
@@ -44,10 +44,10 @@ def test_the_queue_puts_needs_review_first_then_low_confidence_then_oldest(
 
 
 def test_the_queue_filters_by_team_subtype_model_version_and_date(admin_user, deployed):
-    other = version_create("cnn", "2", status=ModelVersion.Status.REGISTERED)
-    a_aml = case_create("Team A", "P1", deployed, label="AML", age_days=10)
-    a_cll = case_create("Team A", "P2", deployed, label="CLL")
-    b_aml = case_create("Team B", "P3", other, label="AML")
+    other = ModelVersionFactory(name="cnn", version="2", status=ModelVersion.Status.REGISTERED)
+    a_aml = analysed_case("Team A", "P1", deployed, label="AML", age_days=10)
+    a_cll = analysed_case("Team A", "P2", deployed, label="CLL")
+    b_aml = analysed_case("Team B", "P3", other, label="AML")
 
     def ids(**filters):
         return {c.pk for c in review_queue(user=admin_user, filters=QueueFilters(**filters))}
@@ -62,12 +62,12 @@ def test_the_queue_filters_by_team_subtype_model_version_and_date(admin_user, de
 
 def test_the_queue_page_costs_the_same_queries_for_one_case_or_twenty(client_for, bob, deployed):
     client = client_for(bob)
-    case_create("Team A", "P0", deployed)
+    analysed_case("Team A", "P0", deployed)
     client.get("/reviews/")
     with CaptureQueriesContext(connection) as one:
         client.get("/reviews/")
     for n in range(1, 20):
-        case_create("Team A", f"P{n}", deployed, images=2)
+        analysed_case("Team A", f"P{n}", deployed, images=2)
     with CaptureQueriesContext(connection) as twenty:
         response = client.get("/reviews/")
     assert len(response.context["page"]) == 20
@@ -75,7 +75,7 @@ def test_the_queue_page_costs_the_same_queries_for_one_case_or_twenty(client_for
 
 
 def test_the_subtype_filter_on_the_page_keeps_the_queue_order(client_for, bob, deployed):
-    sure = case_create("Team A", "P1", deployed, label="AML", confidence=0.9)
-    unsure = case_create("Team A", "P2", deployed, label="AML", confidence=0.6)
-    case_create("Team A", "P3", deployed, label="CLL", confidence=0.5)
+    sure = analysed_case("Team A", "P1", deployed, label="AML", confidence=0.9)
+    unsure = analysed_case("Team A", "P2", deployed, label="AML", confidence=0.6)
+    analysed_case("Team A", "P3", deployed, label="CLL", confidence=0.5)
     assert _queue_ids(client_for(bob), subtype="AML") == [unsure.pk, sure.pk]

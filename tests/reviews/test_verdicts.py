@@ -9,19 +9,18 @@ from cases.models import Case
 from inference.models import ModelVersion
 from reviews.models import Review, SignOff
 from reviews.services import case_sign_off, review_create
-from tests.conftest import _user
-from tests.reviews.conftest import case_create, heatmap_attach, version_create
+from tests.factories import ModelVersionFactory, UserFactory, analysed_case, heatmap_attach
 
 
 @pytest.fixture
 def deployed(db):
-    return version_create()
+    return ModelVersionFactory()
 
 
 @pytest.fixture
 def case(deployed):
     # 0.873 prints as "87.3%": a string that only the model's answer can put on the page.
-    return case_create("Team A", "PAT-7", deployed, label="CML", confidence=0.873)
+    return analysed_case("Team A", "PAT-7", deployed, label="CML", confidence=0.873)
 
 
 def test_bob_agrees_signs_off_and_the_case_is_locked(client_for, bob, case):
@@ -65,7 +64,7 @@ def test_a_case_cannot_be_signed_off_without_a_verdict_nor_reviewed_before_analy
 ):
     with pytest.raises(ValidationError, match="verdict"):
         case_sign_off(case=case, reviewer=bob)
-    running = case_create("Team A", "PAT-8", deployed, status=Case.Status.ANALYSING)
+    running = analysed_case("Team A", "PAT-8", deployed, status=Case.Status.ANALYSING)
     with pytest.raises(ValidationError, match="analysed"):
         review_create(case=running, reviewer=bob, diagnosis="AML")
 
@@ -150,7 +149,7 @@ def test_a_blinded_reviewer_does_not_see_anothers_diagnosis_before_recording_the
 ):
     review_create(case=case, reviewer=bob, diagnosis="AML", comment="Auer rods seen")
     case_sign_off(case=case, reviewer=bob)
-    erin = _user("erin", "reviewer", ["Team A"])
+    erin = UserFactory(username="erin", role="reviewer", teams=["Team A"])
     client = client_for(erin)
     client.post("/reviews/settings/", {"blinded": "on"})
     page = client.get(f"/cases/{case.pk}/").content.decode()
@@ -166,16 +165,16 @@ def test_the_report_styles_print_without_navigation():
 
 
 def test_a_synthetic_model_carries_a_not_for_clinical_use_banner(client_for, bob, db):
-    demo = version_create("demo", "1", synthetic=True)
-    case = case_create("Team A", "P1", demo)
+    demo = ModelVersionFactory(name="demo", version="1", synthetic=True)
+    case = analysed_case("Team A", "P1", demo)
     page = client_for(bob).get(f"/reviews/cases/{case.pk}/").content.decode()
     assert "Synthetic demo model — not for clinical use" in page
 
 
 def test_the_shadow_answer_is_shown_to_administrators_only(client_for, bob, admin_user, db):
-    deployed = version_create()
-    shadow = version_create("cnn", "2", status=ModelVersion.Status.SHADOW)
-    case = case_create("Team A", "P1", deployed, label="AML", shadow=(shadow, "CLL"))
+    deployed = ModelVersionFactory()
+    shadow = ModelVersionFactory(name="cnn", version="2", status=ModelVersion.Status.SHADOW)
+    case = analysed_case("Team A", "P1", deployed, label="AML", shadow=(shadow, "CLL"))
     assert (
         "Shadow model answer"
         not in client_for(bob).get(f"/reviews/cases/{case.pk}/").content.decode()

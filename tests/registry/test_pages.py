@@ -6,16 +6,18 @@ import pytest
 from audit.models import AuditEvent
 from inference.models import DeploymentEvent, ModelVersion
 from registry.report import report_sections
-from tests.reviews.conftest import CLASSES, training_report, version_create
+from tests.factories import SUBTYPES as CLASSES
+from tests.factories import ModelVersionFactory
+from tests.helpers import training_report
 
 
 @pytest.fixture
 def versions(db):
-    live = version_create("cnn", "1", report=training_report())
+    live = ModelVersionFactory(name="cnn", version="1", report=training_report())
     DeploymentEvent.objects.create(model_version=live, action="deploy", reason="first")
-    candidate = version_create(
-        "cnn",
-        "2",
+    candidate = ModelVersionFactory(
+        name="cnn",
+        version="2",
         status=ModelVersion.Status.REGISTERED,
         synthetic=True,
         report=training_report(synthetic=True),
@@ -79,7 +81,7 @@ def test_the_report_figures_are_well_formed_svg():
     ],
 )
 def test_a_report_with_missing_or_odd_sections_still_renders(client_for, admin_user, report):
-    version = version_create(report=report)
+    version = ModelVersionFactory(report=report)
     assert client_for(admin_user).get(f"/registry/{version.pk}/").status_code == HTTPStatus.OK
     sections = report_sections(report)
     assert sections["confusion"] == [] and sections["curves"] == []

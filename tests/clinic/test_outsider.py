@@ -12,7 +12,8 @@ from django.urls import URLPattern, URLResolver, get_resolver, reverse
 from cases import services
 from cases.models import Case, Patient, SmearImage
 from inference.models import Prediction
-from tests.cases.conftest import as_uploads, case_result, model_version, prediction, smear_bytes
+from tests.factories import CaseResultFactory, ModelVersionFactory, PredictionFactory
+from tests.helpers import as_uploads, smear_bytes
 
 SECRET = "TEAM-A-SECRET-ID"
 OBJECT_ID = 9001
@@ -63,10 +64,10 @@ def team_a_records(alice, team_a, django_capture_on_commit_callbacks):
     services.case_images_add(user=alice, case=case, uploads=as_uploads(("a.jpg", smear_bytes(0))))
     SmearImage.objects.filter(case=case).update(id=OBJECT_ID, original_name=SECRET)
     image = SmearImage.objects.get(pk=OBJECT_ID)
-    version = model_version()
-    made = prediction(image, version, "AML")
+    version = ModelVersionFactory()
+    made = PredictionFactory(image=image, model_version=version, label="AML")
     Prediction.objects.filter(pk=made.pk).update(id=OBJECT_ID)
-    case_result(case, version, "AML")
+    CaseResultFactory(case=case, model_version=version, label="AML")
     return case
 
 

@@ -6,7 +6,7 @@ from django.utils import timezone
 from cases.models import Case
 from inference.models import WorkerHeartbeat
 from leukweb.celery import app as celery_app
-from tests.cases.conftest import model_version
+from tests.factories import ModelVersionFactory
 
 
 def _notice(client, case) -> str:
@@ -31,13 +31,13 @@ def test_an_analysing_case_names_the_missing_part(client_for, alice, alice_case)
     _worker_alive()
     assert _notice(client, alice_case).startswith("No model is deployed")
 
-    model_version()
+    ModelVersionFactory()
     assert _notice(client, alice_case) == ""
 
 
 def test_a_dead_broker_is_named_first(client_for, alice, alice_case):
     _worker_alive()
-    model_version()
+    ModelVersionFactory()
     original = celery_app.conf.broker_url
     celery_app.conf.broker_url = "redis://127.0.0.1:1/0"  # nothing listens there
     try:
@@ -58,7 +58,7 @@ def test_a_case_the_broker_refused_is_taken_by_the_next_sweep_not_ten_minutes_la
     from cases import services
     from inference import dispatch
     from inference.services.sweep import stale_images_requeue
-    from tests.cases.conftest import as_uploads, image_bytes
+    from tests.helpers import as_uploads, image_bytes
 
     monkeypatch.setattr(dispatch, "case_analysis_request", lambda case_id: False)  # broker down
     with django_capture_on_commit_callbacks(execute=True):

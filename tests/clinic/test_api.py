@@ -7,7 +7,8 @@ from openapi_spec_validator import validate
 from rest_framework.test import APIClient
 
 from cases.models import Case
-from tests.cases.conftest import case_result, model_version, prediction, smear_bytes, upload
+from tests.factories import CaseResultFactory, ModelVersionFactory, PredictionFactory
+from tests.helpers import smear_bytes, upload
 
 
 @pytest.fixture
@@ -184,8 +185,8 @@ def test_bob_reads_but_cannot_change_team_a_cases(bob, alice_case):
 
 
 def test_case_list_filters_and_paginates(api, alice, alice_case):
-    deployed = model_version()
-    case_result(alice_case, deployed, "AML", needs_review=True)
+    deployed = ModelVersionFactory()
+    CaseResultFactory(case=alice_case, model_version=deployed, label="AML", needs_review=True)
     body = api.get("/api/cases/", {"predicted": "AML", "status": "submitted"}).json()
     assert body["count"] == 1 and body["results"][0]["result"]["label"] == "AML"
     assert api.get("/api/cases/", {"predicted": "CLL"}).json()["count"] == 0
@@ -193,10 +194,13 @@ def test_case_list_filters_and_paginates(api, alice, alice_case):
 
 
 def test_predictions_are_read_only_and_exclude_shadow_models(api, alice_case):
-    deployed, shadow = model_version("live"), model_version("shadow", "shadow")
+    deployed, shadow = (
+        ModelVersionFactory(name="live"),
+        ModelVersionFactory(name="shadow", status="shadow"),
+    )
     image = alice_case.images.first()
-    shown = prediction(image, deployed, "AML")
-    prediction(image, shadow, "CLL")
+    shown = PredictionFactory(image=image, model_version=deployed, label="AML")
+    PredictionFactory(image=image, model_version=shadow, label="CLL")
     body = api.get("/api/predictions/", {"case": alice_case.pk}).json()
     assert [p["id"] for p in body["results"]] == [shown.pk]
     other = api.get("/api/predictions/", {"case": alice_case.pk + 1000}).json()

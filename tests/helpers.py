@@ -1,0 +1,172 @@
+"""Test inputs that are not database rows: the shared real images, generated images and
+uploads, and tiny packaged models written by the project's own packaging code."""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+from PIL import Image
+
+from cases import services
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DATA_ROOT = REPO_ROOT.parent / "shared" / "data"
+TALEQANI = DATA_ROOT / "taleqani-all"
+BCCD_IMAGES = DATA_ROOT / "bccd-smears" / "images"
+
+# The classes and input size of the tiny test artifacts.
+TINY_CLASSES = ["healthy", "ALL", "AML", "CLL", "CML"]
+TINY_SIZE = 32
+
+
+# --- images -------------------------------------------------------------------------
+
+
+def smear_paths(count: int) -> list[Path]:
+    """The first ``count`` real BCCD smear photographs (skips the test without them)."""
+    paths = sorted(BCCD_IMAGES.glob("*.jpg"))[:count]
+    if len(paths) < count:
+        pytest.skip(f"the BCCD smear photographs are not in {BCCD_IMAGES}")
+    return paths
+
+
+def smear_bytes(index: int = 0) -> bytes:
+    return smear_paths(index + 1)[index].read_bytes()
+
+
+def image_bytes(fmt: str = "PNG", size=(40, 30), color=(200, 100, 150), **save) -> bytes:
+    """A one-colour image in any Pillow format."""
+    buffer = io.BytesIO()
+    Image.new("RGB", size, color).save(buffer, format=fmt, **save)
+    return buffer.getvalue()
+
+
+def noise_png(seed: int, size: int = 48) -> bytes:
+    """A PNG of random pixels: a different, valid image for every seed."""
+    rng = np.random.default_rng(seed)
+    pixels = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def png_claiming(width: int, height: int) -> bytes:
+    """A PNG whose header claims width x height, with almost no pixel data behind it."""
+
+    def chunk(kind: bytes, payload: bytes) -> bytes:
+        crc = zlib.crc32(kind + payload)
+        return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", crc)
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(b"\x00" * 64))
+        + chunk(b"IEND", b"")
+    )
+
+
+def upload(name: str, data: bytes) -> SimpleUploadedFile:
+    """A file as a browser or API client posts it."""
+    return SimpleUploadedFile(name, data, content_type="application/octet-stream")
+
+
+def as_uploads(*files: tuple[str, bytes]) -> list[services.Upload]:
+    """(name, bytes) pairs as the cases services take them."""
+    return [services.Upload(stream=io.BytesIO(data), name=name) for name, data in files]
+
+
+def stored_files(root: Path) -> list[Path]:
+    """Every file under ``root/media`` (the per-test media storage)."""
+    media = root / "media"
+    return [p for p in media.rglob("*") if p.is_file()] if media.exists() else []
+
+
+# --- tiny model artifacts -------------------------------------------------------------
+
+
+def tiny_model(seed: int, n_classes: int = len(TINY_CLASSES)):
+    """A 32 px, four-filter CNN: enough to exercise loading, batching and Grad-CAM."""
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input((TINY_SIZE, TINY_SIZE, 3), name="image")
+    x = keras.layers.Rescaling(1 / 255)(inputs)
+    x = keras.layers.Conv2D(4, 3, activation="relu", name="conv")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    outputs = keras.layers.Dense(n_classes, activation="softmax")(x)
+    return keras.Model(inputs, outputs)
+
+
+def manifest_fields(**overrides) -> dict:
+    """A tiny artifact's manifest, as the training pipeline would write it."""
+    return {
+        "name": "tiny",
+        "version": "v1",
+        "architecture": "tiny-cnn",
+        "classes": TINY_CLASSES,
+        "input_size": TINY_SIZE,
+        "dataset_fingerprint": "sha256:test",
+        "split_sizes": {"train": 1, "validation": 1, "test": 1},
+        "metrics": {"accuracy": 0.2, "macro_f1": 0.2, "ece_before": 0.1, "ece_after": 0.05},
+        "temperature": 1.5,
+        "confidence_threshold": 0.6,
+        "heatmap_layer": "conv",
+        "synthetic": True,
+        **overrides,
+    }
+
+
+def package(out: Path, *, version: str, seed: int, **overrides) -> Path:
+    """A tiny artifact folder written by the training pipeline's own packaging function."""
+    from training.package import write_artifact
+
+    fields = manifest_fields(version=version, **overrides)
+    model = tiny_model(seed, n_classes=len(fields["classes"]))
+    folder, _ = write_artifact(model, out, manifest_fields=fields)
+    return folder
+
+
+def training_report(classes=("ALL", "AML", "CLL", "CML"), *, synthetic: bool = False) -> dict:
+    """A report with the structure training/train.py writes, numbers from the real evaluator."""
+    import json
+
+    from training.evaluate import full_evaluation
+
+    classes = list(classes)
+    rng = np.random.default_rng(0)
+    y = np.arange(40) % len(classes)
+    logits = rng.normal(size=(40, len(classes))) + 3 * np.eye(len(classes))[y]
+    probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    report = {
+        "name": "cnn",
+        "version": "1",
+        "architecture": "tiny_cnn",
+        "classes": classes,
+        "input_size": 32,
+        "created": "2025-01-01T00:00:00Z",
+        "synthetic": synthetic,
+        "config": {"seed": 1},
+        "data": {"grouped": False, "sizes": {"train": 100, "validation": 40, "test": 40}},
+        "training": {
+            "epochs_run": 3,
+            "history": {
+                "accuracy": [0.4, 0.6, 0.7],
+                "val_accuracy": [0.35, 0.55, 0.65],
+                "loss": [1.3, 0.9, 0.7],
+                "val_loss": [1.4, 1.0, 0.8],
+            },
+        },
+        "baselines": {
+            "colour_stats": {"accuracy": 0.3, "macro_f1": 0.28, "description": "mean colour"}
+        },
+        "baseline_warning": None,
+        "evaluation": full_evaluation(probs, y, probs, y, classes),
+    }
+    return json.loads(json.dumps(report))
