@@ -5,10 +5,10 @@ FROM python:3.11-slim
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PYTHONPATH=/app
 WORKDIR /app
 
-# Dependencies first, in a layer of their own: with only pyproject.toml present the
-# install brings the pinned packages and no project code, which PYTHONPATH serves.
-COPY pyproject.toml README.md ./
-RUN pip install .
+# Dependencies first, in a layer of their own: exactly the locked versions, each checked
+# against its hash. The project code is not installed: PYTHONPATH serves it.
+COPY requirements/production.txt requirements/
+RUN pip install --require-hashes --no-deps -r requirements/production.txt
 
 COPY . .
 # The manifest storage needs the production settings; these values exist only for the build.

@@ -3,13 +3,17 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+LOCK := requirements/dev.txt
+# How `make lock` resolves: for the machines this runs on (Linux, CPython 3.11).
+RESOLVE := --generate-hashes --python-version 3.11 --python-platform linux --quiet
 
-.PHONY: setup run test test-embedded lint clean-var
+.PHONY: setup run test test-embedded lint lock clean-var
 
-$(STAMP): pyproject.toml
+# Exactly the locked versions, each checked against its hash; the project itself is not
+# installed: it runs from this checkout.
+$(STAMP): $(LOCK)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet --require-hashes --no-deps -r $(LOCK)
 	touch $(STAMP)
 
 setup: $(STAMP)
@@ -31,6 +35,13 @@ test: lint
 test-embedded: $(STAMP)
 	env -u DATABASE_URL -u REDIS_URL -u CELERY_BROKER_URL -u CELERY_RESULT_BACKEND \
 		$(BIN)/pytest -m embedded
+
+# After changing a dependency in pyproject.toml: pin everything again, with hashes.
+# production.txt (the Docker images) holds the same versions, less the dev tools.
+lock: $(STAMP)
+	$(BIN)/uv pip compile pyproject.toml --extra dev $(RESOLVE) -o requirements/dev.txt
+	$(BIN)/uv pip compile pyproject.toml $(RESOLVE) -c requirements/dev.txt \
+		-o requirements/production.txt
 
 clean-var:
 	rm -rf var
