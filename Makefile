@@ -7,7 +7,7 @@ LOCK := requirements/dev.txt
 # How `make lock` resolves: for the machines this runs on (Linux, CPython 3.11).
 RESOLVE := --generate-hashes --python-version 3.11 --python-platform linux --quiet
 
-.PHONY: setup run test test-embedded lint lock clean-var
+.PHONY: setup run test test-embedded test-browser lint lock clean-var
 
 # Exactly the locked versions, each checked against its hash; the project itself is not
 # installed: it runs from this checkout.
@@ -35,6 +35,12 @@ test: lint
 test-embedded: $(STAMP)
 	env -u DATABASE_URL -u REDIS_URL -u CELERY_BROKER_URL -u CELERY_RESULT_BACKEND \
 		$(BIN)/pytest -m embedded
+
+# Each role's journey in Debian's Chromium against a real web server and worker that the
+# suite starts on a fresh embedded install (apt-get install chromium first).
+test-browser: $(STAMP)
+	env -u DATABASE_URL -u REDIS_URL -u CELERY_BROKER_URL -u CELERY_RESULT_BACKEND \
+		$(BIN)/pytest -m browser tests/browser
 
 # After changing a dependency in pyproject.toml: pin everything again, with hashes.
 # production.txt (the Docker images) holds the same versions, less the dev tools.

@@ -1,0 +1,194 @@
+"""The real app for browser tests: a web server and a Celery worker, each its own
+process, on a fresh embedded install (SQLite, filesystem broker) in a temporary VAR_DIR,
+with the personas and a tiny deployed model; Debian's Chromium driven by Playwright.
+
+On a failure the test's screenshot and the page's console log are kept under
+``var/browser-failures/`` (and printed with the failure).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import REPO_ROOT, package
+
+PASSWORDS = {"alice": "alice-pass-1", "bob": "bob-pass-1", "charlie": "charlie-pass-1"}
+PASSWORDS["admin"] = "admin-pass-1"
+PERSONAS = """
+from accounts.models import Role
+from accounts.services import user_create
+for name, role, teams in [("alice", Role.CLINICIAN, ["Team A"]), ("bob", Role.REVIEWER, ["Team A"]),
+                          ("charlie", Role.CLINICIAN, ["Team B"]), ("admin", Role.ADMIN, [])]:
+    user_create(username=name, role=role, teams=teams, password=PASSWORDS[name])
+"""
+FAILURES = REPO_ROOT / "var" / "browser-failures"
+
+
+def pytest_collection_modifyitems(items) -> None:
+    for item in items:
+        if "tests/browser/" in str(item.fspath):
+            item.add_marker(pytest.mark.browser)
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _wait_for(url: str, *, status: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 - loopback
+                if response.status == status:
+                    return
+        except OSError as exc:
+            if getattr(exc, "code", None) == status:
+                return
+        time.sleep(0.3)
+    raise TimeoutError(f"{url} did not answer {status} within {timeout:.0f} s")
+
+
+@pytest.fixture(scope="session")
+def live_app(tmp_path_factory) -> Iterator[str]:
+    """The base URL of a running LeukWeb: web and worker processes on a fresh install."""
+    var = tmp_path_factory.mktemp("browser-var")
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in {"DATABASE_URL", "REDIS_URL", "CELERY_BROKER_URL", "CELERY_RESULT_BACKEND"}
+    }
+    env.update(
+        VAR_DIR=str(var),
+        MODELS_ROOT=str(var / "models"),
+        DJANGO_SETTINGS_MODULE="leukweb.settings_test",
+        PYTHONUNBUFFERED="1",
+        TF_CPP_MIN_LOG_LEVEL="2",
+    )
+
+    def manage(*args: str, **kwargs) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "manage.py", *args],
+            cwd=REPO_ROOT, env=env, check=True, capture_output=True, text=True, **kwargs,
+        )  # fmt: skip
+
+    manage("migrate", "--noinput")
+    manage("shell", "-c", f"PASSWORDS = {PASSWORDS!r}\n{PERSONAS}")
+    artifact = package(var / "artifacts", version="1", seed=3, name="browser-tiny")
+    manage("import_model", str(artifact), "--deploy", "--reason", "browser tests")
+
+    port = _free_port()
+    logs = {name: (var / f"{name}.log").open("w") for name in ("web", "worker")}
+    commands = {
+        "web": [sys.executable, "manage.py", "runserver", f"127.0.0.1:{port}", "--noreload"],
+        "worker": [
+            sys.executable, "-m", "celery", "-A", "leukweb", "worker", "--pool=solo",
+            "-Q", "leukweb-test", "-n", "browser@%h", "--without-mingle", "--without-gossip",
+        ],
+    }  # fmt: skip
+    processes = {
+        name: subprocess.Popen(
+            command, cwd=REPO_ROOT, env=env, stdout=logs[name], stderr=subprocess.STDOUT
+        )
+        for name, command in commands.items()
+    }
+    base = f"http://127.0.0.1:{port}"
+    try:
+        _wait_for(f"{base}/healthz", status=200, timeout=90)
+        yield base
+    finally:
+        for process in processes.values():
+            process.terminate()
+        for process in processes.values():
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        for log in logs.values():
+            log.close()
+
+
+@pytest.fixture(scope="session")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    executable = shutil.which("chromium")
+    if executable is None:
+        pytest.fail("Debian's chromium is not installed (apt-get install chromium)")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=executable,
+            headless=True,
+            # The machine has no network: background services would only fail to connect.
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+            ],
+        )
+        yield browser
+        browser.close()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    report = yield
+    if report.when == "call":
+        item.outcome_failed = report.failed
+    return report
+
+
+@pytest.fixture
+def open_page(browser, live_app, request):
+    """``open_page()`` gives a fresh browser context's page (its own cookies); each
+    keeps its console messages, saved with a screenshot if the test fails."""
+    opened = []
+
+    def new_page():
+        context = browser.new_context(viewport={"width": 1280, "height": 900}, base_url=live_app)
+        page = context.new_page()
+        page.console_messages = []
+        page.on("console", lambda message: page.console_messages.append(message.text))
+        page.set_default_timeout(15_000)
+        opened.append((context, page))
+        return page
+
+    yield new_page
+    failed = getattr(request.node, "outcome_failed", False)
+    for n, (context, page) in enumerate(opened):
+        if failed:
+            FAILURES.mkdir(parents=True, exist_ok=True)
+            stem = FAILURES / f"{request.node.name}-{n}"
+            page.screenshot(path=f"{stem}.png", full_page=True)
+            Path(f"{stem}.console.txt").write_text("\n".join(page.console_messages))
+        context.close()
+
+
+@pytest.fixture
+def login(open_page):
+    """``login("alice")``: a page of a fresh browser, logged in as that persona."""
+
+    def as_user(username: str):
+        page = open_page()
+        page.goto("/login/")
+        page.fill("#id_username", username)
+        page.fill("#id_password", PASSWORDS[username])
+        page.click("button[type=submit]")
+        page.wait_for_url("**/cases/")
+        return page
+
+    return as_user

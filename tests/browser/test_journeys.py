@@ -1,0 +1,91 @@
+"""Each role's journey through the real pages and their JavaScript, in Chromium."""
+
+from __future__ import annotations
+
+import re
+
+from tests.helpers import REPO_ROOT, smear_paths
+
+# Each journey leaves a screenshot of the page it ends on here, to look at.
+SCREENS = REPO_ROOT / "var" / "browser-screens"
+
+
+def _keep(page, name: str) -> None:
+    SCREENS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENS / f"{name}.png"), full_page=True)
+
+
+def _open_case(page, identifier: str, images: int = 2) -> int:
+    """As a clinician: a new patient's case with real smears, submitted; its id."""
+    page.goto("/cases/new/")
+    page.fill("#id_identifier", identifier)
+    page.set_input_files("input[type=file]", [str(p) for p in smear_paths(images)])
+    page.click("button:has-text('Open case')")
+    page.wait_for_url(re.compile(r".*/cases/\d+/$"))
+    return int(re.search(r"/cases/(\d+)/", page.url).group(1))
+
+
+def _wait_until_analysed(page) -> None:
+    page.wait_for_selector("[data-status]:has-text('Analysed')", timeout=60_000)
+
+
+def test_a_clinician_opens_a_case_and_watches_it_being_analysed(login):
+    page = login("alice")
+    case_id = _open_case(page, "BR-CLIN-1")
+    # The page polls: no reload between the upload and the answer.
+    _wait_until_analysed(page)
+    assert page.locator(".result h3").inner_text().startswith("Case prediction")
+    assert page.locator("figure.smear").count() == 2
+    _keep(page, "clinician-case")
+    page.goto(f"/reviews/cases/{case_id}/report/")
+    assert "Case report" in page.inner_text("h1")
+    page.click("text=Log out")
+    page.wait_for_url("**/login/")
+
+
+def test_a_reviewer_agrees_with_the_model_and_signs_the_case_off(login):
+    clinician = login("alice")
+    case_id = _open_case(clinician, "BR-REV-1", images=1)
+    _wait_until_analysed(clinician)
+    page = login("bob")
+    page.goto("/reviews/")
+    page.click(f"a[href='/reviews/cases/{case_id}/']")
+    page.click("button:has-text('Agree')")
+    page.wait_for_selector("text=Verdict recorded.")
+    page.click("button:has-text('Sign off and lock')")
+    page.wait_for_selector("text=Case signed off. It is now locked.")
+    assert page.locator(".signed").count() == 1
+    _keep(page, "reviewer-signed-off")
+
+
+def test_an_admin_finds_the_deployed_model_and_its_report(login):
+    page = login("admin")
+    page.click("nav >> text=Models")
+    row = page.locator("table").first.locator("tr", has_text="browser-tiny 1")
+    assert "Deployed" in row.inner_text()
+    row.locator("a").first.click()
+    page.wait_for_url(re.compile(r".*/registry/\d+/$"))
+    assert "browser-tiny 1" in page.inner_text("h1")
+    _keep(page, "admin-registry-report")
+
+
+def test_an_outsider_from_another_team_gets_404_for_every_case_url(login):
+    clinician = login("alice")
+    case_id = _open_case(clinician, "BR-OUT-1", images=1)
+    _wait_until_analysed(clinician)
+    image_id = int(
+        re.search(
+            r"/images/(\d+)/", clinician.locator("figure.smear a").first.get_attribute("href")
+        ).group(1)
+    )
+    outsider = login("charlie")
+    for path in (
+        f"/cases/{case_id}/",
+        f"/cases/{case_id}/edit/",
+        f"/cases/{case_id}/status/",
+        f"/images/{image_id}/",
+        f"/images/{image_id}/thumbnail/",
+        f"/reviews/cases/{case_id}/report/",
+    ):
+        response = outsider.goto(path)
+        assert response.status == 404, path
