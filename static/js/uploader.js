@@ -28,6 +28,11 @@
     var progress = form.querySelector("[data-progress]");
     var button = form.querySelector("button[type=submit]");
     var files = [];
+    // The script keeps the chosen files itself and empties the input after each choice,
+    // so the browser's own "required" check would always refuse; the submit handler
+    // checks instead (and the server checks again).
+    var mustChoose = input.required;
+    input.required = false;
 
     function render() {
       listing.innerHTML = "";
@@ -72,6 +77,10 @@
 
     form.addEventListener("submit", function (event) {
       event.preventDefault();
+      if (mustChoose && files.length === 0) {
+        showErrors(form, { __all__: [{ message: "Choose at least one image." }] });
+        return;
+      }
       var data = new FormData(form);
       data.delete(input.name);
       files.forEach(function (file) { data.append(input.name, file, file.name); });

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import re
 
 from tests.helpers import REPO_ROOT, smear_paths
@@ -89,3 +90,48 @@ def test_an_outsider_from_another_team_gets_404_for_every_case_url(login):
     ):
         response = outsider.goto(path)
         assert response.status == 404, path
+
+
+def _drop_files(page, selector: str, paths) -> None:
+    """Drop files onto an element as a user dragging them from the desktop would."""
+    files = [{"name": p.name, "data": base64.b64encode(p.read_bytes()).decode()} for p in paths]
+    transfer = page.evaluate_handle(
+        """(files) => {
+            const dt = new DataTransfer();
+            for (const f of files) {
+                const bytes = Uint8Array.from(atob(f.data), (c) => c.charCodeAt(0));
+                dt.items.add(new File([bytes], f.name, {type: "image/jpeg"}));
+            }
+            return dt;
+        }""",
+        files,
+    )
+    page.dispatch_event(selector, "drop", {"dataTransfer": transfer})
+
+
+def test_a_clinician_drops_images_on_a_new_draft_then_adds_more_from_the_case_page(login):
+    page = login("alice")
+    page.goto("/cases/new/")
+    page.fill("#id_identifier", "BR-DROP-1")
+    page.uncheck("#id_submit")
+    _drop_files(page, "[data-dropzone]", smear_paths(1))
+    assert "BloodImage_00000.jpg" in page.inner_text("[data-file-list]")
+    page.click("button:has-text('Open case')")
+    page.wait_for_url(re.compile(r".*/cases/\d+/$"))
+    assert page.locator("figure.smear").count() == 1
+    # The case page's own uploader: choose a file, upload, see it listed.
+    page.set_input_files("input[type=file]", [str(smear_paths(2)[1])])
+    page.click("button:has-text('Upload')")
+    page.wait_for_selector("text=1 image(s) added.")
+    assert page.locator("figure.smear").count() == 2
+
+
+def test_uploading_nothing_from_the_case_page_says_what_to_do(login):
+    page = login("alice")
+    page.goto("/cases/new/")
+    page.fill("#id_identifier", "BR-NONE-1")
+    page.uncheck("#id_submit")
+    page.click("button:has-text('Open case')")
+    page.wait_for_url(re.compile(r".*/cases/\d+/$"))
+    page.click("button:has-text('Upload')")
+    page.wait_for_selector("text=Choose at least one image.")
