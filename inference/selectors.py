@@ -107,6 +107,11 @@ def cases_with_results(
     )
 
 
+def cases_with_answer(cases: QuerySet[Case]) -> QuerySet[Case]:
+    """Only the cases that have a primary answer, whether or not the user may see it."""
+    return cases.filter(Exists(CaseResult.objects.filter(case=OuterRef("pk"), primary=True)))
+
+
 def cases_predicted_as(cases: QuerySet[Case], label: str) -> QuerySet[Case]:
     """Only the cases whose primary answer (any of them) is this label."""
     return cases.filter(

@@ -135,3 +135,23 @@ def test_uploading_nothing_from_the_case_page_says_what_to_do(login):
     page.wait_for_url(re.compile(r".*/cases/\d+/$"))
     page.click("button:has-text('Upload')")
     page.wait_for_selector("text=Choose at least one image.")
+
+
+def test_a_blinded_reviewer_sees_the_answer_only_after_recording_a_diagnosis(login):
+    clinician = login("alice")
+    case_id = _open_case(clinician, "BR-BLIND-1", images=1)
+    _wait_until_analysed(clinician)
+    page = login("bob")
+    page.goto("/reviews/")
+    page.check("input[name=blinded]")  # saves the choice at once
+    page.wait_for_selector("text=Blinded review on.")
+    page.click(f"a[href='/reviews/cases/{case_id}/']")
+    assert page.locator("text=Model answer").count() == 0
+    assert page.locator(".blinded-note").count() == 1
+    page.select_option("#id_diagnosis", "CLL")
+    page.click("button:has-text('Record diagnosis')")
+    page.wait_for_selector("text=Verdict recorded.")
+    assert page.locator("h2", has_text="Model answer").count() == 1
+    page.goto("/reviews/")
+    page.uncheck("input[name=blinded]")
+    page.wait_for_selector("text=Blinded review off.")

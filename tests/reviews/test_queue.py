@@ -79,3 +79,17 @@ def test_the_subtype_filter_on_the_page_keeps_the_queue_order(client_for, bob, d
     unsure = analysed_case("Team A", "P2", deployed, label="AML", confidence=0.6)
     analysed_case("Team A", "P3", deployed, label="CLL", confidence=0.5)
     assert _queue_ids(client_for(bob), subtype="AML") == [unsure.pk, sure.pk]
+
+
+def test_a_blinded_reviewer_gets_the_same_cases_oldest_first_without_their_answers(
+    client_for, bob, deployed
+):
+    old = analysed_case("Team A", "P1", deployed, label="CML", confidence=0.95, age_days=3)
+    new = analysed_case("Team A", "P2", deployed, label="AML", confidence=0.4, needs_review=True)
+    analysed_case("Team A", "P3", deployed, status=Case.Status.REVIEWED)
+    bob.blinded_review = True
+    bob.save(update_fields=["blinded_review"])
+    client = client_for(bob)
+    assert _queue_ids(client) == [old.pk, new.pk]
+    page = client.get("/reviews/").content.decode()
+    assert "CML" not in page and "needs review</span>" not in page
