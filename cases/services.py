@@ -24,6 +24,7 @@ from cases.signals import case_submitted
 from cases.uploads import CleanImage, UploadRejected, image_clean
 
 CASE_EDITABLE_FIELDS = ("specimen", "stain", "clinical_notes")
+CASE_LOCKED = "A reviewed case can no longer be changed: its diagnosis is signed off."
 PATIENT_EDITABLE_FIELDS = ("sex", "year_of_birth", "notes")
 
 
@@ -196,7 +197,7 @@ def case_submit(*, user: User, case: Case) -> Case:
 
 def _require_open(case: Case) -> None:
     if case.status == Case.Status.REVIEWED:
-        raise PermissionDenied("A reviewed case can no longer be changed.")
+        raise PermissionDenied(CASE_LOCKED)
 
 
 def _apply_changes(instance, changes: dict, allowed: Sequence[str]) -> set[str]:

@@ -150,6 +150,9 @@ def case_status(request: HttpRequest, pk: int) -> JsonResponse:
 @require_http_methods(["GET", "POST"])
 def case_edit(request: HttpRequest, pk: int) -> HttpResponse:
     case = case_selectors.case_get_editable(user=request.user, pk=pk)
+    if case.status == Case.Status.REVIEWED:
+        # Before the form is shown, not only when it is saved: a locked case offers no edit.
+        raise PermissionDenied(services.CASE_LOCKED)
     form = CaseEditForm(request.POST or None, instance=case)
     if request.method == "POST" and form.is_valid():
         try:

@@ -6,6 +6,7 @@ CELERY_BROKER_URL or REDIS_URL. Every variable is listed in README.md.
 """
 
 import os
+import secrets
 from pathlib import Path
 
 import dj_database_url
@@ -43,9 +44,31 @@ def envlist(name: str, default: str) -> list[str]:
 
 DEV_SECRET_KEY = "dev-only-insecure-key-do-not-use-in-production"  # noqa: S105
 
-DEBUG = envbool("DEBUG", "True")
-SECRET_KEY = env("SECRET_KEY", DEV_SECRET_KEY)
-ALLOWED_HOSTS = envlist("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]" if DEBUG else "")
+# Everything the embedded mode writes (database, broker queue, media, caches).
+VAR_DIR = Path(env("VAR_DIR", str(BASE_DIR / "var")))
+DATABASE_URL = env("DATABASE_URL", f"sqlite:///{VAR_DIR / 'db.sqlite3'}")
+# The embedded mode (SQLite) serves plain HTTP on this machine's loopback only; a
+# deployment's shared database comes with its own secret key, hosts and HTTPS.
+EMBEDDED = DATABASE_URL.startswith("sqlite:")
+
+
+def embedded_secret_key(var_dir: Path) -> str:
+    """A key made once for this install and kept in VAR_DIR (readable by its owner only)."""
+    path = var_dir / "secret-key"
+    if not path.exists():
+        var_dir.mkdir(parents=True, exist_ok=True)
+        path.touch(mode=0o600)
+        path.write_text(secrets.token_urlsafe(50), encoding="utf-8")
+    return path.read_text(encoding="utf-8").strip()
+
+
+# Development mode (debug pages that list every URL and show tracebacks) is an opt-in.
+DEBUG = envbool("DEBUG", "False")
+SECRET_KEY = env("SECRET_KEY") or (
+    DEV_SECRET_KEY if DEBUG else embedded_secret_key(VAR_DIR) if EMBEDDED else ""
+)
+LOOPBACK_HOSTS = "localhost,127.0.0.1,[::1]"
+ALLOWED_HOSTS = envlist("ALLOWED_HOSTS", LOOPBACK_HOSTS if DEBUG or EMBEDDED else "")
 CSRF_TRUSTED_ORIGINS = envlist("CSRF_TRUSTED_ORIGINS", "")
 
 if not DEBUG:
@@ -53,12 +76,11 @@ if not DEBUG:
         raise ImproperlyConfigured("DEBUG=False needs a real SECRET_KEY (32+ characters)")
     if not ALLOWED_HOSTS:
         raise ImproperlyConfigured("DEBUG=False needs ALLOWED_HOSTS")
-    SESSION_COOKIE_SECURE = envbool("SECURE_COOKIES", "True")
+    # The embedded run is plain HTTP on loopback: a secure cookie would never come back.
+    SESSION_COOKIE_SECURE = envbool("SECURE_COOKIES", "False" if EMBEDDED else "True")
     CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 
-# Everything the embedded mode writes (database, broker queue, media, caches).
-VAR_DIR = Path(env("VAR_DIR", str(BASE_DIR / "var")))
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -115,7 +137,7 @@ TEMPLATES = [
 
 DATABASES = {
     "default": dj_database_url.parse(
-        env("DATABASE_URL", f"sqlite:///{VAR_DIR / 'db.sqlite3'}"),
+        DATABASE_URL,
         conn_max_age=envint("DB_CONN_MAX_AGE", "60"),
         conn_health_checks=True,
     )
@@ -164,12 +186,15 @@ STORAGES = {
         "BACKEND": "django.core.files.storage.FileSystemStorage",
         "OPTIONS": {"location": MODELS_ROOT},
     },
+    # A deployment runs collectstatic (the Docker image does) and serves hashed names;
+    # the embedded run serves the files where they are.
     "staticfiles": {
-        "BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"
-        if not DEBUG
-        else "django.contrib.staticfiles.storage.StaticFilesStorage",
+        "BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"
+        if DEBUG or EMBEDDED
+        else "whitenoise.storage.CompressedManifestStaticFilesStorage",
     },
 }
+WHITENOISE_USE_FINDERS = DEBUG or EMBEDDED
 
 # Smear uploads: a bigger file, or an image with more pixels (a decompression
 # bomb), is refused before its pixels are decoded.

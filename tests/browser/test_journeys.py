@@ -57,6 +57,11 @@ def test_a_reviewer_agrees_with_the_model_and_signs_the_case_off(login):
     page.wait_for_selector("text=Case signed off. It is now locked.")
     assert page.locator(".signed").count() == 1
     _keep(page, "reviewer-signed-off")
+    # The clinician's case is locked now: its edit page says so in the site's own layout.
+    response = clinician.goto(f"/cases/{case_id}/edit/")
+    assert response.status == 403
+    assert "A reviewed case can no longer be changed" in clinician.inner_text("main")
+    assert clinician.locator("header.topbar").count() == 1
 
 
 def test_an_admin_finds_the_deployed_model_and_its_report(login):
@@ -80,6 +85,8 @@ def test_an_outsider_from_another_team_gets_404_for_every_case_url(login):
         ).group(1)
     )
     outsider = login("charlie")
+    response = outsider.goto("/no-such-page/")
+    assert response.status == 404 and "Not found" in outsider.inner_text("h1")
     for path in (
         f"/cases/{case_id}/",
         f"/cases/{case_id}/edit/",
@@ -90,6 +97,7 @@ def test_an_outsider_from_another_team_gets_404_for_every_case_url(login):
     ):
         response = outsider.goto(path)
         assert response.status == 404, path
+        assert "Not found" in outsider.inner_text("h1"), path
 
 
 def _drop_files(page, selector: str, paths) -> None:
