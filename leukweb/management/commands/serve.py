@@ -1,20 +1,68 @@
+import logging
 import signal
 import subprocess
 import sys
 import time
 
 from django.conf import settings
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import BaseCommand
 
 from leukweb.health import worker_roundtrip
+
+logger = logging.getLogger("leukweb.serve")
+
+# Seconds before a child that died is started again: quick at first, then every 30 s,
+# so a child that cannot start does not spin. One that ran a minute starts over.
+RESTART_DELAYS = (1, 2, 5, 10, 30)
+STEADY_AFTER = 60
 
 
 def _interrupt(signum, frame):
     raise KeyboardInterrupt
 
 
+class Child:
+    """One process that serve keeps running: started again with back-off when it dies."""
+
+    def __init__(self, name: str, command: list[str]) -> None:
+        self.name = name
+        self.command = command
+        self.failures = 0
+        self.restart_at: float | None = None
+        self.process = self._start()
+
+    def _start(self) -> subprocess.Popen:
+        self.started = time.monotonic()
+        process = subprocess.Popen(self.command)
+        logger.info("%s started (pid %d)", self.name, process.pid)
+        return process
+
+    def check(self, now: float) -> None:
+        """Notice a death and schedule the restart; restart when its time has come."""
+        if self.restart_at is None:
+            code = self.process.poll()
+            if code is None:
+                if now - self.started > STEADY_AFTER:
+                    self.failures = 0
+                return
+            delay = RESTART_DELAYS[min(self.failures, len(RESTART_DELAYS) - 1)]
+            self.failures += 1
+            self.restart_at = now + delay
+            logger.warning("%s exited with status %s; restarting in %d s", self.name, code, delay)
+        elif now >= self.restart_at:
+            self.restart_at = None
+            self.process = self._start()
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+
+
 class Command(BaseCommand):
-    help = "Run the web server and a Celery worker together; Ctrl-C stops both."
+    help = (
+        "Run the web server and a Celery worker together; a child that dies is started "
+        "again (the web stays up); Ctrl-C stops both."
+    )
 
     def add_arguments(self, parser):
         parser.add_argument("--addr", default="127.0.0.1:8000", help="host:port for the web server")
@@ -36,10 +84,7 @@ class Command(BaseCommand):
             f"--schedule={settings.CELERY_BEAT_SCHEDULE_FILENAME}",
         ]
         web_cmd = [sys.executable, "manage.py", "runserver", addr, "--noreload"]
-        children = {
-            "worker": subprocess.Popen(worker_cmd),
-            "web": subprocess.Popen(web_cmd),
-        }
+        children = [Child("worker", worker_cmd), Child("web", web_cmd)]
         # Ctrl-C reaches the children through the terminal; SIGTERM is forwarded here.
         # SIGINT is set explicitly too: a shell starting us in the background ignores it.
         signal.signal(signal.SIGINT, _interrupt)
@@ -48,14 +93,14 @@ class Command(BaseCommand):
             self._report_worker()
             self.stdout.write(self.style.SUCCESS(f"LeukWeb is up: http://{addr}/  (Ctrl-C stops)"))
             while True:
-                for name, child in children.items():
-                    if child.poll() is not None:
-                        raise CommandError(f"{name} exited with status {child.returncode}")
+                now = time.monotonic()
+                for child in children:
+                    child.check(now)
                 time.sleep(0.5)
         except KeyboardInterrupt:
             self.stdout.write("stopping web and worker...")
         finally:
-            self._stop(children.values())
+            self._stop(children)
 
     def _report_worker(self) -> None:
         try:
@@ -66,13 +111,12 @@ class Command(BaseCommand):
         self.stdout.write(f"worker {answer['hostname']} answered a ping in {seconds:.2f}s")
 
     @staticmethod
-    def _stop(children) -> None:
+    def _stop(children: list[Child]) -> None:
         for child in children:
-            if child.poll() is None:
-                child.send_signal(signal.SIGTERM)
+            child.stop()
         deadline = time.monotonic() + 15
         for child in children:
             try:
-                child.wait(timeout=max(0.1, deadline - time.monotonic()))
+                child.process.wait(timeout=max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
-                child.kill()
+                child.process.kill()

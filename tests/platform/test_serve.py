@@ -1,0 +1,79 @@
+"""`manage.py serve` (what `make run` starts) keeps the web up when the worker dies."""
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+
+from tests.helpers import REPO_ROOT
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 - loopback
+            return response.status == 200
+    except OSError:
+        return False
+
+
+def _wait(predicate, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.3)
+    raise AssertionError(f"{what} within {timeout:.0f} s")
+
+
+@pytest.mark.worker
+def test_a_worker_that_dies_is_restarted_and_the_web_stays_up(tmp_path):
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in {"DATABASE_URL", "REDIS_URL", "CELERY_BROKER_URL", "CELERY_RESULT_BACKEND"}
+    }
+    env.update(VAR_DIR=str(tmp_path), DJANGO_SETTINGS_MODULE="leukweb.settings_test")
+    subprocess.run(
+        [sys.executable, "manage.py", "migrate", "--noinput"],
+        cwd=REPO_ROOT, env=env, check=True, capture_output=True,
+    )  # fmt: skip
+    port = _free_port()
+    log = (tmp_path / "serve.log").open("w+")
+    serve = subprocess.Popen(
+        [sys.executable, "manage.py", "serve", "--addr", f"127.0.0.1:{port}"],
+        cwd=REPO_ROOT, env={**env, "PYTHONUNBUFFERED": "1"}, stdout=log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    login = f"http://127.0.0.1:{port}/login/"
+
+    def output() -> str:
+        log.flush()
+        return (tmp_path / "serve.log").read_text()
+
+    try:
+        _wait(lambda: _answers(login), 60, "the web server did not answer")
+        _wait(lambda: "worker started (pid" in output(), 30, "serve did not start a worker")
+        first = int(re.search(r"worker started \(pid (\d+)\)", output()).group(1))
+        os.kill(first, signal.SIGKILL)
+        _wait(lambda: "worker exited with status" in output(), 10, "the death was not logged")
+        assert _answers(login), "the web went down with the worker"
+        _wait(lambda: len(re.findall(r"worker started", output())) == 2, 15, "no restart")
+        assert serve.poll() is None
+    finally:
+        serve.send_signal(signal.SIGINT)
+        try:
+            serve.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            serve.kill()
+        log.close()
