@@ -58,6 +58,21 @@ class ModelVersion(models.Model):
         """Trained on generated images: a demo, never for clinical use."""
         return bool(self.manifest.get("synthetic"))
 
+    @property
+    def class_meanings(self) -> dict[str, str]:
+        """What each of the model's labels means, as its manifest says (may be empty)."""
+        meanings = (self.manifest.get("extra") or {}).get("class_meanings") or {}
+        return {label: str(meanings[label]) for label in self.classes if label in meanings}
+
+    def clinical_label(self, label: str) -> str | None:
+        """The diagnosis (settings.CLINICAL_DIAGNOSES) that one of the model's labels
+        stands for: its manifest's mapping, or the label itself when it is one; None
+        when the model's label names nothing a reviewer diagnoses."""
+        mapped = ((self.manifest.get("extra") or {}).get("clinical_labels") or {}).get(label)
+        if mapped in settings.CLINICAL_DIAGNOSES:
+            return mapped
+        return label if label in settings.CLINICAL_DIAGNOSES else None
+
 
 class DeploymentEvent(models.Model):
     """A recorded change of which model serves: who, when, why."""

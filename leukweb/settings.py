@@ -254,6 +254,11 @@ CELERY_BEAT_SCHEDULE = {
 WORKER_HEARTBEAT_INTERVAL = envint("WORKER_HEARTBEAT_INTERVAL", "10")
 WORKER_STALE_AFTER = envint("WORKER_STALE_AFTER", "45")
 
+# What a reviewer may diagnose, whatever the deployed model's classes are: a stable
+# clinical vocabulary. A model whose labels differ maps them onto it in its manifest
+# (extra.clinical_labels); "inconclusive" is always offered beside these.
+CLINICAL_DIAGNOSES = envlist("CLINICAL_DIAGNOSES", "healthy,ALL,AML,CLL,CML")
+
 # Grad-CAM overlays for reviewers, computed by the worker with each prediction.
 INFERENCE_HEATMAPS = envbool("INFERENCE_HEATMAPS", "True")
 

@@ -6,6 +6,17 @@ class ReasonForm(forms.Form):
         widget=forms.Textarea(attrs={"rows": 3}),
         help_text="Recorded with the change in the deployment history and the audit log.",
     )
+    accept_new_classes = forms.BooleanField(
+        required=False,
+        label="I understand that clinicians and reviewers will see these new labels",
+    )
+
+    def __init__(self, *args, class_change: bool = False, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        if class_change:
+            self.fields["accept_new_classes"].required = True
+        else:
+            del self.fields["accept_new_classes"]
 
 
 class EvaluationRequestForm(forms.Form):

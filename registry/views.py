@@ -19,10 +19,10 @@ from inference.services import evaluation, registry
 from registry import presenters, selectors
 from registry.forms import ArtifactImportForm, EvaluationRequestForm, ReasonForm
 
-SERVICES: dict[str, Callable] = {
+# The changes that put a version into service; retiring takes it out.
+SERVING: dict[str, Callable] = {
     "deploy": registry.model_version_deploy,
     "shadow": registry.model_version_set_shadow,
-    "retire": registry.model_version_retire,
 }
 
 
@@ -88,18 +88,20 @@ def _confirm(
     *,
     title: str,
     version: ModelVersion,
-    perform: Callable[[str], object],
+    perform: Callable[[str, bool], object],
     serving: bool = True,
 ) -> HttpResponse:
     """Confirmation page with a required reason; on POST run the registry service.
 
     A change that puts the version into service shows its latest local evaluation (or
-    that it has none) right above the button.
+    that it has none) right above the button, and, when its classes differ from the
+    deployed model's, both class sets and a box to tick before it goes on.
     """
-    form = ReasonForm(request.POST or None)
+    class_change = registry.class_change(version) if serving else None
+    form = ReasonForm(request.POST or None, class_change=class_change is not None)
     if request.method == "POST" and form.is_valid():
         try:
-            perform(form.cleaned_data["reason"])
+            perform(form.cleaned_data["reason"], form.cleaned_data.get("accept_new_classes", False))
         except (registry.RegistryError, ValidationError) as exc:
             form.add_error(None, str(exc))
         else:
@@ -114,6 +116,7 @@ def _confirm(
             "title": title,
             "version": version,
             "serving": serving,
+            "class_change": class_change,
             "evaluation": presenters.latest_done(evaluations) if serving else None,
         },
         status=400 if request.method == "POST" else 200,
@@ -123,16 +126,24 @@ def _confirm(
 @require_http_methods(["GET", "POST"])
 def registry_action(request: HttpRequest, pk: int, action: str) -> HttpResponse:
     version = selectors.registry_get(user=request.user, pk=pk)
-    if action not in SERVICES:
+    if action not in presenters.ACTIONS:
         raise Http404("No such registry action.")
     title, serving = presenters.ACTIONS[action]
-    service = SERVICES[action]
+
+    def perform(reason: str, accept_new_classes: bool) -> object:
+        if not serving:
+            return registry.model_version_retire(
+                model_version=version, actor=request.user, reason=reason
+            )
+        return SERVING[action](
+            model_version=version,
+            actor=request.user,
+            reason=reason,
+            accept_new_classes=accept_new_classes,
+        )
+
     return _confirm(
-        request,
-        title=f"{title} {version}",
-        version=version,
-        perform=lambda reason: service(model_version=version, actor=request.user, reason=reason),
-        serving=serving,
+        request, title=f"{title} {version}", version=version, perform=perform, serving=serving
     )
 
 
@@ -147,5 +158,7 @@ def registry_rollback(request: HttpRequest) -> HttpResponse:
         request,
         title=f"Roll back to {previous}",
         version=previous,
-        perform=lambda reason: registry.model_version_rollback(actor=request.user, reason=reason),
+        perform=lambda reason, accept_new_classes: registry.model_version_rollback(
+            actor=request.user, reason=reason, accept_new_classes=accept_new_classes
+        ),
     )

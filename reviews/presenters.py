@@ -45,9 +45,12 @@ def case_page(*, user: User, case: Case, blinded: bool) -> dict[str, Any]:
             image.prediction.bars = bars(
                 image.prediction.probabilities, image.prediction.model_version.classes
             )
+    primary = next((r for r in results if r.primary), None)
     context.update(
         results=results,
-        primary=next((r for r in results if r.primary), None),
+        primary=primary,
+        # The diagnosis that agreeing with the model records (None: its label maps to none).
+        agree_with=primary.model_version.clinical_label(primary.label) if primary else None,
         reviews=list(selectors.review_list_for_case(case=case)),
         history=case.audit_events.select_related("actor")[:100],
     )

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date
 
+from django.conf import settings
 from django.db.models import Exists, OuterRef, Q, QuerySet, Subquery
 from django.shortcuts import get_object_or_404
 
@@ -188,4 +189,6 @@ def agreement_for_model_version(*, user: User, model_version: ModelVersion) -> A
         .order_by()
         .values_list("label", "case__sign_off__review__diagnosis")
     )
-    return agreement_compute(pairs, model_version.classes)
+    # In the reviewers' vocabulary: a label stands for the diagnosis it maps to.
+    mapped = [(model_version.clinical_label(label) or label, dx) for label, dx in pairs]
+    return agreement_compute(mapped, settings.CLINICAL_DIAGNOSES)

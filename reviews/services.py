@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
 
@@ -14,9 +15,10 @@ from inference.models import CaseResult
 from reviews.models import INCONCLUSIVE, Review, SignOff
 
 
-def diagnosis_choices(result: CaseResult) -> list[str]:
-    """What a reviewer may conclude: the reviewed model's classes, or inconclusive."""
-    return [*result.model_version.classes, INCONCLUSIVE]
+def diagnosis_choices() -> list[str]:
+    """What a reviewer may conclude: the clinical vocabulary, or inconclusive, whichever
+    model answered (a deploy must not change what a diagnosis can be)."""
+    return [*settings.CLINICAL_DIAGNOSES, INCONCLUSIVE]
 
 
 def _locked_case(case: Case, reviewer: User) -> Case:
@@ -57,9 +59,12 @@ def review_create(
         )
         if result is None:
             raise ValidationError("The case has no model answer to review.")
-        if diagnosis not in diagnosis_choices(result):
-            raise ValidationError({"diagnosis": f"{diagnosis!r} is not a diagnosis of this model."})
-        verdict = Review.Verdict.AGREE if diagnosis == result.label else Review.Verdict.OVERRIDE
+        if diagnosis not in diagnosis_choices():
+            raise ValidationError({"diagnosis": f"{diagnosis!r} is not a diagnosis offered here."})
+        # The model's label counts as the diagnosis it stands for (its manifest's mapping);
+        # a label that stands for none can only be overridden.
+        agrees = diagnosis == result.model_version.clinical_label(result.label)
+        verdict = Review.Verdict.AGREE if agrees else Review.Verdict.OVERRIDE
         if verdict == Review.Verdict.OVERRIDE and not blinded and not comment:
             raise ValidationError({"comment": "Say why you override the model's answer."})
         review = Review.objects.create(

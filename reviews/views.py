@@ -99,7 +99,7 @@ def _verdict_form(request: HttpRequest, case, data=None) -> VerdictForm | None:
     result = next((r for r in results if r.primary), None)
     if result is None:
         return None
-    return VerdictForm(data, choices=services.diagnosis_choices(result))
+    return VerdictForm(data, choices=services.diagnosis_choices())
 
 
 @require_GET

@@ -136,12 +136,38 @@ def _reason_required(reason: str) -> str:
     return reason
 
 
+def class_change(version: ModelVersion) -> tuple[list[str], list[str]] | None:
+    """(deployed classes, this version's) when serving it would change the class set."""
+    deployed = ModelVersion.objects.deployed()
+    if deployed is None or deployed.pk == version.pk or deployed.classes == version.classes:
+        return None
+    return list(deployed.classes), list(version.classes)
+
+
+def _class_change_confirmed(version: ModelVersion, accept_new_classes: bool) -> None:
+    """Clinicians and reviewers read the labels a model answers with: a new set of them
+    is never switched on silently."""
+    change = class_change(version)
+    if change and not accept_new_classes:
+        before, after = (", ".join(c) for c in change)
+        raise RegistryError(
+            f"{version} answers with other classes ({after}) than the deployed model "
+            f"({before}); confirm the change of classes to go on"
+        )
+
+
 def _serve(
-    version: ModelVersion, *, actor: User | None, reason: str, action: str
+    version: ModelVersion,
+    *,
+    actor: User | None,
+    reason: str,
+    action: str,
+    accept_new_classes: bool,
 ) -> DeploymentEvent:
     reason = _reason_required(reason)
     with transaction.atomic():
         version = ModelVersion.objects.select_for_update().get(pk=version.pk)
+        _class_change_confirmed(version, accept_new_classes)
         if version.status == ModelVersion.Status.DEPLOYED:
             raise RegistryError(f"{version} is already deployed")
         if version.status == ModelVersion.Status.RETIRED:
@@ -156,27 +182,50 @@ def _serve(
 
 
 def model_version_deploy(
-    *, model_version: ModelVersion, actor: User | None, reason: str
+    *,
+    model_version: ModelVersion,
+    actor: User | None,
+    reason: str,
+    accept_new_classes: bool = False,
 ) -> DeploymentEvent:
     """Make this version serve every new analysis; workers switch on their next task."""
-    return _serve(model_version, actor=actor, reason=reason, action=DeploymentEvent.Action.DEPLOY)
+    return _serve(
+        model_version,
+        actor=actor,
+        reason=reason,
+        action=DeploymentEvent.Action.DEPLOY,
+        accept_new_classes=accept_new_classes,
+    )
 
 
-def model_version_rollback(*, actor: User | None, reason: str) -> DeploymentEvent:
+def model_version_rollback(
+    *, actor: User | None, reason: str, accept_new_classes: bool = False
+) -> DeploymentEvent:
     """Deploy again the version that served before the current one."""
     previous = model_version_previous()
     if previous is None:
         raise RegistryError("no earlier deployed version to roll back to")
-    return _serve(previous, actor=actor, reason=reason, action=DeploymentEvent.Action.ROLLBACK)
+    return _serve(
+        previous,
+        actor=actor,
+        reason=reason,
+        action=DeploymentEvent.Action.ROLLBACK,
+        accept_new_classes=accept_new_classes,
+    )
 
 
 def model_version_set_shadow(
-    *, model_version: ModelVersion, actor: User | None, reason: str
+    *,
+    model_version: ModelVersion,
+    actor: User | None,
+    reason: str,
+    accept_new_classes: bool = False,
 ) -> DeploymentEvent:
     """Let this version predict new cases beside the deployed one, for comparison only."""
     reason = _reason_required(reason)
     with transaction.atomic():
         version = ModelVersion.objects.select_for_update().get(pk=model_version.pk)
+        _class_change_confirmed(version, accept_new_classes)
         if version.status != ModelVersion.Status.REGISTERED:
             raise RegistryError(f"{version} is {version.get_status_display().lower()}, not idle")
         ModelVersion.objects.select_for_update().filter(status=ModelVersion.Status.SHADOW).update(

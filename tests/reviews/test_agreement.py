@@ -62,7 +62,8 @@ def test_deployed_and_shadow_are_measured_against_the_same_sign_offs(client_for,
     side = agreement_for_model_version(user=bob, model_version=shadow)
     assert (main.reviewed, main.agreed) == (3, 2)
     assert (side.reviewed, side.agreed) == (3, 3)
-    assert main.matrix[1][3] == 1  # model AML, reviewer CML
+    at = main.labels.index  # rows and columns follow the reviewers' vocabulary
+    assert main.matrix[at("AML")][at("CML")] == 1  # model AML, reviewer CML
 
     response = client_for(bob).get("/reviews/agreement/")
     assert response.status_code == HTTPStatus.OK

@@ -17,8 +17,15 @@ class Command(BaseCommand):
         parser.add_argument("path", type=Path, help="artifact folder with model.keras and manifest")
         parser.add_argument("--deploy", action="store_true", help="deploy it once imported")
         parser.add_argument("--reason", default="", help="why it is deployed (with --deploy)")
+        parser.add_argument(
+            "--accept-new-classes",
+            action="store_true",
+            help="deploy even though its classes differ from the deployed model's",
+        )
 
-    def handle(self, *args, path: Path, deploy: bool, reason: str, **options):
+    def handle(
+        self, *args, path: Path, deploy: bool, reason: str, accept_new_classes: bool, **options
+    ):
         try:
             version = model_version_import(source=path)
         except ModelImportError as exc:
@@ -28,7 +35,12 @@ class Command(BaseCommand):
             self.stdout.write(self.style.WARNING("synthetic demo model: not for clinical use"))
         if deploy:
             try:
-                model_version_deploy(model_version=version, actor=None, reason=reason)
+                model_version_deploy(
+                    model_version=version,
+                    actor=None,
+                    reason=reason,
+                    accept_new_classes=accept_new_classes,
+                )
             except RegistryError as exc:
                 raise CommandError(f"imported, but not deployed: {exc}") from exc
             self.stdout.write(self.style.SUCCESS(f"deployed {version}"))
