@@ -3,6 +3,8 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# What mypy checks (configured in pyproject.toml); packages join here once they pass.
+TYPED := accounts audit cases clinic inference reviews registry leukweb tests manage.py
 
 .PHONY: setup run test test-embedded lint clean-var
 
@@ -23,6 +25,7 @@ run: setup
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy $(TYPED)
 
 test: lint
 	$(BIN)/pytest
