@@ -6,6 +6,8 @@ STAMP := $(VENV)/.installed
 LOCK := requirements/dev.txt
 # How `make lock` resolves: for the machines this runs on (Linux, CPython 3.11).
 RESOLVE := --generate-hashes --python-version 3.11 --python-platform linux --quiet
+# What mypy checks (configured in pyproject.toml); packages join here once they pass.
+TYPED := accounts audit cases clinic inference reviews registry leukweb tests manage.py
 
 .PHONY: setup run test test-embedded test-browser lint lock clean-var
 
@@ -27,6 +29,7 @@ run: setup
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy $(TYPED)
 
 test: lint
 	$(BIN)/pytest

@@ -9,7 +9,8 @@ class UserAdmin(BaseUserAdmin):
     list_display = ("username", "email", "role", "is_active", "last_login")
     list_filter = ("role", "is_active", "teams")
     fieldsets = (
-        *BaseUserAdmin.fieldsets,
+        # Django sets UserAdmin.fieldsets; the stubs keep ModelAdmin's "or None".
+        *BaseUserAdmin.fieldsets,  # type: ignore[misc]
         ("LeukWeb", {"fields": ("role", "teams")}),
     )
     add_fieldsets = (

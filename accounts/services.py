@@ -1,6 +1,7 @@
 """Writes for users and teams."""
 
 import secrets
+from collections.abc import Sequence
 
 from django.db import transaction
 
@@ -11,7 +12,7 @@ def user_create(
     *,
     username: str,
     role: str,
-    teams: list[str] = (),
+    teams: Sequence[str] = (),
     password: str | None = None,
     email: str = "",
 ) -> tuple[User, str]:

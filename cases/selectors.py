@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import date
 from typing import TypeVar
 
-from django.core.exceptions import PermissionDenied
+from django.core.exceptions import ObjectDoesNotExist, PermissionDenied
 from django.db.models import Count, Model, OuterRef, QuerySet, Subquery
 from django.http import Http404
 
@@ -20,6 +20,8 @@ from accounts.models import User
 from cases.models import Case, Patient, SmearImage
 
 M = TypeVar("M", bound=Model)
+# A primary key as a page's URL converter (int) or the REST API's router (str) hands it over.
+PrimaryKey = int | str
 
 
 def patient_list(*, user: User, search: str = "") -> QuerySet[Patient]:
@@ -29,11 +31,11 @@ def patient_list(*, user: User, search: str = "") -> QuerySet[Patient]:
     return patients
 
 
-def patient_get(*, user: User, pk: int) -> Patient:
+def patient_get(*, user: User, pk: PrimaryKey) -> Patient:
     return get_or_404(patient_list(user=user), pk)
 
 
-def patient_get_editable(*, user: User, pk: int) -> Patient:
+def patient_get_editable(*, user: User, pk: PrimaryKey) -> Patient:
     patient = patient_get(user=user, pk=pk)
     if not policies.can_edit(user, patient.team_id):
         raise PermissionDenied("Only the team's clinicians change its patients.")
@@ -82,11 +84,11 @@ def case_list(*, user: User, filters: CaseFilters | None = None) -> QuerySet[Cas
     return cases
 
 
-def case_get(*, user: User, pk: int) -> Case:
+def case_get(*, user: User, pk: PrimaryKey) -> Case:
     return get_or_404(case_list(user=user), pk)
 
 
-def case_get_editable(*, user: User, pk: int) -> Case:
+def case_get_editable(*, user: User, pk: PrimaryKey) -> Case:
     case = case_get(user=user, pk=pk)
     if not policies.can_edit(user, case.team_id):
         raise PermissionDenied("Only the team's clinicians change its cases.")
@@ -99,14 +101,14 @@ def image_list(*, user: User) -> QuerySet[SmearImage]:
     )
 
 
-def image_get(*, user: User, pk: int) -> SmearImage:
+def image_get(*, user: User, pk: PrimaryKey) -> SmearImage:
     return get_or_404(image_list(user=user), pk)
 
 
-def get_or_404(queryset: QuerySet[M], pk: object) -> M:
+def get_or_404(queryset: QuerySet[M], pk: PrimaryKey) -> M:
     """The row with this primary key among those the query allows, or 404 (also for a
     primary key that is not a number: another team's row and no row look the same)."""
     try:
-        return queryset.get(pk=int(pk))  # type: ignore[arg-type]
-    except (queryset.model.DoesNotExist, ValueError, TypeError) as exc:
+        return queryset.get(pk=int(pk))
+    except (ObjectDoesNotExist, ValueError, TypeError) as exc:
         raise Http404(f"No such {queryset.model._meta.verbose_name}.") from exc

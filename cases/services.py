@@ -117,6 +117,8 @@ def case_create(
         raise ValidationError("Choose a patient or describe a new one.")
     if new_patient is not None:
         patient = _patient_build(user=user, **new_patient)
+    # Exactly one of the two was given (checked above), and a new one is built by now.
+    assert patient is not None
     cleaned = _clean_all(uploads)
     if submit and not cleaned:
         raise ValidationError("Add at least one image before submitting the case.")
@@ -261,10 +263,12 @@ def _store_images(
             uploaded_by=user,
         )
         # Each name goes on the list as soon as the file exists, so a failure
-        # anywhere after this point can remove it.
+        # anywhere after this point can remove it (FieldFile.save sets the name).
         row.file.save("upload", ContentFile(image.content), save=False)
+        assert row.file.name is not None
         stored.append(row.file.name)
         row.thumbnail.save("thumb", ContentFile(image.thumbnail), save=False)
+        assert row.thumbnail.name is not None
         stored.append(row.thumbnail.name)
         try:
             with transaction.atomic():

@@ -24,7 +24,7 @@ import io
 import struct
 import warnings
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
@@ -65,6 +65,8 @@ def image_clean(stream: BinaryIO, *, name: str, max_bytes: int, max_pixels: int)
         raise UploadRejected(f"{name}: the file is larger than {max_bytes // (1024 * 1024)} MB.")
 
     image = _open_header(data, name=name, max_pixels=max_pixels)
+    # Image.open names the format it recognised; only images made in memory have none.
+    assert image.format is not None
     original_format = "JPEG" if image.format == "MPO" else image.format
     try:
         orientation = int(image.getexif().get(ORIENTATION_TAG, 1))
@@ -208,7 +210,9 @@ def _png_lossless(image: Image.Image) -> bytes:
     if image.mode not in PNG_SAVABLE_MODES:
         image = image.convert("RGBA" if "A" in image.getbands() else "RGB")
     # Only what describes the pixels goes back in: no EXIF, XMP or text.
-    keep = {key: image.info[key] for key in ("icc_profile", "transparency") if key in image.info}
+    keep: dict[str | tuple[int, int], Any] = {
+        key: image.info[key] for key in ("icc_profile", "transparency") if key in image.info
+    }
     image.info = keep
     buffer = io.BytesIO()
     image.save(buffer, format="PNG", optimize=False, compress_level=6)

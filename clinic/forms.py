@@ -1,5 +1,10 @@
+from __future__ import annotations
+
+from typing import Any, cast
+
 from django import forms
 
+from accounts.models import Team
 from cases.models import Case, Patient
 
 
@@ -35,7 +40,9 @@ class CaseFilterForm(forms.Form):
 
     def __init__(self, *args, labels: list[str], **kwargs):
         super().__init__(*args, **kwargs)
-        self.fields["predicted"].choices = [("", "Any prediction")] + [(x, x) for x in labels]
+        # self.fields holds copies of the fields declared above, typed only as Field.
+        predicted = cast(forms.ChoiceField, self.fields["predicted"])
+        predicted.choices = [("", "Any prediction")] + [(x, x) for x in labels]
 
 
 class PatientForm(forms.ModelForm):
@@ -46,8 +53,10 @@ class PatientForm(forms.ModelForm):
 
     def __init__(self, *args, teams, **kwargs):
         super().__init__(*args, **kwargs)
-        self.fields["team"].queryset = teams
-        self.fields["team"].empty_label = None
+        # self.fields holds copies of the fields declared above, typed only as Field.
+        team = cast(forms.ModelChoiceField, self.fields["team"])
+        team.queryset = teams
+        team.empty_label = None
         if self.instance.pk:
             # The identifier and team are what other records point at: fixed once made.
             del self.fields["team"]
@@ -67,7 +76,10 @@ class CaseCreateForm(forms.Form):
     patient = forms.ModelChoiceField(
         queryset=Patient.objects.none(), required=False, empty_label="New patient…"
     )
-    team = forms.ModelChoiceField(queryset=None, required=False, empty_label=None)
+    # The teams are the user's: set in __init__.
+    team: forms.ModelChoiceField[Team] = forms.ModelChoiceField(
+        queryset=None, required=False, empty_label=None
+    )
     identifier = forms.CharField(max_length=64, required=False, label="New patient identifier")
     sex = forms.ChoiceField(choices=Patient.Sex.choices, initial=Patient.Sex.UNKNOWN)
     year_of_birth = forms.IntegerField(min_value=1900, max_value=2100, required=False)
@@ -79,11 +91,13 @@ class CaseCreateForm(forms.Form):
 
     def __init__(self, *args, patients, teams, **kwargs):
         super().__init__(*args, **kwargs)
-        self.fields["patient"].queryset = patients
-        self.fields["team"].queryset = teams
+        # self.fields holds copies of the fields declared above, typed only as Field.
+        cast(forms.ModelChoiceField, self.fields["patient"]).queryset = patients
+        cast(forms.ModelChoiceField, self.fields["team"]).queryset = teams
 
-    def clean(self):
-        data = super().clean()
+    def clean(self) -> dict[str, Any]:
+        super().clean()
+        data = self.cleaned_data
         if not data.get("patient") and not data.get("identifier"):
             self.add_error("identifier", "Choose a patient or give the new one an identifier.")
         return data

@@ -33,7 +33,7 @@ def case_list(
     return cases
 
 
-def case_get(*, user: User, pk: int) -> Case:
+def case_get(*, user: User, pk: case_selectors.PrimaryKey) -> Case:
     return case_selectors.get_or_404(case_list(user=user), pk)
 
 

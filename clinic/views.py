@@ -6,6 +6,7 @@ from django.contrib import messages
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.files.storage import default_storage
 from django.core.paginator import Paginator
+from django.db.models.fields.files import FieldFile
 from django.http import FileResponse, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.template.loader import render_to_string
@@ -13,6 +14,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from accounts import policies
+from accounts.http import AuthenticatedHttpRequest
 from audit.models import AuditEvent
 from audit.services import audit_record
 from cases import selectors as case_selectors
@@ -57,7 +59,7 @@ def _invalid(request: HttpRequest, template: str, context: dict) -> HttpResponse
 
 
 @require_GET
-def case_list(request: HttpRequest) -> HttpResponse:
+def case_list(request: AuthenticatedHttpRequest) -> HttpResponse:
     labels = answers.predicted_label_choices()
     form = CaseFilterForm(request.GET or None, labels=labels)
     data = form.cleaned_data if form.is_valid() else {}
@@ -87,7 +89,7 @@ def case_list(request: HttpRequest) -> HttpResponse:
 
 
 @require_http_methods(["GET", "POST"])
-def case_new(request: HttpRequest) -> HttpResponse:
+def case_new(request: AuthenticatedHttpRequest) -> HttpResponse:
     teams = policies.creatable_teams(request.user)
     if not teams.exists():
         raise PermissionDenied("Only clinicians open cases.")
@@ -124,7 +126,7 @@ def case_new(request: HttpRequest) -> HttpResponse:
 
 
 @require_GET
-def case_detail(request: HttpRequest, pk: int) -> HttpResponse:
+def case_detail(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     case = selectors.case_get(user=request.user, pk=pk)
     audit_record(actor=request.user, action=AuditEvent.Action.VIEW, target=case, case=case)
     context = presenters.case_page(user=request.user, case=case)
@@ -133,7 +135,7 @@ def case_detail(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 @require_GET
-def case_status(request: HttpRequest, pk: int) -> JsonResponse:
+def case_status(request: AuthenticatedHttpRequest, pk: int) -> JsonResponse:
     """Polled by the case page while workers may still change it (not audited: no new data)."""
     case = selectors.case_get(user=request.user, pk=pk)
     context = presenters.analysis_panel(user=request.user, case=case)
@@ -148,7 +150,7 @@ def case_status(request: HttpRequest, pk: int) -> JsonResponse:
 
 
 @require_http_methods(["GET", "POST"])
-def case_edit(request: HttpRequest, pk: int) -> HttpResponse:
+def case_edit(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     case = case_selectors.case_get_editable(user=request.user, pk=pk)
     if case.status == Case.Status.REVIEWED:
         # Before the form is shown, not only when it is saved: a locked case offers no edit.
@@ -168,7 +170,7 @@ def case_edit(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 @require_POST
-def case_images_add(request: HttpRequest, pk: int) -> HttpResponse:
+def case_images_add(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     case = case_selectors.case_get_editable(user=request.user, pk=pk)
     form = ImagesForm(request.POST, request.FILES)
     if form.is_valid():
@@ -184,12 +186,14 @@ def case_images_add(request: HttpRequest, pk: int) -> HttpResponse:
     if _wants_json(request):
         return JsonResponse({"errors": form.errors.get_json_data()}, status=HTTPStatus.BAD_REQUEST)
     for error in form.errors.get("images", []) + form.non_field_errors():
-        messages.error(request, error)
+        # An ErrorList yields messages (its __getitem__ unwraps each ValidationError); the
+        # stubs type its items as ValidationError | str.
+        messages.error(request, error)  # type: ignore[arg-type]
     return redirect("clinic:case_detail", pk=case.pk)
 
 
 @require_POST
-def case_submit(request: HttpRequest, pk: int) -> HttpResponse:
+def case_submit(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     case = case_selectors.case_get_editable(user=request.user, pk=pk)
     try:
         services.case_submit(user=request.user, case=case)
@@ -200,9 +204,11 @@ def case_submit(request: HttpRequest, pk: int) -> HttpResponse:
     return redirect("clinic:case_detail", pk=case.pk)
 
 
-def image_response(image: SmearImage, name: str, *, thumbnail: bool) -> FileResponse:
+def image_response(image: SmearImage, file: FieldFile, *, thumbnail: bool) -> FileResponse:
+    # A row is saved only once its files are stored (cases.services), so they have names.
+    assert file.name
     content_type = "image/jpeg" if thumbnail else IMAGE_TYPES.get(image.format, "image/png")
-    response = FileResponse(default_storage.open(name), content_type=content_type)
+    response = FileResponse(default_storage.open(file.name), content_type=content_type)
     response["Content-Disposition"] = (
         "inline" if thumbnail else f'inline; filename="smear-{image.pk}.{image.format.lower()}"'
     )
@@ -213,24 +219,24 @@ def image_response(image: SmearImage, name: str, *, thumbnail: bool) -> FileResp
 
 
 @require_GET
-def image_file(request: HttpRequest, pk: int) -> FileResponse:
+def image_file(request: AuthenticatedHttpRequest, pk: int) -> FileResponse:
     image = case_selectors.image_get(user=request.user, pk=pk)
     audit_record(
         actor=request.user, action=AuditEvent.Action.DOWNLOAD, target=image, case=image.case
     )
-    return image_response(image, image.file.name, thumbnail=False)
+    return image_response(image, image.file, thumbnail=False)
 
 
 @require_GET
-def image_thumbnail(request: HttpRequest, pk: int) -> FileResponse:
+def image_thumbnail(request: AuthenticatedHttpRequest, pk: int) -> FileResponse:
     image = case_selectors.image_get(user=request.user, pk=pk)
     if not image.thumbnail:
-        return image_response(image, image.file.name, thumbnail=False)
-    return image_response(image, image.thumbnail.name, thumbnail=True)
+        return image_response(image, image.file, thumbnail=False)
+    return image_response(image, image.thumbnail, thumbnail=True)
 
 
 @require_GET
-def patient_list(request: HttpRequest) -> HttpResponse:
+def patient_list(request: AuthenticatedHttpRequest) -> HttpResponse:
     search = request.GET.get("q", "")
     patients = case_selectors.patient_list(user=request.user, search=search)
     page = Paginator(patients, CASES_PER_PAGE).get_page(request.GET.get("page"))
@@ -246,7 +252,7 @@ def patient_list(request: HttpRequest) -> HttpResponse:
 
 
 @require_http_methods(["GET", "POST"])
-def patient_new(request: HttpRequest) -> HttpResponse:
+def patient_new(request: AuthenticatedHttpRequest) -> HttpResponse:
     teams = policies.creatable_teams(request.user)
     if not teams.exists():
         raise PermissionDenied("Only clinicians add patients.")
@@ -262,7 +268,7 @@ def patient_new(request: HttpRequest) -> HttpResponse:
 
 
 @require_GET
-def patient_detail(request: HttpRequest, pk: int) -> HttpResponse:
+def patient_detail(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     patient = case_selectors.patient_get(user=request.user, pk=pk)
     audit_record(actor=request.user, action=AuditEvent.Action.VIEW, target=patient)
     cases = selectors.case_list(
@@ -280,7 +286,7 @@ def patient_detail(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 @require_http_methods(["GET", "POST"])
-def patient_edit(request: HttpRequest, pk: int) -> HttpResponse:
+def patient_edit(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     patient = case_selectors.patient_get_editable(user=request.user, pk=pk)
     form = PatientForm(request.POST or None, instance=patient, teams=None)
     if request.method == "POST" and form.is_valid():

@@ -15,8 +15,10 @@ from inference.models import (
 
 class DeploymentEventInline(admin.TabularInline):
     model = DeploymentEvent
-    fields = ["created", "action", "actor", "reason"]
-    readonly_fields = fields
+    # Tuples, so that `fields` can share them: a list of names is no list of the wider
+    # entries `fields` is typed with (lists are invariant), a tuple is.
+    readonly_fields = ("created", "action", "actor", "reason")
+    fields = readonly_fields
     extra = 0
     can_delete = False
 
@@ -28,7 +30,7 @@ class ModelEvaluationInline(admin.TabularInline):
     """Local evaluations (manage.py evaluate_model); the registry page shows them in full."""
 
     model = ModelEvaluation
-    fields = [
+    readonly_fields = (
         "created",
         "actor",
         "dataset",
@@ -37,8 +39,8 @@ class ModelEvaluationInline(admin.TabularInline):
         "images_count",
         "accuracy",
         "macro_f1",
-    ]
-    readonly_fields = fields
+    )
+    fields = readonly_fields
     extra = 0
     can_delete = False
 

@@ -3,7 +3,7 @@ from django.db import models
 from django.db.models import Q
 
 
-class ModelVersionQuerySet(models.QuerySet):
+class ModelVersionQuerySet(models.QuerySet["ModelVersion"]):
     def deployed(self) -> "ModelVersion | None":
         return self.filter(status=ModelVersion.Status.DEPLOYED).first()
 

@@ -8,7 +8,9 @@ Prediction rows that keeps only the visible ones; this app does not know why.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, TypedDict, TypeVar
 
 from django.conf import settings
 from django.db.models import (
@@ -25,6 +27,9 @@ from django.db.models import (
 
 from cases.models import Case, SmearImage
 from inference.models import CaseResult, DeploymentEvent, ModelVersion, Prediction
+
+if TYPE_CHECKING:
+    from django_stubs_ext import WithAnnotations
 
 # --- the registry -------------------------------------------------------------------
 
@@ -78,9 +83,19 @@ def predicted_label_choices() -> list[str]:
 # --- answers for cases ----------------------------------------------------------------
 
 
+class CaseAnswer(TypedDict):
+    """What cases_with_results adds to each case (None where it has no visible answer)."""
+
+    predicted_label: str | None
+    predicted_confidence: float | None
+    needs_review: bool | None
+    result_model_version_id: int | None
+    all_out_of_scope: bool | None
+
+
 def cases_with_results(
     cases: QuerySet[Case], *, visible: Q | Exists | None = None
-) -> QuerySet[Case]:
+) -> QuerySet[WithAnnotations[Case, CaseAnswer]]:
     """Annotate cases with their latest primary (deployed-model) answer, all in one query.
 
     ``visible`` narrows the CaseResult rows the user may see (OuterRef("case") is the
@@ -107,12 +122,15 @@ def cases_with_results(
     )
 
 
-def cases_with_answer(cases: QuerySet[Case]) -> QuerySet[Case]:
+AnyCase = TypeVar("AnyCase", bound=Case)
+
+
+def cases_with_answer(cases: QuerySet[AnyCase]) -> QuerySet[AnyCase]:
     """Only the cases that have a primary answer, whether or not the user may see it."""
     return cases.filter(Exists(CaseResult.objects.filter(case=OuterRef("pk"), primary=True)))
 
 
-def cases_predicted_as(cases: QuerySet[Case], label: str) -> QuerySet[Case]:
+def cases_predicted_as(cases: QuerySet[AnyCase], label: str) -> QuerySet[AnyCase]:
     """Only the cases whose primary answer (any of them) is this label."""
     return cases.filter(
         Exists(CaseResult.objects.filter(case=OuterRef("pk"), primary=True, label=label))
@@ -159,7 +177,7 @@ def _primary_versions(case: Case) -> list[int]:
     return versions
 
 
-def case_images(*, case: Case) -> list[SmearImage]:
+def case_images(*, case: Case) -> Sequence[SmearImage]:
     """A case's images, each with `prediction`: the primary model's, or None."""
     versions = _primary_versions(case)
     images = list(
@@ -174,7 +192,10 @@ def case_images(*, case: Case) -> list[SmearImage]:
         )
     )
     for image in images:
-        image.prediction = image.primary_predictions[0] if image.primary_predictions else None
+        # For the templates, which read attributes; a model instance takes any (mypy: none).
+        image.prediction = (  # type: ignore[attr-defined]
+            image.primary_predictions[0] if image.primary_predictions else None
+        )
     return images
 
 

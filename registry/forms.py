@@ -1,3 +1,5 @@
+from typing import cast
+
 from django import forms
 
 
@@ -25,7 +27,8 @@ class EvaluationRequestForm(forms.Form):
 
     def __init__(self, *args, datasets: list[str], **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self.fields["dataset"].choices = [(d, d) for d in datasets]
+        # self.fields holds copies of the fields declared above, typed only as Field.
+        cast(forms.ChoiceField, self.fields["dataset"]).choices = [(d, d) for d in datasets]
 
 
 class ArtifactImportForm(forms.Form):

@@ -26,8 +26,10 @@ ACTIONS = {
 
 def list_page(*, user: User) -> dict[str, Any]:
     versions = list(selectors.registry_list(user=user))
+    # The templates read these as attributes of the records (mypy knows only the fields).
     for version in versions:
-        version.test = (version.report.get("evaluation") or {}).get("test") or {}
+        test = (version.report.get("evaluation") or {}).get("test") or {}
+        version.test = test  # type: ignore[attr-defined]
     return {
         "versions": versions,
         "events": selectors.deployment_event_list(user=user)[:50],
@@ -41,10 +43,13 @@ def local_evaluations(*, user: User, version: ModelVersion) -> list[ModelEvaluat
     reported = reported_test_accuracy(version.report)
     evaluations = selectors.evaluation_list(user=user, model_version=version)
     done = [e for e in evaluations if e.status == ModelEvaluation.Status.DONE]
+    # The templates read these as attributes of the records (mypy knows only the fields).
     for evaluation in done:
-        evaluation.warnings = local_evaluation_warnings(evaluation.result, reported)
+        evaluation.warnings = local_evaluation_warnings(  # type: ignore[attr-defined]
+            evaluation.result, reported
+        )
     if done:
-        done[0].confusion = heat_rows(
+        done[0].confusion = heat_rows(  # type: ignore[attr-defined]
             done[0].result["metrics"]["confusion_matrix"], list(version.classes)
         )
     return evaluations
@@ -57,11 +62,11 @@ def latest_done(evaluations: list[ModelEvaluation]) -> ModelEvaluation | None:
 def actions_for(version: ModelVersion) -> list[tuple[str, str]]:
     """The registry changes that the version's status allows (the services re-check)."""
     status = ModelVersion.Status
-    allowed = {
+    allowed: dict[str, tuple[str, ...]] = {
         status.REGISTERED: ("deploy", "shadow", "retire"),
         status.SHADOW: ("deploy", "retire"),
-    }.get(version.status, ())
-    return [(name, ACTIONS[name][0]) for name in allowed]
+    }
+    return [(name, ACTIONS[name][0]) for name in allowed.get(version.status, ())]
 
 
 def detail_page(*, user: User, version: ModelVersion) -> dict[str, Any]:

@@ -146,13 +146,13 @@ def report_sections(report: Mapping) -> dict[str, Any]:
         line_chart_svg(_series(history, (key, f"val_{key}")), title=key.capitalize())
         for key in ("accuracy", "loss")
     ]
-    bins = {
+    reported_bins = {
         name: _dict(evaluation.get(f"reliability_{name}")).get("bins")
         for name in ("before", "after")
     }
     bins = {
         f"{name} calibration": [b for b in value if isinstance(b, dict)]
-        for name, value in bins.items()
+        for name, value in reported_bins.items()
         if isinstance(value, list)
     }
     baselines = [

@@ -7,12 +7,13 @@ from collections.abc import Callable
 
 from django.contrib import messages
 from django.core.exceptions import ValidationError
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import Http404, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from accounts import policies
+from accounts.http import AuthenticatedHttpRequest
 from inference import selectors as inference_selectors
 from inference.models import ModelVersion
 from inference.services import evaluation, registry
@@ -27,19 +28,19 @@ SERVING: dict[str, Callable] = {
 
 
 @require_GET
-def registry_list(request: HttpRequest) -> HttpResponse:
+def registry_list(request: AuthenticatedHttpRequest) -> HttpResponse:
     return render(request, "registry/list.html", presenters.list_page(user=request.user))
 
 
 @require_GET
-def registry_detail(request: HttpRequest, pk: int) -> HttpResponse:
+def registry_detail(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     version = selectors.registry_get(user=request.user, pk=pk)
     context = presenters.detail_page(user=request.user, version=version)
     return render(request, "registry/detail.html", context)
 
 
 @require_http_methods(["GET", "POST"])
-def registry_import(request: HttpRequest) -> HttpResponse:
+def registry_import(request: AuthenticatedHttpRequest) -> HttpResponse:
     """Upload a zipped artifact; it is checked exactly as ``manage.py import_model`` does."""
     policies.require_admin(request.user)
     form = ArtifactImportForm(request.POST or None, request.FILES or None)
@@ -58,7 +59,7 @@ def registry_import(request: HttpRequest) -> HttpResponse:
 
 
 @require_POST
-def registry_evaluate(request: HttpRequest, pk: int) -> HttpResponse:
+def registry_evaluate(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     """Queue a local evaluation of this version on one of the site's labelled sets."""
     version = selectors.registry_get(user=request.user, pk=pk)
     form = EvaluationRequestForm(request.POST, datasets=inference_selectors.evaluation_sets())
@@ -84,7 +85,7 @@ def registry_evaluate(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 def _confirm(
-    request: HttpRequest,
+    request: AuthenticatedHttpRequest,
     *,
     title: str,
     version: ModelVersion,
@@ -124,7 +125,7 @@ def _confirm(
 
 
 @require_http_methods(["GET", "POST"])
-def registry_action(request: HttpRequest, pk: int, action: str) -> HttpResponse:
+def registry_action(request: AuthenticatedHttpRequest, pk: int, action: str) -> HttpResponse:
     version = selectors.registry_get(user=request.user, pk=pk)
     if action not in presenters.ACTIONS:
         raise Http404("No such registry action.")
@@ -148,7 +149,7 @@ def registry_action(request: HttpRequest, pk: int, action: str) -> HttpResponse:
 
 
 @require_http_methods(["GET", "POST"])
-def registry_rollback(request: HttpRequest) -> HttpResponse:
+def registry_rollback(request: AuthenticatedHttpRequest) -> HttpResponse:
     policies.require_admin(request.user)
     previous = inference_selectors.model_version_previous()
     if previous is None:

@@ -1,3 +1,5 @@
+from typing import cast
+
 from django import forms
 
 from reviews.models import INCONCLUSIVE
@@ -12,9 +14,16 @@ class QueueFilterForm(forms.Form):
 
     def __init__(self, *args, teams, subtypes, model_versions, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self.fields["team"].choices = [("", "All teams"), *((t.pk, t.name) for t in teams)]
-        self.fields["subtype"].choices = [("", "All subtypes"), *((s, s) for s in subtypes)]
-        self.fields["model_version"].choices = [
+        # self.fields holds copies of the fields declared above, typed only as Field.
+        cast(forms.ChoiceField, self.fields["team"]).choices = [
+            ("", "All teams"),
+            *((t.pk, t.name) for t in teams),
+        ]
+        cast(forms.ChoiceField, self.fields["subtype"]).choices = [
+            ("", "All subtypes"),
+            *((s, s) for s in subtypes),
+        ]
+        cast(forms.ChoiceField, self.fields["model_version"]).choices = [
             ("", "All models"),
             *((m.pk, str(m)) for m in model_versions),
         ]
@@ -26,6 +35,6 @@ class VerdictForm(forms.Form):
 
     def __init__(self, *args, choices: list[str], **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self.fields["diagnosis"].choices = [
+        cast(forms.ChoiceField, self.fields["diagnosis"]).choices = [
             (c, "Inconclusive" if c == INCONCLUSIVE else c) for c in choices
         ]

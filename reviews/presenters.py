@@ -38,13 +38,15 @@ def case_page(*, user: User, case: Case, blinded: bool) -> dict[str, Any]:
     if not revealed:
         return context
     results = selectors.case_results(user=user, case=case)
+    # The templates read these as attributes of the records (mypy knows only the fields).
     for result in results:
-        result.bars = bars(result.probabilities, result.model_version.classes)
+        result.bars = bars(  # type: ignore[attr-defined]
+            result.probabilities, result.model_version.classes
+        )
     for image in images:
-        if image.prediction is not None:
-            image.prediction.bars = bars(
-                image.prediction.probabilities, image.prediction.model_version.classes
-            )
+        prediction = image.prediction  # type: ignore[attr-defined]  # set by case_images
+        if prediction is not None:
+            prediction.bars = bars(prediction.probabilities, prediction.model_version.classes)
     primary = next((r for r in results if r.primary), None)
     context.update(
         results=results,

@@ -82,8 +82,8 @@ def review_queue(*, user: User, filters: QueueFilters | None = None) -> QuerySet
     policies.require_reviewer(user)
     filters = filters or QueueFilters()
     visible = answers_visible(user, "case")
-    cases = answers.cases_with_answer(
-        answers.cases_with_results(case_selectors.case_list(user=user), visible=visible)
+    cases = answers.cases_with_results(
+        answers.cases_with_answer(case_selectors.case_list(user=user)), visible=visible
     ).filter(status=Case.Status.ANALYSED)
     if visible is None:
         cases = cases.order_by("-needs_review", "predicted_confidence", "created", "pk")

@@ -8,12 +8,13 @@ from collections.abc import Iterator
 from django.contrib import messages
 from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
-from django.http import FileResponse, Http404, HttpRequest, HttpResponse, StreamingHttpResponse
+from django.http import FileResponse, Http404, HttpResponse, StreamingHttpResponse
 from django.shortcuts import redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
 from accounts import policies
+from accounts.http import AuthenticatedHttpRequest
 from accounts.services import user_blinded_review_set
 from audit.models import AuditEvent
 from audit.services import audit_record
@@ -32,7 +33,7 @@ FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 
 
 @require_GET
-def queue(request: HttpRequest) -> HttpResponse:
+def queue(request: AuthenticatedHttpRequest) -> HttpResponse:
     policies.require_reviewer(request.user)
     versions = list(answers.model_version_list())
     form = QueueFilterForm(
@@ -51,11 +52,13 @@ def queue(request: HttpRequest) -> HttpResponse:
             created_from=data["created_from"],
             created_to=data["created_to"],
         )
-    page = Paginator(selectors.review_queue(user=request.user, filters=filters), PER_PAGE)
-    page = page.get_page(request.GET.get("page"))
+    paginator = Paginator(selectors.review_queue(user=request.user, filters=filters), PER_PAGE)
+    page = paginator.get_page(request.GET.get("page"))
     by_pk = {v.pk: v for v in versions}
     for case in page:
-        case.result_model_version = by_pk.get(case.result_model_version_id)
+        # result_model_version_id is annotated by the queue's query; the template reads the
+        # version as an attribute of the case (mypy knows only the model's fields).
+        case.result_model_version = by_pk.get(case.result_model_version_id)  # type: ignore[attr-defined]
     query = request.GET.copy()
     query.pop("page", None)
     return render(
@@ -71,7 +74,7 @@ def queue(request: HttpRequest) -> HttpResponse:
 
 
 @require_POST
-def reviewer_settings(request: HttpRequest) -> HttpResponse:
+def reviewer_settings(request: AuthenticatedHttpRequest) -> HttpResponse:
     policies.require_reviewer(request.user)
     blinded = request.POST.get("blinded") == "on"
     user_blinded_review_set(user=request.user, blinded=blinded)
@@ -82,7 +85,7 @@ def reviewer_settings(request: HttpRequest) -> HttpResponse:
 # --- one case -------------------------------------------------------------------------
 
 
-def _blinded(request: HttpRequest) -> bool:
+def _blinded(request: AuthenticatedHttpRequest) -> bool:
     """The reviewer's setting, unless this request asks otherwise (?blinded=1 or 0)."""
     asked = request.GET.get("blinded", request.POST.get("blinded"))
     if asked in ("1", "0"):
@@ -90,11 +93,11 @@ def _blinded(request: HttpRequest) -> bool:
     return request.user.blinded_review
 
 
-def _case_context(request: HttpRequest, case) -> dict:
+def _case_context(request: AuthenticatedHttpRequest, case) -> dict:
     return presenters.case_page(user=request.user, case=case, blinded=_blinded(request))
 
 
-def _verdict_form(request: HttpRequest, case, data=None) -> VerdictForm | None:
+def _verdict_form(request: AuthenticatedHttpRequest, case, data=None) -> VerdictForm | None:
     results = selectors.case_results(user=request.user, case=case)
     result = next((r for r in results if r.primary), None)
     if result is None:
@@ -103,7 +106,7 @@ def _verdict_form(request: HttpRequest, case, data=None) -> VerdictForm | None:
 
 
 @require_GET
-def case_review(request: HttpRequest, pk: int) -> HttpResponse:
+def case_review(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     case = selectors.review_case_get(user=request.user, pk=pk)
     audit_record(actor=request.user, action=AuditEvent.Action.VIEW, target=case, case=case)
     context = _case_context(request, case)
@@ -112,7 +115,7 @@ def case_review(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 @require_POST
-def case_verdict(request: HttpRequest, pk: int) -> HttpResponse:
+def case_verdict(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     case = selectors.review_case_get(user=request.user, pk=pk)
     form = _verdict_form(request, case, request.POST)
     if form is not None and form.is_valid():
@@ -147,7 +150,7 @@ def _add_errors(form, exc: ValidationError) -> None:
 
 
 @require_POST
-def case_sign_off(request: HttpRequest, pk: int) -> HttpResponse:
+def case_sign_off(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     case = selectors.review_case_get(user=request.user, pk=pk)
     try:
         services.case_sign_off(case=case, reviewer=request.user)
@@ -160,7 +163,7 @@ def case_sign_off(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 @require_GET
-def case_report(request: HttpRequest, pk: int) -> HttpResponse:
+def case_report(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     """The printable case report, for everyone who may see the case (the clinician files it)."""
     case = case_selectors.case_get(user=request.user, pk=pk)
     audit_record(
@@ -178,8 +181,10 @@ def case_report(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 @require_GET
-def heatmap(request: HttpRequest, pk: int) -> FileResponse:
+def heatmap(request: AuthenticatedHttpRequest, pk: int) -> FileResponse:
     prediction = selectors.prediction_get_with_heatmap(user=request.user, pk=pk)
+    # The selector keeps only predictions with a heatmap.
+    assert prediction.heatmap.name
     try:
         handle = prediction.heatmap.storage.open(prediction.heatmap.name)
     except FileNotFoundError as exc:
@@ -194,7 +199,7 @@ def heatmap(request: HttpRequest, pk: int) -> FileResponse:
 
 
 @require_GET
-def prediction_audit(request: HttpRequest) -> HttpResponse:
+def prediction_audit(request: AuthenticatedHttpRequest) -> HttpResponse:
     search = request.GET.get("q", "")
     predictions = selectors.prediction_audit_list(user=request.user, search=search)
     page = Paginator(predictions, PER_PAGE).get_page(request.GET.get("page"))
@@ -259,7 +264,7 @@ def _csv_rows(predictions) -> Iterator[str]:
 
 
 @require_GET
-def prediction_export(request: HttpRequest) -> StreamingHttpResponse:
+def prediction_export(request: AuthenticatedHttpRequest) -> StreamingHttpResponse:
     search = request.GET.get("q", "")
     predictions = selectors.prediction_audit_list(user=request.user, search=search)
     audit_record(
@@ -279,7 +284,7 @@ def prediction_export(request: HttpRequest) -> StreamingHttpResponse:
 
 
 @require_GET
-def agreement(request: HttpRequest) -> HttpResponse:
+def agreement(request: AuthenticatedHttpRequest) -> HttpResponse:
     policies.require_reviewer(request.user)
     versions = list(answers.model_version_list())
     chosen = request.GET.get("version", "")

@@ -24,7 +24,7 @@ def probabilities(label: str, confidence: float, classes=SUBTYPES) -> dict[str, 
     return {c: confidence if c == label else rest for c in classes}
 
 
-class TeamFactory(factory.django.DjangoModelFactory):
+class TeamFactory(factory.django.DjangoModelFactory[Team]):
     class Meta:
         model = Team
         django_get_or_create = ("name",)
@@ -32,7 +32,7 @@ class TeamFactory(factory.django.DjangoModelFactory):
     name = factory.Sequence(lambda n: f"Team {n}")
 
 
-class UserFactory(factory.django.DjangoModelFactory):
+class UserFactory(factory.django.DjangoModelFactory[User]):
     """A user with a role; ``teams=["Team A"]`` names teams, created when missing.
 
     The password is "pw-<username>" unless given.
@@ -50,14 +50,15 @@ class UserFactory(factory.django.DjangoModelFactory):
         lambda user, create, value: user.set_password(value or f"pw-{user.username}")
     )
 
+    # factory_boy calls this with the user it built, not with the factory.
     @factory.post_generation
-    def teams(self, create: bool, names: list[str] | None) -> None:
-        self.save()
+    def teams(user: User, create: bool, names: list[str] | None) -> None:
+        user.save()
         if names:
-            self.teams.set([TeamFactory(name=name) for name in names])
+            user.teams.set([TeamFactory.create(name=name) for name in names])
 
 
-class PatientFactory(factory.django.DjangoModelFactory):
+class PatientFactory(factory.django.DjangoModelFactory[Patient]):
     class Meta:
         model = Patient
         django_get_or_create = ("team", "identifier")
@@ -66,7 +67,7 @@ class PatientFactory(factory.django.DjangoModelFactory):
     identifier = factory.Sequence(lambda n: f"P-{n:04d}")
 
 
-class CaseFactory(factory.django.DjangoModelFactory):
+class CaseFactory(factory.django.DjangoModelFactory[Case]):
     class Meta:
         model = Case
 
@@ -75,7 +76,7 @@ class CaseFactory(factory.django.DjangoModelFactory):
     status = Case.Status.SUBMITTED
 
 
-class SmearImageFactory(factory.django.DjangoModelFactory):
+class SmearImageFactory(factory.django.DjangoModelFactory[SmearImage]):
     """A case's image row. With ``data`` (bytes) the file is really stored; without it
     the row names a file that does not exist, enough for pages that only list images."""
 
@@ -101,7 +102,7 @@ class SmearImageFactory(factory.django.DjangoModelFactory):
     size_bytes = factory.LazyAttribute(lambda o: len(o.data) if o.data else 100)
 
 
-class ModelVersionFactory(factory.django.DjangoModelFactory):
+class ModelVersionFactory(factory.django.DjangoModelFactory[ModelVersion]):
     class Meta:
         model = ModelVersion
 
@@ -122,7 +123,7 @@ class ModelVersionFactory(factory.django.DjangoModelFactory):
     status = ModelVersion.Status.DEPLOYED
 
 
-class PredictionFactory(factory.django.DjangoModelFactory):
+class PredictionFactory(factory.django.DjangoModelFactory[Prediction]):
     class Meta:
         model = Prediction
 
@@ -142,7 +143,7 @@ class PredictionFactory(factory.django.DjangoModelFactory):
     worker_host = "test"
 
 
-class CaseResultFactory(factory.django.DjangoModelFactory):
+class CaseResultFactory(factory.django.DjangoModelFactory[CaseResult]):
     class Meta:
         model = CaseResult
 
@@ -158,7 +159,7 @@ class CaseResultFactory(factory.django.DjangoModelFactory):
     primary = True
 
 
-class ReviewFactory(factory.django.DjangoModelFactory):
+class ReviewFactory(factory.django.DjangoModelFactory[Review]):
     class Meta:
         model = Review
 
@@ -171,7 +172,7 @@ class ReviewFactory(factory.django.DjangoModelFactory):
     diagnosis = "AML"
 
 
-class SignOffFactory(factory.django.DjangoModelFactory):
+class SignOffFactory(factory.django.DjangoModelFactory[SignOff]):
     class Meta:
         model = SignOff
 
@@ -195,8 +196,8 @@ def analysed_case(
 ) -> Case:
     """A case as a worker leaves it: images with predictions and the case result, for
     ``version`` (primary) and optionally a shadow version and its label."""
-    patient = PatientFactory(team=TeamFactory(name=team_name), identifier=identifier)
-    case = CaseFactory(patient=patient, status=status)
+    patient = PatientFactory.create(team=TeamFactory.create(name=team_name), identifier=identifier)
+    case = CaseFactory.create(patient=patient, status=status)
     if age_days:
         Case.objects.filter(pk=case.pk).update(created=timezone.now() - timedelta(days=age_days))
         case.refresh_from_db()
@@ -204,9 +205,9 @@ def analysed_case(
     if shadow:
         answers.append((shadow[0], shadow[1], 0.6, False))
     for _ in range(images):
-        image = SmearImageFactory(case=case, status=SmearImage.Status.DONE, width=64)
+        image = SmearImageFactory.create(case=case, status=SmearImage.Status.DONE, width=64)
         for model, answer, conf, _primary in answers:
-            PredictionFactory(
+            PredictionFactory.create(
                 image=image,
                 model_version=model,
                 label=answer,
@@ -215,7 +216,7 @@ def analysed_case(
                 inference_ms=5.0,
             )
     for model, answer, conf, primary in answers:
-        CaseResultFactory(
+        CaseResultFactory.create(
             case=case,
             model_version=model,
             label=answer,
@@ -237,8 +238,8 @@ def case_with_images(
     *blobs: bytes, team: str = "Team A", status: str = Case.Status.SUBMITTED
 ) -> Case:
     """A case of patient P-001 whose images are these bytes, really stored."""
-    patient = PatientFactory(team=TeamFactory(name=team), identifier="P-001")
-    case = CaseFactory(patient=patient, status=status)
+    patient = PatientFactory.create(team=TeamFactory.create(name=team), identifier="P-001")
+    case = CaseFactory.create(patient=patient, status=status)
     for data in blobs:
-        SmearImageFactory(case=case, data=data)
+        SmearImageFactory.create(case=case, data=data)
     return case

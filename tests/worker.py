@@ -42,8 +42,17 @@ def worker_env(**extra: str) -> dict[str, str]:
     }
 
 
-def start_worker(*, name: str | None = None, log_path: Path | None = None, **env: str):
-    """Start a solo-pool worker on the test queue; the caller stops it."""
+class WorkerProcess(subprocess.Popen[bytes]):
+    """A worker process, with the file its output goes to (shown when a test fails)."""
+
+    log_path: Path
+
+
+def start_worker(
+    *, name: str | None = None, log_path: Path | None = None, env: dict[str, str] | None = None
+) -> WorkerProcess:
+    """Start a solo-pool worker on the test queue, with ``env`` added to its environment;
+    the caller stops it."""
     name = name or f"test-{uuid.uuid4().hex[:8]}"
     log_path = log_path or Path(tempfile.mkstemp(prefix=f"{name}-", suffix=".log")[1])
     command = [
@@ -52,14 +61,14 @@ def start_worker(*, name: str | None = None, log_path: Path | None = None, **env
         "--without-mingle", "--without-gossip", "--loglevel=INFO",
     ]  # fmt: skip
     log = log_path.open("w")
-    process = subprocess.Popen(
-        command, cwd=ROOT, env=worker_env(**env), stdout=log, stderr=subprocess.STDOUT
+    process = WorkerProcess(
+        command, cwd=ROOT, env=worker_env(**(env or {})), stdout=log, stderr=subprocess.STDOUT
     )
     process.log_path = log_path
     return process
 
 
-def stop_worker(process, *, timeout: float = 20) -> None:
+def stop_worker(process: subprocess.Popen, *, timeout: float = 20) -> None:
     if process.poll() is None:
         process.terminate()
         try:
@@ -70,10 +79,12 @@ def stop_worker(process, *, timeout: float = 20) -> None:
 
 
 @contextmanager
-def running_worker(*, ready_timeout: float = 90, **env: str) -> Iterator[subprocess.Popen]:
+def running_worker(
+    *, ready_timeout: float = 90, env: dict[str, str] | None = None
+) -> Iterator[WorkerProcess]:
     """A worker that has answered a ping, stopped on exit; its log is shown on failure."""
     celery_app.control.purge()  # messages left by an aborted earlier run
-    process = start_worker(**env)
+    process = start_worker(env=env)
     try:
         deadline = time.monotonic() + ready_timeout
         while True:

@@ -1,19 +1,27 @@
 """Translate records to JSON and requests to service arguments; no rules live here."""
 
+from collections.abc import Callable
+from typing import cast
+
 from django.urls import reverse
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from accounts import policies
+from accounts.models import User
 from cases.models import Case, Patient, SmearImage
-from inference.models import CaseResult, Prediction
+from inference.models import CaseResult, ModelVersion, Prediction
 
 
 class ErrorDetailSerializer(serializers.Serializer):
     status = serializers.IntegerField()
     code = serializers.CharField()
     message = serializers.CharField()
-    fields = serializers.DictField(child=serializers.ListField(child=serializers.CharField()))
+    # The serializer's metaclass moves declared fields off the class, so this one does not
+    # hide Serializer.fields (the stubs see a class attribute).
+    fields = serializers.DictField(  # type: ignore[assignment]
+        child=serializers.ListField(child=serializers.CharField())
+    )
 
 
 class ErrorSerializer(serializers.Serializer):
@@ -28,14 +36,15 @@ class PatientSerializer(serializers.ModelSerializer):
         fields = ["id", "team", "identifier", "sex", "year_of_birth", "notes", "created"]
         read_only_fields = ["id", "created"]
         # Uniqueness within the team is the service's to check, with its own message.
-        validators = []
+        validators: list[Callable[..., object]] = []
 
     def get_fields(self):
         fields = super().get_fields()
         request = self.context.get("request")
         if request is not None and request.user.is_authenticated:
             # Only teams the user may add patients to exist, as far as this field knows.
-            fields["team"].queryset = policies.creatable_teams(request.user)
+            team = cast(serializers.PrimaryKeyRelatedField, fields["team"])
+            team.queryset = policies.creatable_teams(request.user)
         return fields
 
 
@@ -46,7 +55,7 @@ class PatientUpdateSerializer(serializers.ModelSerializer):
 
 
 class CaseResultSerializer(serializers.ModelSerializer):
-    model_version = serializers.StringRelatedField()
+    model_version: "serializers.StringRelatedField[ModelVersion]" = serializers.StringRelatedField()
 
     class Meta:
         model = CaseResult
@@ -75,7 +84,9 @@ class SignOffSerializer(serializers.Serializer):
 
 class CaseSerializer(serializers.ModelSerializer):
     patient_identifier = serializers.CharField(source="patient.identifier", read_only=True)
-    submitted_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    submitted_by: "serializers.SlugRelatedField[User]" = serializers.SlugRelatedField(
+        slug_field="username", read_only=True
+    )
     images_count = serializers.IntegerField(read_only=True, default=0)
     predicted_label = serializers.CharField(read_only=True, allow_null=True, default=None)
     result = serializers.SerializerMethodField()
@@ -129,7 +140,9 @@ class CaseUpdateSerializer(serializers.Serializer):
 
 
 class SmearImageSerializer(serializers.ModelSerializer):
-    uploaded_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    uploaded_by: "serializers.SlugRelatedField[User]" = serializers.SlugRelatedField(
+        slug_field="username", read_only=True
+    )
     file_url = serializers.SerializerMethodField()
     thumbnail_url = serializers.SerializerMethodField()
 
@@ -165,7 +178,7 @@ class ImageUploadSerializer(serializers.Serializer):
 
 class PredictionSerializer(serializers.ModelSerializer):
     case = serializers.IntegerField(source="image.case_id", read_only=True)
-    model_version = serializers.StringRelatedField()
+    model_version: "serializers.StringRelatedField[ModelVersion]" = serializers.StringRelatedField()
 
     class Meta:
         model = Prediction

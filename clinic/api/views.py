@@ -11,6 +11,7 @@ from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from accounts.http import api_user
 from audit.models import AuditEvent
 from audit.services import audit_record
 from cases import selectors as case_selectors
@@ -61,11 +62,11 @@ class PatientViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.
     filterset_class = PatientFilter
 
     def get_queryset(self):
-        return case_selectors.patient_list(user=self.request.user)
+        return case_selectors.patient_list(user=api_user(self.request))
 
     def get_object(self) -> Patient:
-        patient = case_selectors.patient_get(user=self.request.user, pk=self.kwargs["pk"])
-        audit_record(actor=self.request.user, action=AuditEvent.Action.VIEW, target=patient)
+        patient = case_selectors.patient_get(user=api_user(self.request), pk=self.kwargs["pk"])
+        audit_record(actor=api_user(self.request), action=AuditEvent.Action.VIEW, target=patient)
         return patient
 
     @extend_schema(
@@ -75,7 +76,7 @@ class PatientViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.
     def create(self, request: Request) -> Response:
         serializer = PatientSerializer(data=request.data, context={"request": request})
         serializer.is_valid(raise_exception=True)
-        patient = services.patient_create(user=request.user, **serializer.validated_data)
+        patient = services.patient_create(user=api_user(request), **serializer.validated_data)
         return Response(PatientSerializer(patient).data, status=status.HTTP_201_CREATED)
 
     @extend_schema(
@@ -84,10 +85,12 @@ class PatientViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.
         responses={200: PatientSerializer, **ERRORS},
     )
     def partial_update(self, request: Request, pk: str) -> Response:
-        patient = case_selectors.patient_get_editable(user=request.user, pk=pk)
+        patient = case_selectors.patient_get_editable(user=api_user(request), pk=pk)
         serializer = PatientUpdateSerializer(data=request.data, partial=True)
         serializer.is_valid(raise_exception=True)
-        services.patient_update(user=request.user, patient=patient, **serializer.validated_data)
+        services.patient_update(
+            user=api_user(request), patient=patient, **serializer.validated_data
+        )
         return Response(PatientSerializer(patient).data)
 
 
@@ -104,12 +107,14 @@ class CaseFilter(filters.FilterSet):
 
     class Meta:
         model = Case
-        fields = []
+        fields: list[str] = []
 
     def filter_queryset(self, queryset):
+        # DjangoFilterBackend hands over the view's (DRF) request.
+        assert isinstance(self.request, Request)
         data = self.form.cleaned_data
         return selectors.case_list(
-            user=self.request.user,
+            user=api_user(self.request),
             predicted=data.get("predicted") or "",
             filters=case_selectors.CaseFilters(
                 status=data.get("status") or "",
@@ -141,22 +146,22 @@ class CaseViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
     filterset_class = CaseFilter
 
     def get_queryset(self):
-        return selectors.case_list(user=self.request.user)
+        return selectors.case_list(user=api_user(self.request))
 
     def list(self, request: Request) -> Response:
         page = self.paginate_queryset(self.filter_queryset(self.get_queryset()))
-        data = CaseSerializer(page, many=True, context=_case_context(request.user, page)).data
+        data = CaseSerializer(page, many=True, context=_case_context(api_user(request), page)).data
         return self.get_paginated_response(data)
 
     def _case_response(self, case: Case, *, code: int = status.HTTP_200_OK) -> Response:
-        case = selectors.case_get(user=self.request.user, pk=case.pk)
-        context = _case_context(self.request.user, [case])
+        case = selectors.case_get(user=api_user(self.request), pk=case.pk)
+        context = _case_context(api_user(self.request), [case])
         return Response(CaseSerializer(case, context=context).data, status=code)
 
     @extend_schema(summary="One case", responses={200: CaseSerializer, **READ_ERRORS})
     def retrieve(self, request: Request, pk: str) -> Response:
-        case = selectors.case_get(user=request.user, pk=pk)
-        audit_record(actor=request.user, action=AuditEvent.Action.VIEW, target=case, case=case)
+        case = selectors.case_get(user=api_user(request), pk=pk)
+        audit_record(actor=api_user(request), action=AuditEvent.Action.VIEW, target=case, case=case)
         return self._case_response(case)
 
     @extend_schema(
@@ -169,10 +174,12 @@ class CaseViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
         serializer.is_valid(raise_exception=True)
         data = dict(serializer.validated_data)
         try:
-            patient = case_selectors.patient_get_editable(user=request.user, pk=data.pop("patient"))
+            patient = case_selectors.patient_get_editable(
+                user=api_user(request), pk=data.pop("patient")
+            )
         except Http404 as exc:
             raise ValidationError({"patient": "No such patient."}) from exc
-        case = services.case_create(user=request.user, patient=patient, **data)
+        case = services.case_create(user=api_user(request), patient=patient, **data)
         return self._case_response(case, code=status.HTTP_201_CREATED)
 
     @extend_schema(
@@ -181,10 +188,10 @@ class CaseViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
         responses={200: CaseSerializer, **ERRORS},
     )
     def partial_update(self, request: Request, pk: str) -> Response:
-        case = case_selectors.case_get_editable(user=request.user, pk=pk)
+        case = case_selectors.case_get_editable(user=api_user(request), pk=pk)
         serializer = CaseUpdateSerializer(data=request.data, partial=True)
         serializer.is_valid(raise_exception=True)
-        services.case_update(user=request.user, case=case, **serializer.validated_data)
+        services.case_update(user=api_user(request), case=case, **serializer.validated_data)
         return self._case_response(case)
 
     @extend_schema(
@@ -194,8 +201,8 @@ class CaseViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
     )
     @action(detail=True, methods=["post"])
     def submit(self, request: Request, pk: str) -> Response:
-        case = case_selectors.case_get_editable(user=request.user, pk=pk)
-        services.case_submit(user=request.user, case=case)
+        case = case_selectors.case_get_editable(user=api_user(request), pk=pk)
+        services.case_submit(user=api_user(request), case=case)
         return self._case_response(case)
 
     @extend_schema(
@@ -218,15 +225,15 @@ class CaseViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
     )
     def images(self, request: Request, pk: str) -> Response:
         if request.method == "GET":
-            case = selectors.case_get(user=request.user, pk=pk)
+            case = selectors.case_get(user=api_user(request), pk=pk)
             return Response(SmearImageSerializer(case.images.all(), many=True).data)
-        case = case_selectors.case_get_editable(user=request.user, pk=pk)
+        case = case_selectors.case_get_editable(user=api_user(request), pk=pk)
         serializer = ImageUploadSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         upload = serializer.validated_data["file"]
         try:
             (image,) = services.case_images_add(
-                user=request.user,
+                user=api_user(request),
                 case=case,
                 uploads=[services.Upload(stream=upload, name=upload.name)],
             )
@@ -250,10 +257,10 @@ class ImageViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
     filterset_fields = ["case", "status"]
 
     def get_queryset(self):
-        return case_selectors.image_list(user=self.request.user)
+        return case_selectors.image_list(user=api_user(self.request))
 
     def get_object(self):
-        return case_selectors.image_get(user=self.request.user, pk=self.kwargs["pk"])
+        return case_selectors.image_get(user=api_user(self.request), pk=self.kwargs["pk"])
 
     @extend_schema(
         summary="Download the stored image (metadata removed)",
@@ -263,9 +270,12 @@ class ImageViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
     def file(self, request: Request, pk: str) -> FileResponse:
         image = self.get_object()
         audit_record(
-            actor=request.user, action=AuditEvent.Action.DOWNLOAD, target=image, case=image.case
+            actor=api_user(request),
+            action=AuditEvent.Action.DOWNLOAD,
+            target=image,
+            case=image.case,
         )
-        return image_response(image, image.file.name, thumbnail=False)
+        return image_response(image, image.file, thumbnail=False)
 
     @extend_schema(
         summary="A small JPEG preview",
@@ -274,8 +284,8 @@ class ImageViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
     @action(detail=True, methods=["get"])
     def thumbnail(self, request: Request, pk: str) -> FileResponse:
         image = self.get_object()
-        name = image.thumbnail.name or image.file.name
-        return image_response(image, name, thumbnail=bool(image.thumbnail))
+        stored = image.thumbnail or image.file
+        return image_response(image, stored, thumbnail=bool(image.thumbnail))
 
 
 class PredictionFilter(filters.FilterSet):
@@ -300,4 +310,4 @@ class PredictionViewSet(viewsets.ReadOnlyModelViewSet):
     filterset_class = PredictionFilter
 
     def get_queryset(self):
-        return selectors.prediction_list(user=self.request.user)
+        return selectors.prediction_list(user=api_user(self.request))

@@ -23,7 +23,9 @@ def _open_case(page, identifier: str, images: int = 2) -> int:
     page.set_input_files("input[type=file]", [str(p) for p in smear_paths(images)])
     page.click("button:has-text('Open case')")
     page.wait_for_url(re.compile(r".*/cases/\d+/$"))
-    return int(re.search(r"/cases/(\d+)/", page.url).group(1))
+    opened = re.search(r"/cases/(\d+)/", page.url)
+    assert opened is not None
+    return int(opened.group(1))
 
 
 def _wait_until_analysed(page) -> None:
@@ -79,11 +81,10 @@ def test_an_outsider_from_another_team_gets_404_for_every_case_url(login):
     clinician = login("alice")
     case_id = _open_case(clinician, "BR-OUT-1", images=1)
     _wait_until_analysed(clinician)
-    image_id = int(
-        re.search(
-            r"/images/(\d+)/", clinician.locator("figure.smear a").first.get_attribute("href")
-        ).group(1)
-    )
+    link = clinician.locator("figure.smear a").first.get_attribute("href") or ""
+    found = re.search(r"/images/(\d+)/", link)
+    assert found is not None
+    image_id = int(found.group(1))
     outsider = login("charlie")
     response = outsider.goto("/no-such-page/")
     assert response.status == 404 and "Not found" in outsider.inner_text("h1")

@@ -17,6 +17,7 @@ def test_seed_demo_cases_adds_patients_cases_and_viewable_images(client_for, ali
     listing = client.get(reverse("clinic:case_list") + "?mine=on&page=2")
     assert listing.context["page"].paginator.count == 40
     image = SmearImage.objects.first()
+    assert image is not None
     assert (
         client.get(reverse("clinic:image_thumbnail", args=[image.pk])).status_code == HTTPStatus.OK
     )

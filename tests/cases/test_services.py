@@ -30,7 +30,7 @@ def test_a_case_with_real_smears_stores_rows_files_and_hashes_then_queues_it(
     assert all(i.status == SmearImage.Status.PENDING and len(i.sha256) == 64 for i in images)
     assert len(stored_files(tmp_path)) == 4  # two images, two thumbnails
     for image in images:
-        assert "a.jpg" not in image.file.name  # stored under a generated name
+        assert image.file.name and "a.jpg" not in image.file.name  # stored under a generated name
         assert image.file.read() != b""
 
 

@@ -158,7 +158,9 @@ def test_a_file_over_the_size_limit_is_refused_without_reading_it_all():
             return len(buffer)
 
     with pytest.raises(UploadRejected, match="larger than 1 MB"):
-        image_clean(Endless(), name="huge.jpg", max_bytes=1024 * 1024, max_pixels=10**6)
+        image_clean(
+            io.BufferedReader(Endless()), name="huge.jpg", max_bytes=1024 * 1024, max_pixels=10**6
+        )
 
 
 def test_a_multi_page_tiff_is_refused():

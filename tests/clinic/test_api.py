@@ -109,8 +109,9 @@ def test_a_client_opens_a_case_and_uploads_images_using_only_the_schema(
     assert queued == [case_id]
 
     path, method, _ = operation(schema, "images_file_retrieve")
-    image_id = Case.objects.get(pk=case_id).images.first().pk
-    download = getattr(api, method)(path.replace("{id}", str(image_id)))
+    image = Case.objects.get(pk=case_id).images.first()
+    assert image is not None
+    download = getattr(api, method)(path.replace("{id}", str(image.pk)))
     assert download.status_code == HTTPStatus.OK
     assert b"".join(download.streaming_content)[:2] == b"\xff\xd8"
 
@@ -185,8 +186,10 @@ def test_bob_reads_but_cannot_change_team_a_cases(bob, alice_case):
 
 
 def test_case_list_filters_and_paginates(api, alice, alice_case):
-    deployed = ModelVersionFactory()
-    CaseResultFactory(case=alice_case, model_version=deployed, label="AML", needs_review=True)
+    deployed = ModelVersionFactory.create()
+    CaseResultFactory.create(
+        case=alice_case, model_version=deployed, label="AML", needs_review=True
+    )
     body = api.get("/api/cases/", {"predicted": "AML", "status": "submitted"}).json()
     assert body["count"] == 1 and body["results"][0]["result"]["label"] == "AML"
     assert api.get("/api/cases/", {"predicted": "CLL"}).json()["count"] == 0
@@ -195,12 +198,12 @@ def test_case_list_filters_and_paginates(api, alice, alice_case):
 
 def test_predictions_are_read_only_and_exclude_shadow_models(api, alice_case):
     deployed, shadow = (
-        ModelVersionFactory(name="live"),
-        ModelVersionFactory(name="shadow", status="shadow"),
+        ModelVersionFactory.create(name="live"),
+        ModelVersionFactory.create(name="shadow", status="shadow"),
     )
     image = alice_case.images.first()
-    shown = PredictionFactory(image=image, model_version=deployed, label="AML")
-    PredictionFactory(image=image, model_version=shadow, label="CLL")
+    shown = PredictionFactory.create(image=image, model_version=deployed, label="AML")
+    PredictionFactory.create(image=image, model_version=shadow, label="CLL")
     body = api.get("/api/predictions/", {"case": alice_case.pk}).json()
     assert [p["id"] for p in body["results"]] == [shown.pk]
     other = api.get("/api/predictions/", {"case": alice_case.pk + 1000}).json()

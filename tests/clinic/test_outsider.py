@@ -64,10 +64,10 @@ def team_a_records(alice, team_a, django_capture_on_commit_callbacks):
     services.case_images_add(user=alice, case=case, uploads=as_uploads(("a.jpg", smear_bytes(0))))
     SmearImage.objects.filter(case=case).update(id=OBJECT_ID, original_name=SECRET)
     image = SmearImage.objects.get(pk=OBJECT_ID)
-    version = ModelVersionFactory()
-    made = PredictionFactory(image=image, model_version=version, label="AML")
+    version = ModelVersionFactory.create()
+    made = PredictionFactory.create(image=image, model_version=version, label="AML")
     Prediction.objects.filter(pk=made.pk).update(id=OBJECT_ID)
-    CaseResultFactory(case=case, model_version=version, label="AML")
+    CaseResultFactory.create(case=case, model_version=version, label="AML")
     return case
 
 

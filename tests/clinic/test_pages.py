@@ -139,10 +139,12 @@ def test_images_are_served_by_a_view_that_checks_access_and_records_the_download
 
 
 def test_the_case_page_shows_images_predictions_bars_and_history(client_for, alice, alice_case):
-    deployed = ModelVersionFactory()
+    deployed = ModelVersionFactory.create()
     image = alice_case.images.first()
-    PredictionFactory(image=image, model_version=deployed, label="AML")
-    CaseResultFactory(case=alice_case, model_version=deployed, label="AML", needs_review=True)
+    PredictionFactory.create(image=image, model_version=deployed, label="AML")
+    CaseResultFactory.create(
+        case=alice_case, model_version=deployed, label="AML", needs_review=True
+    )
     response = client_for(alice).get(reverse("clinic:case_detail", args=[alice_case.pk]))
     html = response.content.decode()
     assert reverse("clinic:image_thumbnail", args=[image.pk]) in html
@@ -154,10 +156,10 @@ def test_the_case_page_shows_images_predictions_bars_and_history(client_for, ali
 
 
 def test_shadow_model_results_are_never_shown_to_clinicians(client_for, alice, alice_case):
-    ModelVersionFactory(name="deployed-cnn", status="deployed")
-    shadow = ModelVersionFactory(name="shadow-cnn", status="shadow")
-    CaseResultFactory(case=alice_case, model_version=shadow, label="CLL", primary=False)
-    PredictionFactory(image=alice_case.images.first(), model_version=shadow, label="CLL")
+    ModelVersionFactory.create(name="deployed-cnn", status="deployed")
+    shadow = ModelVersionFactory.create(name="shadow-cnn", status="shadow")
+    CaseResultFactory.create(case=alice_case, model_version=shadow, label="CLL", primary=False)
+    PredictionFactory.create(image=alice_case.images.first(), model_version=shadow, label="CLL")
     html = client_for(alice).get(reverse("clinic:case_detail", args=[alice_case.pk])).content
     assert b"CLL (" not in html and b"Case prediction" not in html
     listing = client_for(alice).get(reverse("clinic:case_list") + "?predicted=CLL")
@@ -225,7 +227,7 @@ def test_alice_creates_and_edits_a_patient(client_for, alice):
 class TestCaseList:
     @pytest.fixture
     def cases(self, alice, bob, alice_patient, team_a):
-        deployed = ModelVersionFactory()
+        deployed = ModelVersionFactory.create()
         other = services.patient_create(user=alice, team=team_a, identifier="B-777")
         first = services.case_create(user=alice, patient=alice_patient)
         second = services.case_create(
@@ -233,8 +235,8 @@ class TestCaseList:
         )
         third = services.case_create(user=alice, patient=other)
         Case.objects.filter(pk=third.pk).update(submitted_by=bob, created="2020-03-01T10:00Z")
-        CaseResultFactory(case=second, model_version=deployed, label="AML")
-        CaseResultFactory(case=first, model_version=deployed, label="CLL")
+        CaseResultFactory.create(case=second, model_version=deployed, label="AML")
+        CaseResultFactory.create(case=first, model_version=deployed, label="CLL")
         return first, second, third
 
     def listed(self, client, query: str = "") -> list[int]:
@@ -271,14 +273,14 @@ class TestCaseList:
             return len(ctx.captured_queries)
 
         few = page_queries()
-        deployed = ModelVersionFactory(name="second-model", status="registered")
+        deployed = ModelVersionFactory.create(name="second-model", status="registered")
         for n in range(30):
             case = services.case_create(
                 user=alice,
                 patient=alice_patient,
                 uploads=as_uploads((f"{n}.png", image_bytes(color=(n, 1, 2)))),
             )
-            CaseResultFactory(case=case, model_version=deployed, label="ALL")
+            CaseResultFactory.create(case=case, model_version=deployed, label="ALL")
         many = page_queries()
         assert many == few
         with django_assert_max_num_queries(8):
@@ -289,8 +291,8 @@ class TestCaseList:
 def test_the_case_list_shows_no_subtype_when_every_image_was_out_of_scope(
     client_for, alice, alice_case
 ):
-    deployed = ModelVersionFactory()
-    result = CaseResultFactory(case=alice_case, model_version=deployed, label="AML")
+    deployed = ModelVersionFactory.create()
+    result = CaseResultFactory.create(case=alice_case, model_version=deployed, label="AML")
     listing = client_for(alice).get(reverse("clinic:case_list")).content.decode()
     assert "AML" in listing and "out of scope" not in listing
     result.out_of_scope_count = result.images_count

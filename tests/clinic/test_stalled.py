@@ -31,19 +31,19 @@ def test_an_analysing_case_names_the_missing_part(client_for, alice, alice_case)
     _worker_alive()
     assert _notice(client, alice_case).startswith("No model is deployed")
 
-    ModelVersionFactory()
+    ModelVersionFactory.create()
     assert _notice(client, alice_case) == ""
 
 
 def test_a_dead_broker_is_named_first(client_for, alice, alice_case):
     _worker_alive()
-    ModelVersionFactory()
+    ModelVersionFactory.create()
     original = celery_app.conf.broker_url
-    celery_app.conf.broker_url = "redis://127.0.0.1:1/0"  # nothing listens there
+    celery_app.conf["broker_url"] = "redis://127.0.0.1:1/0"  # nothing listens there
     try:
         notice = _notice(client_for(alice), alice_case)
     finally:
-        celery_app.conf.broker_url = original
+        celery_app.conf["broker_url"] = original
     assert notice.startswith("The analysis queue is unreachable: the images are saved")
 
 

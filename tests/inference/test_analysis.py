@@ -30,7 +30,7 @@ def deployed(artifacts):
 
 
 def run(case) -> dict:
-    return analyse_case.apply(args=[case.pk]).get()
+    return analyse_case.apply(args=(case.pk,)).get()
 
 
 def test_a_case_gets_one_prediction_per_image_and_a_result(deployed):
@@ -40,6 +40,7 @@ def test_a_case_gets_one_prediction_per_image_and_a_result(deployed):
     predictions = Prediction.objects.filter(image__case=case)
     assert {p.model_version for p in predictions} == {deployed}
     first = predictions.first()
+    assert first is not None
     assert set(first.probabilities) == set(deployed.classes)
     assert sum(first.probabilities.values()) == pytest.approx(1.0)
     assert first.confidence == max(first.probabilities.values())
@@ -63,7 +64,9 @@ def test_running_the_task_twice_stores_one_prediction_per_image(deployed):
 
 def test_an_undecodable_image_fails_with_a_reason_and_the_others_are_analysed(deployed):
     case = case_with_images(noise_png(1))
-    bad = SmearImageFactory(case=case, data=b"\x89PNG\r\n\x1a\n this is not really a picture")
+    bad = SmearImageFactory.create(
+        case=case, data=b"\x89PNG\r\n\x1a\n this is not really a picture"
+    )
     outcome = run(case)
     assert (outcome["predicted"], outcome["failed"]) == (1, 1)
     bad.refresh_from_db()
@@ -156,7 +159,7 @@ def test_each_prediction_stores_a_heatmap_at_the_uploads_own_size(deployed):
     case = case_with_images(noise_png(1), noise_png(2))
     run(case)
     for prediction in Prediction.objects.filter(image__case=case).select_related("image"):
-        assert prediction.heatmap.name.startswith("heatmaps/")
+        assert prediction.heatmap.name and prediction.heatmap.name.startswith("heatmaps/")
         with prediction.heatmap.open("rb") as fh, Image.open(fh) as overlay:
             assert overlay.size == (prediction.image.width, prediction.image.height)
 

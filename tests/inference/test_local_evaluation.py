@@ -201,6 +201,7 @@ def test_the_deploy_confirmation_shows_the_latest_local_evaluation_or_its_absenc
     )
     page = client.get(deploy).content.decode()
     evaluation = ModelEvaluation.objects.get()
+    assert evaluation.accuracy is not None
     assert f"Latest local evaluation: <strong>{evaluation.accuracy * 100:.1f}%</strong>" in page
     assert "on 12 images (Lab 2," in page and "No images of CLL, CML" in page
 
@@ -212,14 +213,14 @@ def evaluation_sets(settings, tmp_path) -> Path:
     return settings.EVALUATION_DATA_ROOT
 
 
-def _queued_task() -> tuple[str, list]:
+def _queued_task() -> tuple[str, tuple]:
     """Take the one message off the test queue: what a worker would receive."""
     from leukweb.celery import app as celery_app
 
     with celery_app.connection_for_read() as conn:
         message = conn.SimpleQueue(celery_app.conf.task_default_queue).get(timeout=5)
         message.ack()
-    return message.headers["task"], message.decode()[0]
+    return message.headers["task"], tuple(message.decode()[0])
 
 
 @pytest.mark.django_db
@@ -245,7 +246,7 @@ def test_an_admin_queues_an_evaluation_from_the_registry_and_a_worker_fills_it(
     assert "data-evaluation-pending" in client.get(f"/registry/{version.pk}/").content.decode()
 
     task, args = _queued_task()
-    assert (task, args) == ("inference.evaluate_model", [evaluation.pk])
+    assert (task, args) == ("inference.evaluate_model", (evaluation.pk,))
     evaluate_model.apply(args=args)
     evaluation.refresh_from_db()
     assert evaluation.status == "done" and evaluation.images_count == 12

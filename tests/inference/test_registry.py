@@ -82,7 +82,8 @@ def test_the_import_command_reports_a_refusal_clearly(artifact_copy, tmp_path):
     with pytest.raises(CommandError, match="no such artifact folder"):
         call_command("import_model", str(tmp_path / "missing"))
     call_command("import_model", str(artifact_copy("v2")), "--deploy", "--reason", "first")
-    assert ModelVersion.objects.deployed().version == "v2"
+    deployed = ModelVersion.objects.deployed()
+    assert deployed is not None and deployed.version == "v2"
 
 
 def test_deploy_rollback_shadow_and_retire_keep_one_deployed_and_a_history(artifacts, admin_user):

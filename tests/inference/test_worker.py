@@ -53,7 +53,7 @@ def prediction_of(case):
 def test_upload_to_prediction_then_a_new_deploy_serves_the_next_upload(artifacts, alice, tmp_path):
     v1 = model_version_import(source=artifacts["v1"])
     model_version_deploy(model_version=v1, actor=None, reason="first")
-    with running_worker(**worker_paths(tmp_path)) as worker:
+    with running_worker(env=worker_paths(tmp_path)) as worker:
         first = upload(alice, "P-1", seed=1)
         before = wait_for(lambda: prediction_of(first), what="the first prediction", worker=worker)
         assert before.model_version == v1
@@ -83,7 +83,7 @@ def test_a_killed_workers_task_is_delivered_again_and_completed_once(artifacts, 
     case = case_with_images(noise_png(1), noise_png(2))
     env = {**worker_paths(tmp_path), "DJANGO_SETTINGS_MODULE": "tests.inference.worker_settings"}
 
-    with running_worker(**env) as doomed:
+    with running_worker(env=env) as doomed:
         case_analysis_request(case.pk)
         # Killed while the task runs (its first run imports TensorFlow and loads the
         # model: seconds), before it could acknowledge the message.
@@ -96,7 +96,7 @@ def test_a_killed_workers_task_is_delivered_again_and_completed_once(artifacts, 
         doomed.wait()
     assert not Prediction.objects.exists(), "the first worker finished before it was killed"
 
-    with running_worker(**env) as survivor:
+    with running_worker(env=env) as survivor:
         wait_for(
             lambda: set(case.images.values_list("status", flat=True)) == {"done"},
             what="the re-delivered task",

@@ -81,8 +81,9 @@ def test_create_user_gives_a_role_teams_and_a_password(capsys):
     dana = User.objects.get(username="dana")
     assert dana.role == Role.REVIEWER
     assert sorted(t.name for t in dana.teams.all()) == ["Lab X", "Lab Y"]
-    password = re.search(r"password: (\S+)", out).group(1)
-    assert dana.check_password(password)
+    found = re.search(r"password: (\S+)", out)
+    assert found is not None
+    assert dana.check_password(found.group(1))
     with pytest.raises(CommandError, match="already exists"):
         call_command("create_user", "dana", "--role", "reviewer")
 
@@ -101,8 +102,9 @@ def test_demo_users_are_created_once_with_their_credentials_printed(capsys, sett
     out = capsys.readouterr().out
     assert set(User.objects.values_list("role", flat=True)) == set(Role.values)
     for user in User.objects.all():
-        password = re.search(rf"{user.username}\s+(\S+)", out).group(1)
-        assert user.check_password(password)
+        found = re.search(rf"{user.username}\s+(\S+)", out)
+        assert found is not None
+        assert user.check_password(found.group(1))
     assert (tmp_path / "demo-credentials.txt").read_text().count("\n") == User.objects.count()
     call_command("ensure_demo_users")
     assert "no demo users created" in capsys.readouterr().out
@@ -136,10 +138,10 @@ def test_healthz_is_200_when_database_broker_worker_and_model_are_there(client):
 
 def test_a_dead_broker_is_reported_not_raised():
     original = celery_app.conf.broker_url
-    celery_app.conf.broker_url = "redis://127.0.0.1:1/0"
+    celery_app.conf["broker_url"] = "redis://127.0.0.1:1/0"
     try:
         result = health.check_broker()
     finally:
-        celery_app.conf.broker_url = original
+        celery_app.conf["broker_url"] = original
     assert not result.ok
     assert "unreachable" in result.detail

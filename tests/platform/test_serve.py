@@ -64,7 +64,9 @@ def test_a_worker_that_dies_is_restarted_and_the_web_stays_up(tmp_path):
     try:
         _wait(lambda: _answers(login), 60, "the web server did not answer")
         _wait(lambda: "worker started (pid" in output(), 30, "serve did not start a worker")
-        first = int(re.search(r"worker started \(pid (\d+)\)", output()).group(1))
+        started = re.search(r"worker started \(pid (\d+)\)", output())
+        assert started is not None
+        first = int(started.group(1))
         os.kill(first, signal.SIGKILL)
         _wait(lambda: "worker exited with status" in output(), 10, "the death was not logged")
         assert _answers(login), "the web went down with the worker"

@@ -23,12 +23,12 @@ MAPPED = {
 
 @pytest.fixture
 def deployed(db):
-    return ModelVersionFactory(name="subtypes")
+    return ModelVersionFactory.create(name="subtypes")
 
 
 @pytest.fixture
 def taleqani(db):
-    return ModelVersionFactory(
+    return ModelVersionFactory.create(
         name="taleqani",
         classes=TALEQANI,
         status=ModelVersion.Status.REGISTERED,
@@ -66,7 +66,7 @@ def test_the_confirmation_page_shows_both_class_sets_and_asks_for_the_change(
 
 
 def test_the_same_class_set_needs_no_extra_confirmation(client_for, admin_user, deployed):
-    same = ModelVersionFactory(name="subtypes", version="2", status="registered")
+    same = ModelVersionFactory.create(name="subtypes", version="2", status="registered")
     response = client_for(admin_user).post(f"/registry/{same.pk}/deploy/", {"reason": "better"})
     assert response.status_code == HTTPStatus.FOUND
     assert ModelVersion.objects.deployed() == same

@@ -13,9 +13,9 @@ from tests.helpers import training_report
 
 @pytest.fixture
 def versions(db):
-    live = ModelVersionFactory(name="cnn", version="1", report=training_report())
+    live = ModelVersionFactory.create(name="cnn", version="1", report=training_report())
     DeploymentEvent.objects.create(model_version=live, action="deploy", reason="first")
-    candidate = ModelVersionFactory(
+    candidate = ModelVersionFactory.create(
         name="cnn",
         version="2",
         status=ModelVersion.Status.REGISTERED,
@@ -81,7 +81,7 @@ def test_the_report_figures_are_well_formed_svg():
     ],
 )
 def test_a_report_with_missing_or_odd_sections_still_renders(client_for, admin_user, report):
-    version = ModelVersionFactory(report=report)
+    version = ModelVersionFactory.create(report=report)
     assert client_for(admin_user).get(f"/registry/{version.pk}/").status_code == HTTPStatus.OK
     sections = report_sections(report)
     assert sections["confusion"] == [] and sections["curves"] == []

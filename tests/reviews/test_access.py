@@ -26,7 +26,7 @@ def _review_paths(pk: int) -> list[str]:
 
 @pytest.fixture
 def team_a_case(db):
-    version = ModelVersionFactory()
+    version = ModelVersionFactory.create()
     case = analysed_case("Team A", "P1", version)
     heatmap_attach(case.images.get().predictions.get())
     return case

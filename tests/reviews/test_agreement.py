@@ -50,8 +50,8 @@ def _sign(case, reviewer, diagnosis):
 
 
 def test_deployed_and_shadow_are_measured_against_the_same_sign_offs(client_for, bob, db):
-    deployed = ModelVersionFactory()
-    shadow = ModelVersionFactory(name="cnn", version="2", status=ModelVersion.Status.SHADOW)
+    deployed = ModelVersionFactory.create()
+    shadow = ModelVersionFactory.create(name="cnn", version="2", status=ModelVersion.Status.SHADOW)
     _sign(analysed_case("Team A", "P1", deployed, label="AML", shadow=(shadow, "AML")), bob, "AML")
     _sign(analysed_case("Team A", "P2", deployed, label="AML", shadow=(shadow, "CML")), bob, "CML")
     _sign(analysed_case("Team A", "P3", deployed, label="CLL", shadow=(shadow, "CLL")), bob, "CLL")

@@ -11,7 +11,7 @@ from tests.factories import ModelVersionFactory, analysed_case
 
 @pytest.fixture
 def cases(db, bob):
-    version = ModelVersionFactory()
+    version = ModelVersionFactory.create()
     first = analysed_case("Team A", "PAT-AAA", version, label="AML", images=2)
     second = analysed_case("Team A", "PAT-BBB", version, label="CLL", confidence=0.7)
     analysed_case("Team B", "PAT-CCC", version, label="AML")
@@ -53,6 +53,6 @@ def test_the_csv_export_streams_every_row_and_is_audited(client_for, bob, cases)
 
 
 def test_a_formula_in_a_patient_identifier_is_defused_in_the_csv(client_for, bob, db):
-    analysed_case("Team A", "=HYPERLINK(1)", ModelVersionFactory())
+    analysed_case("Team A", "=HYPERLINK(1)", ModelVersionFactory.create())
     body = b"".join(client_for(bob).get("/reviews/predictions/export.csv").streaming_content)
     assert b"'=HYPERLINK(1)" in body

@@ -13,7 +13,7 @@ from tests.factories import ModelVersionFactory, analysed_case
 
 @pytest.fixture
 def deployed(db):
-    return ModelVersionFactory()
+    return ModelVersionFactory.create()
 
 
 def _queue_ids(client, **params) -> list[int]:
@@ -44,7 +44,9 @@ def test_the_queue_puts_needs_review_first_then_low_confidence_then_oldest(
 
 
 def test_the_queue_filters_by_team_subtype_model_version_and_date(admin_user, deployed):
-    other = ModelVersionFactory(name="cnn", version="2", status=ModelVersion.Status.REGISTERED)
+    other = ModelVersionFactory.create(
+        name="cnn", version="2", status=ModelVersion.Status.REGISTERED
+    )
     a_aml = analysed_case("Team A", "P1", deployed, label="AML", age_days=10)
     a_cll = analysed_case("Team A", "P2", deployed, label="CLL")
     b_aml = analysed_case("Team B", "P3", other, label="AML")

@@ -14,7 +14,7 @@ from tests.factories import ModelVersionFactory, UserFactory, analysed_case, hea
 
 @pytest.fixture
 def deployed(db):
-    return ModelVersionFactory()
+    return ModelVersionFactory.create()
 
 
 @pytest.fixture
@@ -149,7 +149,7 @@ def test_a_blinded_reviewer_does_not_see_anothers_diagnosis_before_recording_the
 ):
     review_create(case=case, reviewer=bob, diagnosis="AML", comment="Auer rods seen")
     case_sign_off(case=case, reviewer=bob)
-    erin = UserFactory(username="erin", role="reviewer", teams=["Team A"])
+    erin = UserFactory.create(username="erin", role="reviewer", teams=["Team A"])
     client = client_for(erin)
     client.post("/reviews/settings/", {"blinded": "on"})
     page = client.get(f"/cases/{case.pk}/").content.decode()
@@ -165,15 +165,15 @@ def test_the_report_styles_print_without_navigation():
 
 
 def test_a_synthetic_model_carries_a_not_for_clinical_use_banner(client_for, bob, db):
-    demo = ModelVersionFactory(name="demo", version="1", synthetic=True)
+    demo = ModelVersionFactory.create(name="demo", version="1", synthetic=True)
     case = analysed_case("Team A", "P1", demo)
     page = client_for(bob).get(f"/reviews/cases/{case.pk}/").content.decode()
     assert "Synthetic demo model — not for clinical use" in page
 
 
 def test_the_shadow_answer_is_shown_to_administrators_only(client_for, bob, admin_user, db):
-    deployed = ModelVersionFactory()
-    shadow = ModelVersionFactory(name="cnn", version="2", status=ModelVersion.Status.SHADOW)
+    deployed = ModelVersionFactory.create()
+    shadow = ModelVersionFactory.create(name="cnn", version="2", status=ModelVersion.Status.SHADOW)
     case = analysed_case("Team A", "P1", deployed, label="AML", shadow=(shadow, "CLL"))
     assert (
         "Shadow model answer"
