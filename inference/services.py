@@ -64,7 +64,8 @@ def model_version_import(*, source: Path, actor=None) -> ModelVersion:
 
     Nothing is left behind when it is refused: no row, and no files in the models storage.
     """
-    from inference.predictor import ArtifactError, Predictor
+    from runtime.artifact import ArtifactError
+    from runtime.predictor import Predictor
 
     source = Path(source)
     try:
@@ -262,8 +263,8 @@ def model_version_evaluation_request(
 def model_evaluation_run(*, evaluation_id: int) -> ModelEvaluation:
     """Run a queued local evaluation (the worker's task); a set that cannot be scored
     fails with its reason. A re-delivered message finds the row done and does nothing."""
-    from inference.evaluation import evaluate_folder
-    from training.package import ArtifactError
+    from runtime.artifact import ArtifactError
+    from training.local_evaluation import evaluate_folder
 
     evaluation = ModelEvaluation.objects.select_related("model_version").get(pk=evaluation_id)
     if evaluation.status != ModelEvaluation.Status.PENDING:
@@ -302,7 +303,7 @@ def model_version_evaluate(
 
     Raises DatasetError for a folder that holds nothing to score; nothing is stored then.
     """
-    from inference.evaluation import evaluate_folder
+    from training.local_evaluation import evaluate_folder
 
     result = evaluate_folder(predictor_for(model_version), data_dir, label_map=label_map)
     with transaction.atomic():
@@ -383,7 +384,7 @@ def _read(image: SmearImage) -> bytes:
 def _predict(predictor, blobs: dict[int, bytes]):
     """Prepare and classify; return ({image pk: answer}, {image pk: failure}, ms per image,
     {image pk: prepared array})."""
-    from inference.predictor import ImageDecodeError
+    from runtime.preprocess import ImageDecodeError
 
     arrays, failures = {}, {}
     for pk, prepared in zip(blobs, predictor.prepare_many(list(blobs.values())), strict=True):
@@ -403,8 +404,8 @@ def _heatmaps_attach(predictor, version, arrays: dict[int, np.ndarray], blobs) -
     aid. A heatmap is not the answer: if Grad-CAM or the storage fails, the predictions
     stand without one and the failure is logged.
     """
-    from inference.heatmaps import overlay_png
-    from training.preprocess import load_rgb
+    from runtime.heatmaps import overlay_png
+    from runtime.preprocess import load_rgb
 
     if not arrays or not settings.INFERENCE_HEATMAPS:
         return 0
@@ -540,7 +541,7 @@ def case_analyse(*, case_id: int, worker_host: str) -> AnalysisOutcome:
     constraint stops a duplicate from any concurrent run. The model is loaded (and warmed
     up) before the case is claimed, so no row is locked while TensorFlow works on a load.
     """
-    from inference.predictor import ArtifactError
+    from runtime.artifact import ArtifactError
 
     version = ModelVersion.objects.deployed()
     if version is None:
@@ -585,7 +586,7 @@ def case_analyse(*, case_id: int, worker_host: str) -> AnalysisOutcome:
 
 def _shadow_rows(shadow, answers, blobs, worker_host) -> list[Prediction]:
     """The shadow model's predictions for the same images; its trouble never fails a case."""
-    from inference.predictor import ArtifactError
+    from runtime.artifact import ArtifactError
 
     todo = {
         pk: blobs[pk]

@@ -1,11 +1,16 @@
 """Shared fixtures. Personas as in healthchecks' tests: alice is a clinician in team A,
 bob reviews for team A, charlie is a clinician in team B (an outsider to A's cases),
-and admin sees everything."""
+and admin sees everything. The tiny packaged models serve the runtime and the
+inference tests alike."""
+
+import shutil
+from pathlib import Path
 
 import pytest
 
 from accounts.models import Role
 from accounts.services import user_create
+from tests.runtime.conftest import package
 
 
 @pytest.fixture(autouse=True)
@@ -54,3 +59,22 @@ def client_for(client):
         return client
 
     return login
+
+
+@pytest.fixture(scope="session")
+def artifacts(tmp_path_factory) -> dict[str, Path]:
+    """Two valid tiny artifacts, v1 and v2, built once per test session."""
+    out = tmp_path_factory.mktemp("artifacts")
+    return {v: package(out, version=v, seed=i) for i, v in enumerate(["v1", "v2"], start=1)}
+
+
+@pytest.fixture
+def artifact_copy(artifacts, tmp_path):
+    """A private copy of an artifact, free to damage."""
+
+    def copy(version: str = "v1") -> Path:
+        target = tmp_path / f"copy-{version}"
+        shutil.copytree(artifacts[version], target)
+        return target
+
+    return copy

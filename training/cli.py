@@ -468,9 +468,9 @@ def cmd_demo_model(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from runtime.artifact import ArtifactError
     from training.architectures import WeightsUnavailableError
     from training.data import DatasetError
-    from training.package import ArtifactError
 
     try:
         return int(args.func(args) or 0)

@@ -10,8 +10,8 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from runtime.artifact import ArtifactError
 from training import data as data_mod
-from training.package import ArtifactError
 
 
 def run_compare(make_config: Callable[[str], object], archs: Sequence[str]) -> Path:

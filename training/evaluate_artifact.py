@@ -8,10 +8,10 @@ from pathlib import Path
 
 import numpy as np
 
+from runtime.artifact import ArtifactError, load_guard, load_packaged, utc_now
 from training import data as data_mod
 from training.baselines import baseline_warning, run_baselines
 from training.evaluate import full_evaluation
-from training.package import ArtifactError, load_guard, load_packaged, utc_now
 
 log = logging.getLogger(__name__)
 

@@ -225,7 +225,7 @@ def reported_test_accuracy(report: object) -> float | None:
 
 def local_evaluation_warnings(result: dict, reported_accuracy: float | None) -> list[str]:
     """What an administrator must read before deploying on the strength of a local
-    evaluation (``inference.evaluation.evaluate_folder``'s result)."""
+    evaluation (``training.local_evaluation.evaluate_folder``'s result)."""
     warnings = []
     accuracy = result["metrics"]["accuracy"]
     if reported_accuracy is not None and accuracy < reported_accuracy - DROP_WARNING:

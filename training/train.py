@@ -16,11 +16,11 @@ from pathlib import Path
 
 import numpy as np
 
+from runtime.artifact import utc_now, write_artifact
 from training import data as data_mod
 from training.architectures import ARCHITECTURES, backbone_layers, build_model, heatmap_layer
 from training.baselines import baseline_warning, run_baselines
 from training.evaluate import REVIEW_TARGET_ACCURACY, full_evaluation
-from training.package import utc_now, write_artifact
 
 log = logging.getLogger("training")
 
@@ -243,8 +243,9 @@ def clinical_validity(
     facts, flagged rates on validation, test and generated non-smears) and ``guard``:
     the one given (a packaged model's) or one fitted here on the training split.
     """
+    from runtime.guard import FeatureExtractor
     from training.nonsmear import KINDS, generate
-    from training.ood import FeatureExtractor, fit_guard
+    from training.ood import fit_guard
     from training.robustness import robustness
 
     (x_tr, y_tr), (x_va, _), (x_te, y_te) = (arrays[p] for p in data_mod.SPLITS)
@@ -372,17 +373,18 @@ def run_training(
         )
         stain_reference = None
         if cfg.stain_normalize:
+            from runtime.layers import MacenkoNormalization, ReinhardNormalization
             from training import stain
 
             # The reference comes from the training split only; it is saved in the layer.
             if cfg.stain_normalize == "reinhard":
                 stain_reference = stain.reinhard_reference(x_tr)
-                layer = stain.ReinhardNormalization(
+                layer = ReinhardNormalization(
                     stain_reference["mean"], stain_reference["std"], name="stain_normalize"
                 )
             else:
                 stain_reference = stain.macenko_reference(x_tr)
-                layer = stain.MacenkoNormalization(
+                layer = MacenkoNormalization(
                     stain_reference["stains"],
                     stain_reference["max_concentrations"],
                     name="stain_normalize",

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from runtime.artifact import ArtifactError, load_guard, load_packaged, write_artifact
 from training import data as data_mod
-from training.package import ArtifactError, load_guard, load_packaged, write_artifact
 
 log = logging.getLogger("training")
 
@@ -162,9 +162,9 @@ def ood_check(
 
     With ``run_dir`` the run's test split (real in-distribution smears) is checked too.
     """
+    from runtime.guard import FeatureExtractor
+    from runtime.preprocess import load_for_model
     from training.nonsmear import KINDS, generate
-    from training.ood import FeatureExtractor
-    from training.preprocess import load_for_model
 
     model, manifest = load_packaged(artifact)
     guard = load_guard(artifact, manifest)

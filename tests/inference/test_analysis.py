@@ -16,7 +16,8 @@ from inference.services import (
 )
 from inference.tasks import analyse_case
 from leukweb.celery import app as celery_app
-from tests.inference.conftest import add_image, make_case, png_bytes
+from tests.inference.conftest import add_image, make_case
+from tests.runtime.conftest import png_bytes
 
 pytestmark = [pytest.mark.django_db, pytest.mark.embedded]
 

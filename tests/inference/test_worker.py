@@ -13,7 +13,8 @@ from cases.services import Upload, case_create
 from inference.dispatch import case_analysis_request
 from inference.models import CaseResult, Prediction
 from inference.services import model_version_deploy, model_version_import
-from tests.inference.conftest import make_case, png_bytes
+from tests.inference.conftest import make_case
+from tests.runtime.conftest import png_bytes
 from tests.worker import running_worker
 
 pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]

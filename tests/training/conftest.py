@@ -7,12 +7,31 @@ from pathlib import Path
 
 import pytest
 
+from tests.runtime.conftest import png_bytes
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DATA_ROOT = REPO_ROOT / ".." / "shared" / "data"
 TALEQANI = DATA_ROOT / "taleqani-all"
 BCCD_IMAGES = DATA_ROOT / "bccd-smears" / "images"
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def labelled_folder(root: Path, per_class: dict[str, list[bytes]]) -> Path:
+    """A site's labelled set: ``root/<class>/<i>.png`` from the given image bytes."""
+    for label, images in per_class.items():
+        (root / label).mkdir(parents=True)
+        for i, data in enumerate(images):
+            (root / label / f"{i}.png").write_bytes(data)
+    return root
+
+
+def generated_set(root: Path) -> Path:
+    """Four generated images each of healthy, ALL and AML: three of the tiny model's five."""
+    labels = ["healthy", "ALL", "AML"]
+    return labelled_folder(
+        root, {label: [png_bytes(10 * k + i) for i in range(4)] for k, label in enumerate(labels)}
+    )
 
 
 @pytest.fixture(scope="session")

@@ -6,8 +6,8 @@ import shutil
 import numpy as np
 import pytest
 
-from training.package import ArtifactError, Manifest, load_packaged
-from training.preprocess import load_rgb, resize_for_model
+from runtime.artifact import ArtifactError, Manifest, load_packaged
+from runtime.preprocess import load_rgb, resize_for_model
 
 
 def test_a_run_writes_its_folder_and_a_packaged_artifact(tiny_run):
@@ -122,7 +122,7 @@ def test_load_packaged_refuses_a_class_count_mismatch(tiny_run, tmp_path):
 
 
 def test_load_packaged_refuses_an_unloadable_model(tiny_run, tmp_path):
-    from training.package import sha256_file
+    from runtime.artifact import sha256_file
 
     copy = tmp_path / "art"
     shutil.copytree(tiny_run.artifact_dir, copy)
@@ -165,7 +165,7 @@ def test_evaluate_rescores_the_artifact_on_the_saved_test_split(tiny_run, tmp_pa
 def test_a_second_package_with_the_same_version_is_refused(tiny_run):
     import keras
 
-    from training.package import write_artifact
+    from runtime.artifact import write_artifact
 
     fields = json.loads((tiny_run.artifact_dir / "manifest.json").read_text())
     model = keras.saving.load_model(tiny_run.artifact_dir / "model.keras", compile=False)

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from training.package import ArtifactError, load_guard, load_packaged
+from runtime.artifact import ArtifactError, load_guard, load_packaged
 
 
 def test_every_report_has_robustness_and_the_guard(tiny_run):
