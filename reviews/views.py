@@ -21,9 +21,9 @@ from cases import selectors as case_selectors
 from inference import services as registry
 from inference.models import ModelVersion
 from reviews import selectors, services
-from reviews.charts import heat_rows
 from reviews.forms import EvaluationRequestForm, QueueFilterForm, ReasonForm, VerdictForm
 from reviews.report import comparison_row, report_sections
+from training.charts import heat_rows
 
 PER_PAGE = 25
 # Spreadsheet programs run a cell starting with these as a formula (CSV injection).

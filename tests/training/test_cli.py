@@ -133,7 +133,7 @@ def test_compare_tabulates_and_draws_a_bar_chart(synthetic_dir, tmp_path, tiny_r
     out = next(tmp_path.glob("compare-*"))
     table = json.loads((out / "comparison.json").read_text())
     assert [r["arch"] for r in table["rows"]] == ["cml1", "mobilenet"]
-    assert (out / "comparison.png").is_file()
+    assert (out / "comparison.svg").is_file()
     assert "baseline: colour_stats" in (out / "comparison.md").read_text()
     assert (
         main(

@@ -18,9 +18,9 @@ def test_a_run_writes_its_folder_and_a_packaged_artifact(tiny_run):
         "history.csv",
         "report.json",
         "report.html",
-        "confusion_matrix.png",
-        "curves.png",
-        "reliability.png",
+        "confusion_matrix.svg",
+        "curves.svg",
+        "reliability.svg",
         "checkpoints/best.keras",
         "checkpoints/last.keras",
     ):
@@ -32,9 +32,9 @@ def test_a_run_writes_its_folder_and_a_packaged_artifact(tiny_run):
         "manifest.json",
         "report.json",
         "report.html",
-        "confusion_matrix.png",
-        "curves.png",
-        "reliability.png",
+        "confusion_matrix.svg",
+        "curves.svg",
+        "reliability.svg",
     ):
         assert (art / name).is_file(), name
     # the artifact carries no optimizer state: about a third of the checkpoint with Adam
@@ -42,7 +42,7 @@ def test_a_run_writes_its_folder_and_a_packaged_artifact(tiny_run):
         run / "checkpoints/best.keras"
     ).stat().st_size
     html = (art / "report.html").read_text()
-    assert "NOT FOR CLINICAL USE" in html and "data:image/png;base64," in html
+    assert "NOT FOR CLINICAL USE" in html and "<svg" in html
 
 
 def test_the_manifest_has_every_contract_key(tiny_run):

@@ -34,7 +34,7 @@ def test_every_report_has_robustness_and_the_guard(tiny_run):
     assert report["per_source"] is None  # no source column given
     html = (tiny_run.artifact_dir / "report.html").read_text()
     assert "Robustness to colour and stain shifts" in html and "Out-of-scope guard" in html
-    assert (tiny_run.artifact_dir / "robustness.png").is_file()
+    assert (tiny_run.artifact_dir / "robustness.svg").is_file()
 
 
 def test_the_packaged_guard_is_hashed_and_loads(tiny_run, tmp_path):
