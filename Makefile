@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run test test-embedded lint clean-var
+.PHONY: setup run test test-fast test-embedded lint clean-var
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,6 +26,10 @@ lint: $(STAMP)
 
 test: lint
 	$(BIN)/pytest
+
+# The edit-test loop: everything but the tests marked slow (real training runs, big models).
+test-fast: lint
+	$(BIN)/pytest -m "not slow"
 
 # The embedded defaults (SQLite, filesystem broker), whatever the environment says.
 test-embedded: $(STAMP)

@@ -44,7 +44,10 @@ def synthetic_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_run(synthetic_dir, tmp_path_factory):
-    """One real (tiny) training run: CML-1 at 32 px for 2 epochs, packaged."""
+    """One real (tiny) training run: CML-1 at 32 px for 2 epochs, packaged.
+
+    About ten seconds on a CPU, so every test that uses it is marked slow.
+    """
     from training.train import TrainConfig, run_training
 
     out = tmp_path_factory.mktemp("runs")

@@ -95,6 +95,7 @@ def test_a_missing_data_folder_is_a_clean_error(tmp_path, capsys):
     assert "does not exist" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_demo_model_is_marked_synthetic(tmp_path):
     from training.compare import demo_model
 
@@ -109,6 +110,7 @@ def test_demo_model_is_marked_synthetic(tmp_path):
         demo_model(tmp_path, per_class=6, epochs=1, size=32)
 
 
+@pytest.mark.slow
 def test_compare_tabulates_and_draws_a_bar_chart(synthetic_dir, tmp_path, tiny_run):
     assert (
         main(
