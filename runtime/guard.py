@@ -36,34 +36,6 @@ def two_output_model(model, layer: str):
     return keras.Model(model.input, [model.get_layer(layer).output, model.output])
 
 
-class FeatureExtractor:
-    """Compiled ``uint8 images -> (features, probabilities)``; build once, call many times."""
-
-    def __init__(self, model, layer: str):
-        import tensorflow as tf
-
-        both = two_output_model(model, layer)
-        self.n_classes = int(model.output.shape[-1])
-        # One trace for every batch size, the last short batch included.
-        self._forward = tf.function(
-            lambda b: both(tf.cast(b, tf.float32), training=False),
-            input_signature=[tf.TensorSpec([None, *model.input.shape[1:]], tf.uint8)],
-        )
-
-    def __call__(self, x: np.ndarray, batch_size: int = 32) -> tuple[np.ndarray, np.ndarray]:
-        """(features (N, d), probabilities (N, k)) for uint8 images, in order."""
-        import tensorflow as tf
-
-        feats, probs = [], []
-        for i in range(0, len(x), batch_size):
-            f, p = self._forward(tf.constant(x[i : i + batch_size], tf.uint8))
-            feats.append(np.asarray(f, np.float64).reshape(len(f), -1))
-            probs.append(np.asarray(p, np.float64))
-        if not feats:
-            return np.zeros((0, 0)), np.zeros((0, self.n_classes))
-        return np.concatenate(feats), np.concatenate(probs)
-
-
 @dataclass
 class MahalanobisGuard:
     """Fitted guard parameters; ``score`` is the distance, ``flag`` compares it."""

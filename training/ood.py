@@ -7,14 +7,44 @@ all classes (of the class-centred features) with Ledoit-Wolf shrinkage, because 
 The threshold is the ``quantile`` (0.99) of the scores of the validation split, so by
 construction about 1 % of in-distribution images are flagged; anything further from
 every class than that is "out of scope". The fitted guard is a
-:class:`runtime.guard.MahalanobisGuard`, which is all a worker needs to score images.
+:class:`runtime.guard.MahalanobisGuard`, which is all a worker needs to score images;
+:class:`FeatureExtractor` is for offline work on whole splits (the worker's predictor
+takes the features from its own compiled call).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from runtime.guard import DEFAULT_QUANTILE, FeatureExtractor, MahalanobisGuard, feature_layer
+from runtime.guard import DEFAULT_QUANTILE, MahalanobisGuard, feature_layer, two_output_model
+
+
+class FeatureExtractor:
+    """Compiled ``uint8 images -> (features, probabilities)``; build once, call many times."""
+
+    def __init__(self, model, layer: str):
+        import tensorflow as tf
+
+        both = two_output_model(model, layer)
+        self.n_classes = int(model.output.shape[-1])
+        # One trace for every batch size, the last short batch included.
+        self._forward = tf.function(
+            lambda b: both(tf.cast(b, tf.float32), training=False),
+            input_signature=[tf.TensorSpec([None, *model.input.shape[1:]], tf.uint8)],
+        )
+
+    def __call__(self, x: np.ndarray, batch_size: int = 32) -> tuple[np.ndarray, np.ndarray]:
+        """(features (N, d), probabilities (N, k)) for uint8 images, in order."""
+        import tensorflow as tf
+
+        feats, probs = [], []
+        for i in range(0, len(x), batch_size):
+            f, p = self._forward(tf.constant(x[i : i + batch_size], tf.uint8))
+            feats.append(np.asarray(f, np.float64).reshape(len(f), -1))
+            probs.append(np.asarray(p, np.float64))
+        if not feats:
+            return np.zeros((0, 0)), np.zeros((0, self.n_classes))
+        return np.concatenate(feats), np.concatenate(probs)
 
 
 def fit_features(

@@ -246,9 +246,8 @@ def clinical_validity(
     facts, flagged rates on validation, test and generated non-smears) and ``guard``:
     the one given (a packaged model's) or one fitted here on the training split.
     """
-    from runtime.guard import FeatureExtractor
     from training.nonsmear import KINDS, generate
-    from training.ood import fit_guard
+    from training.ood import FeatureExtractor, fit_guard
     from training.robustness import robustness
 
     (x_tr, y_tr), (x_va, _), (x_te, y_te) = (arrays[p] for p in data_mod.SPLITS)

@@ -162,9 +162,9 @@ def ood_check(
 
     With ``run_dir`` the run's test split (real in-distribution smears) is checked too.
     """
-    from runtime.guard import FeatureExtractor
     from runtime.preprocess import load_for_model
     from training.nonsmear import KINDS, generate
+    from training.ood import FeatureExtractor
 
     model, manifest = load_packaged(artifact)
     guard = load_guard(artifact, manifest)

@@ -39,9 +39,9 @@ def _named_model(seed: int):
 def guarded(tmp_path_factory):
     """A format-2 artifact whose guard was fitted on random-noise 'smears'."""
     from runtime.artifact import write_artifact
-    from runtime.guard import FeatureExtractor, feature_layer
+    from runtime.guard import feature_layer
     from runtime.preprocess import load_rgb, resize_for_model
-    from training.ood import fit_features
+    from training.ood import FeatureExtractor, fit_features
 
     model = _named_model(5)
     layer = feature_layer(model)
