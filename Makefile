@@ -9,7 +9,7 @@ RESOLVE := --generate-hashes --python-version 3.11 --python-platform linux --qui
 # What mypy checks (configured in pyproject.toml); packages join here once they pass.
 TYPED := accounts audit cases clinic inference reviews registry leukweb tests manage.py
 
-.PHONY: setup run test test-embedded test-browser lint lock clean-var
+.PHONY: setup run test test-fast test-embedded test-browser lint lock clean-var
 
 # Exactly the locked versions, each checked against its hash; the project itself is not
 # installed: it runs from this checkout.
@@ -33,6 +33,10 @@ lint: $(STAMP)
 
 test: lint
 	$(BIN)/pytest
+
+# The edit-test loop: everything but the tests marked slow (real training runs, big models).
+test-fast: lint
+	$(BIN)/pytest -m "not slow and not browser"
 
 # The embedded defaults (SQLite, filesystem broker), whatever the environment says.
 test-embedded: $(STAMP)

@@ -60,8 +60,8 @@ def manifest_fields(arch: str, size: int, version: str, heatmap_layer: str) -> d
 def package(arch: str, size: int, out: Path, *, version: str = "1", seed: int = 0) -> Path:
     import keras
 
+    from runtime.artifact import write_artifact
     from training.architectures import build_model, heatmap_layer
-    from training.package import write_artifact
 
     keras.utils.set_random_seed(seed)
     model = build_model(arch, len(CLASSES), size=size)
@@ -94,7 +94,7 @@ def throughput(arch: str, uploads: dict[str, list[bytes]], *, naive_images: int,
     """One row per kind of upload; the ceiling is shared (it starts from decoded pixels)."""
     import tensorflow as tf
 
-    from inference.predictor import Predictor
+    from runtime.predictor import Predictor
 
     with tempfile.TemporaryDirectory() as tmp:
         predictor = Predictor.load(package(arch, 224, Path(tmp)))

@@ -115,7 +115,8 @@ def predictor_for(model_version: ModelVersion):
     A local copy that fails verification is fetched again once: the storage's copy is the
     truth, and a damaged cache must not take a worker out of service.
     """
-    from inference.predictor import ArtifactError, cached_predictor
+    from runtime.artifact import ArtifactError
+    from runtime.predictor import cached_predictor
 
     def fetch() -> Path:
         return local_artifact(model_version)

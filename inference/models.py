@@ -121,7 +121,9 @@ class ModelEvaluation(models.Model):
     images_count = models.PositiveIntegerField(default=0)
     accuracy = models.FloatField(null=True)
     macro_f1 = models.FloatField(null=True, help_text="Over the classes present in the set.")
-    result = models.JSONField(default=dict, help_text="Everything inference.evaluation computed.")
+    result = models.JSONField(
+        default=dict, help_text="Everything training.local_evaluation computed."
+    )
     note = models.TextField(blank=True)
     actor = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"

@@ -11,8 +11,8 @@ from inference import selectors as inference_selectors
 from inference.models import ModelEvaluation, ModelVersion
 from registry import selectors
 from registry.report import comparison_row, report_sections
-from reviews.charts import heat_rows
 from reviews.presenters import agreement_panel
+from training.charts import heat_rows
 from training.report import local_evaluation_warnings, reported_test_accuracy
 
 # Registry changes, by the name in their URL: the button's title, whether the version

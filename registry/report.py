@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from reviews.charts import heat_rows, line_chart_svg, reliability_svg
+from training.charts import heat_rows, line_chart_svg, reliability_svg
 from training.report import caveats
 
 PER_CLASS_METRICS = ("precision", "recall", "specificity", "f1", "roc_auc", "support")

@@ -13,7 +13,7 @@ from cases.models import Case
 from inference import selectors as answers
 from inference.models import ModelVersion
 from reviews import selectors
-from reviews.charts import heat_rows
+from training.charts import heat_rows
 
 
 def bars(probabilities: dict, classes: list[str]) -> list[tuple[str, float]]:

@@ -1,5 +1,7 @@
 """Test inputs that are not database rows: the shared real images, generated images and
-uploads, and tiny packaged models written by the project's own packaging code."""
+uploads, labelled folders, and tiny packaged models written by the runtime's own
+packaging code. Importing this module needs no Django (the runtime and training tests
+use it too); the two helpers that build Django objects import it when called."""
 
 from __future__ import annotations
 
@@ -10,10 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from django.core.files.uploadedfile import SimpleUploadedFile
 from PIL import Image
-
-from cases import services
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DATA_ROOT = REPO_ROOT.parent / "shared" / "data"
@@ -72,14 +71,35 @@ def png_claiming(width: int, height: int) -> bytes:
     )
 
 
-def upload(name: str, data: bytes) -> SimpleUploadedFile:
+def upload(name: str, data: bytes):
     """A file as a browser or API client posts it."""
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
     return SimpleUploadedFile(name, data, content_type="application/octet-stream")
 
 
-def as_uploads(*files: tuple[str, bytes]) -> list[services.Upload]:
+def as_uploads(*files: tuple[str, bytes]):
     """(name, bytes) pairs as the cases services take them."""
-    return [services.Upload(stream=io.BytesIO(data), name=name) for name, data in files]
+    from cases.services import Upload
+
+    return [Upload(stream=io.BytesIO(data), name=name) for name, data in files]
+
+
+def labelled_folder(root: Path, per_class: dict[str, list[bytes]]) -> Path:
+    """A site's labelled set: ``root/<class>/<i>.png`` from the given image bytes."""
+    for label, images in per_class.items():
+        (root / label).mkdir(parents=True)
+        for i, data in enumerate(images):
+            (root / label / f"{i}.png").write_bytes(data)
+    return root
+
+
+def generated_set(root: Path) -> Path:
+    """Four generated images each of healthy, ALL and AML: three of the tiny model's five."""
+    labels = ["healthy", "ALL", "AML"]
+    return labelled_folder(
+        root, {label: [noise_png(10 * k + i) for i in range(4)] for k, label in enumerate(labels)}
+    )
 
 
 def stored_files(root: Path) -> list[Path]:
@@ -125,7 +145,7 @@ def manifest_fields(**overrides) -> dict:
 
 def package(out: Path, *, version: str, seed: int, **overrides) -> Path:
     """A tiny artifact folder written by the training pipeline's own packaging function."""
-    from training.package import write_artifact
+    from runtime.artifact import write_artifact
 
     fields = manifest_fields(version=version, **overrides)
     model = tiny_model(seed, n_classes=len(fields["classes"]))

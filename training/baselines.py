@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from training.preprocess import resize_for_model
+from runtime.preprocess import resize_for_model
 
 HIST_BINS = 8
 THUMB_SIZE = 8

@@ -180,7 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
         "compare",
         help="train several architectures on one split, tabulate",
         description="Train each architecture on the same split and write "
-        "comparison.json, comparison.md and comparison.png.",
+        "comparison.json, comparison.md and comparison.svg.",
     )
     _add_train_options(p, single_arch=False)
     p.add_argument(
@@ -249,7 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "tabulate",
         help="compare finished runs made on the same split",
-        description="Write comparison.json/.md/.png from existing run folders "
+        description="Write comparison.json/.md/.svg from existing run folders "
         "(refused unless every run used the identical split).",
     )
     p.add_argument("runs", type=Path, nargs="+", help="run folders (each with report.json)")
@@ -468,9 +468,9 @@ def cmd_demo_model(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from runtime.artifact import ArtifactError
     from training.architectures import WeightsUnavailableError
     from training.data import DatasetError
-    from training.package import ArtifactError
 
     try:
         return int(args.func(args) or 0)

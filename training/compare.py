@@ -10,12 +10,12 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from runtime.artifact import ArtifactError
 from training import data as data_mod
-from training.package import ArtifactError
 
 
 def run_compare(make_config: Callable[[str], object], archs: Sequence[str]) -> Path:
-    """Train each architecture on the same split; write comparison.{json,md,png}."""
+    """Train each architecture on the same split; write comparison.{json,md,svg}."""
     from training.train import run_training
 
     first = make_config(archs[0])
@@ -50,8 +50,8 @@ def _split_key(run_dir: Path) -> tuple:
 
 
 def tabulate_runs(run_dirs: Sequence[Path], out: Path) -> Path:
-    """Tabulate finished runs made on the identical split: comparison.{json,md,png}."""
-    from training import figures
+    """Tabulate finished runs made on the identical split: comparison.{json,md,svg}."""
+    from training import charts
 
     run_dirs = [Path(r) for r in run_dirs]
     keys = {_split_key(r) for r in run_dirs}
@@ -97,7 +97,7 @@ def tabulate_runs(run_dirs: Sequence[Path], out: Path) -> Path:
             f"| baseline: {k} | - | {v['accuracy']:.4f} | {v['macro_f1']:.4f} | - | - | - | - |"
         )
     (out / "comparison.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    figures.comparison_png(rows, out / "comparison.png", baselines)
+    charts.save_svg(charts.comparison_svg(rows, baselines), out / "comparison.svg")
     return out
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from training.preprocess import load_for_model
+from runtime.preprocess import load_for_model
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,8 @@
 
 Pure numpy + scikit-learn (no TensorFlow), so it can be tested and reused on any model's
 output. Temperature and threshold are fitted on the validation split and only applied to
-the test split, which nothing was tuned on.
+the test split, which nothing was tuned on; the temperature is applied by
+``runtime.calibration.apply_temperature``, as in the worker.
 """
 
 from __future__ import annotations
@@ -13,18 +14,12 @@ from collections.abc import Sequence
 import numpy as np
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support, roc_auc_score
 
+from runtime.calibration import apply_temperature
+
 ECE_BINS = 15
 #: Images not flagged "needs review" must reach this accuracy on validation.
 REVIEW_TARGET_ACCURACY = 0.99
 _EPS = 1e-12
-
-
-def apply_temperature(probs: np.ndarray, temperature: float) -> np.ndarray:
-    """softmax(log(p) / T): the same as dividing the logits by T, from probabilities alone."""
-    logits = np.log(np.clip(probs, _EPS, 1.0)) / float(temperature)
-    logits -= logits.max(axis=1, keepdims=True)
-    e = np.exp(logits)
-    return e / e.sum(axis=1, keepdims=True)
 
 
 def nll(probs: np.ndarray, y: np.ndarray) -> float:

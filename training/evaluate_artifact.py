@@ -8,10 +8,10 @@ from pathlib import Path
 
 import numpy as np
 
+from runtime.artifact import ArtifactError, load_guard, load_packaged, utc_now
 from training import data as data_mod
 from training.baselines import baseline_warning, run_baselines
 from training.evaluate import full_evaluation
-from training.package import ArtifactError, load_guard, load_packaged, utc_now
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,6 @@ def evaluate_artifact(
 
     With ``review_target`` the threshold is re-chosen on validation for that target.
     """
-    from training import figures
     from training import report as report_mod
     from training.train import clinical_validity, predict
 
@@ -73,7 +72,6 @@ def evaluate_artifact(
     baselines = run_baselines(x_tr, y_tr, x_te, y_te, seed=prepared.seed)
     out = Path(out or run_dir / f"evaluation-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}")
     out.mkdir(parents=True, exist_ok=True)
-    t = evaluation["test"]
     arrays = {"train": (x_tr, y_tr), "validation": (x_va, y_va), "test": (x_te, y_te)}
     validity = clinical_validity(
         model,
@@ -103,13 +101,7 @@ def evaluate_artifact(
         "evaluation": evaluation,
         **validity,
     }
-    figures.robustness_png(report["robustness"], out / "robustness.png")
-    figures.confusion_matrix_png(
-        t["confusion_matrix"], manifest.classes, out / "confusion_matrix.png"
-    )
-    figures.reliability_png(
-        evaluation["reliability_before"], evaluation["reliability_after"], out / "reliability.png"
-    )
+    report_mod.write_figures(report, out)
     report_mod.write_json(report, out / "report.json")
-    report_mod.write_html(report, out, out / "report.html")
+    report_mod.write_html(report, out / "report.html")
     return out, report

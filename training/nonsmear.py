@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from training.preprocess import resize_for_model
+from runtime.preprocess import resize_for_model
 
 KINDS = ("noise", "solid", "text", "scene")
 _WORDS = (

@@ -1,42 +1,22 @@
-"""Out-of-scope guard: Mahalanobis distance on penultimate-layer features.
+"""Fitting the out-of-scope guard (offline): class means, shared covariance, threshold.
 
 Method (Lee et al. 2018, "A simple unified framework for detecting out-of-distribution
 samples"): on the training split, fit one mean per class and ONE covariance shared by
 all classes (of the class-centred features) with Ledoit-Wolf shrinkage, because a
 128- or 1024-dimensional covariance from a few thousand images is otherwise singular.
-An image's score is the distance to the nearest class mean,
-``min_k sqrt((f - mu_k)^T P (f - mu_k))``. The threshold is the ``quantile`` (0.99)
-of the scores of the validation split, so by construction about 1 % of in-distribution
-images are flagged; anything further from every class than that is "out of scope".
-
-Features come from the input of the final ``probabilities`` layer. The predictor asks
-the model for features and probabilities in one call (a two-output model).
+The threshold is the ``quantile`` (0.99) of the scores of the validation split, so by
+construction about 1 % of in-distribution images are flagged; anything further from
+every class than that is "out of scope". The fitted guard is a
+:class:`runtime.guard.MahalanobisGuard`, which is all a worker needs to score images;
+:class:`FeatureExtractor` is for offline work on whole splits (the worker's predictor
+takes the features from its own compiled call).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from pathlib import Path
-
 import numpy as np
 
-OOD_FILE = "ood.npz"
-METHOD = "mahalanobis"
-DEFAULT_QUANTILE = 0.99
-OUTPUT_LAYER = "probabilities"
-
-
-def feature_layer(model) -> str:
-    """Name of the layer whose output feeds the final ``probabilities`` layer."""
-    tensor = model.get_layer(OUTPUT_LAYER).input
-    return tensor._keras_history.operation.name
-
-
-def two_output_model(model, layer: str):
-    """``image -> (features, probabilities)``: both in one forward pass."""
-    import keras
-
-    return keras.Model(model.input, [model.get_layer(layer).output, model.output])
+from runtime.guard import DEFAULT_QUANTILE, MahalanobisGuard, feature_layer, two_output_model
 
 
 class FeatureExtractor:
@@ -67,91 +47,35 @@ class FeatureExtractor:
         return np.concatenate(feats), np.concatenate(probs)
 
 
-@dataclass
-class MahalanobisGuard:
-    """Fitted guard parameters; ``score`` is the distance, ``flag`` compares it."""
+def fit_features(
+    train_features: np.ndarray,
+    train_y: np.ndarray,
+    val_features: np.ndarray,
+    *,
+    layer: str,
+    n_classes: int,
+    quantile: float = DEFAULT_QUANTILE,
+) -> MahalanobisGuard:
+    """The guard for features already extracted: means and shrunk precision from training,
+    the threshold from validation."""
+    from sklearn.covariance import LedoitWolf
 
-    means: np.ndarray  # (k, d) class means on the training split
-    precision: np.ndarray  # (d, d) inverse of the shrunk shared covariance
-    threshold: float
-    layer: str
-    quantile: float = DEFAULT_QUANTILE
-    shrinkage: float = 0.0
-
-    @classmethod
-    def fit(
-        cls,
-        train_features: np.ndarray,
-        train_y: np.ndarray,
-        val_features: np.ndarray,
-        *,
-        layer: str,
-        n_classes: int,
-        quantile: float = DEFAULT_QUANTILE,
-    ) -> MahalanobisGuard:
-        from sklearn.covariance import LedoitWolf
-
-        f = np.asarray(train_features, np.float64)
-        y = np.asarray(train_y)
-        means = np.stack(
-            [f[y == k].mean(axis=0) if np.any(y == k) else f.mean(axis=0) for k in range(n_classes)]
-        )
-        lw = LedoitWolf(assume_centered=True).fit(f - means[y])
-        guard = cls(
-            means=means,
-            precision=lw.precision_,
-            threshold=np.inf,
-            layer=layer,
-            quantile=quantile,
-            shrinkage=float(lw.shrinkage_),
-        )
-        guard.threshold = float(np.quantile(guard.score(val_features), quantile))
-        return guard
-
-    def score(self, features: np.ndarray) -> np.ndarray:
-        f = np.asarray(features, np.float64).reshape(len(features), -1)
-        diff = f[:, None, :] - self.means[None, :, :]  # (n, k, d)
-        d2 = np.einsum("nkd,de,nke->nk", diff, self.precision, diff)
-        return np.sqrt(np.maximum(d2.min(axis=1), 0.0))
-
-    def flag(self, features: np.ndarray) -> np.ndarray:
-        return self.score(features) > self.threshold
-
-    def save(self, path: Path) -> Path:
-        with Path(path).open("wb") as fh:  # a file handle: savez adds no ".npz" suffix
-            np.savez(
-                fh,
-                means=self.means,
-                precision=self.precision,
-                threshold=np.float64(self.threshold),
-                quantile=np.float64(self.quantile),
-                shrinkage=np.float64(self.shrinkage),
-                layer=np.array(self.layer),
-            )
-        return Path(path)
-
-    @classmethod
-    def load(cls, path: Path) -> MahalanobisGuard:
-        with np.load(Path(path), allow_pickle=False) as z:
-            return cls(
-                means=z["means"],
-                precision=z["precision"],
-                threshold=float(z["threshold"]),
-                layer=str(z["layer"]),
-                quantile=float(z["quantile"]),
-                shrinkage=float(z["shrinkage"]),
-            )
-
-    def manifest_entry(self, file_hash: str) -> dict:
-        return {
-            "method": METHOD,
-            "layer": self.layer,
-            "threshold": self.threshold,
-            "quantile": self.quantile,
-            "shrinkage": self.shrinkage,
-            "file": OOD_FILE,
-            "sha256": file_hash,
-        }
+    f = np.asarray(train_features, np.float64)
+    y = np.asarray(train_y)
+    means = np.stack(
+        [f[y == k].mean(axis=0) if np.any(y == k) else f.mean(axis=0) for k in range(n_classes)]
+    )
+    lw = LedoitWolf(assume_centered=True).fit(f - means[y])
+    guard = MahalanobisGuard(
+        means=means,
+        precision=lw.precision_,
+        threshold=np.inf,
+        layer=layer,
+        quantile=quantile,
+        shrinkage=float(lw.shrinkage_),
+    )
+    guard.threshold = float(np.quantile(guard.score(val_features), quantile))
+    return guard
 
 
 def fit_guard(
@@ -168,6 +92,4 @@ def fit_guard(
     extract = FeatureExtractor(model, layer)
     f_tr, _ = extract(x_train, batch_size)
     f_va, _ = extract(x_val, batch_size)
-    return MahalanobisGuard.fit(
-        f_tr, y_train, f_va, layer=layer, n_classes=n_classes, quantile=quantile
-    )
+    return fit_features(f_tr, y_train, f_va, layer=layer, n_classes=n_classes, quantile=quantile)

@@ -1,13 +1,20 @@
-"""report.json and a self-contained report.html (figures embedded as base64 PNG)."""
+"""report.json, the report's SVG figures, and a self-contained report.html (figures inline)."""
 
 from __future__ import annotations
 
-import base64
 import html
 import json
 from pathlib import Path
 
+from training import charts
 from training.baselines import SIGNIFICANCE
+
+CONFUSION_FIGURE = "confusion_matrix.svg"
+CURVES_FIGURE = "curves.svg"
+RELIABILITY_FIGURE = "reliability.svg"
+ROBUSTNESS_FIGURE = "robustness.svg"
+#: Every figure file a report folder may hold; one without data to draw is not written.
+FIGURE_FILES = (CONFUSION_FIGURE, CURVES_FIGURE, RELIABILITY_FIGURE, ROBUSTNESS_FIGURE)
 
 
 def _fmt(v, pct: bool = False) -> str:
@@ -31,16 +38,40 @@ def _seconds(v) -> str:
     return "-" if v is None else f"{v:.0f} s ({v / 60:.1f} min)"
 
 
-def _img(path: Path, alt: str) -> str:
-    if not Path(path).exists():
-        return ""
-    data = base64.b64encode(Path(path).read_bytes()).decode()
-    return f'<figure><img alt="{html.escape(alt)}" src="data:image/png;base64,{data}"></figure>'
-
-
 def write_json(report: dict, path: Path) -> Path:
     Path(path).write_text(json.dumps(report, indent=1, sort_keys=False), encoding="utf-8")
     return Path(path)
+
+
+def figures(report: dict) -> dict[str, str]:
+    """The report's figures as SVG, by file name; one without data to draw is left out."""
+    evaluation = report["evaluation"]
+    training = report.get("training") or {}
+    before, after = evaluation["reliability_before"], evaluation["reliability_after"]
+    drawn = {
+        CONFUSION_FIGURE: charts.confusion_matrix_svg(
+            evaluation["test"]["confusion_matrix"], report["classes"]
+        ),
+        CURVES_FIGURE: charts.curves_svg(training.get("history") or {}, training.get("best_epoch")),
+        RELIABILITY_FIGURE: charts.reliability_svg(
+            {
+                f"before (ECE {before['ece']:.3f})": before["bins"],
+                f"after temperature (ECE {after['ece']:.3f})": after["bins"],
+            },
+            title="Reliability (test split)",
+        ),
+        ROBUSTNESS_FIGURE: charts.robustness_svg(report.get("robustness")),
+    }
+    return {name: svg for name, svg in drawn.items() if svg}
+
+
+def write_figures(report: dict, folder: Path) -> list[Path]:
+    """Write the report's figures as standalone ``.svg`` files into ``folder``."""
+    return [charts.save_svg(svg, Path(folder) / name) for name, svg in figures(report).items()]
+
+
+def _figure(svg: str | None) -> str:
+    return f"<figure>{svg}</figure>" if svg else ""
 
 
 def caveats(report: dict) -> list[str]:
@@ -64,7 +95,7 @@ def caveats(report: dict) -> list[str]:
     return out
 
 
-def validity_html(report: dict, folder: Path) -> str:
+def validity_html(report: dict, robustness_svg: str | None = None) -> str:
     """Robustness table and plot, per-source metrics, and the out-of-scope guard."""
     parts = []
     rob = report.get("robustness")
@@ -86,7 +117,7 @@ def validity_html(report: dict, folder: Path) -> str:
             f"<td>{_fmt(rob['clean']['macro_f1'])}</td><td></td>"
             f"<td>{_fmt(rob['clean'].get('out_of_scope'), True)}</td>"
             f"<td>{_fmt(rob['clean'].get('accuracy_in_scope'), True)}</td></tr>{rows}</table>"
-            + _img(Path(folder) / "robustness.png", "accuracy under colour and stain shifts")
+            + _figure(robustness_svg)
         )
     per_source = report.get("per_source")
     if per_source:
@@ -117,7 +148,7 @@ def validity_html(report: dict, folder: Path) -> str:
     return "".join(parts)
 
 
-def write_html(report: dict, folder: Path, path: Path) -> Path:
+def write_html(report: dict, path: Path) -> Path:
     """One readable page: caveats, headline numbers, baselines, per-class table, figures."""
     t = report["evaluation"]["test"]
     classes = report["classes"]
@@ -169,13 +200,9 @@ def write_html(report: dict, folder: Path, path: Path) -> Path:
         ("seed", cfg.get("seed")),
     ]
     fact_rows = "".join(f"<tr><th>{k}</th><td>{_fmt(v)}</td></tr>" for k, v in facts)
+    drawn = figures(report)
     figs = "".join(
-        _img(Path(folder) / name, alt)
-        for name, alt in (
-            ("confusion_matrix.png", "confusion matrix"),
-            ("curves.png", "accuracy and loss per epoch"),
-            ("reliability.png", "reliability diagram"),
-        )
+        _figure(drawn.get(name)) for name in (CONFUSION_FIGURE, CURVES_FIGURE, RELIABILITY_FIGURE)
     )
     doc = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
@@ -186,7 +213,8 @@ padding:0 1rem;color:#222}}
 table{{border-collapse:collapse;margin:.5rem 0 1.5rem}}th,td{{padding:.25rem .7rem;
 border-bottom:1px solid #ddd;text-align:left}}td{{font-variant-numeric:tabular-nums}}
 .warn{{background:#fff3cd;border-left:4px solid #e0a800;padding:.5rem .8rem}}
-figure{{margin:1rem 0}}img{{max-width:100%}}small{{color:#666}}
+figure{{margin:1rem 0}}figure svg{{max-width:100%;height:auto}}small{{color:#666}}
+{charts.FILE_STYLE}
 </style></head><body>
 <h1>{html.escape(report["name"])} {html.escape(report["version"])}</h1>
 <p>{html.escape(report["architecture"])} · classes: {html.escape(", ".join(classes))}
@@ -196,7 +224,7 @@ figure{{margin:1rem 0}}img{{max-width:100%}}small{{color:#666}}
 <h2>Cheap baselines on the same split</h2>
 <table><tr><th></th><th>accuracy</th><th>macro F1</th><th>p (CNN better, McNemar)</th>
 <th></th></tr>{base_rows}</table>
-{validity_html(report, folder)}
+{validity_html(report, drawn.get(ROBUSTNESS_FIGURE))}
 <h2>Per class (test split)</h2>
 <table><tr><th>class</th><th>precision</th><th>recall (sensitivity)</th><th>specificity</th>
 <th>F1</th><th>ROC AUC</th><th>support</th></tr>{rows}</table>
@@ -225,7 +253,7 @@ def reported_test_accuracy(report: object) -> float | None:
 
 def local_evaluation_warnings(result: dict, reported_accuracy: float | None) -> list[str]:
     """What an administrator must read before deploying on the strength of a local
-    evaluation (``inference.evaluation.evaluate_folder``'s result)."""
+    evaluation (``training.local_evaluation.evaluate_folder``'s result)."""
     warnings = []
     accuracy = result["metrics"]["accuracy"]
     if reported_accuracy is not None and accuracy < reported_accuracy - DROP_WARNING:

@@ -1,8 +1,11 @@
-"""Stain and colour operations: HED separation, controlled shifts, jitter, Reinhard layer.
+"""Stain and colour operations: HED separation, controlled shifts, jitter, normalisation
+references.
 
 All TensorFlow functions take float 0-255 RGB tensors of shape (..., 3) and return the
-same; they serve three callers that must agree: training augmentation (``--stain-augment``),
-the robustness table in every report, and stain normalisation inside the packaged model.
+same; they serve training augmentation (``--stain-augment``) and the robustness table in
+every report. The stain-normalisation layers a packaged model carries live in
+``runtime.layers``; here are their numpy references and the fitting of their targets
+(``reinhard_reference``, ``macenko_reference``) on the training split.
 
 HED is the Ruifrok & Johnston (2001) colour deconvolution, with the same stain vectors as
 ``skimage.color.rgb_from_hed`` (skimage is not installed here). Optical density uses
@@ -14,9 +17,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import keras
 import numpy as np
 import tensorflow as tf
+
+from runtime.layers import (
+    LAB_ROWS,
+    LAB_ROWS_INV,
+    LMS_ROWS,
+    LMS_ROWS_INV,
+    MACENKO_ALPHA,
+    MACENKO_BETA,
+    MACENKO_OD_MAX,
+    MIN_STAIN_PIXELS,
+    STD_FLOOR,
+)
 
 #: Rows: haematoxylin, eosin, DAB absorbance per R, G, B (Ruifrok & Johnston 2001).
 RGB_FROM_HED = np.array(
@@ -122,28 +136,14 @@ def random_stain(image, seed, cfg: StainAugmentConfig = STAIN_AUGMENT):
 
 # --- Reinhard normalisation (l-alpha-beta space, Reinhard et al. 2001) -------------------
 
-_LMS_FROM_RGB = np.array(
-    [[0.3811, 0.5783, 0.0402], [0.1967, 0.7244, 0.0782], [0.0241, 0.1288, 0.8444]]
-)
-_LAB_FROM_LOGLMS = np.diag([1 / np.sqrt(3), 1 / np.sqrt(6), 1 / np.sqrt(2)]) @ np.array(
-    [[1.0, 1.0, 1.0], [1.0, 1.0, -2.0], [1.0, -1.0, 0.0]]
-)
-# Row-vector forms (pixels are rows): lab = log10(rgb' @ A) @ B, rgb' = (I + 1) / 256.
-_A = _LMS_FROM_RGB.T
-_B = _LAB_FROM_LOGLMS.T
-_B_INV = np.linalg.inv(_B)
-_A_INV = np.linalg.inv(_A)
-_STD_FLOOR = 1e-4  # a flat image has no spread to match: leave its channel where it is
-
 
 def rgb_to_lab_np(rgb: np.ndarray) -> np.ndarray:
-    return np.log10(((np.asarray(rgb, np.float64) + 1.0) / 256.0) @ _A) @ _B
+    return np.log10(((np.asarray(rgb, np.float64) + 1.0) / 256.0) @ LMS_ROWS) @ LAB_ROWS
 
 
 def lab_to_rgb_np(lab: np.ndarray) -> np.ndarray:
-    return np.clip(
-        (10.0 ** (np.asarray(lab, np.float64) @ _B_INV)) @ _A_INV * 256.0 - 1.0, 0.0, 255.0
-    )
+    lms = 10.0 ** (np.asarray(lab, np.float64) @ LAB_ROWS_INV)
+    return np.clip(lms @ LMS_ROWS_INV * 256.0 - 1.0, 0.0, 255.0)
 
 
 def reinhard_stats_np(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -166,58 +166,15 @@ def reinhard_reference(images: np.ndarray, chunk: int = 256) -> dict[str, list[f
 
 
 def reinhard_normalize_np(images: np.ndarray, mean, std) -> np.ndarray:
-    """Numpy reference of :class:`ReinhardNormalization`: float 0-255, same shape."""
+    """Numpy reference of :class:`runtime.layers.ReinhardNormalization`: float 0-255, same shape."""
     x = np.asarray(images, np.float64)
     flat = rgb_to_lab_np(x.reshape(len(x), -1, 3))
     m, s = flat.mean(axis=1, keepdims=True), flat.std(axis=1, keepdims=True)
-    out = (flat - m) / np.maximum(s, _STD_FLOOR) * np.asarray(std) + np.asarray(mean)
+    out = (flat - m) / np.maximum(s, STD_FLOOR) * np.asarray(std) + np.asarray(mean)
     return lab_to_rgb_np(out).reshape(x.shape)
 
 
-@keras.saving.register_keras_serializable(package="leukweb")
-class ReinhardNormalization(keras.layers.Layer):
-    """Match each image's l-alpha-beta mean and std to a stored reference (0-255 RGB in/out).
-
-    Lives inside the packaged model, so inference normalises exactly as training did.
-    """
-
-    def __init__(self, target_mean, target_std, **kwargs):
-        super().__init__(**kwargs)
-        self.target_mean = [float(v) for v in target_mean]
-        self.target_std = [float(v) for v in target_std]
-
-    def call(self, x):
-        x = tf.cast(x, tf.float32)
-        lms = tf.linalg.matmul((x + 1.0) / 256.0, tf.constant(_A, tf.float32))
-        lab = tf.linalg.matmul(tf.math.log(lms) / np.log(10.0), tf.constant(_B, tf.float32))
-        m = tf.reduce_mean(lab, axis=[-3, -2], keepdims=True)
-        s = tf.math.reduce_std(lab, axis=[-3, -2], keepdims=True)
-        lab = (lab - m) / tf.maximum(s, _STD_FLOOR) * tf.constant(self.target_std) + tf.constant(
-            self.target_mean
-        )
-        lms = tf.pow(10.0, tf.linalg.matmul(lab, tf.constant(_B_INV, tf.float32)))
-        rgb = tf.linalg.matmul(lms, tf.constant(_A_INV, tf.float32)) * 256.0 - 1.0
-        return tf.clip_by_value(rgb, 0.0, 255.0)
-
-    def compute_output_shape(self, input_shape):
-        return input_shape
-
-    def get_config(self):
-        return {
-            **super().get_config(),
-            "target_mean": self.target_mean,
-            "target_std": self.target_std,
-        }
-
-
 # --- Macenko normalisation (Macenko et al. 2009) -----------------------------------------
-
-MACENKO_BETA = 0.15  # optical density below this in any channel is background, not stain
-# Near-black pixels (OD above this, I < ~12) are not stain either: the affine
-# augmentation's black fill would otherwise dominate the estimate.
-MACENKO_OD_MAX = 3.0
-MACENKO_ALPHA = 1.0  # robust extremes: the 1st and 99th percentile of the stain angle
-_MIN_STAIN_PIXELS = 16  # fewer stained pixels than this: nothing to estimate, leave as is
 
 
 def _od_np(rgb):
@@ -228,7 +185,7 @@ def macenko_stains_np(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
     """(stain matrix (3, 2) [H, E columns], 99th-percentile concentrations (2,)) or None."""
     od = _od_np(rgb)
     tissue = od[((od > MACENKO_BETA) & (od < MACENKO_OD_MAX)).all(axis=1)]
-    if len(tissue) < _MIN_STAIN_PIXELS:
+    if len(tissue) < MIN_STAIN_PIXELS:
         return None
     eig = np.linalg.eigh(np.cov(tissue, rowvar=False))[1][:, 1:3]
     eig = eig * np.where(eig.sum(axis=0) < 0, -1.0, 1.0)  # eigenvectors point into +OD
@@ -254,7 +211,7 @@ def macenko_reference(images: np.ndarray, max_images: int = 64) -> dict[str, lis
 
 
 def macenko_normalize_np(image: np.ndarray, stains, max_concentrations) -> np.ndarray:
-    """Numpy reference of :class:`MacenkoNormalization` for one image: float 0-255."""
+    """Numpy reference of :class:`runtime.layers.MacenkoNormalization`, one image: float 0-255."""
     fitted = macenko_stains_np(image)
     if fitted is None:
         return np.asarray(image, np.float64)
@@ -263,72 +220,3 @@ def macenko_normalize_np(image: np.ndarray, stains, max_concentrations) -> np.nd
     conc = conc * (np.asarray(max_concentrations) / own_max)
     out = 256.0 * np.exp(-(conc @ np.asarray(stains).T)) - 1.0
     return np.clip(out, 0.0, 255.0).reshape(np.shape(image))
-
-
-def _percentile(sorted_values, n, q):
-    """np.percentile's linear interpolation on the first ``n`` of ascending values."""
-    pos = q / 100.0 * (tf.cast(n, tf.float32) - 1.0)
-    lo = tf.cast(tf.floor(pos), tf.int32)
-    hi = tf.minimum(lo + 1, n - 1)
-    frac = pos - tf.floor(pos)
-    return tf.gather(sorted_values, lo) * (1 - frac) + tf.gather(sorted_values, hi) * frac
-
-
-@keras.saving.register_keras_serializable(package="leukweb")
-class MacenkoNormalization(keras.layers.Layer):
-    """Re-express each image in a stored reference stain matrix and intensity (0-255 in/out).
-
-    Per image: estimate its H and E vectors from the optical densities of stained pixels
-    (the plane of the two main eigenvectors, extremes of the angle within it), unmix,
-    rescale the concentrations to the reference's 99th percentiles, remix with the
-    reference vectors. Images with too few stained pixels pass unchanged.
-    """
-
-    def __init__(self, stains, max_concentrations, **kwargs):
-        super().__init__(**kwargs)
-        self.stains = [[float(v) for v in row] for row in stains]
-        self.max_concentrations = [float(v) for v in max_concentrations]
-
-    def _one(self, image):
-        od = -tf.math.log((tf.reshape(image, [-1, 3]) + 1.0) / 256.0)
-        mask = tf.reduce_all((od > MACENKO_BETA) & (od < MACENKO_OD_MAX), axis=1)
-        n = tf.reduce_sum(tf.cast(mask, tf.int32))
-
-        def normalise():
-            w = tf.cast(mask, tf.float32)[:, None]
-            mean = tf.reduce_sum(od * w, axis=0) / tf.cast(n, tf.float32)
-            centred = (od - mean) * w
-            cov = tf.linalg.matmul(centred, centred, transpose_a=True)
-            eig = tf.linalg.eigh(cov)[1][:, 1:3]
-            eig = eig * tf.where(tf.reduce_sum(eig, axis=0) < 0, -1.0, 1.0)
-            proj = tf.linalg.matmul(od, eig)
-            phi = tf.math.atan2(proj[:, 1], proj[:, 0])
-            phi = tf.sort(tf.where(mask, phi, np.inf))
-            lo = _percentile(phi, n, MACENKO_ALPHA)
-            hi = _percentile(phi, n, 100 - MACENKO_ALPHA)
-            v1 = tf.linalg.matvec(eig, tf.stack([tf.cos(lo), tf.sin(lo)]))
-            v2 = tf.linalg.matvec(eig, tf.stack([tf.cos(hi), tf.sin(hi)]))
-            own = tf.where(v1[0] > v2[0], tf.stack([v1, v2], axis=1), tf.stack([v2, v1], axis=1))
-            conc = tf.linalg.matmul(od, tf.linalg.pinv(own), transpose_b=True)
-            total = tf.shape(conc)[0]
-            own_max = _percentile(tf.sort(conc, axis=0), total, 99.0)
-            conc = conc * (tf.constant(self.max_concentrations) / own_max)
-            ref = tf.constant(self.stains, tf.float32)
-            rgb = 256.0 * tf.exp(-tf.linalg.matmul(conc, ref, transpose_b=True)) - 1.0
-            return tf.reshape(tf.clip_by_value(rgb, 0.0, 255.0), tf.shape(image))
-
-        return tf.cond(n >= _MIN_STAIN_PIXELS, normalise, lambda: image)
-
-    def call(self, x):
-        x = tf.cast(x, tf.float32)
-        return tf.map_fn(self._one, x, fn_output_signature=tf.float32)
-
-    def compute_output_shape(self, input_shape):
-        return input_shape
-
-    def get_config(self):
-        return {
-            **super().get_config(),
-            "stains": self.stains,
-            "max_concentrations": self.max_concentrations,
-        }

@@ -3,7 +3,9 @@
 A run folder holds everything needed to audit or repeat it::
 
     <run>/split.json  train.log  history.csv  checkpoints/{best,last}.keras
-         report.json  report.html  *.png  <name>-<version>/   (the packaged artifact)
+         report.json  report.html  *.svg  <name>-<version>/   (the packaged artifact)
+
+``run_training`` is the order of the steps; each step is a function below it.
 """
 
 from __future__ import annotations
@@ -16,11 +18,12 @@ from pathlib import Path
 
 import numpy as np
 
+from runtime.artifact import utc_now, write_artifact
+from runtime.guard import MahalanobisGuard
 from training import data as data_mod
 from training.architectures import ARCHITECTURES, backbone_layers, build_model, heatmap_layer
 from training.baselines import baseline_warning, run_baselines
 from training.evaluate import REVIEW_TARGET_ACCURACY, full_evaluation
-from training.package import utc_now, write_artifact
 
 log = logging.getLogger("training")
 
@@ -303,6 +306,21 @@ def clinical_validity(
     return {"robustness": rob, "per_source": per_source, "ood": ood, "guard": guard}
 
 
+@dataclass
+class _Fit:
+    """What the training phases produced: per-epoch history and the facts of each phase."""
+
+    history: dict[str, list[float]]
+    phases: list[dict]
+    seconds: float
+    class_weights: dict[int, float]
+
+    @property
+    def best_epoch(self) -> int | None:
+        val_loss = self.history.get("val_loss", [])
+        return int(np.argmin(val_loss)) + 1 if val_loss else None
+
+
 def run_training(
     cfg: TrainConfig,
     *,
@@ -318,37 +336,23 @@ def run_training(
     """
     import keras
 
-    from training import figures
-    from training import report as report_mod
-    from training.augment import eval_dataset, train_dataset
-
     if cfg.arch not in ARCHITECTURES:
         raise ValueError(f"unknown architecture {cfg.arch!r}")
     weights = parse_weights(cfg.weights)
     size = cfg.resolved_size()
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
-    name = cfg.name or f"leukweb-{cfg.arch}"
-    version = cfg.version or stamp
     run_dir = Path(run_dir or Path(cfg.out) / f"{cfg.arch}-{stamp}")
     run_dir.mkdir(parents=True, exist_ok=True)
     handlers = _setup_logging(run_dir)
     t_start = time.monotonic()
     try:
         keras.utils.set_random_seed(cfg.seed)
-        if prepared is None:
-            prepared = data_mod.prepare(
-                Path(cfg.data_dir),
-                seed=cfg.seed,
-                label_map=data_mod.read_label_map(Path(cfg.label_map) if cfg.label_map else None),
-                groups_csv=Path(cfg.groups) if cfg.groups else None,
-            )
+        prepared = prepared if prepared is not None else _prepare_split(cfg)
         prepared.save(run_dir / "split.json")
-        synthetic = prepared.synthetic if cfg.synthetic is None else cfg.synthetic
-        classes = prepared.classes
         if cfg.stain_normalize not in (None, "reinhard", "macenko"):
             raise ValueError(f"unknown stain normalisation {cfg.stain_normalize!r}")
         # Build first: a missing weights file should fail before minutes of decoding.
-        model = build_model(cfg.arch, len(classes), size, weights)
+        model = build_model(cfg.arch, len(prepared.classes), size, weights)
         log.info(
             "run %s: %s at %d px, weights %s, split %s",
             run_dir,
@@ -357,14 +361,7 @@ def run_training(
             weights or "none",
             prepared.sizes(),
         )
-        if arrays is None:
-            arrays = {
-                part: data_mod.load_images(
-                    Path(prepared.data_dir), prepared.splits[part], classes, size
-                )
-                for part in data_mod.SPLITS
-            }
-        (x_tr, y_tr), (x_va, y_va), (x_te, y_te) = (arrays[p] for p in data_mod.SPLITS)
+        arrays = arrays if arrays is not None else _decode(prepared, size)
         log.info(
             "decoded %d images in %.0f s",
             sum(len(a[0]) for a in arrays.values()),
@@ -372,242 +369,36 @@ def run_training(
         )
         stain_reference = None
         if cfg.stain_normalize:
-            from training import stain
-
-            # The reference comes from the training split only; it is saved in the layer.
-            if cfg.stain_normalize == "reinhard":
-                stain_reference = stain.reinhard_reference(x_tr)
-                layer = stain.ReinhardNormalization(
-                    stain_reference["mean"], stain_reference["std"], name="stain_normalize"
-                )
-            else:
-                stain_reference = stain.macenko_reference(x_tr)
-                layer = stain.MacenkoNormalization(
-                    stain_reference["stains"],
-                    stain_reference["max_concentrations"],
-                    name="stain_normalize",
-                )
-            keras.utils.set_random_seed(cfg.seed)
-            model = build_model(cfg.arch, len(classes), size, weights, normalizer=layer)
-            log.info(
-                "%s stain normalisation to the training split's reference %s",
-                cfg.stain_normalize,
-                stain_reference,
+            model, stain_reference = _build_with_stain_normalisation(
+                cfg, len(prepared.classes), size, weights, arrays["train"][0]
             )
+        (x_tr, y_tr), _, (x_te, y_te) = (arrays[p] for p in data_mod.SPLITS)
         baselines = run_baselines(x_tr, y_tr, x_te, y_te, seed=cfg.seed)
         log.info("baselines: %s", {k: round(v["accuracy"], 4) for k, v in baselines.items()})
-
-        cw = class_weights(y_tr, len(classes))
-        train_ds = train_dataset(
-            x_tr,
-            y_tr,
-            batch_size=cfg.batch_size,
-            seed=cfg.seed,
-            augment=cfg.augment,
-            stain=cfg.stain_augment,
+        fit = _fit(model, cfg, arrays, len(prepared.classes), weights, run_dir)
+        bn_info = _reestimate_batchnorm(model, cfg, arrays)
+        evaluation, warning = _evaluate(model, cfg, arrays, prepared.classes, baselines)
+        validity, guard = _check_validity(model, cfg, arrays, prepared)
+        report = _report(
+            cfg,
+            prepared,
+            name=cfg.name or f"leukweb-{cfg.arch}",
+            version=cfg.version or stamp,
+            size=size,
+            fit=fit,
+            bn_info=bn_info,
+            baselines=baselines,
+            warning=warning,
+            evaluation=evaluation,
+            validity=validity,
+            stain_reference=stain_reference,
+            wall_seconds=time.monotonic() - t_start,
         )
-        val_ds = eval_dataset(x_va, y_va, batch_size=cfg.batch_size)
-        verbose = 1 if sys.stdout.isatty() else 2
-        history: dict[str, list[float]] = {}
-        phases = []
-        t_fit = time.monotonic()
-        start_epoch = 0
-        if weights is not None:
-            frozen = backbone_layers(model)
-            for layer in frozen:
-                layer.trainable = False
-            head_epochs = min(cfg.head_epochs, cfg.epochs)
-            log.info("phase 1: frozen backbone, head only, up to %d epochs", head_epochs)
-            h = _fit_phase(
-                model,
-                train_ds,
-                val_ds,
-                lr=cfg.learning_rate,
-                epochs=head_epochs,
-                initial_epoch=0,
-                cw=cw,
-                run_dir=run_dir,
-                patience=cfg.patience,
-                append=False,
-                verbose=verbose,
-            )
-            phases.append({"phase": "head", "epochs": len(h["loss"]), "lr": cfg.learning_rate})
-            for k, v in h.items():
-                history.setdefault(k, []).extend(float(a) for a in v)
-            start_epoch = len(h["loss"])
-            for layer in frozen:
-                # BatchNorm stays frozen while fine-tuning (Keras' transfer-learning advice)
-                layer.trainable = not isinstance(layer, keras.layers.BatchNormalization)
-        if start_epoch < cfg.epochs:
-            lr = cfg.finetune_learning_rate if weights is not None else cfg.learning_rate
-            log.info(
-                "phase %s: epochs %d-%d, lr %g",
-                "fine-tune" if weights else "train",
-                start_epoch + 1,
-                cfg.epochs,
-                lr,
-            )
-            h = _fit_phase(
-                model,
-                train_ds,
-                val_ds,
-                lr=lr,
-                epochs=cfg.epochs,
-                initial_epoch=start_epoch,
-                cw=cw,
-                run_dir=run_dir,
-                patience=cfg.patience,
-                append=start_epoch > 0,
-                verbose=verbose,
-            )
-            phases.append(
-                {"phase": "fine-tune" if weights else "train", "epochs": len(h["loss"]), "lr": lr}
-            )
-            for k, v in h.items():
-                history.setdefault(k, []).extend(float(a) for a in v)
-        fit_seconds = time.monotonic() - t_fit
-        val_loss = history.get("val_loss", [])
-        best_epoch = int(np.argmin(val_loss)) + 1 if val_loss else None
-
-        bn_info = {"recomputed": False}
-        if cfg.recompute_bn:
-            before = predict(model, x_va, cfg.batch_size)
-            saved = _bn_state(model)
-            t_bn = time.monotonic()
-            n_bn = recompute_batchnorm(model, x_tr, cfg.batch_size)
-            if n_bn:
-                after = predict(model, x_va, cfg.batch_size)
-                from training.evaluate import nll
-
-                loss_b, loss_a = nll(before, y_va), nll(after, y_va)
-                acc_b = float((before.argmax(1) == y_va).mean())
-                acc_a = float((after.argmax(1) == y_va).mean())
-                kept = loss_a <= loss_b + 1e-6
-                if not kept:
-                    _set_bn_state(model, saved)
-                bn_info = {
-                    "recomputed": bool(kept),
-                    "layers": n_bn,
-                    "val_loss_before": loss_b,
-                    "val_loss_after": loss_a,
-                    "val_accuracy_before": acc_b,
-                    "val_accuracy_after": acc_a,
-                    "seconds": time.monotonic() - t_bn,
-                }
-                log.info(
-                    "BatchNorm re-estimation: val loss %.4f -> %.4f, acc %.4f -> %.4f (%s)",
-                    loss_b,
-                    loss_a,
-                    acc_b,
-                    acc_a,
-                    "kept" if kept else "reverted",
-                )
-
-        val_probs = predict(model, x_va, cfg.batch_size)
-        test_probs = predict(model, x_te, cfg.batch_size)
-        evaluation = full_evaluation(
-            val_probs, y_va, test_probs, y_te, classes, review_target=cfg.review_target
+        report_files = _write_report(report, run_dir)
+        artifact_dir = _package(
+            model, report, prepared, guard, package_dir or run_dir, report_files
         )
         t = evaluation["test"]
-        warning = baseline_warning(test_probs.argmax(axis=1), y_te, baselines)
-        if warning:
-            log.warning(warning)
-        validity = clinical_validity(
-            model,
-            classes,
-            arrays,
-            prepared.splits["test"],
-            seed=cfg.seed,
-            batch_size=cfg.batch_size,
-        )
-        guard = validity.pop("guard")
-        validity["ood"]["packaged"] = True
-        created = utc_now()
-        report = {
-            "name": name,
-            "version": version,
-            "architecture": cfg.arch,
-            "classes": classes,
-            "input_size": size,
-            "created": created,
-            "synthetic": synthetic,
-            "config": asdict(cfg),
-            "data": {k: v for k, v in prepared.to_json().items() if k != "splits"},
-            "training": {
-                "epochs_run": len(history.get("loss", [])),
-                "best_epoch": best_epoch,
-                "phases": phases,
-                "fit_seconds": fit_seconds,
-                "wall_seconds": time.monotonic() - t_start,
-                "class_weights": {classes[i]: w for i, w in cw.items()},
-                "batchnorm": bn_info,
-                "history": history,
-            },
-            "baselines": baselines,
-            "baseline_warning": warning,
-            "evaluation": evaluation,
-            **validity,
-            "stain_normalization": None
-            if stain_reference is None
-            else {"method": cfg.stain_normalize, "layer": "stain_normalize", **stain_reference},
-        }
-        figs = [
-            figures.confusion_matrix_png(
-                t["confusion_matrix"], classes, run_dir / "confusion_matrix.png"
-            ),
-            figures.curves_png(history, run_dir / "curves.png", best_epoch),
-            figures.reliability_png(
-                evaluation["reliability_before"],
-                evaluation["reliability_after"],
-                run_dir / "reliability.png",
-            ),
-            figures.robustness_png(report["robustness"], run_dir / "robustness.png"),
-        ]
-        report["training"]["wall_seconds"] = time.monotonic() - t_start
-        report_json = report_mod.write_json(report, run_dir / "report.json")
-        report_html = report_mod.write_html(report, run_dir, run_dir / "report.html")
-        manifest_fields = {
-            "name": name,
-            "version": version,
-            "architecture": cfg.arch,
-            "classes": classes,
-            "input_size": size,
-            "dataset_fingerprint": prepared.fingerprint,
-            "split_sizes": prepared.sizes(),
-            "metrics": {
-                "accuracy": t["accuracy"],
-                "macro_f1": t["macro_f1"],
-                "weighted_f1": t["weighted_f1"],
-                "macro_roc_auc": t["macro_roc_auc"],
-                "ece_before": t["ece_before"],
-                "ece_after": t["ece_after"],
-                "validation_accuracy": t["validation_accuracy"],
-                "baseline_colour_accuracy": baselines["colour_stats"]["accuracy"],
-                "baseline_thumbnail_accuracy": baselines["thumbnail_8x8"]["accuracy"],
-            },
-            "temperature": t["temperature"],
-            "confidence_threshold": t["confidence_threshold"],
-            "heatmap_layer": heatmap_layer(model),
-            "created": created,
-            "content_hash": "",
-            "synthetic": synthetic,
-            "extra": {
-                "review_rule": (
-                    f"flag 'needs review' when max(softmax(log(p)/temperature)) < threshold; the "
-                    f"threshold is the lowest at which validation images kept reach "
-                    f"{cfg.review_target:.0%} accuracy"
-                ),
-                "weights": cfg.weights or "none",
-                "stain_normalization": report["stain_normalization"],
-            },
-        }
-        artifact_dir, _ = write_artifact(
-            model,
-            package_dir or run_dir,
-            manifest_fields=manifest_fields,
-            report_files=[report_json, report_html, *figs],
-            guard=guard,
-        )
         log.info(
             "done in %.0f s: test accuracy %.4f, macro F1 %.4f, ECE %.4f -> %.4f; artifact %s",
             time.monotonic() - t_start,
@@ -622,3 +413,314 @@ def run_training(
         for h in handlers:
             logging.getLogger().removeHandler(h)
             h.close()
+
+
+def _prepare_split(cfg: TrainConfig) -> data_mod.PreparedData:
+    """The de-duplicated, stratified (or grouped) split of ``cfg.data_dir``."""
+    return data_mod.prepare(
+        Path(cfg.data_dir),
+        seed=cfg.seed,
+        label_map=data_mod.read_label_map(Path(cfg.label_map) if cfg.label_map else None),
+        groups_csv=Path(cfg.groups) if cfg.groups else None,
+    )
+
+
+def _decode(prepared: data_mod.PreparedData, size: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Every split's images at the model's input size, with their class indices."""
+    return {
+        part: data_mod.load_images(
+            Path(prepared.data_dir), prepared.splits[part], prepared.classes, size
+        )
+        for part in data_mod.SPLITS
+    }
+
+
+def _build_with_stain_normalisation(
+    cfg: TrainConfig, n_classes: int, size: int, weights: str | None, x_train: np.ndarray
+):
+    """The model rebuilt with a stain-normalisation layer first, and the layer's reference.
+
+    The reference comes from the training split only; it is saved in the layer.
+    """
+    import keras
+
+    from runtime.layers import MacenkoNormalization, ReinhardNormalization
+    from training import stain
+
+    if cfg.stain_normalize == "reinhard":
+        reference = stain.reinhard_reference(x_train)
+        layer = ReinhardNormalization(reference["mean"], reference["std"], name="stain_normalize")
+    else:
+        reference = stain.macenko_reference(x_train)
+        layer = MacenkoNormalization(
+            reference["stains"], reference["max_concentrations"], name="stain_normalize"
+        )
+    keras.utils.set_random_seed(cfg.seed)
+    model = build_model(cfg.arch, n_classes, size, weights, normalizer=layer)
+    log.info(
+        "%s stain normalisation to the training split's reference %s",
+        cfg.stain_normalize,
+        reference,
+    )
+    return model, reference
+
+
+def _fit(
+    model, cfg: TrainConfig, arrays: dict, n_classes: int, weights: str | None, run_dir: Path
+) -> _Fit:
+    """Train from scratch in one phase, or (pretrained) head first, then fine-tune."""
+    import keras
+
+    from training.augment import eval_dataset, train_dataset
+
+    (x_tr, y_tr), (x_va, y_va), _ = (arrays[p] for p in data_mod.SPLITS)
+    cw = class_weights(y_tr, n_classes)
+    train_ds = train_dataset(
+        x_tr,
+        y_tr,
+        batch_size=cfg.batch_size,
+        seed=cfg.seed,
+        augment=cfg.augment,
+        stain=cfg.stain_augment,
+    )
+    val_ds = eval_dataset(x_va, y_va, batch_size=cfg.batch_size)
+    fit = _Fit(history={}, phases=[], seconds=0.0, class_weights=cw)
+    common = {
+        "cw": cw,
+        "run_dir": run_dir,
+        "patience": cfg.patience,
+        "verbose": 1 if sys.stdout.isatty() else 2,
+    }
+    t_fit = time.monotonic()
+    start_epoch = 0
+    if weights is not None:
+        frozen = backbone_layers(model)
+        for layer in frozen:
+            layer.trainable = False
+        head_epochs = min(cfg.head_epochs, cfg.epochs)
+        log.info("phase 1: frozen backbone, head only, up to %d epochs", head_epochs)
+        h = _fit_phase(
+            model,
+            train_ds,
+            val_ds,
+            lr=cfg.learning_rate,
+            epochs=head_epochs,
+            initial_epoch=0,
+            append=False,
+            **common,
+        )
+        _record_phase(fit, "head", h, cfg.learning_rate)
+        start_epoch = len(h["loss"])
+        for layer in frozen:
+            # BatchNorm stays frozen while fine-tuning (Keras' transfer-learning advice)
+            layer.trainable = not isinstance(layer, keras.layers.BatchNormalization)
+    if start_epoch < cfg.epochs:
+        lr = cfg.finetune_learning_rate if weights is not None else cfg.learning_rate
+        phase = "fine-tune" if weights else "train"
+        log.info("phase %s: epochs %d-%d, lr %g", phase, start_epoch + 1, cfg.epochs, lr)
+        h = _fit_phase(
+            model,
+            train_ds,
+            val_ds,
+            lr=lr,
+            epochs=cfg.epochs,
+            initial_epoch=start_epoch,
+            append=start_epoch > 0,
+            **common,
+        )
+        _record_phase(fit, phase, h, lr)
+    fit.seconds = time.monotonic() - t_fit
+    return fit
+
+
+def _record_phase(fit: _Fit, phase: str, history: dict, lr: float) -> None:
+    fit.phases.append({"phase": phase, "epochs": len(history["loss"]), "lr": lr})
+    for k, v in history.items():
+        fit.history.setdefault(k, []).extend(float(a) for a in v)
+
+
+def _reestimate_batchnorm(model, cfg: TrainConfig, arrays: dict) -> dict:
+    """With ``cfg.recompute_bn``, recompute BatchNorm statistics on clean training images and
+    keep them only if the validation loss does not get worse. Returns the report's facts."""
+    from training.evaluate import nll
+
+    if not cfg.recompute_bn:
+        return {"recomputed": False}
+    (x_tr, _), (x_va, y_va), _ = (arrays[p] for p in data_mod.SPLITS)
+    before = predict(model, x_va, cfg.batch_size)
+    saved = _bn_state(model)
+    t_bn = time.monotonic()
+    n_bn = recompute_batchnorm(model, x_tr, cfg.batch_size)
+    if not n_bn:
+        return {"recomputed": False}
+    after = predict(model, x_va, cfg.batch_size)
+    loss_b, loss_a = nll(before, y_va), nll(after, y_va)
+    acc_b = float((before.argmax(1) == y_va).mean())
+    acc_a = float((after.argmax(1) == y_va).mean())
+    kept = loss_a <= loss_b + 1e-6
+    if not kept:
+        _set_bn_state(model, saved)
+    log.info(
+        "BatchNorm re-estimation: val loss %.4f -> %.4f, acc %.4f -> %.4f (%s)",
+        loss_b,
+        loss_a,
+        acc_b,
+        acc_a,
+        "kept" if kept else "reverted",
+    )
+    return {
+        "recomputed": bool(kept),
+        "layers": n_bn,
+        "val_loss_before": loss_b,
+        "val_loss_after": loss_a,
+        "val_accuracy_before": acc_b,
+        "val_accuracy_after": acc_a,
+        "seconds": time.monotonic() - t_bn,
+    }
+
+
+def _evaluate(
+    model, cfg: TrainConfig, arrays: dict, classes: list[str], baselines: dict
+) -> tuple[dict, str | None]:
+    """Calibrated test metrics (temperature and threshold from validation), and the
+    warning when the CNN is not clearly above a cheap baseline."""
+    _, (x_va, y_va), (x_te, y_te) = (arrays[p] for p in data_mod.SPLITS)
+    val_probs = predict(model, x_va, cfg.batch_size)
+    test_probs = predict(model, x_te, cfg.batch_size)
+    evaluation = full_evaluation(
+        val_probs, y_va, test_probs, y_te, classes, review_target=cfg.review_target
+    )
+    warning = baseline_warning(test_probs.argmax(axis=1), y_te, baselines)
+    if warning:
+        log.warning(warning)
+    return evaluation, warning
+
+
+def _check_validity(
+    model, cfg: TrainConfig, arrays: dict, prepared: data_mod.PreparedData
+) -> tuple[dict, MahalanobisGuard]:
+    """The report's robustness, per-source and guard sections, and the guard to package."""
+    validity = clinical_validity(
+        model,
+        prepared.classes,
+        arrays,
+        prepared.splits["test"],
+        seed=cfg.seed,
+        batch_size=cfg.batch_size,
+    )
+    guard = validity.pop("guard")
+    validity["ood"]["packaged"] = True
+    return validity, guard
+
+
+def _report(
+    cfg: TrainConfig,
+    prepared: data_mod.PreparedData,
+    *,
+    name: str,
+    version: str,
+    size: int,
+    fit: _Fit,
+    bn_info: dict,
+    baselines: dict,
+    warning: str | None,
+    evaluation: dict,
+    validity: dict,
+    stain_reference: dict | None,
+    wall_seconds: float,
+) -> dict:
+    """report.json's content: everything a reader needs to audit or repeat the run."""
+    classes = prepared.classes
+    return {
+        "name": name,
+        "version": version,
+        "architecture": cfg.arch,
+        "classes": classes,
+        "input_size": size,
+        "created": utc_now(),
+        "synthetic": prepared.synthetic if cfg.synthetic is None else cfg.synthetic,
+        "config": asdict(cfg),
+        "data": {k: v for k, v in prepared.to_json().items() if k != "splits"},
+        "training": {
+            "epochs_run": len(fit.history.get("loss", [])),
+            "best_epoch": fit.best_epoch,
+            "phases": fit.phases,
+            "fit_seconds": fit.seconds,
+            "wall_seconds": wall_seconds,
+            "class_weights": {classes[i]: w for i, w in fit.class_weights.items()},
+            "batchnorm": bn_info,
+            "history": fit.history,
+        },
+        "baselines": baselines,
+        "baseline_warning": warning,
+        "evaluation": evaluation,
+        **validity,
+        "stain_normalization": None
+        if stain_reference is None
+        else {"method": cfg.stain_normalize, "layer": "stain_normalize", **stain_reference},
+    }
+
+
+def _write_report(report: dict, run_dir: Path) -> list[Path]:
+    """report.json, report.html and the SVG figures in the run folder; returns their paths."""
+    from training import report as report_mod
+
+    figures = report_mod.write_figures(report, run_dir)
+    return [
+        report_mod.write_json(report, run_dir / "report.json"),
+        report_mod.write_html(report, run_dir / "report.html"),
+        *figures,
+    ]
+
+
+def _package(
+    model,
+    report: dict,
+    prepared: data_mod.PreparedData,
+    guard: MahalanobisGuard,
+    out_dir: Path,
+    report_files: list[Path],
+) -> Path:
+    """Write the artifact: the model, its guard, the report files, and the manifest."""
+    t = report["evaluation"]["test"]
+    baselines = report["baselines"]
+    cfg = report["config"]
+    manifest_fields = {
+        "name": report["name"],
+        "version": report["version"],
+        "architecture": report["architecture"],
+        "classes": report["classes"],
+        "input_size": report["input_size"],
+        "dataset_fingerprint": prepared.fingerprint,
+        "split_sizes": prepared.sizes(),
+        "metrics": {
+            "accuracy": t["accuracy"],
+            "macro_f1": t["macro_f1"],
+            "weighted_f1": t["weighted_f1"],
+            "macro_roc_auc": t["macro_roc_auc"],
+            "ece_before": t["ece_before"],
+            "ece_after": t["ece_after"],
+            "validation_accuracy": t["validation_accuracy"],
+            "baseline_colour_accuracy": baselines["colour_stats"]["accuracy"],
+            "baseline_thumbnail_accuracy": baselines["thumbnail_8x8"]["accuracy"],
+        },
+        "temperature": t["temperature"],
+        "confidence_threshold": t["confidence_threshold"],
+        "heatmap_layer": heatmap_layer(model),
+        "created": report["created"],
+        "content_hash": "",
+        "synthetic": report["synthetic"],
+        "extra": {
+            "review_rule": (
+                f"flag 'needs review' when max(softmax(log(p)/temperature)) < threshold; the "
+                f"threshold is the lowest at which validation images kept reach "
+                f"{cfg['review_target']:.0%} accuracy"
+            ),
+            "weights": cfg["weights"] or "none",
+            "stain_normalization": report["stain_normalization"],
+        },
+    }
+    artifact_dir, _ = write_artifact(
+        model, out_dir, manifest_fields=manifest_fields, report_files=report_files, guard=guard
+    )
+    return artifact_dir

@@ -18,19 +18,13 @@ from pathlib import Path
 
 import numpy as np
 
+from runtime.artifact import ArtifactError, load_guard, load_packaged, write_artifact
 from training import data as data_mod
-from training.package import ArtifactError, load_guard, load_packaged, write_artifact
 
 log = logging.getLogger("training")
 
-_REPORT_FILES = (
-    "report.json",
-    "report.html",
-    "confusion_matrix.png",
-    "curves.png",
-    "reliability.png",
-    "robustness.png",
-)
+# Older artifacts carry PNG figures, newer ones SVG: a repackaged artifact keeps either.
+_FIGURE_SUFFIXES = (".svg", ".png")
 
 
 def run_loso(cfg, out: Path) -> dict:
@@ -136,9 +130,15 @@ def add_guard(
         out,
         manifest_fields=fields,
         guard=guard,
-        report_files=[Path(artifact) / f for f in _REPORT_FILES],
+        report_files=_report_files(Path(artifact)),
     )
     return folder
+
+
+def _report_files(artifact: Path) -> list[Path]:
+    """An artifact's report.json, report.html and figures, to carry into its successor."""
+    figures = sorted(p for p in artifact.iterdir() if p.suffix in _FIGURE_SUFFIXES)
+    return [artifact / "report.json", artifact / "report.html", *figures]
 
 
 def _image_files(folder: Path) -> list[Path]:
@@ -162,9 +162,9 @@ def ood_check(
 
     With ``run_dir`` the run's test split (real in-distribution smears) is checked too.
     """
+    from runtime.preprocess import load_for_model
     from training.nonsmear import KINDS, generate
     from training.ood import FeatureExtractor
-    from training.preprocess import load_for_model
 
     model, manifest = load_packaged(artifact)
     guard = load_guard(artifact, manifest)

@@ -78,7 +78,7 @@ def _upload_bytes(image: SmearImage) -> bytes:
 def _classify(predictor, blobs: dict[int, bytes]):
     """Prepare and classify; return ({image pk: answer}, {image pk: failure}, ms per image,
     {image pk: prepared array})."""
-    from inference.predictor import ImageDecodeError
+    from runtime.preprocess import ImageDecodeError
 
     arrays, failures = {}, {}
     for pk, prepared in zip(blobs, predictor.prepare_many(list(blobs.values())), strict=True):
@@ -98,8 +98,8 @@ def _heatmaps_attach(predictor, version, arrays: dict[int, np.ndarray], blobs) -
     aid. A heatmap is not the answer: if Grad-CAM or the storage fails, the predictions
     stand without one and the failure is logged.
     """
-    from inference.heatmaps import overlay_png
-    from training.preprocess import load_rgb
+    from runtime.heatmaps import overlay_png
+    from runtime.preprocess import load_rgb
 
     if not arrays or not settings.INFERENCE_HEATMAPS:
         return 0
@@ -230,7 +230,7 @@ def case_analyse(*, case_id: int, worker_host: str) -> AnalysisOutcome:
     constraint stops a duplicate from any concurrent run. The model is loaded (and warmed
     up) before the case is claimed, so no row is locked while TensorFlow works on a load.
     """
-    from inference.predictor import ArtifactError
+    from runtime.artifact import ArtifactError
 
     version = ModelVersion.objects.deployed()
     if version is None:
@@ -275,7 +275,7 @@ def case_analyse(*, case_id: int, worker_host: str) -> AnalysisOutcome:
 
 def _shadow_rows(shadow, answers, blobs, worker_host) -> list[Prediction]:
     """The shadow model's predictions for the same images; its trouble never fails a case."""
-    from inference.predictor import ArtifactError
+    from runtime.artifact import ArtifactError
 
     todo = {
         pk: blobs[pk]

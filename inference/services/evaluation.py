@@ -58,8 +58,8 @@ def model_version_evaluation_request(
 def model_evaluation_run(*, evaluation_id: int) -> ModelEvaluation:
     """Run a queued local evaluation (the worker's task); a set that cannot be scored
     fails with its reason. A re-delivered message finds the row done and does nothing."""
-    from inference.evaluation import evaluate_folder
-    from training.package import ArtifactError
+    from runtime.artifact import ArtifactError
+    from training.local_evaluation import evaluate_folder
 
     evaluation = ModelEvaluation.objects.select_related("model_version").get(pk=evaluation_id)
     if evaluation.status != ModelEvaluation.Status.PENDING:
@@ -98,7 +98,7 @@ def model_version_evaluate(
 
     Raises DatasetError for a folder that holds nothing to score; nothing is stored then.
     """
-    from inference.evaluation import evaluate_folder
+    from training.local_evaluation import evaluate_folder
 
     result = evaluate_folder(predictor_for(model_version), data_dir, label_map=label_map)
     with transaction.atomic():

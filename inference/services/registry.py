@@ -35,7 +35,8 @@ def model_version_import(*, source: Path, actor: User | None = None) -> ModelVer
 
     Nothing is left behind when it is refused: no row, and no files in the models storage.
     """
-    from inference.predictor import ArtifactError, Predictor
+    from runtime.artifact import ArtifactError
+    from runtime.predictor import Predictor
 
     source = Path(source)
     try:

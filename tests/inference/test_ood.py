@@ -9,9 +9,9 @@ from django.urls import reverse
 from PIL import Image
 
 from inference.models import CaseResult, Prediction
-from inference.predictor import Predictor
 from inference.services.registry import model_version_deploy, model_version_import
 from inference.tasks import analyse_case
+from runtime.predictor import Predictor
 from tests.factories import ModelVersionFactory, case_with_images
 from tests.helpers import TINY_CLASSES as CLASSES
 from tests.helpers import TINY_SIZE as SIZE
@@ -40,9 +40,10 @@ def _named_model(seed: int):
 @pytest.fixture(scope="module")
 def guarded(tmp_path_factory):
     """A format-2 artifact whose guard was fitted on random-noise 'smears'."""
-    from training.ood import FeatureExtractor, MahalanobisGuard, feature_layer
-    from training.package import write_artifact
-    from training.preprocess import load_rgb, resize_for_model
+    from runtime.artifact import write_artifact
+    from runtime.guard import feature_layer
+    from runtime.preprocess import load_rgb, resize_for_model
+    from training.ood import FeatureExtractor, fit_features
 
     model = _named_model(5)
     layer = feature_layer(model)
@@ -53,7 +54,7 @@ def guarded(tmp_path_factory):
     extract = FeatureExtractor(model, layer)
     f_tr, p_tr = extract(batch(range(100, 160)))
     f_va, _ = extract(batch(range(200, 230)))
-    guard = MahalanobisGuard.fit(f_tr, p_tr.argmax(1), f_va, layer=layer, n_classes=len(CLASSES))
+    guard = fit_features(f_tr, p_tr.argmax(1), f_va, layer=layer, n_classes=len(CLASSES))
     # These tests are about the plumbing, not the guard's quality (tests/validity): put the
     # threshold in the gap between the noise images they use and the solid colours.
     noise = guard.score(extract(batch([1, 2]))[0]).max()

@@ -59,7 +59,7 @@ def test_a_manifest_with_the_wrong_number_of_classes_is_refused(artifact_copy):
 
 
 def test_a_file_that_is_not_a_model_is_refused_even_with_a_matching_hash(artifact_copy):
-    from training.package import sha256_file
+    from runtime.artifact import sha256_file
 
     folder = artifact_copy()
     (folder / "model.keras").write_bytes(b"not a keras file")

@@ -50,6 +50,7 @@ def prediction_of(case):
 
 
 @pytest.mark.embedded
+@pytest.mark.slow
 def test_upload_to_prediction_then_a_new_deploy_serves_the_next_upload(artifacts, alice, tmp_path):
     v1 = model_version_import(source=artifacts["v1"])
     model_version_deploy(model_version=v1, actor=None, reason="first")

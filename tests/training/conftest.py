@@ -1,4 +1,4 @@
-"""Shared fixtures for the training tests: paths to the shared data and a tiny trained run."""
+"""Fixtures for the training tests: a generated data folder and a tiny trained run."""
 
 from __future__ import annotations
 
@@ -6,11 +6,6 @@ import os
 from pathlib import Path
 
 import pytest
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
-DATA_ROOT = REPO_ROOT / ".." / "shared" / "data"
-TALEQANI = DATA_ROOT / "taleqani-all"
-BCCD_IMAGES = DATA_ROOT / "bccd-smears" / "images"
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -25,7 +20,10 @@ def synthetic_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_run(synthetic_dir, tmp_path_factory):
-    """One real (tiny) training run: CML-1 at 32 px for 2 epochs, packaged."""
+    """One real (tiny) training run: CML-1 at 32 px for 2 epochs, packaged.
+
+    About ten seconds on a CPU, so every test that uses it is marked slow.
+    """
     from training.train import TrainConfig, run_training
 
     out = tmp_path_factory.mktemp("runs")

@@ -38,7 +38,14 @@ def test_cml1_has_the_studys_23_layers():
     assert model.layers[-1].activation.__name__ == "softmax"
 
 
-@pytest.mark.parametrize("arch", sorted(ARCHITECTURES))
+# The deepest backbones take seconds each to build on a CPU: the fast loop skips them.
+BIG = {"resnet101", "densenet201", "efficientnetb7"}
+
+
+@pytest.mark.parametrize(
+    "arch",
+    [pytest.param(a, marks=pytest.mark.slow) if a in BIG else a for a in sorted(ARCHITECTURES)],
+)
 def test_every_architecture_builds_with_the_right_output_size(arch):
     model = build_model(arch, 3, 32, weights=None)
     assert tuple(model.input.shape) == (None, 32, 32, 3)
@@ -53,7 +60,11 @@ def test_every_architecture_builds_with_the_right_output_size(arch):
 
 @pytest.mark.parametrize(
     "arch,module",
-    [("resnet50", "resnet"), ("densenet201", "densenet"), ("mobilenet", "mobilenet")],
+    [
+        ("resnet50", "resnet"),
+        pytest.param("densenet201", "densenet", marks=pytest.mark.slow),
+        ("mobilenet", "mobilenet"),
+    ],
 )
 def test_built_in_scaling_matches_the_backbones_preprocess_input(arch, module):
     model = build_model(arch, 2, 32)

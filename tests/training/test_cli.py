@@ -1,11 +1,14 @@
 """The CLI's smaller commands: synth, export-augmented, demo-model, compare, and errors."""
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from tests.helpers import REPO_ROOT
 from training.cli import build_parser, main
 from training.data import SYNTHETIC_MARKER
 
@@ -24,6 +27,28 @@ def test_every_subcommand_has_help():
         with pytest.raises(SystemExit) as exc:
             parser.parse_args([command, "--help"])
         assert exc.value.code == 0
+
+
+def test_cli_help_is_fast_and_django_free():
+    code = (
+        "import sys\n"
+        "from training.cli import main\n"
+        "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+        "assert not any(m.startswith('django') for m in sys.modules)\n"
+        "assert 'tensorflow' not in sys.modules, 'help should not load TensorFlow'\n"
+    )
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO_ROOT)}
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    for command in ("train", "evaluate", "compare", "synth", "export-augmented", "demo-model"):
+        assert command in out.stdout
 
 
 def test_train_defaults_follow_the_study():
@@ -70,6 +95,7 @@ def test_a_missing_data_folder_is_a_clean_error(tmp_path, capsys):
     assert "does not exist" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_demo_model_is_marked_synthetic(tmp_path):
     from training.compare import demo_model
 
@@ -84,6 +110,7 @@ def test_demo_model_is_marked_synthetic(tmp_path):
         demo_model(tmp_path, per_class=6, epochs=1, size=32)
 
 
+@pytest.mark.slow
 def test_compare_tabulates_and_draws_a_bar_chart(synthetic_dir, tmp_path, tiny_run):
     assert (
         main(
@@ -108,7 +135,7 @@ def test_compare_tabulates_and_draws_a_bar_chart(synthetic_dir, tmp_path, tiny_r
     out = next(tmp_path.glob("compare-*"))
     table = json.loads((out / "comparison.json").read_text())
     assert [r["arch"] for r in table["rows"]] == ["cml1", "mobilenet"]
-    assert (out / "comparison.png").is_file()
+    assert (out / "comparison.svg").is_file()
     assert "baseline: colour_stats" in (out / "comparison.md").read_text()
     assert (
         main(

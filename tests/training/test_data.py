@@ -5,7 +5,7 @@ import shutil
 
 import pytest
 
-from tests.training.conftest import TALEQANI
+from tests.helpers import TALEQANI
 from training import data as D
 
 

@@ -6,10 +6,11 @@ import shutil
 import numpy as np
 import pytest
 
-from training.package import ArtifactError, Manifest, load_packaged
-from training.preprocess import load_rgb, resize_for_model
+from runtime.artifact import ArtifactError, Manifest, load_packaged
+from runtime.preprocess import load_rgb, resize_for_model
 
 
+@pytest.mark.slow
 def test_a_run_writes_its_folder_and_a_packaged_artifact(tiny_run):
     run = tiny_run.run_dir
     for name in (
@@ -18,9 +19,9 @@ def test_a_run_writes_its_folder_and_a_packaged_artifact(tiny_run):
         "history.csv",
         "report.json",
         "report.html",
-        "confusion_matrix.png",
-        "curves.png",
-        "reliability.png",
+        "confusion_matrix.svg",
+        "curves.svg",
+        "reliability.svg",
         "checkpoints/best.keras",
         "checkpoints/last.keras",
     ):
@@ -32,9 +33,9 @@ def test_a_run_writes_its_folder_and_a_packaged_artifact(tiny_run):
         "manifest.json",
         "report.json",
         "report.html",
-        "confusion_matrix.png",
-        "curves.png",
-        "reliability.png",
+        "confusion_matrix.svg",
+        "curves.svg",
+        "reliability.svg",
     ):
         assert (art / name).is_file(), name
     # the artifact carries no optimizer state: about a third of the checkpoint with Adam
@@ -42,9 +43,10 @@ def test_a_run_writes_its_folder_and_a_packaged_artifact(tiny_run):
         run / "checkpoints/best.keras"
     ).stat().st_size
     html = (art / "report.html").read_text()
-    assert "NOT FOR CLINICAL USE" in html and "data:image/png;base64," in html
+    assert "NOT FOR CLINICAL USE" in html and "<svg" in html
 
 
+@pytest.mark.slow
 def test_the_manifest_has_every_contract_key(tiny_run):
     raw = json.loads((tiny_run.artifact_dir / "manifest.json").read_text())
     for key in (
@@ -74,6 +76,7 @@ def test_the_manifest_has_every_contract_key(tiny_run):
     assert Manifest.from_dict(raw).to_dict()["classes"] == raw["classes"]
 
 
+@pytest.mark.slow
 def test_load_packaged_then_predict_on_real_decoded_images(tiny_run, synthetic_dir):
     model, manifest = load_packaged(tiny_run.artifact_dir)
     files = sorted(synthetic_dir.rglob("*.png"))[:4]
@@ -88,6 +91,7 @@ def test_load_packaged_then_predict_on_real_decoded_images(tiny_run, synthetic_d
     assert len(layer.output.shape) == 4
 
 
+@pytest.mark.slow
 def test_load_packaged_refuses_a_tampered_model(tiny_run, tmp_path):
     copy = tmp_path / "art"
     shutil.copytree(tiny_run.artifact_dir, copy)
@@ -97,6 +101,7 @@ def test_load_packaged_refuses_a_tampered_model(tiny_run, tmp_path):
         load_packaged(copy)
 
 
+@pytest.mark.slow
 def test_load_packaged_refuses_missing_or_broken_files(tiny_run, tmp_path):
     with pytest.raises(ArtifactError, match="no such"):
         load_packaged(tmp_path / "nowhere")
@@ -111,6 +116,7 @@ def test_load_packaged_refuses_missing_or_broken_files(tiny_run, tmp_path):
         load_packaged(copy)
 
 
+@pytest.mark.slow
 def test_load_packaged_refuses_a_class_count_mismatch(tiny_run, tmp_path):
     copy = tmp_path / "art"
     shutil.copytree(tiny_run.artifact_dir, copy)
@@ -121,8 +127,9 @@ def test_load_packaged_refuses_a_class_count_mismatch(tiny_run, tmp_path):
         load_packaged(copy)
 
 
+@pytest.mark.slow
 def test_load_packaged_refuses_an_unloadable_model(tiny_run, tmp_path):
-    from training.package import sha256_file
+    from runtime.artifact import sha256_file
 
     copy = tmp_path / "art"
     shutil.copytree(tiny_run.artifact_dir, copy)
@@ -134,11 +141,7 @@ def test_load_packaged_refuses_an_unloadable_model(tiny_run, tmp_path):
         load_packaged(copy)
 
 
-def test_manifest_validation_names_the_problem():
-    with pytest.raises(ArtifactError, match="missing keys"):
-        Manifest.from_dict({"name": "x"})
-
-
+@pytest.mark.slow
 def test_evaluate_rescores_the_artifact_on_the_saved_test_split(tiny_run, tmp_path):
     from training.cli import main
 
@@ -162,10 +165,11 @@ def test_evaluate_rescores_the_artifact_on_the_saved_test_split(tiny_run, tmp_pa
     assert (tmp_path / "ev" / "report.html").is_file()
 
 
+@pytest.mark.slow
 def test_a_second_package_with_the_same_version_is_refused(tiny_run):
     import keras
 
-    from training.package import write_artifact
+    from runtime.artifact import write_artifact
 
     fields = json.loads((tiny_run.artifact_dir / "manifest.json").read_text())
     model = keras.saving.load_model(tiny_run.artifact_dir / "model.keras", compile=False)
@@ -173,6 +177,7 @@ def test_a_second_package_with_the_same_version_is_refused(tiny_run):
         write_artifact(model, tiny_run.artifact_dir.parent, manifest_fields=fields)
 
 
+@pytest.mark.slow
 def test_grad_cam_can_reach_the_heatmap_layer_of_a_loaded_artifact(tiny_run):
     import keras
     import tensorflow as tf
@@ -189,6 +194,7 @@ def test_grad_cam_can_reach_the_heatmap_layer_of_a_loaded_artifact(tiny_run):
     assert grads is not None and grads.shape == fmap.shape
 
 
+@pytest.mark.slow
 def test_pretrained_weights_train_head_first_then_fine_tune(synthetic_dir, tmp_path):
     """A local weights file drives the freeze-then-fine-tune schedule (no download)."""
     import keras

@@ -10,9 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from training.package import ArtifactError, load_guard, load_packaged
+from runtime.artifact import ArtifactError, load_guard, load_packaged
 
 
+@pytest.mark.slow
 def test_every_report_has_robustness_and_the_guard(tiny_run):
     report = tiny_run.report
     kinds = {r["kind"] for r in report["robustness"]["shifts"]}
@@ -34,9 +35,10 @@ def test_every_report_has_robustness_and_the_guard(tiny_run):
     assert report["per_source"] is None  # no source column given
     html = (tiny_run.artifact_dir / "report.html").read_text()
     assert "Robustness to colour and stain shifts" in html and "Out-of-scope guard" in html
-    assert (tiny_run.artifact_dir / "robustness.png").is_file()
+    assert (tiny_run.artifact_dir / "robustness.svg").is_file()
 
 
+@pytest.mark.slow
 def test_the_packaged_guard_is_hashed_and_loads(tiny_run, tmp_path):
     _, manifest = load_packaged(tiny_run.artifact_dir)
     assert manifest.format_version == 2 and manifest.ood["file"] == "ood.npz"
@@ -64,6 +66,7 @@ def _as_format_1(src: Path, dst: Path) -> Path:
     return dst
 
 
+@pytest.mark.slow
 def test_format_1_artifacts_still_load_without_a_guard(tiny_run, tmp_path):
     old = _as_format_1(tiny_run.artifact_dir, tmp_path / "old")
     _, manifest = load_packaged(old)
@@ -71,6 +74,7 @@ def test_format_1_artifacts_still_load_without_a_guard(tiny_run, tmp_path):
     assert load_guard(old, manifest) is None
 
 
+@pytest.mark.slow
 def test_add_guard_upgrades_a_format_1_artifact(tiny_run, tmp_path):
     from training.validity import add_guard, ood_check
 
@@ -86,6 +90,7 @@ def test_add_guard_upgrades_a_format_1_artifact(tiny_run, tmp_path):
     assert 0 <= result["sets"]["test split"]["rate"] <= 1
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["reinhard", "macenko"])
 def test_a_stain_normalised_stain_augmented_run_packages_the_layer(synthetic_dir, tmp_path, method):
     from training.train import TrainConfig, run_training
@@ -125,6 +130,7 @@ def _groups_with_sources(data_dir: Path, path: Path) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_sources_give_per_source_metrics_and_a_leave_one_source_out_run(synthetic_dir, tmp_path):
     from training.train import TrainConfig
     from training.validity import run_loso

@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from training.ood import MahalanobisGuard
+from runtime.guard import MahalanobisGuard
+from training.ood import fit_features
 
 
 def _clusters(n: int, seed: int, d: int = 16):
@@ -20,7 +21,7 @@ def _clusters(n: int, seed: int, d: int = 16):
 def guard():
     f_tr, y_tr = _clusters(600, 0)
     f_va, _ = _clusters(300, 1)
-    return MahalanobisGuard.fit(f_tr, y_tr, f_va, layer="features", n_classes=3)
+    return fit_features(f_tr, y_tr, f_va, layer="features", n_classes=3)
 
 
 def test_in_distribution_samples_pass_at_about_the_chosen_rate(guard):
@@ -56,7 +57,7 @@ def test_it_saves_and_loads_exactly(guard, tmp_path):
 def test_shrinkage_keeps_a_degenerate_feature_usable():
     f_tr, y_tr = _clusters(300, 6)
     f_tr[:, 0] = 0.0  # a dead ReLU unit: zero variance
-    g = MahalanobisGuard.fit(f_tr, y_tr, _clusters(100, 7)[0], layer="f", n_classes=3)
+    g = fit_features(f_tr, y_tr, _clusters(100, 7)[0], layer="f", n_classes=3)
     assert np.isfinite(g.threshold) and 0 < g.shrinkage < 1
 
 

@@ -4,6 +4,7 @@ import keras
 import numpy as np
 import pytest
 
+from runtime import layers
 from training import stain
 from training.architectures import build_model, heatmap_layer
 
@@ -22,7 +23,7 @@ def test_lab_round_trip_is_near_identity(images):
 
 def test_the_layer_matches_the_numpy_reference(images):
     ref = stain.reinhard_reference(images[:3])
-    layer = stain.ReinhardNormalization(ref["mean"], ref["std"])
+    layer = layers.ReinhardNormalization(ref["mean"], ref["std"])
     got = np.asarray(layer(images.astype(np.float32)))
     want = stain.reinhard_normalize_np(images, ref["mean"], ref["std"])
     assert np.abs(got - want).max() < 0.05
@@ -43,7 +44,7 @@ def test_a_model_with_the_layer_survives_save_and_load(images, tmp_path):
         "cml1",
         3,
         32,
-        normalizer=stain.ReinhardNormalization(ref["mean"], ref["std"], name="stain_normalize"),
+        normalizer=layers.ReinhardNormalization(ref["mean"], ref["std"], name="stain_normalize"),
     )
     assert model.layers[1].name == "stain_normalize"
     assert heatmap_layer(model) == heatmap_layer(build_model("cml1", 3, 32))
@@ -70,7 +71,7 @@ def _smear_like(seed: int, h_scale: float = 1.0) -> np.ndarray:
 def test_macenko_layer_matches_the_numpy_reference_and_evens_out_staining(tmp_path):
     ref_images = np.stack([_smear_like(s) for s in range(4)])
     ref = stain.macenko_reference(ref_images)
-    layer = stain.MacenkoNormalization(ref["stains"], ref["max_concentrations"])
+    layer = layers.MacenkoNormalization(ref["stains"], ref["max_concentrations"])
     pale = np.stack([_smear_like(10, h_scale=0.5), _smear_like(11, h_scale=0.5)])
     got = np.asarray(layer(pale.astype(np.float32)))
     want = np.stack([stain.macenko_normalize_np(img, **ref) for img in pale])

@@ -3,10 +3,9 @@ from pathlib import Path
 from django.core.management.base import BaseCommand, CommandError
 
 from accounts.models import User
-from inference.evaluation import DatasetError
 from inference.models import ModelVersion
 from inference.services.evaluation import model_version_evaluate
-from training.data import read_label_map
+from training.data import DatasetError, read_label_map
 from training.report import local_evaluation_warnings, reported_test_accuracy
 
 

@@ -29,19 +29,13 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from inference.heatmaps import GradCam
-from training.ood import two_output_model
-from training.package import ArtifactError, load_guard, load_packaged
-from training.preprocess import ImageDecodeError, load_for_model
+from runtime.artifact import ArtifactError, Manifest, load_guard, load_packaged
+from runtime.calibration import apply_temperature
+from runtime.guard import MahalanobisGuard, two_output_model
+from runtime.heatmaps import GradCam
+from runtime.preprocess import ImageDecodeError, load_for_model
 
-__all__ = [
-    "ArtifactError",
-    "ImageDecodeError",
-    "ImagePrediction",
-    "Predictor",
-    "cached_predictor",
-    "calibrate",
-]
+__all__ = ["ImagePrediction", "Predictor", "cached_predictor"]
 
 # Larger cases are split into chunks of this many images: bounds memory for big models
 # while keeping the per-call overhead negligible.
@@ -61,25 +55,10 @@ class ImagePrediction:
     out_of_scope: bool = False  # ood_score above the guard's threshold
 
 
-def calibrate(probabilities: np.ndarray, temperature: float) -> np.ndarray:
-    """Temperature scaling of softmax outputs: softmax(log(p) / T), row by row.
-
-    log(p) equals the logits up to a per-row constant, which softmax ignores, so this
-    is exactly the calibration fitted on the logits during training.
-    """
-    p = np.asarray(probabilities, dtype=np.float64)
-    if temperature == 1.0:
-        return p / p.sum(axis=1, keepdims=True)
-    z = np.log(np.clip(p, 1e-12, 1.0)) / temperature
-    z -= z.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
-
-
 class Predictor:
     """A loaded, warmed-up model and the manifest facts needed to read its output."""
 
-    def __init__(self, model, manifest, guard=None) -> None:
+    def __init__(self, model, manifest: Manifest, guard: MahalanobisGuard | None = None) -> None:
         self.model = model
         self.manifest = manifest
         self.guard = guard
@@ -195,7 +174,7 @@ class Predictor:
             return [], 0.0
         started = time.perf_counter()
         raw, scores = self.scored(np.stack(images))
-        probs = calibrate(raw, self.temperature)
+        probs = apply_temperature(raw, self.temperature)
         elapsed_ms = (time.perf_counter() - started) * 1000
         answers = []
         for i, row in enumerate(probs):

@@ -2,9 +2,10 @@
 
 Layout of ``<name>-<version>/``: ``model.keras`` (0-255 RGB in, probabilities out),
 ``manifest.json`` (a :class:`Manifest`), ``ood.npz`` (the out-of-scope guard, format 2),
-``report.json``, ``report.html`` and the PNG figures. ``load_packaged`` is what the
+``report.json``, ``report.html`` and the SVG figures. ``load_packaged`` is what the
 inference registry calls: it trusts nothing the manifest, the content hash and one test
-inference do not confirm.
+inference do not confirm. Training writes with ``write_artifact``; both sides read with
+the same code, so the format has one definition.
 """
 
 from __future__ import annotations
@@ -17,8 +18,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from training import FORMAT_VERSION
+import numpy as np
 
+from runtime.guard import METHOD, OOD_FILE, MahalanobisGuard
+
+#: Version of the packaged-artifact layout (manifest.json ``format_version``).
+FORMAT_VERSION = 2  # 2: adds the out-of-scope guard (ood.npz)
 #: Layouts this code reads: 1 has no out-of-scope guard, 2 adds ``ood``.
 READABLE_FORMATS = (1, 2)
 
@@ -119,6 +124,7 @@ class Manifest:
 
 
 def sha256_file(path: Path) -> str:
+    """``sha256:<hex>`` of a file's bytes, read in chunks: the content hash manifests carry."""
     digest = hashlib.sha256()
     with Path(path).open("rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
@@ -127,6 +133,7 @@ def sha256_file(path: Path) -> str:
 
 
 def utc_now() -> str:
+    """The current UTC time as manifests and reports write it (``2026-01-31T12:00:00Z``)."""
     return datetime.now(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
 
@@ -136,12 +143,12 @@ def write_artifact(
     *,
     manifest_fields: dict[str, Any],
     report_files: list[Path] | tuple[Path, ...] = (),
-    guard=None,
+    guard: MahalanobisGuard | None = None,
 ) -> tuple[Path, Manifest]:
     """Save ``model`` and its manifest (plus report files) into ``out_dir/<name>-<version>/``.
 
-    ``guard`` (a :class:`training.ood.MahalanobisGuard`) is saved as ``ood.npz``; its own
-    sha256 goes into the manifest's ``ood`` entry, so tampering with it is caught too.
+    ``guard`` is saved as ``ood.npz``; its own sha256 goes into the manifest's ``ood``
+    entry, so tampering with it is caught too.
     """
     folder = Path(out_dir) / f"{manifest_fields['name']}-{manifest_fields['version']}"
     if folder.exists():
@@ -159,8 +166,6 @@ def write_artifact(
     values["content_hash"] = sha256_file(tmp / MODEL_FILE)
     values["format_version"] = FORMAT_VERSION
     if guard is not None:
-        from training.ood import OOD_FILE
-
         values["ood"] = guard.manifest_entry(sha256_file(guard.save(tmp / OOD_FILE)))
     manifest = Manifest.from_dict(values)
     (tmp / MANIFEST_FILE).write_text(json.dumps(manifest.to_dict(), indent=1), encoding="utf-8")
@@ -182,6 +187,7 @@ def _inference_copy(model):
 
 
 def read_manifest(path: Path) -> Manifest:
+    """The validated manifest of an artifact folder; needs neither the model nor TensorFlow."""
     folder = Path(path)
     mpath = folder / MANIFEST_FILE
     if not mpath.is_file():
@@ -224,7 +230,7 @@ def load_packaged(path: str | Path, *, check_inference: bool = True):
             )
     import keras  # late: reading a manifest should not need TensorFlow
 
-    import training.stain  # noqa: F401  registers the stain-normalisation layer for loading
+    import runtime.layers  # noqa: F401  registers the stain-normalisation layers for loading
 
     try:
         model = keras.saving.load_model(model_path, compile=False, safe_mode=True)
@@ -245,8 +251,6 @@ def load_packaged(path: str | Path, *, check_inference: bool = True):
             f"{manifest.input_size} px RGB"
         )
     if check_inference:
-        import numpy as np
-
         blank = np.full((1, manifest.input_size, manifest.input_size, 3), 200, np.float32)
         probs = np.asarray(model(blank, training=False))
         if (
@@ -258,15 +262,13 @@ def load_packaged(path: str | Path, *, check_inference: bool = True):
     return model, manifest
 
 
-def load_guard(folder: str | Path, manifest: Manifest):
+def load_guard(folder: str | Path, manifest: Manifest) -> MahalanobisGuard | None:
     """The artifact's out-of-scope guard, or None for a format-1 artifact that has none.
 
     Call after :func:`load_packaged`, which has verified the file's hash.
     """
     if manifest.ood is None:
         return None
-    from training.ood import METHOD, MahalanobisGuard
-
     if manifest.ood["method"] != METHOD:
         raise ArtifactError(f"unknown out-of-scope method {manifest.ood['method']!r}")
     try:

@@ -3,8 +3,9 @@
 A model's training report speaks for its training data. A site's stain, scanner and
 patients differ (docs/clinical-validity.md measures how much that can cost), so an
 administrator checks a candidate on labelled local images first. Django-free, like the
-predictor: a Predictor and a class-per-folder path in, a JSON-able dict out. The images
-go through the worker's own path (decode, compiled batch, calibration, guard).
+rest of ``training``: a Predictor and a class-per-folder path in, a JSON-able dict out.
+The images go through the worker's own path (decode, compiled batch, calibration, guard);
+the registry (``inference.services``) runs it and stores the result.
 """
 
 from __future__ import annotations
@@ -14,12 +15,14 @@ from pathlib import Path
 
 import numpy as np
 
-from inference.predictor import ImageDecodeError, Predictor, calibrate
+from runtime.calibration import apply_temperature
+from runtime.predictor import Predictor
+from runtime.preprocess import ImageDecodeError
 from training.baselines import colour_baseline_cv, colour_features, mcnemar_p
 from training.data import DatasetError, dataset_fingerprint, deduplicate, scan_folder
 from training.evaluate import classification_metrics, reliability, review_stats
 
-__all__ = ["DatasetError", "evaluate_folder"]
+__all__ = ["evaluate_folder"]
 
 # Images read, decoded and classified at a time: bounds memory on a large set.
 CHUNK = 64
@@ -73,7 +76,7 @@ def evaluate_folder(
         raise DatasetError(f"none of the images in {data_dir} could be decoded")
 
     y = np.asarray(y)
-    probs = calibrate(np.concatenate(raw), predictor.temperature)
+    probs = apply_temperature(np.concatenate(raw), predictor.temperature)
     correct = probs.argmax(axis=1) == y
     metrics = classification_metrics(probs, y, classes)
     present = sorted(set(y.tolist()))

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.training.conftest import BCCD_IMAGES
-from training.preprocess import ImageDecodeError, load_for_model, load_rgb, resize_for_model
+from runtime.preprocess import ImageDecodeError, load_for_model, load_rgb, resize_for_model
+from tests.helpers import BCCD_IMAGES
 
 
 def _bccd_files(n=3):

@@ -38,7 +38,7 @@ def load_rgb(data: bytes, *, at_least: int | None = None) -> np.ndarray:
     JPEG is then decoded at the smallest of libjpeg's 1/2, 1/4 and 1/8 scales that keeps
     both sides at least that long. That reduction happens in the DCT domain, 2-3x faster
     than decoding a 640x480 smear whole, and the resized pixels differ by about 0.3 grey
-    levels on average (tests/training/test_preprocess.py measures it on real smears).
+    levels on average (tests/runtime/test_preprocess.py measures it on real smears).
     """
     if not data:
         raise ImageDecodeError("empty file: no image data")

@@ -1,0 +1,93 @@
+"""The out-of-scope guard at run time: Mahalanobis distance on penultimate-layer features.
+
+An image's score is the distance to the nearest class mean,
+``min_k sqrt((f - mu_k)^T P (f - mu_k))``, with one precision matrix ``P`` shared by all
+classes; an image scored above the threshold is "out of scope". Fitting the means, ``P``
+and the threshold is offline work (``training.ood.fit_guard``, which also describes the
+method); this module scores, saves and loads a fitted guard.
+
+Features come from the input of the final ``probabilities`` layer. The predictor asks
+the model for features and probabilities in one call (a two-output model).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+OOD_FILE = "ood.npz"
+METHOD = "mahalanobis"
+DEFAULT_QUANTILE = 0.99
+OUTPUT_LAYER = "probabilities"
+
+
+def feature_layer(model) -> str:
+    """Name of the layer whose output feeds the final ``probabilities`` layer."""
+    tensor = model.get_layer(OUTPUT_LAYER).input
+    return tensor._keras_history.operation.name
+
+
+def two_output_model(model, layer: str):
+    """``image -> (features, probabilities)``: both in one forward pass."""
+    import keras
+
+    return keras.Model(model.input, [model.get_layer(layer).output, model.output])
+
+
+@dataclass
+class MahalanobisGuard:
+    """Fitted guard parameters; ``score`` is the distance, ``flag`` compares it."""
+
+    means: np.ndarray  # (k, d) class means on the training split
+    precision: np.ndarray  # (d, d) inverse of the shrunk shared covariance
+    threshold: float
+    layer: str
+    quantile: float = DEFAULT_QUANTILE
+    shrinkage: float = 0.0
+
+    def score(self, features: np.ndarray) -> np.ndarray:
+        f = np.asarray(features, np.float64).reshape(len(features), -1)
+        diff = f[:, None, :] - self.means[None, :, :]  # (n, k, d)
+        d2 = np.einsum("nkd,de,nke->nk", diff, self.precision, diff)
+        return np.sqrt(np.maximum(d2.min(axis=1), 0.0))
+
+    def flag(self, features: np.ndarray) -> np.ndarray:
+        return self.score(features) > self.threshold
+
+    def save(self, path: Path) -> Path:
+        with Path(path).open("wb") as fh:  # a file handle: savez adds no ".npz" suffix
+            np.savez(
+                fh,
+                means=self.means,
+                precision=self.precision,
+                threshold=np.float64(self.threshold),
+                quantile=np.float64(self.quantile),
+                shrinkage=np.float64(self.shrinkage),
+                layer=np.array(self.layer),
+            )
+        return Path(path)
+
+    @classmethod
+    def load(cls, path: Path) -> MahalanobisGuard:
+        with np.load(Path(path), allow_pickle=False) as z:
+            return cls(
+                means=z["means"],
+                precision=z["precision"],
+                threshold=float(z["threshold"]),
+                layer=str(z["layer"]),
+                quantile=float(z["quantile"]),
+                shrinkage=float(z["shrinkage"]),
+            )
+
+    def manifest_entry(self, file_hash: str) -> dict:
+        return {
+            "method": METHOD,
+            "layer": self.layer,
+            "threshold": self.threshold,
+            "quantile": self.quantile,
+            "shrinkage": self.shrinkage,
+            "file": OOD_FILE,
+            "sha256": file_hash,
+        }

@@ -1,0 +1,144 @@
+"""Keras layers that live inside packaged models: stain normalisation (Reinhard, Macenko).
+
+Importing this module registers them, which a saved model that contains one needs in
+order to load (``runtime.artifact.load_packaged`` does it). The constants here are the
+ones both the layers and training's numpy references (``training.stain``) compute with,
+so the two cannot disagree. All layers take and return float 0-255 RGB.
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+# --- Reinhard normalisation (l-alpha-beta space, Reinhard et al. 2001) -------------------
+
+_LMS_FROM_RGB = np.array(
+    [[0.3811, 0.5783, 0.0402], [0.1967, 0.7244, 0.0782], [0.0241, 0.1288, 0.8444]]
+)
+_LAB_FROM_LOGLMS = np.diag([1 / np.sqrt(3), 1 / np.sqrt(6), 1 / np.sqrt(2)]) @ np.array(
+    [[1.0, 1.0, 1.0], [1.0, 1.0, -2.0], [1.0, -1.0, 0.0]]
+)
+# Row-vector forms (pixels are rows): lab = log10(rgb' @ LMS_ROWS) @ LAB_ROWS,
+# with rgb' = (I + 1) / 256.
+LMS_ROWS = _LMS_FROM_RGB.T
+LAB_ROWS = _LAB_FROM_LOGLMS.T
+LAB_ROWS_INV = np.linalg.inv(LAB_ROWS)
+LMS_ROWS_INV = np.linalg.inv(LMS_ROWS)
+STD_FLOOR = 1e-4  # a flat image has no spread to match: leave its channel where it is
+
+
+@keras.saving.register_keras_serializable(package="leukweb")
+class ReinhardNormalization(keras.layers.Layer):
+    """Match each image's l-alpha-beta mean and std to a stored reference (0-255 RGB in/out).
+
+    Lives inside the packaged model, so inference normalises exactly as training did.
+    """
+
+    def __init__(self, target_mean, target_std, **kwargs):
+        super().__init__(**kwargs)
+        self.target_mean = [float(v) for v in target_mean]
+        self.target_std = [float(v) for v in target_std]
+
+    def call(self, x):
+        x = tf.cast(x, tf.float32)
+        lms = tf.linalg.matmul((x + 1.0) / 256.0, tf.constant(LMS_ROWS, tf.float32))
+        lab = tf.linalg.matmul(tf.math.log(lms) / np.log(10.0), tf.constant(LAB_ROWS, tf.float32))
+        m = tf.reduce_mean(lab, axis=[-3, -2], keepdims=True)
+        s = tf.math.reduce_std(lab, axis=[-3, -2], keepdims=True)
+        lab = (lab - m) / tf.maximum(s, STD_FLOOR) * tf.constant(self.target_std) + tf.constant(
+            self.target_mean
+        )
+        lms = tf.pow(10.0, tf.linalg.matmul(lab, tf.constant(LAB_ROWS_INV, tf.float32)))
+        rgb = tf.linalg.matmul(lms, tf.constant(LMS_ROWS_INV, tf.float32)) * 256.0 - 1.0
+        return tf.clip_by_value(rgb, 0.0, 255.0)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "target_mean": self.target_mean,
+            "target_std": self.target_std,
+        }
+
+
+# --- Macenko normalisation (Macenko et al. 2009) -----------------------------------------
+
+MACENKO_BETA = 0.15  # optical density below this in any channel is background, not stain
+# Near-black pixels (OD above this, I < ~12) are not stain either: the affine
+# augmentation's black fill would otherwise dominate the estimate.
+MACENKO_OD_MAX = 3.0
+MACENKO_ALPHA = 1.0  # robust extremes: the 1st and 99th percentile of the stain angle
+MIN_STAIN_PIXELS = 16  # fewer stained pixels than this: nothing to estimate, leave as is
+
+
+def _percentile(sorted_values, n, q):
+    """np.percentile's linear interpolation on the first ``n`` of ascending values."""
+    pos = q / 100.0 * (tf.cast(n, tf.float32) - 1.0)
+    lo = tf.cast(tf.floor(pos), tf.int32)
+    hi = tf.minimum(lo + 1, n - 1)
+    frac = pos - tf.floor(pos)
+    return tf.gather(sorted_values, lo) * (1 - frac) + tf.gather(sorted_values, hi) * frac
+
+
+@keras.saving.register_keras_serializable(package="leukweb")
+class MacenkoNormalization(keras.layers.Layer):
+    """Re-express each image in a stored reference stain matrix and intensity (0-255 in/out).
+
+    Per image: estimate its H and E vectors from the optical densities of stained pixels
+    (the plane of the two main eigenvectors, extremes of the angle within it), unmix,
+    rescale the concentrations to the reference's 99th percentiles, remix with the
+    reference vectors. Images with too few stained pixels pass unchanged.
+    """
+
+    def __init__(self, stains, max_concentrations, **kwargs):
+        super().__init__(**kwargs)
+        self.stains = [[float(v) for v in row] for row in stains]
+        self.max_concentrations = [float(v) for v in max_concentrations]
+
+    def _one(self, image):
+        od = -tf.math.log((tf.reshape(image, [-1, 3]) + 1.0) / 256.0)
+        mask = tf.reduce_all((od > MACENKO_BETA) & (od < MACENKO_OD_MAX), axis=1)
+        n = tf.reduce_sum(tf.cast(mask, tf.int32))
+
+        def normalise():
+            w = tf.cast(mask, tf.float32)[:, None]
+            mean = tf.reduce_sum(od * w, axis=0) / tf.cast(n, tf.float32)
+            centred = (od - mean) * w
+            cov = tf.linalg.matmul(centred, centred, transpose_a=True)
+            eig = tf.linalg.eigh(cov)[1][:, 1:3]
+            eig = eig * tf.where(tf.reduce_sum(eig, axis=0) < 0, -1.0, 1.0)
+            proj = tf.linalg.matmul(od, eig)
+            phi = tf.math.atan2(proj[:, 1], proj[:, 0])
+            phi = tf.sort(tf.where(mask, phi, np.inf))
+            lo = _percentile(phi, n, MACENKO_ALPHA)
+            hi = _percentile(phi, n, 100 - MACENKO_ALPHA)
+            v1 = tf.linalg.matvec(eig, tf.stack([tf.cos(lo), tf.sin(lo)]))
+            v2 = tf.linalg.matvec(eig, tf.stack([tf.cos(hi), tf.sin(hi)]))
+            own = tf.where(v1[0] > v2[0], tf.stack([v1, v2], axis=1), tf.stack([v2, v1], axis=1))
+            conc = tf.linalg.matmul(od, tf.linalg.pinv(own), transpose_b=True)
+            total = tf.shape(conc)[0]
+            own_max = _percentile(tf.sort(conc, axis=0), total, 99.0)
+            conc = conc * (tf.constant(self.max_concentrations) / own_max)
+            ref = tf.constant(self.stains, tf.float32)
+            rgb = 256.0 * tf.exp(-tf.linalg.matmul(conc, ref, transpose_b=True)) - 1.0
+            return tf.reshape(tf.clip_by_value(rgb, 0.0, 255.0), tf.shape(image))
+
+        return tf.cond(n >= MIN_STAIN_PIXELS, normalise, lambda: image)
+
+    def call(self, x):
+        x = tf.cast(x, tf.float32)
+        return tf.map_fn(self._one, x, fn_output_signature=tf.float32)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "stains": self.stains,
+            "max_concentrations": self.max_concentrations,
+        }

@@ -1,0 +1,57 @@
+"""The report's SVG figures: well formed, labels escaped, files that stand alone."""
+
+from xml.etree import ElementTree
+
+import pytest
+
+from training import charts
+
+SVG = "{http://www.w3.org/2000/svg}"
+
+
+def _parse(svg: str) -> ElementTree.Element:
+    root = ElementTree.fromstring(svg)  # noqa: S314 (our own output, not untrusted)
+    assert root.tag == f"{SVG}svg"
+    return root
+
+
+def test_the_confusion_matrix_shades_each_row_and_prints_every_count():
+    svg = charts.confusion_matrix_svg([[3, 1], [0, 0]], ["ALL", "<AML>"])
+    root = _parse(svg)
+    texts = [t.text for t in root.iter(f"{SVG}text")]
+    assert {"3", "1", "0"} <= set(texts) and "<AML>" in texts  # escaped, then parsed back
+    opacities = [
+        float(r.get("fill-opacity")) for r in root.iter(f"{SVG}rect") if r.get("fill-opacity")
+    ]
+    assert opacities == pytest.approx([0.75 * 0.85, 0.25 * 0.85, 0.0, 0.0], abs=1e-3)
+
+
+def test_the_curves_mark_the_kept_epoch_in_both_panels():
+    history = {"accuracy": [0.5, 0.7, 0.8], "val_accuracy": [0.4, 0.6, 0.5]}
+    history |= {"loss": [1.0, 0.6, 0.4], "val_loss": [1.1, 0.7, 0.9]}
+    root = _parse(charts.curves_svg(history, best_epoch=2))
+    assert len(root.findall(f".//{SVG}polyline")) == 4
+    assert sum("kept (epoch 2)" in (t.text or "") for t in root.iter(f"{SVG}text")) == 2
+    assert charts.curves_svg({}) == ""
+
+
+def test_bars_draw_one_bar_per_value_and_the_reference_line():
+    rows = [
+        {"arch": "cml1", "accuracy": 0.9, "macro_f1": 0.85},
+        {"arch": "mobilenet", "accuracy": 0.8, "macro_f1": 0.7},
+    ]
+    baselines = {"colour_stats": {"accuracy": 0.88}, "thumbnail_8x8": {"accuracy": 0.6}}
+    root = _parse(charts.comparison_svg(rows, baselines))
+    texts = [t.text for t in root.iter(f"{SVG}text")]
+    assert {"0.900", "0.850", "0.800", "0.700"} <= set(texts)  # each bar's value
+    assert "best baseline (colour_stats) 0.880" in texts
+    assert charts.robustness_svg(None) == ""
+
+
+def test_a_saved_figure_carries_its_own_styles(tmp_path):
+    svg = charts.reliability_svg(
+        {"before": [{"confidence": 0.9, "accuracy": 0.7, "count": 5}]}, title="Reliability"
+    )
+    path = charts.save_svg(svg, tmp_path / "reliability.svg")
+    root = _parse(path.read_text())
+    assert ".chart-tick" in root.find(f"{SVG}style").text
