@@ -13,6 +13,7 @@ from typing import TypeVar
 
 from django.core.exceptions import ObjectDoesNotExist, PermissionDenied
 from django.db.models import Count, Model, OuterRef, QuerySet, Subquery
+from django.db.models.functions import Coalesce
 from django.http import Http404
 
 from accounts import policies
@@ -59,12 +60,16 @@ def case_list(*, user: User, filters: CaseFilters | None = None) -> QuerySet[Cas
         Case.objects.filter(policies.team_scope(user, "team"))
         .select_related("patient", "team", "submitted_by")
         .annotate(
-            images_count=Subquery(
-                SmearImage.objects.filter(case=OuterRef("pk"))
-                .order_by()
-                .values("case")
-                .annotate(n=Count("pk"))
-                .values("n")
+            # A case without images counts 0, not NULL (the API promises an integer).
+            images_count=Coalesce(
+                Subquery(
+                    SmearImage.objects.filter(case=OuterRef("pk"))
+                    .order_by()
+                    .values("case")
+                    .annotate(n=Count("pk"))
+                    .values("n")
+                ),
+                0,
             ),
         )
         .order_by("-created", "-pk")

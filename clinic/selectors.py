@@ -24,9 +24,12 @@ def case_list(
 
     Everything a list row shows comes from this one query, whatever the page size.
     """
-    cases = answers.cases_with_results(
-        case_selectors.case_list(user=user, filters=filters),
-        visible=review_selectors.answers_visible(user, "case"),
+    visible = review_selectors.answers_visible(user, "case")
+    cases = review_selectors.cases_with_sign_off(
+        answers.cases_with_results(
+            case_selectors.case_list(user=user, filters=filters), visible=visible
+        ),
+        visible=visible,
     )
     if predicted:
         cases = answers.cases_predicted_as(cases, predicted)

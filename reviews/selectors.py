@@ -49,6 +49,15 @@ def model_answer_hidden(*, user: User, case: Case) -> bool:
     return policies.answer_hidden(user, has_diagnosed=reviewer_has_diagnosed(user=user, case=case))
 
 
+def cases_with_sign_off(cases: QuerySet[Case], *, visible: Exists | None) -> QuerySet[Case]:
+    """Annotate cases with their signed-off diagnosis (None: not signed off, or hidden from
+    a blinded reviewer who has not diagnosed the case yet)."""
+    sign_off = SignOff.objects.filter(case=OuterRef("pk"))
+    if visible is not None:
+        sign_off = sign_off.filter(visible)
+    return cases.annotate(signed_off_diagnosis=Subquery(sign_off.values("review__diagnosis")[:1]))
+
+
 def sign_offs_for(*, user: User, case_ids: list[int]) -> dict[int, SignOff]:
     """The sign-off (final diagnosis) of each of these (already visible) cases that has one.
 

@@ -2,11 +2,11 @@
 
 from django.urls import path
 from drf_spectacular.views import SpectacularAPIView
-from rest_framework.authtoken.views import obtain_auth_token
 from rest_framework.routers import DefaultRouter
 
 from clinic.api import views
 from leukweb.api import docs
+from leukweb.api.auth import TokenView
 
 app_name = "api"
 
@@ -19,7 +19,7 @@ router.register("images", views.ImageViewSet, basename="image")
 router.register("predictions", views.PredictionViewSet, basename="prediction")
 
 urlpatterns = [
-    path("auth/token/", obtain_auth_token, name="token"),
+    path("auth/token/", TokenView.as_view(), name="token"),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", docs.api_docs, name="docs"),
     *router.urls,

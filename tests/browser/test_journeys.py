@@ -53,12 +53,29 @@ def test_a_reviewer_agrees_with_the_model_and_signs_the_case_off(login):
     page = login("bob")
     page.goto("/reviews/")
     page.click(f"a[href='/reviews/cases/{case_id}/']")
+    # An override needs a reason; the page says so and keeps what was chosen.
+    page.select_option("#id_diagnosis", "CLL")
+    page.click("button:has-text('Record override')")
+    page.wait_for_selector("text=Say why you override the model's answer.")
+    page.fill("#id_comment", "Mature lymphocytes, smudge cells.")
+    page.click("button:has-text('Record override')")
+    page.wait_for_selector("text=Verdict recorded.")
     page.click("button:has-text('Agree')")
     page.wait_for_selector("text=Verdict recorded.")
+    # Signing off is irreversible: the browser asks first; dismissed, nothing happens.
+    questions = []
+    page.once("dialog", lambda dialog: (questions.append(dialog.message), dialog.dismiss()))
+    page.click("button:has-text('Sign off and lock')")
+    page.wait_for_timeout(300)
+    assert questions and "locked for good" in questions[0]
+    assert page.locator(".signed").count() == 0
+    page.once("dialog", lambda dialog: dialog.accept())
     page.click("button:has-text('Sign off and lock')")
     page.wait_for_selector("text=Case signed off. It is now locked.")
     assert page.locator(".signed").count() == 1
     _keep(page, "reviewer-signed-off")
+    clinician.goto("/cases/")
+    assert "signed off" in clinician.locator("tr", has_text="BR-REV-1").inner_text()
     # The clinician's case is locked now: its edit page says so in the site's own layout.
     response = clinician.goto(f"/cases/{case_id}/edit/")
     assert response.status == 403

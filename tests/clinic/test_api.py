@@ -54,9 +54,12 @@ def test_the_openapi_schema_is_valid(schema):
     assert schema["openapi"].startswith("3.")
 
 
-def test_the_schema_is_for_logged_in_users_only(alice):
-    response = APIClient().get("/api/schema/")
-    assert response.status_code == HTTPStatus.UNAUTHORIZED
+def test_the_schema_is_public_and_documents_the_token_endpoint(alice):
+    response = APIClient().get("/api/schema/", HTTP_ACCEPT="application/json")
+    assert response.status_code == HTTPStatus.OK
+    token = response.json()["paths"]["/api/auth/token/"]["post"]
+    assert {"200", "400"} <= set(token["responses"])
+    assert "requestBody" in token
 
 
 def test_a_client_opens_a_case_and_uploads_images_using_only_the_schema(
@@ -83,6 +86,7 @@ def test_a_client_opens_a_case_and_uploads_images_using_only_the_schema(
     )
     assert case.status_code == HTTPStatus.CREATED, case.content
     assert set(case.json()) == response_fields(schema, op, "201")
+    assert case.json()["images_count"] == 0  # an integer, as the schema says, not null
     case_id = case.json()["id"]
 
     path, method, op = operation(schema, "cases_images_create")
@@ -219,6 +223,8 @@ def test_the_docs_page_renders_from_the_schema_without_a_cdn(client_for, alice):
     assert "cdn" not in html.lower()
 
 
-def test_the_docs_page_needs_a_login(client):
+def test_a_new_api_user_reads_the_docs_without_a_login_and_learns_how_to_get_a_token(client):
     response = client.get("/api/docs/")
-    assert response.status_code == HTTPStatus.FOUND
+    page = response.content.decode()
+    assert response.status_code == HTTPStatus.OK
+    assert "/api/auth/token/" in page and "Authorization: Token" in page

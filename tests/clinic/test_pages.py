@@ -299,3 +299,34 @@ def test_the_case_list_shows_no_subtype_when_every_image_was_out_of_scope(
     result.save(update_fields=["out_of_scope_count"])
     listing = client_for(alice).get(reverse("clinic:case_list")).content.decode()
     assert "out of scope" in listing and "AML <span" not in listing
+
+
+def test_the_case_list_shows_the_signed_off_diagnosis_first_and_confidence_as_a_percentage(
+    client_for, alice, bob, alice_case
+):
+    from reviews.services import case_sign_off, review_create
+
+    deployed = ModelVersionFactory.create()
+    other = services.case_create(
+        user=alice, patient=alice_case.patient, uploads=as_uploads(("b.png", image_bytes()))
+    )
+    Case.objects.filter(pk__in=[alice_case.pk, other.pk]).update(status=Case.Status.ANALYSED)
+    CaseResultFactory.create(case=alice_case, model_version=deployed, label="AML")
+    CaseResultFactory.create(case=other, model_version=deployed, label="CLL", confidence=0.5)
+    review_create(case=alice_case, reviewer=bob, diagnosis="CML", comment="blasts absent")
+    case_sign_off(case=alice_case, reviewer=bob)
+    page = client_for(alice).get("/cases/").content.decode()
+    assert "<strong data-diagnosis>CML</strong>" in page and "signed off" in page
+    assert "AML <span" not in page  # the model's answer gives way to the diagnosis
+    assert 'CLL <span class="muted">50.0%</span>' in page
+
+
+def test_logging_out_says_so_on_the_login_page(client_for, alice):
+    client = client_for(alice)
+    page = client.post("/logout/", follow=True).content.decode()
+    assert "You have been logged out." in page and 'id="id_username"' in page
+
+
+def test_every_page_names_its_icon_so_browsers_do_not_ask_for_favicon_ico(client_for, alice):
+    page = client_for(alice).get("/cases/").content.decode()
+    assert 'rel="icon" href="/static/img/favicon.svg"' in page

@@ -12,7 +12,8 @@ from inference import health
 from inference.models import ModelVersion, WorkerHeartbeat
 from leukweb.celery import app as celery_app
 
-PUBLIC = {"login/", "healthz", "admin/login/"}
+# The API's documentation and schema hold no patient data: how to call it, for anyone.
+PUBLIC = {"login/", "healthz", "admin/login/", "api/docs/", "api/schema/"}
 
 
 def _walk(patterns, prefix=""):

@@ -56,3 +56,10 @@ def test_a_formula_in_a_patient_identifier_is_defused_in_the_csv(client_for, bob
     analysed_case("Team A", "=HYPERLINK(1)", ModelVersionFactory.create())
     body = b"".join(client_for(bob).get("/reviews/predictions/export.csv").streaming_content)
     assert b"'=HYPERLINK(1)" in body
+
+
+def test_an_out_of_scope_prediction_shows_no_subtype_as_on_the_case_page(client_for, bob):
+    case = analysed_case("Team A", "PAT-OOS", ModelVersionFactory.create(), label="CML")
+    case.images.get().predictions.update(out_of_scope=True)
+    page = client_for(bob).get("/reviews/predictions/").content.decode()
+    assert "data-out-of-scope" in page and ">CML<" not in page

@@ -204,3 +204,10 @@ def test_blinding_holds_on_every_page_and_endpoint_that_shows_an_answer(client_f
     assert client.get("/cases/").context["page"][0].predicted_label is not None
     assert client.get(f"/api/cases/{case.pk}/").json()["result"] is not None
     assert client.get("/api/predictions/").json()["count"] == 1
+
+
+def test_signing_off_asks_for_a_confirmation_that_names_the_diagnosis(client_for, bob, case):
+    review_create(case=case, reviewer=bob, diagnosis="CML")
+    page = client_for(bob).get(f"/reviews/cases/{case.pk}/").content.decode()
+    assert 'data-confirm="Sign off case #' in page and "with the diagnosis CML?" in page
+    assert "/static/js/confirm.js" in page
