@@ -26,6 +26,7 @@ def analysis_panel(*, user: User, case: Case) -> dict[str, Any]:
         "case": case,
         "active": active,
         "stalled": analysis_stalled_reason() if active else "",
+        "ahead": answers.images_ahead_in_queue(case=case) if active else 0,
     }
     if review_selectors.model_answer_hidden(user=user, case=case):
         return {**context, "images": list(case.images.all()), "result": None, "blinded": True}

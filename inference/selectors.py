@@ -66,6 +66,26 @@ def evaluation_sets() -> list[str]:
     return sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
+def images_ahead_in_queue(*, case: Case) -> int:
+    """How many images of other submitted cases wait longer than this case's first one:
+    a count across teams, which says nothing about anyone's case but its place."""
+    waiting = [SmearImage.Status.PENDING, SmearImage.Status.ANALYSING]
+    first = (
+        case.images.filter(status__in=waiting).order_by("status_changed").values("status_changed")
+    )[:1]
+    if not first:
+        return 0
+    return (
+        SmearImage.objects.filter(
+            status__in=waiting,
+            status_changed__lt=first[0]["status_changed"],
+            case__status__in=[Case.Status.SUBMITTED, Case.Status.ANALYSING],
+        )
+        .exclude(case=case)
+        .count()
+    )
+
+
 def predicted_label_choices() -> list[str]:
     """Subtypes a case can be filtered by: the deployed model's classes and any seen so far."""
     labels = set(

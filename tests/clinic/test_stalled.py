@@ -73,3 +73,28 @@ def test_a_case_the_broker_refused_is_taken_by_the_next_sweep_not_ten_minutes_la
         assert stale_images_requeue(older_than_s=settings.INFERENCE_STALE_AFTER) == [case.pk]
     finally:
         celery_app.control.purge()
+
+
+def test_a_waiting_case_says_how_many_images_are_ahead_of_it(client_for, alice, alice_patient):
+    from cases import services
+    from tests.helpers import as_uploads, image_bytes
+
+    earlier = services.case_create(
+        user=alice,
+        patient=alice_patient,
+        uploads=as_uploads(("a.png", image_bytes()), ("b.png", image_bytes(color=(1, 2, 3)))),
+        submit=True,
+    )
+    later = services.case_create(
+        user=alice,
+        patient=alice_patient,
+        uploads=as_uploads(("c.png", image_bytes(color=(9, 9, 9)))),
+        submit=True,
+    )
+    assert earlier.status == later.status == Case.Status.SUBMITTED
+    _worker_alive()
+    ModelVersionFactory.create()  # nothing is missing: the case just waits its turn
+    response = client_for(alice).get(f"/cases/{later.pk}/status/")
+    assert "Waiting for 2 images of other cases ahead of this one." in response.json()["html"]
+    first = client_for(alice).get(f"/cases/{earlier.pk}/status/").json()["html"]
+    assert "data-queue-position" not in first
