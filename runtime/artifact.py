@@ -83,7 +83,7 @@ class Manifest:
             or not {"method", "layer", "threshold", "file", "sha256"} <= ood.keys()
         ):
             raise ArtifactError("manifest 'ood' must name method, layer, threshold, file, sha256")
-        checks = {
+        checks: dict[str, type | tuple[type, ...]] = {
             "name": str,
             "version": str,
             "architecture": str,

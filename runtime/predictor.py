@@ -176,6 +176,8 @@ class Predictor:
         raw, scores = self.scored(np.stack(images))
         probs = apply_temperature(raw, self.temperature)
         elapsed_ms = (time.perf_counter() - started) * 1000
+        # scored() returns scores only when there is a guard, so a score has a threshold.
+        threshold = None if self.guard is None else self.guard.threshold
         answers = []
         for i, row in enumerate(probs):
             best = int(row.argmax())
@@ -186,7 +188,7 @@ class Predictor:
                     label=self.classes[best],
                     confidence=float(row[best]),
                     ood_score=score,
-                    out_of_scope=score is not None and score > self.guard.threshold,
+                    out_of_scope=score is not None and threshold is not None and score > threshold,
                 )
             )
         return answers, elapsed_ms

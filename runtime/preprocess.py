@@ -49,8 +49,7 @@ def load_rgb(data: bytes, *, at_least: int | None = None) -> np.ndarray:
                 if at_least is not None:
                     img.draft(None, (at_least, at_least))  # a no-op for all but JPEG
                 img.load()  # force the full decode now, so truncation fails here
-                img = ImageOps.exif_transpose(img)
-                return _to_rgb_array(img)
+                return _to_rgb_array(ImageOps.exif_transpose(img))
     except UnidentifiedImageError as exc:
         raise ImageDecodeError("not a recognised image format") from exc
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:

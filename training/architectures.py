@@ -106,6 +106,7 @@ def build_cml1(
 
 def _backbone(spec: ArchSpec, x, size: int, weights: str | None) -> keras.Model:
     """The keras.applications backbone (no top) built on tensor ``x``, weights loaded."""
+    assert spec.app is not None  # build_model sends CML-1, the one spec without one, elsewhere
     ctor = getattr(keras.applications, spec.app)
     model = ctor(include_top=False, weights=None, input_tensor=x, input_shape=(size, size, 3))
     if weights is None:

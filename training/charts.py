@@ -12,6 +12,7 @@ from __future__ import annotations
 import html
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TypedDict
 
 PALETTE = ("#6b2d5c", "#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#17becf")
 # The registry pages' colours (static/css/leukweb.css), for an SVG read outside them.
@@ -180,16 +181,28 @@ def reliability_svg(curves: Mapping[str, Sequence[Mapping]], *, title: str, size
     return _frame(size, height + 12 * max(drawn - 1, 0), title, "".join(parts))
 
 
-def heat_rows(matrix: Sequence[Sequence[int]], labels: Sequence[str]) -> list[dict[str, object]]:
+class HeatCell(TypedDict):
+    count: int
+    shade: float  # the cell's share of its row, 0-1
+    diag: bool
+
+
+class HeatRow(TypedDict):
+    label: str
+    total: int
+    cells: list[HeatCell]
+
+
+def heat_rows(matrix: Sequence[Sequence[int]], labels: Sequence[str]) -> list[HeatRow]:
     """Rows for a confusion-matrix table: each cell's count and its shade (row fraction).
 
     Shading by row (what share of one true/model class went where) keeps rare classes
     as visible as common ones.
     """
-    rows = []
+    rows: list[HeatRow] = []
     for i, (label, counts) in enumerate(zip(labels, matrix, strict=True)):
         total = sum(counts)
-        cells = [
+        cells: list[HeatCell] = [
             {"count": c, "shade": round(c / total, 3) if total else 0.0, "diag": i == j}
             for j, c in enumerate(counts)
         ]

@@ -9,12 +9,16 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from runtime.artifact import ArtifactError
 from training import data as data_mod
 
+if TYPE_CHECKING:  # training.train imports TensorFlow; run_compare imports it when called
+    from training.train import TrainConfig
 
-def run_compare(make_config: Callable[[str], object], archs: Sequence[str]) -> Path:
+
+def run_compare(make_config: Callable[[str], TrainConfig], archs: Sequence[str]) -> Path:
     """Train each architecture on the same split; write comparison.{json,md,svg}."""
     from training.train import run_training
 

@@ -59,9 +59,10 @@ def reliability(probs: np.ndarray, y: np.ndarray, bins: int = ECE_BINS) -> dict:
     for b in range(bins):
         m = idx == b
         n = int(m.sum())
-        acc = float(correct[m].mean()) if n else None
-        cnf = float(conf[m].mean()) if n else None
+        acc: float | None = None
+        cnf: float | None = None
         if n:
+            acc, cnf = float(correct[m].mean()), float(conf[m].mean())
             ece += n / len(y) * abs(acc - cnf)
         rows.append(
             {

@@ -53,7 +53,8 @@ def evaluate_folder(
             "rename the folders or give a label map"
         )
     index = {c: i for i, c in enumerate(classes)}
-    raw, scores, colour, y, unreadable = [], [], [], [], []
+    raw, scores, colour, unreadable = [], [], [], []
+    labels: list[int] = []
     for start in range(0, len(dedup.samples), CHUNK):
         chunk = dedup.samples[start : start + CHUNK]
         prepared = predictor.prepare_many([(data_dir / s.path).read_bytes() for s in chunk])
@@ -71,11 +72,11 @@ def evaluate_folder(
         if ood is not None:
             scores.append(ood)
         colour.append(colour_features(batch))
-        y += [index[sample.label] for sample, _ in readable]
-    if not y:
+        labels += [index[sample.label] for sample, _ in readable]
+    if not labels:
         raise DatasetError(f"none of the images in {data_dir} could be decoded")
 
-    y = np.asarray(y)
+    y = np.asarray(labels)
     probs = apply_temperature(np.concatenate(raw), predictor.temperature)
     correct = probs.argmax(axis=1) == y
     metrics = classification_metrics(probs, y, classes)
@@ -89,6 +90,7 @@ def evaluate_folder(
         baseline["mcnemar_p"] = mcnemar_p(correct, np.asarray(baseline.pop("predictions")) == y)
     out_of_scope = None
     if scores:
+        assert predictor.guard is not None  # scored() returns scores only with a guard
         flagged = np.concatenate(scores) > predictor.guard.threshold
         out_of_scope = {
             "threshold": float(predictor.guard.threshold),

@@ -52,6 +52,7 @@ def text(rng: np.random.Generator, size: int) -> np.ndarray:
     img = Image.new("RGB", (size, size), bg)
     draw = ImageDraw.Draw(img)
     font = ImageFont.load_default(size=int(rng.integers(max(8, size // 20), max(9, size // 8))))
+    assert isinstance(font, ImageFont.FreeTypeFont)  # always, when a size is given
     y = int(rng.integers(2, max(3, size // 10)))
     while y < size:
         line = " ".join(rng.choice(_WORDS, int(rng.integers(2, 6))))

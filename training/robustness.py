@@ -92,7 +92,7 @@ def robustness(
 
     def score(result):
         pred, flags = result
-        m = {
+        m: dict[str, float | None] = {
             "accuracy": float((pred == y_test).mean()) if len(y_test) else 0.0,
             "macro_f1": float(f1_score(y_test, pred, average="macro", zero_division=0)),
         }

@@ -51,6 +51,11 @@ STYLES: dict[str, CellStyle] = {
 }
 
 
+def _rgb(values: np.ndarray) -> tuple[int, int, int]:
+    r, g, b = (int(v) for v in values)
+    return r, g, b
+
+
 def style_for(label: str) -> CellStyle:
     """The class's style; any other label gets a stable style derived from its name."""
     if label in STYLES:
@@ -61,8 +66,8 @@ def style_for(label: str) -> CellStyle:
         radius=float(h.uniform(0.045, 0.1)),
         nucleus=str(h.choice(["round", "lobed", "kidney"])),
         nucleus_fraction=float(h.uniform(0.5, 0.9)),
-        nucleus_rgb=tuple(int(v) for v in h.integers(40, 170, 3)),
-        cytoplasm_rgb=tuple(int(v) for v in h.integers(160, 235, 3)),
+        nucleus_rgb=_rgb(h.integers(40, 170, 3)),
+        cytoplasm_rgb=_rgb(h.integers(160, 235, 3)),
         granules=bool(h.integers(0, 2)),
         nucleoli=bool(h.integers(0, 2)),
     )

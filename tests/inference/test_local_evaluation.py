@@ -81,6 +81,7 @@ def test_the_deploy_confirmation_shows_the_latest_local_evaluation_or_its_absenc
     )
     page = client.get(deploy).content.decode()
     evaluation = ModelEvaluation.objects.get()
+    assert evaluation.accuracy is not None
     assert f"Latest local evaluation: <strong>{evaluation.accuracy * 100:.1f}%</strong>" in page
     assert "on 12 images (Lab 2," in page and "No images of CLL, CML" in page
 
@@ -126,14 +127,14 @@ def test_an_admin_queues_an_evaluation_from_the_registry_and_a_worker_fills_it(
 
     task, args = _queued_task()
     assert (task, args) == ("inference.evaluate_model", [evaluation.pk])
-    evaluate_model.apply(args=args)
+    evaluate_model.apply(args=tuple(args))
     evaluation.refresh_from_db()
     assert evaluation.status == "done" and evaluation.images_count == 12
     page = client.get(f"/registry/{version.pk}/").content.decode()
     assert "Confusion matrix of the latest (12 images)" in page and "Lab 2" in page
 
     done = evaluation.result
-    evaluate_model.apply(args=args)  # a re-delivered message changes nothing
+    evaluate_model.apply(args=tuple(args))  # a re-delivered message changes nothing
     evaluation.refresh_from_db()
     assert evaluation.result == done
 
@@ -153,7 +154,7 @@ def test_a_set_that_cannot_be_scored_fails_with_its_reason_on_the_page(
     with django_capture_on_commit_callbacks(execute=True):
         client.post(f"/registry/{version.pk}/evaluate/", {"dataset": "lab2"})
     _, args = _queued_task()
-    evaluate_model.apply(args=args)
+    evaluate_model.apply(args=tuple(args))
     evaluation = ModelEvaluation.objects.get()
     assert evaluation.status == "failed"
     assert "lymphoma: not among the model's classes" in evaluation.failure_reason

@@ -44,7 +44,7 @@ def test_the_cache_loads_a_version_once_and_checks_its_hash(tmp_path):
 def test_preparing_a_case_together_keeps_order_and_returns_each_bad_images_error(artifacts):
     predictor = Predictor.load(artifacts["v1"])
     blobs = [noise_png(1), b"not an image", noise_png(2)]
-    prepared = predictor.prepare_many(blobs)
-    assert np.array_equal(prepared[0], predictor.prepare(blobs[0]))
-    assert isinstance(prepared[1], ImageDecodeError)
-    assert np.array_equal(prepared[2], predictor.prepare(blobs[2]))
+    first, bad, last = predictor.prepare_many(blobs)
+    assert isinstance(first, np.ndarray) and np.array_equal(first, predictor.prepare(blobs[0]))
+    assert isinstance(bad, ImageDecodeError)
+    assert isinstance(last, np.ndarray) and np.array_equal(last, predictor.prepare(blobs[2]))

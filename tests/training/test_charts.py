@@ -21,7 +21,7 @@ def test_the_confusion_matrix_shades_each_row_and_prints_every_count():
     texts = [t.text for t in root.iter(f"{SVG}text")]
     assert {"3", "1", "0"} <= set(texts) and "<AML>" in texts  # escaped, then parsed back
     opacities = [
-        float(r.get("fill-opacity")) for r in root.iter(f"{SVG}rect") if r.get("fill-opacity")
+        float(opacity) for r in root.iter(f"{SVG}rect") if (opacity := r.get("fill-opacity"))
     ]
     assert opacities == pytest.approx([0.75 * 0.85, 0.25 * 0.85, 0.0, 0.0], abs=1e-3)
 
@@ -54,4 +54,6 @@ def test_a_saved_figure_carries_its_own_styles(tmp_path):
     )
     path = charts.save_svg(svg, tmp_path / "reliability.svg")
     root = _parse(path.read_text())
-    assert ".chart-tick" in root.find(f"{SVG}style").text
+    style = root.find(f"{SVG}style")
+    assert style is not None and style.text is not None
+    assert ".chart-tick" in style.text

@@ -90,7 +90,7 @@ def test_group_aware_split_keeps_groups_whole(synthetic_dir, tmp_path):
     csv.write_text("\n".join(rows) + "\n")
     prepared = D.prepare(synthetic_dir, seed=5, groups_csv=csv)
     assert prepared.grouped
-    side = {}
+    side: dict[str, str] = {}
     for name, part in prepared.splits.items():
         for s in part:
             assert side.setdefault(s.group, name) == name, f"group {s.group} split across sides"

@@ -100,5 +100,7 @@ def test_the_cnn_must_beat_the_baseline_significantly_on_the_same_images():
     assert baselines["colour_stats"]["only_baseline_right"] == 10
     cnn_same = base.copy()
     cnn_same[:2] = 0  # two more right: not a clear difference
-    assert "not clearly above" in baseline_warning(cnn_same, y, baselines)
-    assert "colour_stats" in baseline_warning(base, y, baselines)
+    warning = baseline_warning(cnn_same, y, baselines)
+    assert warning is not None and "not clearly above" in warning
+    warning = baseline_warning(base, y, baselines)
+    assert warning is not None and "colour_stats" in warning

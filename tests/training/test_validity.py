@@ -43,6 +43,7 @@ def test_the_packaged_guard_is_hashed_and_loads(tiny_run, tmp_path):
     _, manifest = load_packaged(tiny_run.artifact_dir)
     assert manifest.format_version == 2 and manifest.ood["file"] == "ood.npz"
     guard = load_guard(tiny_run.artifact_dir, manifest)
+    assert guard is not None  # a format-2 artifact has one
     assert guard.layer == manifest.ood["layer"] == "dense2"
     assert guard.threshold == pytest.approx(manifest.ood["threshold"])
     damaged = tmp_path / "damaged"
