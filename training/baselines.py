@@ -116,7 +116,7 @@ def colour_baseline_cv(features: np.ndarray, y: np.ndarray, seed: int = 0, folds
 def mcnemar_p(cnn_correct: np.ndarray, base_correct: np.ndarray) -> float:
     """One-sided exact McNemar p-value that the CNN is right more often than the baseline."""
     # scipy ships no types and scipy-stubs is not in the locked requirements.
-    from scipy.stats import binomtest  # type: ignore[import-untyped]
+    from scipy.stats import binomtest
 
     cnn_only = int(np.sum(cnn_correct & ~base_correct))
     base_only = int(np.sum(~cnn_correct & base_correct))

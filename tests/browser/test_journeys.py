@@ -63,8 +63,13 @@ def test_a_reviewer_agrees_with_the_model_and_signs_the_case_off(login):
     page.click("button:has-text('Agree')")
     page.wait_for_selector("text=Verdict recorded.")
     # Signing off is irreversible: the browser asks first; dismissed, nothing happens.
-    questions = []
-    page.once("dialog", lambda dialog: (questions.append(dialog.message), dialog.dismiss()))
+    questions: list[str] = []
+
+    def dismiss(dialog) -> None:
+        questions.append(dialog.message)
+        dialog.dismiss()
+
+    page.once("dialog", dismiss)
     page.click("button:has-text('Sign off and lock')")
     page.wait_for_timeout(300)
     assert questions and "locked for good" in questions[0]
