@@ -16,6 +16,10 @@ class AuditEvent(models.Model):
         IMPORT = "import", "Imported"
         EVALUATE = "evaluate", "Evaluated"
         EXPORT = "export", "Exported"
+        WITHDRAW = "withdraw", "Withdrawn"
+
+    # Who looked at or took a copy of a record: kept, but not part of a case's clinical story.
+    ACCESS_ACTIONS = (Action.VIEW, Action.DOWNLOAD, Action.EXPORT)
 
     actor = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"

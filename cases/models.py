@@ -73,6 +73,11 @@ class Case(models.Model):
     failure_reason = models.TextField(blank=True)
     created = models.DateTimeField(auto_now_add=True, db_index=True)
     updated = models.DateTimeField(auto_now=True)
+    # A draft opened by mistake is withdrawn, never deleted: the row and the audit log stay.
+    withdrawn = models.DateTimeField(null=True, blank=True)
+    withdrawn_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
 
     class Meta:
         ordering = ["-created"]
@@ -89,6 +94,14 @@ def smear_upload_to(instance: "SmearImage", filename: str) -> str:
 
 def smear_thumbnail_upload_to(instance: "SmearImage", filename: str) -> str:
     return f"smears/{instance.case_id}/thumbs/{uuid.uuid4().hex}.jpg"
+
+
+class CurrentImageManager(models.Manager["SmearImage"]):
+    """Images not withdrawn. The default manager, so `case.images`, the workers' claims,
+    the sweep and every count leave a withdrawn image out without having to remember to."""
+
+    def get_queryset(self) -> models.QuerySet["SmearImage"]:
+        return super().get_queryset().filter(withdrawn__isnull=True)
 
 
 class SmearImage(models.Model):
@@ -118,11 +131,26 @@ class SmearImage(models.Model):
     failure_reason = models.TextField(blank=True)
     # When the status last changed: the sweeper re-queues images pending for too long.
     status_changed = models.DateTimeField(auto_now_add=True, db_index=True)
+    # An image uploaded by mistake is withdrawn from its draft case; row and file are kept.
+    withdrawn = models.DateTimeField(null=True, blank=True)
+    withdrawn_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    objects = CurrentImageManager()
+    # Withdrawn images too, for the audit trail. (Forward relations such as a prediction's
+    # image use Django's plain base manager, so they reach a withdrawn image as well.)
+    all_objects = models.Manager["SmearImage"]()
 
     class Meta:
         ordering = ["uploaded", "pk"]
         constraints = [
-            models.UniqueConstraint(fields=["case", "sha256"], name="unique_image_per_case")
+            # The same file may be uploaded again once the first copy is withdrawn.
+            models.UniqueConstraint(
+                fields=["case", "sha256"],
+                condition=models.Q(withdrawn__isnull=True),
+                name="unique_image_per_case",
+            )
         ]
 
     def __str__(self) -> str:

@@ -57,7 +57,7 @@ def case_list(*, user: User, filters: CaseFilters | None = None) -> QuerySet[Cas
     """Visible cases with their patient and image count, newest first, in one query."""
     filters = filters or CaseFilters()
     cases = (
-        Case.objects.filter(policies.team_scope(user, "team"))
+        Case.objects.filter(policies.team_scope(user, "team"), withdrawn__isnull=True)
         .select_related("patient", "team", "submitted_by")
         .annotate(
             # A case without images counts 0, not NULL (the API promises an integer).
@@ -100,10 +100,26 @@ def case_get_editable(*, user: User, pk: PrimaryKey) -> Case:
     return case
 
 
+def case_get_withdrawn(*, user: User, pk: PrimaryKey) -> Case:
+    """A withdrawn case the user may see, to say so at its old address; else 404."""
+    withdrawn = Case.objects.filter(
+        policies.team_scope(user, "team"), withdrawn__isnull=False
+    ).select_related("patient", "team", "withdrawn_by")
+    return get_or_404(withdrawn, pk)
+
+
+def image_get_withdrawable(*, user: User, pk: PrimaryKey) -> SmearImage:
+    image = image_get(user=user, pk=pk)
+    if not policies.can_edit(user, image.case.team_id):
+        raise PermissionDenied("Only the team's clinicians withdraw its images.")
+    return image
+
+
 def image_list(*, user: User) -> QuerySet[SmearImage]:
-    return SmearImage.objects.filter(policies.team_scope(user, "case__team")).select_related(
-        "case", "uploaded_by"
-    )
+    """Current images (not withdrawn) of the cases the user sees."""
+    return SmearImage.objects.filter(
+        policies.team_scope(user, "case__team"), case__withdrawn__isnull=True
+    ).select_related("case", "uploaded_by")
 
 
 def image_get(*, user: User, pk: PrimaryKey) -> SmearImage:

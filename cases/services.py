@@ -15,6 +15,7 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.db import IntegrityError, transaction
+from django.utils import timezone
 
 from accounts.models import Team, User
 from audit.models import AuditEvent
@@ -25,6 +26,10 @@ from cases.uploads import CleanImage, UploadRejected, image_clean
 
 CASE_EDITABLE_FIELDS = ("specimen", "stain", "clinical_notes")
 CASE_LOCKED = "A reviewed case can no longer be changed: its diagnosis is signed off."
+WITHDRAW_TOO_LATE = (
+    "The case is already {status}: once analysis has started nothing can be withdrawn, "
+    "so that what the model and the reviewers saw stays on record."
+)
 PATIENT_EDITABLE_FIELDS = ("sex", "year_of_birth", "notes")
 
 
@@ -190,6 +195,9 @@ def case_submit(*, user: User, case: Case) -> Case:
     """Hand a draft case to the workers once its images are stored."""
     if case.status != Case.Status.DRAFT:
         raise ValidationError(f"The case is already {case.get_status_display().lower()}.")
+    if case.withdrawn is not None:
+        raise ValidationError("The case is withdrawn.")
+    # Withdrawn images are not counted: case.images holds the current ones only.
     if not case.images.exists():
         raise ValidationError("Add at least one image before submitting the case.")
     with transaction.atomic():
@@ -197,9 +205,51 @@ def case_submit(*, user: User, case: Case) -> Case:
     return case
 
 
+def smear_image_withdraw(*, user: User, image: SmearImage) -> SmearImage:
+    """Take an image uploaded by mistake out of its draft case. Nothing is deleted: the
+    row and its file stay, marked withdrawn, and the same file may be uploaded again."""
+    with transaction.atomic():
+        # Lock the case so that a submission cannot slip in between the check and the write.
+        case = Case.objects.select_for_update().get(pk=image.case_id)
+        _require_draft(case)
+        locked = SmearImage.all_objects.select_for_update().get(pk=image.pk)
+        if locked.withdrawn is not None:
+            raise ValidationError(f"{locked} is already withdrawn.")
+        locked.withdrawn = timezone.now()
+        locked.withdrawn_by = user
+        locked.save(update_fields=["withdrawn", "withdrawn_by"])
+        audit_record(actor=user, action=AuditEvent.Action.WITHDRAW, target=locked, case=case)
+        case.save(update_fields=["updated"])
+    image.withdrawn, image.withdrawn_by = locked.withdrawn, locked.withdrawn_by
+    return image
+
+
+def case_withdraw(*, user: User, case: Case) -> Case:
+    """Withdraw a draft case opened by mistake: gone from the lists, kept in the database
+    and the audit log. Its images stay as they are: they go wherever the case goes."""
+    with transaction.atomic():
+        locked = Case.objects.select_for_update().get(pk=case.pk)
+        _require_draft(locked)
+        if locked.withdrawn is not None:
+            raise ValidationError("The case is already withdrawn.")
+        locked.withdrawn = timezone.now()
+        locked.withdrawn_by = user
+        locked.save(update_fields=["withdrawn", "withdrawn_by", "updated"])
+        audit_record(actor=user, action=AuditEvent.Action.WITHDRAW, target=locked, case=locked)
+    case.withdrawn, case.withdrawn_by = locked.withdrawn, locked.withdrawn_by
+    return case
+
+
+def _require_draft(case: Case) -> None:
+    if case.status != Case.Status.DRAFT:
+        raise ValidationError(WITHDRAW_TOO_LATE.format(status=case.get_status_display().lower()))
+
+
 def _require_open(case: Case) -> None:
     if case.status == Case.Status.REVIEWED:
         raise PermissionDenied(CASE_LOCKED)
+    if case.withdrawn is not None:
+        raise ValidationError("The case is withdrawn.")
 
 
 def _apply_changes(instance, changes: dict, allowed: Sequence[str]) -> set[str]:

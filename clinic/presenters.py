@@ -6,6 +6,7 @@ from typing import Any
 
 from accounts import policies
 from accounts.models import User
+from audit import selectors as audit_selectors
 from cases.models import Case
 from clinic import selectors
 from inference import selectors as answers
@@ -37,13 +38,25 @@ def analysis_panel(*, user: User, case: Case) -> dict[str, Any]:
     }
 
 
-def case_page(*, user: User, case: Case) -> dict[str, Any]:
+def case_page(*, user: User, case: Case, access_history: bool = False) -> dict[str, Any]:
+    """The case page; its history shows access events (views, downloads, exports) only
+    when `access_history`, else how many it leaves out."""
     context = analysis_panel(user=user, case=case)
+    can_edit = policies.can_edit(user, case.team_id)
+    # The history names predicted labels, so a blinded reviewer does not get it either.
+    history = (
+        audit_selectors.CaseHistory(events=[], access_hidden=0)
+        if context.get("blinded")
+        else audit_selectors.case_history(case_id=case.pk, access=access_history)
+    )
     context.update(
-        can_edit=policies.can_edit(user, case.team_id),
+        can_edit=can_edit,
+        # Only a draft: once analysis has started, what the model saw stays on record.
+        can_withdraw=can_edit and case.status == Case.Status.DRAFT,
         can_review=policies.can_review(user),
         sign_off=selectors.case_sign_offs_for(user=user, cases=[case]).get(case.pk),
-        # The history names predicted labels, so a blinded reviewer does not get it either.
-        history=[] if context.get("blinded") else case.audit_events.select_related("actor")[:50],
+        history=history.events,
+        history_access_hidden=history.access_hidden,
+        history_all=access_history,
     )
     return context

@@ -7,7 +7,7 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.files.storage import default_storage
 from django.core.paginator import Paginator
 from django.db.models.fields.files import FieldFile
-from django.http import FileResponse, HttpRequest, HttpResponse, JsonResponse
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.template.loader import render_to_string
 from django.urls import reverse
@@ -127,9 +127,22 @@ def case_new(request: AuthenticatedHttpRequest) -> HttpResponse:
 
 @require_GET
 def case_detail(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
-    case = selectors.case_get(user=request.user, pk=pk)
+    try:
+        case = selectors.case_get(user=request.user, pk=pk)
+    except Http404:
+        # A withdrawn case says so at its old address (a bookmark, a link in a message)
+        # rather than looking like a mistyped one; outsiders still get 404.
+        withdrawn = case_selectors.case_get_withdrawn(user=request.user, pk=pk)
+        audit_record(
+            actor=request.user, action=AuditEvent.Action.VIEW, target=withdrawn, case=withdrawn
+        )
+        return render(
+            request, "clinic/case_withdrawn.html", {"case": withdrawn}, status=HTTPStatus.GONE
+        )
     audit_record(actor=request.user, action=AuditEvent.Action.VIEW, target=case, case=case)
-    context = presenters.case_page(user=request.user, case=case)
+    context = presenters.case_page(
+        user=request.user, case=case, access_history=request.GET.get("history") == "all"
+    )
     context["images_form"] = ImagesForm()
     return render(request, "clinic/case_detail.html", context)
 
@@ -202,6 +215,30 @@ def case_submit(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     else:
         messages.success(request, "Case submitted for analysis.")
     return redirect("clinic:case_detail", pk=case.pk)
+
+
+@require_POST
+def case_withdraw(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
+    case = case_selectors.case_get_editable(user=request.user, pk=pk)
+    try:
+        services.case_withdraw(user=request.user, case=case)
+    except ValidationError as exc:
+        messages.error(request, " ".join(exc.messages))
+        return redirect("clinic:case_detail", pk=case.pk)
+    messages.success(request, f"Case {case.pk} withdrawn. It stays on record in the audit log.")
+    return redirect("clinic:case_list")
+
+
+@require_POST
+def image_withdraw(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
+    image = case_selectors.image_get_withdrawable(user=request.user, pk=pk)
+    try:
+        services.smear_image_withdraw(user=request.user, image=image)
+    except ValidationError as exc:
+        messages.error(request, " ".join(exc.messages))
+    else:
+        messages.success(request, f"{image} withdrawn from the case.")
+    return redirect("clinic:case_detail", pk=image.case_id)
 
 
 def image_response(image: SmearImage, file: FieldFile, *, thumbnail: bool) -> FileResponse:

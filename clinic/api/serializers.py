@@ -87,6 +87,9 @@ class CaseSerializer(serializers.ModelSerializer):
     submitted_by: "serializers.SlugRelatedField[User]" = serializers.SlugRelatedField(
         slug_field="username", read_only=True
     )
+    withdrawn_by: "serializers.SlugRelatedField[User]" = serializers.SlugRelatedField(
+        slug_field="username", read_only=True
+    )
     images_count = serializers.IntegerField(read_only=True, default=0)
     predicted_label = serializers.CharField(read_only=True, allow_null=True, default=None)
     result = serializers.SerializerMethodField()
@@ -107,6 +110,8 @@ class CaseSerializer(serializers.ModelSerializer):
             "submitted_by",
             "created",
             "updated",
+            "withdrawn",
+            "withdrawn_by",
             "images_count",
             "predicted_label",
             "result",
@@ -143,6 +148,9 @@ class SmearImageSerializer(serializers.ModelSerializer):
     uploaded_by: "serializers.SlugRelatedField[User]" = serializers.SlugRelatedField(
         slug_field="username", read_only=True
     )
+    withdrawn_by: "serializers.SlugRelatedField[User]" = serializers.SlugRelatedField(
+        slug_field="username", read_only=True
+    )
     file_url = serializers.SerializerMethodField()
     thumbnail_url = serializers.SerializerMethodField()
 
@@ -161,6 +169,8 @@ class SmearImageSerializer(serializers.ModelSerializer):
             "failure_reason",
             "uploaded_by",
             "uploaded",
+            "withdrawn",
+            "withdrawn_by",
             "file_url",
             "thumbnail_url",
         ]

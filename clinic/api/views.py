@@ -206,6 +206,22 @@ class CaseViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
         return self._case_response(case)
 
     @extend_schema(
+        summary="Withdraw a draft case opened by mistake",
+        description=(
+            "Only before submission. The case leaves every list and answers 404 from then "
+            "on; nothing is deleted, and the withdrawal is in the audit log."
+        ),
+        request=None,
+        responses={200: CaseSerializer, **ERRORS},
+    )
+    @action(detail=True, methods=["post"])
+    def withdraw(self, request: Request, pk: str) -> Response:
+        case = case_selectors.case_get_editable(user=api_user(request), pk=pk)
+        services.case_withdraw(user=api_user(request), case=case)
+        # Not read back through the selectors: a withdrawn case is no longer among them.
+        return Response(CaseSerializer(case, context=_case_context(api_user(request), [])).data)
+
+    @extend_schema(
         methods=["GET"],
         summary="A case's images",
         request=None,
@@ -276,6 +292,21 @@ class ImageViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
             case=image.case,
         )
         return image_response(image, image.file, thumbnail=False)
+
+    @extend_schema(
+        summary="Withdraw an image uploaded by mistake from its draft case",
+        description=(
+            "Only before the case is submitted. The image leaves the case's images and is "
+            "never analysed; it is kept on record, and the same file may be uploaded again."
+        ),
+        request=None,
+        responses={200: SmearImageSerializer, **ERRORS},
+    )
+    @action(detail=True, methods=["post"])
+    def withdraw(self, request: Request, pk: str) -> Response:
+        image = case_selectors.image_get_withdrawable(user=api_user(request), pk=pk)
+        services.smear_image_withdraw(user=api_user(request), image=image)
+        return Response(SmearImageSerializer(image).data)
 
     @extend_schema(
         summary="A small JPEG preview",

@@ -186,3 +186,27 @@ def test_a_blinded_reviewer_sees_the_answer_only_after_recording_a_diagnosis(log
     page.goto("/reviews/")
     page.uncheck("input[name=blinded]")
     page.wait_for_selector("text=Blinded review off.")
+
+
+def test_a_clinician_withdraws_an_image_uploaded_by_mistake_from_a_draft(login):
+    page = login("alice")
+    page.goto("/cases/new/")
+    page.fill("#id_identifier", "BR-WITHDRAW-1")
+    page.uncheck("#id_submit")
+    page.set_input_files("input[type=file]", [str(p) for p in smear_paths(2)])
+    page.click("button:has-text('Open case')")
+    page.wait_for_url(re.compile(r".*/cases/\d+/$"))
+    assert page.locator("figure.smear").count() == 2
+    first_name = page.locator("figure.smear strong").first.inner_text()
+    # The confirmation comes from static/js/confirm.js: dismissed, nothing happens.
+    page.once("dialog", lambda dialog: dialog.dismiss())
+    page.locator("figure.smear").first.locator("button:has-text('Withdraw this image')").click()
+    assert page.locator("figure.smear").count() == 2
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.locator("figure.smear").first.locator("button:has-text('Withdraw this image')").click()
+    page.wait_for_selector(f"text={first_name} withdrawn from the case.")
+    assert page.locator("figure.smear").count() == 1
+    assert first_name not in page.inner_text(".images")
+    history = page.inner_text("table.history")
+    assert re.search(rf"Withdrawn\s+{re.escape(first_name)}", history)
+    _keep(page, "clinician-withdrawn-image")

@@ -181,3 +181,22 @@ def test_a_draft_is_neither_swept_nor_analysed_until_it_is_submitted(deployed):
     assert draft.status == Case.Status.DRAFT
     assert draft.images.get().status == SmearImage.Status.PENDING
     assert not Prediction.objects.filter(image__case=draft).exists()
+
+
+def test_workers_and_the_sweep_never_claim_a_withdrawn_image(deployed):
+    celery_app.control.purge()
+    case = case_with_images(noise_png(1), noise_png(2))
+    withdrawn, kept = case.images.all()
+    # As cases.services leaves it: withdrawn while the case was a draft, still PENDING.
+    SmearImage.objects.filter(pk=withdrawn.pk).update(withdrawn=timezone.now())
+    assert run(case)["predicted"] == 1
+    assert list(Prediction.objects.values_list("image", flat=True)) == [kept.pk]
+    case.refresh_from_db()
+    # The withdrawn image, still pending, does not keep the case waiting.
+    assert case.status == Case.Status.ANALYSED
+    assert CaseResult.objects.get(case=case).images_count == 1
+    assert SmearImage.all_objects.get(pk=withdrawn.pk).status == SmearImage.Status.PENDING
+    SmearImage.all_objects.filter(pk=withdrawn.pk).update(
+        status_changed=timezone.now() - timedelta(hours=1)
+    )
+    assert stale_images_requeue(older_than_s=600) == []
