@@ -163,6 +163,8 @@ AUTH_PASSWORD_VALIDATORS = [
 ]
 
 LANGUAGE_CODE = "en-gb"
+# Dates and times in one format everywhere (leukweb/formats): "2026-12-01 18:58 UTC".
+FORMAT_MODULE_PATH = ["leukweb.formats"]
 TIME_ZONE = env("TIME_ZONE", "UTC")
 # Every string is English; none is marked for translation.
 USE_I18N = False

@@ -146,3 +146,15 @@ def test_a_dead_broker_is_reported_not_raised():
         celery_app.conf["broker_url"] = original
     assert not result.ok
     assert "unreachable" in result.detail
+
+
+@pytest.mark.django_db
+def test_times_read_the_same_with_their_zone_on_pages_and_in_the_admin(client_for, admin_user):
+    from audit.models import AuditEvent
+    from audit.services import audit_record
+
+    audit_record(actor=admin_user, action=AuditEvent.Action.VIEW, target=admin_user)
+    event = AuditEvent.objects.get()
+    shown = event.created.strftime("%Y-%m-%d %H:%M") + " UTC"
+    admin_page = client_for(admin_user).get("/admin/audit/auditevent/").content.decode()
+    assert shown in admin_page and "p.m." not in admin_page and "a.m." not in admin_page

@@ -1,0 +1,1 @@
+from leukweb.formats.en_GB.formats import *  # noqa: F403  the same formats for plain "en"
