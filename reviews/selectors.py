@@ -140,10 +140,15 @@ def case_results(*, user: User, case: Case) -> list[CaseResult]:
 
 
 def prediction_get_with_heatmap(*, user: User, pk: int) -> Prediction:
-    """A prediction of a case the reviewer sees, with a stored heatmap, or 404."""
-    policies.require_reviewer(user)
+    """A prediction of a case the reviewer sees, with a stored heatmap, or 404.
+
+    Scope first, role second: another team's heatmap is a 404 for everyone (as its case
+    is), and only a clinician of the case's own team learns that it is for reviewers.
+    """
     predictions = answers.predictions_of(case_selectors.image_list(user=user)).exclude(heatmap="")
-    return get_object_or_404(predictions, pk=pk)
+    prediction = get_object_or_404(predictions, pk=pk)
+    policies.require_reviewer(user)
+    return prediction
 
 
 # --- the audit of predictions ---------------------------------------------------------

@@ -107,6 +107,7 @@ def test_an_outsider_from_another_team_gets_404_for_every_case_url(login):
     found = re.search(r"/images/(\d+)/", link)
     assert found is not None
     image_id = int(found.group(1))
+    predictions = clinician.request.get(f"/api/predictions/?case={case_id}").json()["results"]
     outsider = login("charlie")
     response = outsider.goto("/no-such-page/")
     assert response.status == 404 and "Not found" in outsider.inner_text("h1")
@@ -117,6 +118,7 @@ def test_an_outsider_from_another_team_gets_404_for_every_case_url(login):
         f"/images/{image_id}/",
         f"/images/{image_id}/thumbnail/",
         f"/reviews/cases/{case_id}/report/",
+        *(f"/reviews/predictions/{p['id']}/heatmap.png" for p in predictions),
     ):
         response = outsider.goto(path)
         assert response.status == 404, path

@@ -81,3 +81,12 @@ def test_bob_gets_the_heatmap_of_his_teams_prediction(client_for, bob, team_a_ca
     page = client_for(bob).get(f"/reviews/cases/{team_a_case.pk}/").content.decode()
     assert f"/reviews/predictions/{prediction.pk}/heatmap.png" in page
     assert "heat-toggle" in page
+
+
+def test_another_teams_heatmap_is_a_404_and_the_own_teams_clinician_a_403(
+    client_for, alice, charlie, team_a_case
+):
+    prediction = team_a_case.images.get().predictions.get()
+    url = f"/reviews/predictions/{prediction.pk}/heatmap.png"
+    assert client_for(charlie).get(url).status_code == HTTPStatus.NOT_FOUND
+    assert client_for(alice).get(url).status_code == HTTPStatus.FORBIDDEN
