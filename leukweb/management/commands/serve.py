@@ -2,6 +2,7 @@ import logging
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 from django.conf import settings
@@ -90,7 +91,9 @@ class Command(BaseCommand):
         signal.signal(signal.SIGINT, _interrupt)
         signal.signal(signal.SIGTERM, _interrupt)
         try:
-            self._report_worker()
+            # Beside the supervision loop: a worker that dies before it answers is noticed
+            # and started again at once, not after the ping's time-out.
+            threading.Thread(target=self._report_worker, name="ping", daemon=True).start()
             self.stdout.write(self.style.SUCCESS(f"LeukWeb is up: http://{addr}/  (Ctrl-C stops)"))
             while True:
                 now = time.monotonic()
