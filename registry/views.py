@@ -7,8 +7,9 @@ from collections.abc import Callable
 
 from django.contrib import messages
 from django.core.exceptions import ValidationError
-from django.http import Http404, HttpResponse
+from django.http import Http404, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
+from django.template.loader import render_to_string
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
@@ -37,6 +38,16 @@ def registry_detail(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     version = selectors.registry_get(user=request.user, pk=pk)
     context = presenters.detail_page(user=request.user, version=version)
     return render(request, "registry/detail.html", context)
+
+
+@require_GET
+def registry_evaluations(request: AuthenticatedHttpRequest, pk: int) -> JsonResponse:
+    """Polled by the version's page while one of its local evaluations is queued (not
+    audited: it shows nothing new)."""
+    version = selectors.registry_get(user=request.user, pk=pk)
+    context = presenters.evaluations_panel(user=request.user, version=version)
+    html = render_to_string("registry/_evaluations.html", context, request=request)
+    return JsonResponse({"active": context["active"], "html": html})
 
 
 @require_http_methods(["GET", "POST"])
@@ -79,7 +90,7 @@ def registry_evaluate(request: AuthenticatedHttpRequest, pk: int) -> HttpRespons
             messages.success(
                 request,
                 f"Evaluation of {version} on {form.cleaned_data['dataset']} queued: a worker "
-                "runs it, and it appears here when done (reload the page).",
+                "runs it, and it appears here when done.",
             )
     return redirect(f"{reverse('registry:detail', args=[version.pk])}#local-evaluations")
 
