@@ -47,7 +47,7 @@ def test_the_page_polls_while_an_evaluation_is_queued_and_the_endpoint_fills_it_
     assert body["active"] is True
     assert "data-evaluation-pending" in body["html"] and "Lab 2 smears" in body["html"]
 
-    evaluate_model.apply(args=[evaluation.pk])
+    evaluate_model.apply(args=(evaluation.pk,))
     body = client.get(f"/registry/{version.pk}/evaluations/").json()
     assert body["active"] is False
     assert "data-evaluation-pending" not in body["html"]
