@@ -1,6 +1,17 @@
 from django.contrib import admin
+from django.db.models import Q, QuerySet
 
 from audit.models import AuditEvent
+
+# Every registry change is audited as ``deploy`` with its own name in detail["event"];
+# these are the registry's names for them (inference's DeploymentEvent.Action, which
+# audit, a lower layer, cannot import).
+REGISTRY_EVENTS = {
+    "deploy": "Deploy",
+    "rollback": "Roll back",
+    "shadow": "Set as shadow",
+    "retire": "Retire",
+}
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -20,8 +31,28 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 class AuditEventAdmin(ReadOnlyAdmin):
     """Read-only: admins browse and filter the log, nobody edits or deletes it."""
 
-    list_display = ("created", "actor", "action", "target_type", "target_repr", "case")
+    list_display = ("created", "actor", "event", "target_type", "target_repr", "case")
     list_filter = ("action", "target_type", "created", "actor")
     search_fields = ("target_repr", "target_id", "actor__username", "case__patient__identifier")
     date_hierarchy = "created"
     list_select_related = ("actor", "case__patient")
+
+    @admin.display(description="Action", ordering="action")
+    def event(self, obj: AuditEvent) -> str:
+        """A registry change by its own name (Roll back, Set as shadow), not as "Deployed"."""
+        name = (obj.detail or {}).get("event") if obj.action == AuditEvent.Action.DEPLOY else None
+        return REGISTRY_EVENTS.get(name, name) if name else obj.get_action_display()
+
+    def get_search_results(self, request, queryset: QuerySet, search_term: str):
+        """Also find events by what was done: the action ("deploy", "Deployed") and a
+        registry change's own name ("rollback", "Roll back", "shadow")."""
+        filtered = queryset  # already narrowed by the list filters: keep them
+        queryset, may_have_duplicates = super().get_search_results(request, queryset, search_term)
+        term = search_term.strip().lower()
+        if not term:
+            return queryset, may_have_duplicates
+        actions = [v for v, name in AuditEvent.Action.choices if term in f"{v} {name}".lower()]
+        events = [v for v, name in REGISTRY_EVENTS.items() if term in f"{v} {name}".lower()]
+        if actions or events:
+            queryset |= filtered.filter(Q(action__in=actions) | Q(detail__event__in=events))
+        return queryset, may_have_duplicates

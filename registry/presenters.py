@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from django.conf import settings
@@ -44,6 +45,9 @@ def local_evaluations(*, user: User, version: ModelVersion) -> list[ModelEvaluat
     evaluations = selectors.evaluation_list(user=user, model_version=version)
     done = [e for e in evaluations if e.status == ModelEvaluation.Status.DONE]
     # The templates read these as attributes of the records (mypy knows only the fields).
+    for evaluation in evaluations:
+        # The set by its folder's name, as the form offered it; the full path in a title.
+        evaluation.set_name = Path(evaluation.dataset).name  # type: ignore[attr-defined]
     for evaluation in done:
         evaluation.warnings = local_evaluation_warnings(  # type: ignore[attr-defined]
             evaluation.result, reported
@@ -57,6 +61,18 @@ def local_evaluations(*, user: User, version: ModelVersion) -> list[ModelEvaluat
 
 def latest_done(evaluations: list[ModelEvaluation]) -> ModelEvaluation | None:
     return next((e for e in evaluations if e.status == ModelEvaluation.Status.DONE), None)
+
+
+def evaluations_panel(*, user: User, version: ModelVersion) -> dict[str, Any]:
+    """The local-evaluations table and the latest confusion matrix; ``active`` while one
+    is still queued, so that the page keeps polling for it."""
+    evaluations = local_evaluations(user=user, version=version)
+    return {
+        "version": version,
+        "evaluations": evaluations,
+        "latest_evaluation": latest_done(evaluations),
+        "active": any(e.status == ModelEvaluation.Status.PENDING for e in evaluations),
+    }
 
 
 def actions_for(version: ModelVersion) -> list[tuple[str, str]]:
@@ -81,16 +97,14 @@ def detail_page(*, user: User, version: ModelVersion) -> dict[str, Any]:
         for v in (ModelVersion.objects.deployed(), ModelVersion.objects.shadow())
         if v is not None and v.pk != version.pk
     ]
-    evaluations = local_evaluations(user=user, version=version)
     return {
+        **evaluations_panel(user=user, version=version),
         "version": version,
         "report": report_sections(version.report),
         "comparison": comparison,
         "live": [agreement_panel(user=user, version=v) for v in live_versions],
         "events": version.events.select_related("actor").order_by("-created", "-pk"),
         "actions": actions_for(version),
-        "evaluations": evaluations,
-        "latest_evaluation": latest_done(evaluations),
         "evaluation_sets": inference_selectors.evaluation_sets(),
         "evaluation_root": settings.EVALUATION_DATA_ROOT,
     }

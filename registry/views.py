@@ -4,11 +4,13 @@ confirmed, reasoned changes (deploy, shadow, retire, roll back)."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from http import HTTPStatus
 
 from django.contrib import messages
 from django.core.exceptions import ValidationError
-from django.http import Http404, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
+from django.template.loader import render_to_string
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
@@ -27,6 +29,11 @@ SERVING: dict[str, Callable] = {
 }
 
 
+def _wants_json(request: HttpRequest) -> bool:
+    """The import page's script asks for JSON so that it can show a refusal in place."""
+    return "application/json" in request.headers.get("Accept", "")
+
+
 @require_GET
 def registry_list(request: AuthenticatedHttpRequest) -> HttpResponse:
     return render(request, "registry/list.html", presenters.list_page(user=request.user))
@@ -39,12 +46,28 @@ def registry_detail(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     return render(request, "registry/detail.html", context)
 
 
+@require_GET
+def registry_evaluations(request: AuthenticatedHttpRequest, pk: int) -> JsonResponse:
+    """Polled by the version's page while one of its local evaluations is queued (not
+    audited: it shows nothing new)."""
+    version = selectors.registry_get(user=request.user, pk=pk)
+    context = presenters.evaluations_panel(user=request.user, version=version)
+    html = render_to_string("registry/_evaluations.html", context, request=request)
+    return JsonResponse({"active": context["active"], "html": html})
+
+
 @require_http_methods(["GET", "POST"])
 def registry_import(request: AuthenticatedHttpRequest) -> HttpResponse:
-    """Upload a zipped artifact; it is checked exactly as ``manage.py import_model`` does."""
+    """Upload a zipped artifact; it is checked exactly as ``manage.py import_model`` does.
+
+    The page's script posts with ``Accept: application/json`` to show upload progress:
+    it gets where to go next, or the refusal, instead of a page.
+    """
     policies.require_admin(request.user)
-    form = ArtifactImportForm(request.POST or None, request.FILES or None)
-    if request.method == "POST" and form.is_valid():
+    # Bound on every POST, even an empty one, so that a missing file is an error to show.
+    posted = request.method == "POST"
+    form = ArtifactImportForm(request.POST if posted else None, request.FILES if posted else None)
+    if posted and form.is_valid():
         try:
             version = registry.model_version_import_archive(
                 archive=form.cleaned_data["archive"], actor=request.user
@@ -53,8 +76,12 @@ def registry_import(request: AuthenticatedHttpRequest) -> HttpResponse:
             form.add_error("archive", str(exc))
         else:
             messages.success(request, f"Imported {version}. It serves once deployed.")
+            if _wants_json(request):
+                return JsonResponse({"redirect": reverse("registry:detail", args=[version.pk])})
             return redirect("registry:detail", pk=version.pk)
-    status = 400 if request.method == "POST" else 200
+    if posted and _wants_json(request):
+        return JsonResponse({"errors": form.errors.get_json_data()}, status=HTTPStatus.BAD_REQUEST)
+    status = HTTPStatus.BAD_REQUEST if posted else HTTPStatus.OK
     return render(request, "registry/import.html", {"form": form}, status=status)
 
 
@@ -79,7 +106,7 @@ def registry_evaluate(request: AuthenticatedHttpRequest, pk: int) -> HttpRespons
             messages.success(
                 request,
                 f"Evaluation of {version} on {form.cleaned_data['dataset']} queued: a worker "
-                "runs it, and it appears here when done (reload the page).",
+                "runs it, and it appears here when done.",
             )
     return redirect(f"{reverse('registry:detail', args=[version.pk])}#local-evaluations")
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import REPO_ROOT, package
+from tests.helpers import REPO_ROOT, generated_set, package
 
 PASSWORDS = {"alice": "alice-pass-1", "bob": "bob-pass-1", "charlie": "charlie-pass-1"}
 PASSWORDS["admin"] = "admin-pass-1"
@@ -87,6 +87,8 @@ def live_app(tmp_path_factory) -> Iterator[str]:
     manage("shell", "-c", f"PASSWORDS = {PASSWORDS!r}\n{PERSONAS}")
     artifact = package(var / "artifacts", version="1", seed=3, name="browser-tiny")
     manage("import_model", str(artifact), "--deploy", "--reason", "browser tests")
+    # A labelled set for local evaluations (EVALUATION_DATA_ROOT defaults to VAR_DIR's).
+    generated_set(var / "evaluation-sets" / "site")
 
     port = _free_port()
     logs = {name: (var / f"{name}.log").open("w") for name in ("web", "worker")}

@@ -85,3 +85,51 @@ def test_a_clinician_cannot_import_or_deploy(client_for, alice, artifacts):
     )
     assert ModelVersion.objects.deployed() is None
     assert ModelVersion.objects.count() == 1
+
+
+def test_the_import_page_offers_a_progress_bar_and_keeps_its_plain_form(client_for, admin_user):
+    page = client_for(admin_user).get(reverse("registry:import")).content.decode()
+    assert 'enctype="multipart/form-data" data-import' in page
+    assert "data-progress" in page and "js/registry_import.js" in page
+
+
+def test_the_uploader_script_gets_where_to_go_as_json(client_for, admin_user, artifacts):
+    client = client_for(admin_user)
+    response = client.post(
+        reverse("registry:import"),
+        {"archive": zipped(artifacts["v1"])},
+        headers={"Accept": "application/json"},
+    )
+    version = ModelVersion.objects.get()
+    assert response.status_code == HTTPStatus.OK
+    assert response.json() == {"redirect": reverse("registry:detail", args=[version.pk])}
+    assert f"Imported {version}" in client.get(response.json()["redirect"]).content.decode()
+
+
+def test_the_uploader_script_gets_the_refusal_as_json_and_nothing_is_kept(
+    client_for, admin_user, artifacts
+):
+    client = client_for(admin_user)
+    response = client.post(
+        reverse("registry:import"),
+        {"archive": zipped(artifacts["v1"], damage=True)},
+        headers={"Accept": "application/json"},
+    )
+    assert response.status_code == HTTPStatus.BAD_REQUEST
+    [error] = response.json()["errors"]["archive"]
+    assert "does not match the manifest" in error["message"]
+    assert not ModelVersion.objects.exists()
+
+    nothing = client.post(reverse("registry:import"), headers={"Accept": "application/json"})
+    assert nothing.status_code == HTTPStatus.BAD_REQUEST
+    assert nothing.json()["errors"]["archive"][0]["code"] == "required"
+
+
+def test_a_clinician_gets_no_json_answer_from_the_import(client_for, alice, artifacts):
+    response = client_for(alice).post(
+        reverse("registry:import"),
+        {"archive": zipped(artifacts["v1"])},
+        headers={"Accept": "application/json"},
+    )
+    assert response.status_code == HTTPStatus.FORBIDDEN
+    assert not ModelVersion.objects.exists()
