@@ -2,6 +2,7 @@
 clinician in Team A, bob reviews for Team A, charlie is a clinician in Team B (an
 outsider to A's cases), dave reviews for Team B only, and admin sees everything."""
 
+import os
 import shutil
 
 import pytest
@@ -12,6 +13,9 @@ from cases import services
 from cases.models import Case, Patient
 from inference import dispatch
 from tests.helpers import as_uploads, package, smear_bytes
+
+# TensorFlow's C++ start-up messages say nothing a test reader needs.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 @pytest.fixture(autouse=True)
