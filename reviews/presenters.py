@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from accounts.models import User
+from audit import selectors as audit_selectors
 from cases.models import Case
 from inference import selectors as answers
 from inference.models import ModelVersion
@@ -21,8 +22,11 @@ def bars(probabilities: dict, classes: list[str]) -> list[tuple[str, float]]:
     return [(label, float(probabilities.get(label, 0.0))) for label in classes]
 
 
-def case_page(*, user: User, case: Case, blinded: bool) -> dict[str, Any]:
-    """The review page's data; ``blinded`` is the reviewer's choice for this view."""
+def case_page(
+    *, user: User, case: Case, blinded: bool, access_history: bool = False
+) -> dict[str, Any]:
+    """The review page's data; ``blinded`` is the reviewer's choice for this view, and the
+    history shows access events (views, downloads) only with ``access_history``."""
     sign_off = selectors.sign_off_for_case(case=case)
     has_diagnosed = selectors.reviewer_has_diagnosed(user=user, case=case)
     revealed = not blinded or sign_off is not None or has_diagnosed
@@ -48,13 +52,16 @@ def case_page(*, user: User, case: Case, blinded: bool) -> dict[str, Any]:
         if prediction is not None:
             prediction.bars = bars(prediction.probabilities, prediction.model_version.classes)
     primary = next((r for r in results if r.primary), None)
+    history = audit_selectors.case_history(case_id=case.pk, access=access_history)
     context.update(
         results=results,
         primary=primary,
         # The diagnosis that agreeing with the model records (None: its label maps to none).
         agree_with=primary.model_version.clinical_label(primary.label) if primary else None,
         reviews=list(selectors.review_list_for_case(case=case)),
-        history=case.audit_events.select_related("actor")[:100],
+        history=history.events,
+        history_access_hidden=history.access_hidden,
+        history_all=access_history,
     )
     return context
 

@@ -94,7 +94,12 @@ def _blinded(request: AuthenticatedHttpRequest) -> bool:
 
 
 def _case_context(request: AuthenticatedHttpRequest, case) -> dict:
-    return presenters.case_page(user=request.user, case=case, blinded=_blinded(request))
+    return presenters.case_page(
+        user=request.user,
+        case=case,
+        blinded=_blinded(request),
+        access_history=request.GET.get("history") == "all",
+    )
 
 
 def _verdict_form(request: AuthenticatedHttpRequest, case, data=None) -> VerdictForm | None:

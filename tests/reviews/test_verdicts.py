@@ -211,3 +211,18 @@ def test_signing_off_asks_for_a_confirmation_that_names_the_diagnosis(client_for
     page = client_for(bob).get(f"/reviews/cases/{case.pk}/").content.decode()
     assert 'data-confirm="Sign off case #' in page and "with the diagnosis CML?" in page
     assert "/static/js/confirm.js" in page
+
+
+def test_the_review_pages_history_shows_clinical_events_and_access_events_on_request(
+    client_for, bob, case
+):
+    client = client_for(bob)
+    review_create(case=case, reviewer=bob, diagnosis="CML")
+    for _ in range(3):
+        client.get(f"/reviews/cases/{case.pk}/")
+    page = client.get(f"/reviews/cases/{case.pk}/").content.decode()
+    history = page.split("Case history", 1)[1]
+    assert "Reviewed" in history and "Viewed" not in history
+    assert "Show access events too (4 hidden" in history
+    everything = client.get(f"/reviews/cases/{case.pk}/?history=all").content.decode()
+    assert "Viewed" in everything.split("Case history", 1)[1]
