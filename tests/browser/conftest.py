@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -60,9 +61,20 @@ def _wait_for(url: str, *, status: int, timeout: float) -> None:
     raise TimeoutError(f"{url} did not answer {status} within {timeout:.0f} s")
 
 
+class LiveApp(str):
+    """The base URL of the running app, which also knows where serve logs."""
+
+    def __new__(cls, url: str, log: Path) -> LiveApp:
+        app = super().__new__(cls, url)
+        app.log = log
+        return app
+
+    log: Path
+
+
 @pytest.fixture(scope="session")
-def live_app(tmp_path_factory) -> Iterator[str]:
-    """The base URL of a running LeukWeb: web and worker processes on a fresh install."""
+def live_app(tmp_path_factory) -> Iterator[LiveApp]:
+    """A running LeukWeb on a fresh install: `manage.py serve` (web and worker)."""
     var = tmp_path_factory.mktemp("browser-var")
     env = {
         key: value
@@ -91,34 +103,24 @@ def live_app(tmp_path_factory) -> Iterator[str]:
     generated_set(var / "evaluation-sets" / "site")
 
     port = _free_port()
-    logs = {name: (var / f"{name}.log").open("w") for name in ("web", "worker")}
-    commands = {
-        "web": [sys.executable, "manage.py", "runserver", f"127.0.0.1:{port}", "--noreload"],
-        "worker": [
-            sys.executable, "-m", "celery", "-A", "leukweb", "worker", "--pool=solo",
-            "-Q", "leukweb-test", "-n", "browser@%h", "--without-mingle", "--without-gossip",
-        ],
-    }  # fmt: skip
-    processes = {
-        name: subprocess.Popen(
-            command, cwd=REPO_ROOT, env=env, stdout=logs[name], stderr=subprocess.STDOUT
-        )
-        for name, command in commands.items()
-    }
+    # What `make run` starts: serve, which runs the web server and a worker and keeps
+    # both running.
+    log = (var / "serve.log").open("w")
+    serve = subprocess.Popen(
+        [sys.executable, "manage.py", "serve", "--addr", f"127.0.0.1:{port}"],
+        cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
     base = f"http://127.0.0.1:{port}"
     try:
         _wait_for(f"{base}/healthz", status=200, timeout=90)
-        yield base
+        yield LiveApp(base, var / "serve.log")
     finally:
-        for process in processes.values():
-            process.terminate()
-        for process in processes.values():
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-        for log in logs.values():
-            log.close()
+        serve.send_signal(signal.SIGINT)
+        try:
+            serve.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            serve.kill()
+        log.close()
 
 
 @pytest.fixture(scope="session")

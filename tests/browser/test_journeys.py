@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import base64
+import os
 import re
+import signal
+import time
 
+from tests.browser.conftest import PASSWORDS
 from tests.helpers import REPO_ROOT, smear_paths
 
 # Each journey leaves a screenshot of the page it ends on here, to look at.
@@ -212,3 +216,34 @@ def test_a_clinician_withdraws_an_image_uploaded_by_mistake_from_a_draft(login):
     history = page.inner_text("table.history")
     assert re.search(rf"Withdrawn\s+{re.escape(first_name)}", history)
     _keep(page, "clinician-withdrawn-image")
+
+
+def test_the_pages_stay_up_when_the_worker_dies_and_a_new_worker_takes_the_next_case(
+    login, live_app
+):
+    page = login("alice")
+    started = re.findall(r"worker started \(pid (\d+)\)", live_app.log.read_text())
+    assert started, "serve logged no worker"
+    os.kill(int(started[-1]), signal.SIGKILL)
+    deadline = time.monotonic() + 20
+    while "worker exited with status" not in live_app.log.read_text():
+        assert time.monotonic() < deadline, "serve did not notice the worker's death"
+        time.sleep(0.2)
+    response = page.goto("/cases/")
+    assert response is not None and response.status == 200  # the web did not go down with it
+    _open_case(page, "BR-RESTART-1", images=1)
+    _wait_until_analysed(page)  # by the worker serve started again
+    assert len(re.findall(r"worker started", live_app.log.read_text())) == len(started) + 1
+
+
+def test_on_a_phone_the_case_list_keeps_its_answer_column(browser, live_app):
+    context = browser.new_context(viewport={"width": 390, "height": 844}, base_url=live_app)
+    page = context.new_page()
+    page.goto("/login/")
+    page.fill("#id_username", "alice")
+    page.fill("#id_password", PASSWORDS["alice"])
+    page.click("button[type=submit]")
+    page.wait_for_url("**/cases/")
+    assert page.locator("th", has_text="Diagnosis or prediction").is_visible()
+    assert not page.locator("th", has_text="Opened").is_visible()
+    context.close()
