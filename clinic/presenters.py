@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from accounts import policies
 from accounts.models import User
 from audit import selectors as audit_selectors
-from cases.models import Case
+from cases.models import Case, SmearImage
 from clinic import selectors
 from inference import selectors as answers
 from inference.health import analysis_stalled_reason
@@ -30,12 +31,16 @@ def analysis_panel(*, user: User, case: Case) -> dict[str, Any]:
         "ahead": answers.images_ahead_in_queue(case=case) if active else 0,
     }
     if review_selectors.model_answer_hidden(user=user, case=case):
-        return {**context, "images": list(case.images.all()), "result": None, "blinded": True}
-    return {
-        **context,
-        "images": answers.case_images(case=case),
-        "result": answers.case_result(case=case),
-    }
+        images: Sequence[SmearImage] = list(case.images.all())
+        context.update(images=images, result=None, blinded=True)
+    else:
+        images = answers.case_images(case=case)
+        context.update(images=images, result=answers.case_result(case=case))
+    # Workers store a case's images a few at a time: the page shows them finishing.
+    context["images_done"] = sum(
+        image.status in (SmearImage.Status.DONE, SmearImage.Status.FAILED) for image in images
+    )
+    return context
 
 
 def case_page(*, user: User, case: Case, access_history: bool = False) -> dict[str, Any]:

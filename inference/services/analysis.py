@@ -26,6 +26,9 @@ from inference.models import CaseResult, ModelVersion, Prediction
 
 logger = logging.getLogger(__name__)
 
+# Images classified and stored together; a case's page shows each chunk as it is done.
+ANALYSIS_CHUNK = 8
+
 IMAGE_MISSING = "The stored image file is missing, so it could not be analysed."
 IMAGE_UNREADABLE = "The file could not be read as an image ({detail}). Please upload it again."
 MODEL_UNAVAILABLE = (
@@ -248,28 +251,37 @@ def case_analyse(*, case_id: int, worker_host: str) -> AnalysisOutcome:
     images = _images_claim(case_id, version)
     if not images:
         return AnalysisOutcome(case_id, str(version), note="nothing to analyse")
-    blobs, failures = {}, {}
-    for image in images:
-        try:
-            blobs[image.pk] = _upload_bytes(image)
-        except FileNotFoundError:
-            failures[image.pk] = IMAGE_MISSING
-    answers, unreadable, per_image_ms, arrays = _classify(predictor, blobs)
-    failures.update(unreadable)
-    rows = _prediction_rows(version, answers, per_image_ms, worker_host)
-
     shadow = ModelVersion.objects.shadow()
-    shadow_rows = []
-    if shadow is not None:
-        shadow_rows = _shadow_rows(shadow, answers, blobs, worker_host)
-    _predictions_store(case_id, version, shadow, rows + shadow_rows, failures)
+    predicted = failed = shadow_predicted = 0
+    arrays: dict[int, np.ndarray] = {}
+    blobs: dict[int, bytes] = {}
+    # Stored a chunk at a time, so the case page shows images finishing while the rest
+    # are still being classified; 8 images keep most of one compiled batch's speed.
+    for start in range(0, len(images), ANALYSIS_CHUNK):
+        chunk_blobs, failures = {}, {}
+        for image in images[start : start + ANALYSIS_CHUNK]:
+            try:
+                chunk_blobs[image.pk] = _upload_bytes(image)
+            except FileNotFoundError:
+                failures[image.pk] = IMAGE_MISSING
+        answers, unreadable, per_image_ms, chunk_arrays = _classify(predictor, chunk_blobs)
+        failures.update(unreadable)
+        rows = _prediction_rows(version, answers, per_image_ms, worker_host)
+        shadow_rows = (
+            _shadow_rows(shadow, answers, chunk_blobs, worker_host) if shadow is not None else []
+        )
+        _predictions_store(case_id, version, shadow, rows + shadow_rows, failures)
+        predicted, failed = predicted + len(rows), failed + len(failures)
+        shadow_predicted += len(shadow_rows)
+        arrays.update(chunk_arrays)
+        blobs.update({pk: chunk_blobs[pk] for pk in chunk_arrays})
     _heatmaps_attach(predictor, version, arrays, blobs)
     return AnalysisOutcome(
         case_id,
         str(version),
-        predicted=len(rows),
-        failed=len(failures),
-        shadow_predicted=len(shadow_rows),
+        predicted=predicted,
+        failed=failed,
+        shadow_predicted=shadow_predicted,
     )
 
 

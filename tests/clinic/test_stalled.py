@@ -98,3 +98,14 @@ def test_a_waiting_case_says_how_many_images_are_ahead_of_it(client_for, alice, 
     assert "Waiting for 2 images of other cases ahead of this one." in response.json()["html"]
     first = client_for(alice).get(f"/cases/{earlier.pk}/status/").json()["html"]
     assert "data-queue-position" not in first
+
+
+def test_a_case_being_analysed_says_how_many_of_its_images_are_done(client_for, alice, alice_case):
+    from cases.models import SmearImage
+
+    first = alice_case.images.first()
+    assert first is not None
+    SmearImage.objects.filter(pk=first.pk).update(status=SmearImage.Status.DONE)
+    Case.objects.filter(pk=alice_case.pk).update(status=Case.Status.ANALYSING)
+    html = client_for(alice).get(f"/cases/{alice_case.pk}/status/").json()["html"]
+    assert "1 of 2 images done" in html

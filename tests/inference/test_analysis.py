@@ -200,3 +200,22 @@ def test_workers_and_the_sweep_never_claim_a_withdrawn_image(deployed):
         status_changed=timezone.now() - timedelta(hours=1)
     )
     assert stale_images_requeue(older_than_s=600) == []
+
+
+def test_a_case_shows_its_images_finishing_chunk_by_chunk(deployed, monkeypatch):
+    from inference.services import analysis
+
+    case = case_with_images(*(noise_png(seed) for seed in range(5)))
+    seen: list[tuple[int, str]] = []
+    store = analysis._predictions_store
+
+    def store_and_look(*args, **kwargs) -> None:
+        store(*args, **kwargs)
+        case.refresh_from_db()
+        seen.append((case.images.filter(status=SmearImage.Status.DONE).count(), case.status))
+
+    monkeypatch.setattr(analysis, "ANALYSIS_CHUNK", 2)
+    monkeypatch.setattr(analysis, "_predictions_store", store_and_look)
+    assert run(case)["predicted"] == 5
+    assert seen == [(2, "analysing"), (4, "analysing"), (5, "analysed")]
+    assert CaseResult.objects.get(case=case).images_count == 5
