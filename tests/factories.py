@@ -1,5 +1,5 @@
-"""Test records, one factory per model (factory_boy), plus the few composite records
-several test folders need: an analysed case as a worker leaves it, a stored heatmap."""
+"""Test records, a factory per model the tests build (factory_boy), plus the few composite
+records several test folders need: an analysed case as a worker leaves it, a stored heatmap."""
 
 from __future__ import annotations
 
@@ -13,7 +13,6 @@ from django.utils import timezone
 from accounts.models import Role, Team, User
 from cases.models import Case, Patient, SmearImage
 from inference.models import CaseResult, ModelVersion, Prediction
-from reviews.models import Review, SignOff
 
 SUBTYPES = ["ALL", "AML", "CLL", "CML"]
 
@@ -157,28 +156,6 @@ class CaseResultFactory(factory.django.DjangoModelFactory[CaseResult]):
     needs_review = False
     images_count = factory.LazyAttribute(lambda o: o.case.images.count())
     primary = True
-
-
-class ReviewFactory(factory.django.DjangoModelFactory[Review]):
-    class Meta:
-        model = Review
-
-    case = factory.SubFactory(CaseFactory)
-    reviewer = factory.SubFactory(UserFactory, role=Role.REVIEWER)
-    model_version = factory.SubFactory(ModelVersionFactory)
-    model_label = "AML"
-    model_confidence = 0.9
-    verdict = Review.Verdict.AGREE
-    diagnosis = "AML"
-
-
-class SignOffFactory(factory.django.DjangoModelFactory[SignOff]):
-    class Meta:
-        model = SignOff
-
-    review = factory.SubFactory(ReviewFactory)
-    case = factory.SelfAttribute("review.case")
-    reviewer = factory.SelfAttribute("review.reviewer")
 
 
 def analysed_case(

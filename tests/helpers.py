@@ -6,7 +6,10 @@ use it too); the two helpers that build Django objects import it when called."""
 from __future__ import annotations
 
 import io
+import socket
 import struct
+import subprocess
+import sys
 import zlib
 from pathlib import Path
 
@@ -22,6 +25,27 @@ BCCD_IMAGES = DATA_ROOT / "bccd-smears" / "images"
 # The classes and input size of the tiny test artifacts.
 TINY_CLASSES = ["healthy", "ALL", "AML", "CLL", "CML"]
 TINY_SIZE = 32
+
+
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on now, for a server a test starts."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def fresh_python(code: str, *, timeout: float) -> subprocess.CompletedProcess:
+    """Run code in a new interpreter that sees only this checkout: no Django settings, no
+    virtualenv variables, so what it imports is what the code itself pulls in."""
+    env = {"PATH": "/usr/bin:/bin", "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": str(REPO_ROOT)}
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 # --- images -------------------------------------------------------------------------

@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import REPO_ROOT, generated_set, package
+from tests.helpers import REPO_ROOT, free_port, generated_set, package
 
 PASSWORDS = {"alice": "alice-pass-1", "bob": "bob-pass-1", "charlie": "charlie-pass-1"}
 PASSWORDS["admin"] = "admin-pass-1"
@@ -39,12 +38,6 @@ def pytest_collection_modifyitems(items) -> None:
     for item in items:
         if "tests/browser/" in str(item.fspath):
             item.add_marker(pytest.mark.browser)
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def _wait_for(url: str, *, status: int, timeout: float) -> None:
@@ -102,7 +95,7 @@ def live_app(tmp_path_factory) -> Iterator[LiveApp]:
     # A labelled set for local evaluations (EVALUATION_DATA_ROOT defaults to VAR_DIR's).
     generated_set(var / "evaluation-sets" / "site")
 
-    port = _free_port()
+    port = free_port()
     # What `make run` starts: serve, which runs the web server and a worker and keeps
     # both running.
     log = (var / "serve.log").open("w")
@@ -162,8 +155,10 @@ def open_page(browser, live_app, request):
     keeps its console messages, saved with a screenshot if the test fails."""
     opened = []
 
-    def new_page():
-        context = browser.new_context(viewport={"width": 1280, "height": 900}, base_url=live_app)
+    def new_page(width: int = 1280, height: int = 900):
+        context = browser.new_context(
+            viewport={"width": width, "height": height}, base_url=live_app
+        )
         page = context.new_page()
         page.console_messages = []
         page.on("console", lambda message: page.console_messages.append(message.text))
@@ -184,10 +179,11 @@ def open_page(browser, live_app, request):
 
 @pytest.fixture
 def login(open_page):
-    """``login("alice")``: a page of a fresh browser, logged in as that persona."""
+    """``login("alice")``: a page of a fresh browser, logged in as that persona (a laptop's
+    screen unless ``width`` and ``height`` say otherwise)."""
 
-    def as_user(username: str):
-        page = open_page()
+    def as_user(username: str, **screen: int):
+        page = open_page(**screen)
         page.goto("/login/")
         page.fill("#id_username", username)
         page.fill("#id_password", PASSWORDS[username])

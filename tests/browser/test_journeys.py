@@ -8,7 +8,6 @@ import re
 import signal
 import time
 
-from tests.browser.conftest import PASSWORDS
 from tests.helpers import REPO_ROOT, smear_paths
 
 # Each journey leaves a screenshot of the page it ends on here, to look at.
@@ -236,14 +235,7 @@ def test_the_pages_stay_up_when_the_worker_dies_and_a_new_worker_takes_the_next_
     assert len(re.findall(r"worker started", live_app.log.read_text())) == len(started) + 1
 
 
-def test_on_a_phone_the_case_list_keeps_its_answer_column(browser, live_app):
-    context = browser.new_context(viewport={"width": 390, "height": 844}, base_url=live_app)
-    page = context.new_page()
-    page.goto("/login/")
-    page.fill("#id_username", "alice")
-    page.fill("#id_password", PASSWORDS["alice"])
-    page.click("button[type=submit]")
-    page.wait_for_url("**/cases/")
+def test_on_a_phone_the_case_list_keeps_its_answer_column(login):
+    page = login("alice", width=390, height=844)
     assert page.locator("th", has_text="Diagnosis or prediction").is_visible()
     assert not page.locator("th", has_text="Opened").is_visible()
-    context.close()

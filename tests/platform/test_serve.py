@@ -3,7 +3,6 @@
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -11,13 +10,7 @@ import urllib.request
 
 import pytest
 
-from tests.helpers import REPO_ROOT
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+from tests.helpers import REPO_ROOT, free_port
 
 
 def _answers(url: str) -> bool:
@@ -49,7 +42,7 @@ def test_a_worker_that_dies_is_restarted_and_the_web_stays_up(tmp_path):
         [sys.executable, "manage.py", "migrate", "--noinput"],
         cwd=REPO_ROOT, env=env, check=True, capture_output=True,
     )  # fmt: skip
-    port = _free_port()
+    port = free_port()
     log = (tmp_path / "serve.log").open("w+")
     serve = subprocess.Popen(
         [sys.executable, "manage.py", "serve", "--addr", f"127.0.0.1:{port}"],

@@ -38,8 +38,8 @@ def test_the_page_polls_while_an_evaluation_is_queued_and_the_endpoint_fills_it_
     evaluation = _queued(version, admin_user)
     client = client_for(admin_user)
     page = client.get(f"/registry/{version.pk}/").content.decode()
-    assert f'data-url="/registry/{version.pk}/evaluations/" data-active="true"' in page
-    assert "js/evaluations.js" in page
+    assert f'data-live-url="/registry/{version.pk}/evaluations/" data-active="true"' in page
+    assert "js/live.js" in page
 
     response = client.get(f"/registry/{version.pk}/evaluations/")
     assert response.status_code == HTTPStatus.OK

@@ -1,12 +1,9 @@
 """runtime/ and training/ never import Django, and runtime/ never imports training/: they
 must run from a shell, a notebook, a benchmark or a worker alone."""
 
-import subprocess
-import sys
-
 import pytest
 
-from tests.helpers import REPO_ROOT
+from tests.helpers import fresh_python
 
 # Every module of both packages, found afresh in the child, so a new module is covered
 # without editing this test. runtime goes first: training may import it, not the reverse.
@@ -36,15 +33,7 @@ print("DJANGO:" + ",".join(loaded("django")))
 
 @pytest.mark.slow
 def test_importing_every_runtime_and_training_module_never_imports_django():
-    env = {"PATH": "/usr/bin:/bin", "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": str(REPO_ROOT)}
-    out = subprocess.run(
-        [sys.executable, "-c", CHECK],
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    out = fresh_python(CHECK, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     lines = dict(line.split(":", 1) for line in out.stdout.splitlines() if ":" in line)
     # The discovery itself works: the modules named here are among those it imported.

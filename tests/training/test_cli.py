@@ -1,14 +1,12 @@
 """The CLI's smaller commands: synth, export-augmented, demo-model, compare, and errors."""
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from tests.helpers import REPO_ROOT
+from tests.helpers import fresh_python
 from training.cli import build_parser, main
 from training.data import SYNTHETIC_MARKER
 
@@ -37,15 +35,7 @@ def test_cli_help_is_fast_and_django_free():
         "assert not any(m.startswith('django') for m in sys.modules)\n"
         "assert 'tensorflow' not in sys.modules, 'help should not load TensorFlow'\n"
     )
-    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO_ROOT)}
-    out = subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    out = fresh_python(code, timeout=60)
     assert out.returncode == 0, out.stderr[-2000:]
     for command in ("train", "evaluate", "compare", "synth", "export-augmented", "demo-model"):
         assert command in out.stdout
