@@ -36,6 +36,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from benchmarks.report import section_write
+
 if TYPE_CHECKING:
     from runtime.preprocess import ImageDecodeError
 
@@ -320,14 +322,14 @@ def _through_worker_child(uploads: int, swap_uploads: int, out: Path) -> None:
 def render(throughputs: list[dict], workers: list[dict], seconds: float) -> str:
     cpu = os.cpu_count()
     lines = [
-        "# Inference benchmarks",
+        "## Inference",
         "",
         f"Written by `python -m benchmarks.inference` on {datetime.now(UTC):%Y-%m-%d %H:%M} UTC"
         f" ({platform.machine()}, {cpu} CPU cores, Python {platform.python_version()}, "
         f"TensorFlow {_tf_version()}) in {seconds:.0f} s. Rerun it to refresh this page; "
         "expect 15-25 % noise between runs on a shared machine.",
         "",
-        "## Throughput, images/s (224 px, untrained weights)",
+        "### Throughput, images/s (224 px, untrained weights)",
         "",
         f"Naive: decode, resize and `model.predict` once per image. Worker path: `Predictor`"
         f" (decode and resize on a thread per core, one compiled call per case of {CASE_SIZE}"
@@ -358,7 +360,7 @@ def render(throughputs: list[dict], workers: list[dict], seconds: float) -> str:
         "column is that second step's own rate, which delays no prediction but takes "
         "worker time.",
         "",
-        "## Upload to stored prediction, single-image cases, warm solo worker",
+        "### Upload to stored prediction, single-image cases, warm solo worker",
         "",
         "The demo model's architecture (CML-1, 64 px). Measured from the call of the upload "
         "service (validation, thumbnail, commit, queueing) to the prediction row's timestamp; "
@@ -446,7 +448,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         print(json.dumps(workers[-1]), flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(render(throughputs, workers, time.monotonic() - started))
+    section_write(args.out, "inference", render(throughputs, workers, time.monotonic() - started))
     print(f"wrote {args.out}")
     return 0
 
