@@ -20,6 +20,7 @@ from django.utils import timezone
 from accounts.models import Team, User
 from audit.models import AuditEvent
 from audit.services import audit_record
+from cases.files import field_file_save, files_delete
 from cases.models import Case, Patient, SmearImage
 from cases.signals import case_submitted
 from cases.uploads import CleanImage, UploadRejected, image_clean
@@ -312,14 +313,10 @@ def _store_images(
             size_bytes=len(image.content),
             uploaded_by=user,
         )
-        # Each name goes on the list as soon as the file exists, so a failure
-        # anywhere after this point can remove it (FieldFile.save sets the name).
-        row.file.save("upload", ContentFile(image.content), save=False)
-        assert row.file.name is not None
-        stored.append(row.file.name)
-        row.thumbnail.save("thumb", ContentFile(image.thumbnail), save=False)
-        assert row.thumbnail.name is not None
-        stored.append(row.thumbnail.name)
+        # Each name goes on the list as soon as the file exists, so a failure anywhere
+        # after this point can remove it; a write that fails removes its own partial file.
+        stored.append(field_file_save(row, "file", ContentFile(image.content, "upload")))
+        stored.append(field_file_save(row, "thumbnail", ContentFile(image.thumbnail, "thumb")))
         try:
             with transaction.atomic():
                 row.save()
@@ -353,6 +350,5 @@ def _write_with_files(write) -> None:
         with transaction.atomic():
             write(stored)
     except BaseException:
-        for name in stored:
-            default_storage.delete(name)
+        files_delete(default_storage, stored)
         raise

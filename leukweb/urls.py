@@ -6,6 +6,8 @@ from leukweb import views
 from leukweb.api.errors import api_not_found
 
 admin.site.site_header = "LeukWeb administration"
+# An outage of the database or the storage answers 503, anything else 500.
+handler500 = "leukweb.views.server_error"
 
 urlpatterns = [
     path("", views.home, name="home"),

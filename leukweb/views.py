@@ -1,11 +1,16 @@
+import sys
 from http import HTTPStatus
 
 from django.contrib.auth.decorators import login_not_required
-from django.http import JsonResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect
+from django.template import loader
+from django.views import defaults
 from django.views.decorators.cache import never_cache
 
+from leukweb.api.errors import error_body
 from leukweb.health import run_checks
+from leukweb.outages import RETRY_AFTER, outage_of
 
 
 @login_not_required
@@ -24,3 +29,29 @@ def healthz(request):
 def home(request):
     """The case list is where everyone starts; system status lives at /healthz."""
     return redirect("clinic:case_list")
+
+
+def server_error(request: HttpRequest) -> HttpResponse:
+    """handler500: a 503 saying what happened and that nothing was saved when the cause is an
+    outage of the database or the storage; Django's plain 500 page otherwise.
+
+    Django logs the exception with its traceback (as it does for any 5xx). The page is
+    rendered without the request, as Django's own 500 is: the database may be down.
+    """
+    outage = outage_of(sys.exc_info()[1])
+    if outage is None:
+        return defaults.server_error(request)
+    status = HTTPStatus.SERVICE_UNAVAILABLE
+    response: HttpResponse
+    if request.path_info.startswith("/api/"):
+        response = JsonResponse(error_body(status, outage.code, outage.message), status=status)
+    elif "application/json" in request.headers.get("Accept", ""):
+        # The page uploader's error shape (static/js/uploader.js).
+        body = {"errors": {"__all__": [{"message": outage.message, "code": outage.code}]}}
+        response = JsonResponse(body, status=status)
+    else:
+        page = loader.get_template("503.html").render({"message": outage.message})
+        response = HttpResponse(page, status=status)
+    response["Retry-After"] = str(RETRY_AFTER)
+    response["Cache-Control"] = "no-store"
+    return response

@@ -11,6 +11,8 @@ import struct
 import subprocess
 import sys
 import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -124,6 +126,24 @@ def generated_set(root: Path) -> Path:
     return labelled_folder(
         root, {label: [noise_png(10 * k + i) for i in range(4)] for k, label in enumerate(labels)}
     )
+
+
+@contextmanager
+def tmpfs_mounted(path: Path, *, size: str) -> Iterator[Path]:
+    """A real, small filesystem (tmpfs) at ``path``, unmounted afterwards: a disk that fills
+    up for real. Skips the test where this process may not mount (it needs root)."""
+    path.mkdir(parents=True, exist_ok=True)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs", str(path)],
+        capture_output=True,
+        text=True,
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "--lazy", str(path)], check=True)
 
 
 def stored_files(root: Path) -> list[Path]:

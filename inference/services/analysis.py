@@ -19,6 +19,7 @@ from django.core.files.base import ContentFile
 from django.db import connection, transaction
 from django.utils import timezone
 
+from cases.files import file_save
 from cases.models import Case, SmearImage
 from inference.artifacts import predictor_for
 from inference.case_result import case_answer
@@ -113,7 +114,8 @@ def _heatmaps_attach(predictor, version, arrays: dict[int, np.ndarray], blobs) -
     try:
         maps = predictor.heatmaps(list(arrays.values()))
         for pk, heat in zip(arrays, maps, strict=True):
-            name = storage.save(
+            name = file_save(
+                storage,
                 f"heatmaps/{pk}-{uuid.uuid4().hex}.png",
                 ContentFile(overlay_png(load_rgb(blobs[pk]), heat)),
             )

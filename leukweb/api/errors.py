@@ -15,6 +15,8 @@ from rest_framework import exceptions, serializers
 from rest_framework.response import Response
 from rest_framework.views import exception_handler
 
+from leukweb.outages import RETRY_AFTER, outage_of
+
 logger = logging.getLogger(__name__)
 
 
@@ -39,6 +41,12 @@ def api_exception_handler(exc, context) -> Response:
     elif isinstance(exc, DjangoPermissionDenied):
         exc = exceptions.PermissionDenied(str(exc) or None)
     response = exception_handler(exc, context)
+    outage = outage_of(exc) if response is None else None
+    if outage is not None:
+        logger.error("%s: %s", outage.code, exc, exc_info=exc)
+        status = HTTPStatus.SERVICE_UNAVAILABLE
+        body = error_body(status, outage.code, outage.message)
+        return Response(body, status=status, headers={"Retry-After": str(RETRY_AFTER)})
     if response is None:
         logger.exception("unhandled API error", exc_info=exc)
         body = error_body(HTTPStatus.INTERNAL_SERVER_ERROR, "server_error", "Server error.")
