@@ -131,6 +131,13 @@ class SmearImage(models.Model):
     failure_reason = models.TextField(blank=True)
     # When the status last changed: the sweeper re-queues images pending for too long.
     status_changed = models.DateTimeField(auto_now_add=True, db_index=True)
+    # When the image was handed to the workers for its current analysis (submission, or a
+    # re-analysis request): how long it has waited, whatever was re-queued meanwhile.
+    queued = models.DateTimeField(null=True, blank=True)
+    # The worker process analysing it, and until when its claim holds unless renewed: a
+    # claim whose worker died lapses within seconds and the sweep hands the image on.
+    claimed_by = models.CharField(max_length=255, blank=True)
+    lease_expires = models.DateTimeField(null=True, blank=True)
     # An image uploaded by mistake is withdrawn from its draft case; row and file are kept.
     withdrawn = models.DateTimeField(null=True, blank=True)
     withdrawn_by = models.ForeignKey(

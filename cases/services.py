@@ -338,6 +338,10 @@ def _mark_submitted(*, case: Case, user: User) -> None:
     case.status = Case.Status.SUBMITTED
     case.failure_reason = ""
     case.save(update_fields=["status", "failure_reason", "updated"])
+    # The clock of how long its new images wait, which re-queuing does not restart.
+    case.images.filter(status=SmearImage.Status.PENDING, queued__isnull=True).update(
+        queued=timezone.now()
+    )
     audit_record(actor=user, action=AuditEvent.Action.SUBMIT, target=case, case=case)
     # The inference app queues the analysis once this transaction commits.
     case_submitted.send(sender=Case, case_id=case.pk)

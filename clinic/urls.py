@@ -13,6 +13,7 @@ urlpatterns = [
     path("cases/<int:pk>/submit/", views.case_submit, name="case_submit"),
     path("cases/<int:pk>/status/", views.case_status, name="case_status"),
     path("cases/<int:pk>/withdraw/", views.case_withdraw, name="case_withdraw"),
+    path("cases/<int:pk>/reanalyse/", views.case_reanalyse, name="case_reanalyse"),
     path("images/<int:pk>/", views.image_file, name="image_file"),
     path("images/<int:pk>/thumbnail/", views.image_thumbnail, name="image_thumbnail"),
     path("images/<int:pk>/withdraw/", views.image_withdraw, name="image_withdraw"),

@@ -23,6 +23,7 @@ from cases.models import Case, SmearImage
 from clinic import presenters, selectors
 from clinic.forms import CaseCreateForm, CaseEditForm, CaseFilterForm, ImagesForm, PatientForm
 from inference import selectors as answers
+from inference.services import versions
 
 CASES_PER_PAGE = 25
 IMAGE_TYPES = {"JPEG": "image/jpeg", "PNG": "image/png"}
@@ -227,6 +228,32 @@ def case_withdraw(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
         return redirect("clinic:case_detail", pk=case.pk)
     messages.success(request, f"Case {case.pk} withdrawn. It stays on record in the audit log.")
     return redirect("clinic:case_list")
+
+
+@require_POST
+def case_reanalyse(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
+    """An administrator's explicit request to analyse a case with another model version."""
+    case = selectors.case_get(user=request.user, pk=pk)
+    policies.require_admin(request.user)
+    chosen = request.POST.get("model_version", "")
+    version = (
+        answers.model_version_list().filter(pk=int(chosen)).first() if chosen.isdigit() else None
+    )
+    if version is None:
+        messages.error(request, "Choose a model version.")
+        return redirect("clinic:case_detail", pk=case.pk)
+    try:
+        versions.case_reanalysis_request(
+            case=case,
+            model_version=version,
+            actor=request.user,
+            reason=request.POST.get("reason", ""),
+        )
+    except ValidationError as exc:
+        messages.error(request, " ".join(exc.messages))
+    else:
+        messages.success(request, f"Case {case.pk} queued for analysis with {version}.")
+    return redirect("clinic:case_detail", pk=case.pk)
 
 
 @require_POST

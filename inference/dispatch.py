@@ -3,6 +3,7 @@ submission) and a local evaluation (from the registry page)."""
 
 import logging
 from datetime import timedelta
+from typing import Any
 
 from celery import current_app
 from django.conf import settings
@@ -32,9 +33,31 @@ def model_evaluation_send(evaluation_id: int) -> bool:
 
 
 def case_submitted_receive(sender, *, case_id: int, **kwargs) -> None:
-    """cases.signals.case_submitted: queue the analysis once rows, files and hashes are
+    """cases.signals.case_submitted: pin the model version deployed now as the case's (in
+    the submission's transaction), and queue the analysis once rows, files and hashes are
     committed, so a worker never sees less than the clinician submitted."""
+    from inference.services.versions import case_analysis_pin
+
+    case_analysis_pin(case_id=case_id)
     transaction.on_commit(lambda: _case_analysis_queue(case_id))
+
+
+def analysis_queue_depth() -> int | None:
+    """Messages waiting in the broker's analysis queue; None when the broker is unreachable."""
+    try:
+        with current_app.connection_for_read() as conn:
+            conn.ensure_connection(max_retries=1, interval_start=0, timeout=2)
+            # Declaring is a no-op for a queue that exists, and answers its length; a
+            # passive declare would refuse an empty Redis queue (Redis keeps no empty list).
+            # The stubs know the abstract channel only; every transport's has queue_declare.
+            channel: Any = conn.default_channel
+            declared = channel.queue_declare(
+                queue=settings.CELERY_TASK_DEFAULT_QUEUE, durable=True, auto_delete=False
+            )
+            return int(declared.message_count)
+    except Exception:
+        logger.warning("could not read the analysis queue's length", exc_info=True)
+        return None
 
 
 def _case_analysis_queue(case_id: int) -> None:

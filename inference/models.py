@@ -129,6 +129,10 @@ class ModelEvaluation(models.Model):
         settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
     )
     created = models.DateTimeField(auto_now_add=True)
+    # The worker process running a queued evaluation and until when its claim holds (see
+    # SmearImage): a second delivery of the message leaves a live run alone.
+    claimed_by = models.CharField(max_length=255, blank=True)
+    lease_expires = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created", "-pk"]
@@ -182,7 +186,9 @@ class CaseResult(models.Model):
     needs_review = models.BooleanField(default=False, db_index=True)
     images_count = models.PositiveIntegerField()
     out_of_scope_count = models.PositiveIntegerField(default=0)
-    # True for the result of the model that was deployed (not shadow) when it was made.
+    # The case's answer, the one every page and the API show: the result of the version
+    # the case is analysed with (CaseAnalysis). At most one per case; shadow results and
+    # those of an earlier or unfinished analysis are kept beside it, never shown as it.
     primary = models.BooleanField(default=True, db_index=True)
     created = models.DateTimeField(auto_now_add=True)
 
@@ -191,11 +197,39 @@ class CaseResult(models.Model):
         constraints = [
             models.UniqueConstraint(
                 fields=["case", "model_version"], name="one_result_per_case_and_model"
-            )
+            ),
+            models.UniqueConstraint(
+                fields=["case"], condition=Q(primary=True), name="one_primary_result_per_case"
+            ),
         ]
 
     def __str__(self) -> str:
         return f"{self.case}: {self.label}"
+
+
+class CaseAnalysis(models.Model):
+    """Which model version analyses a case: the one deployed when the case was submitted,
+    or one an administrator asked for with a reason (a re-analysis). The newest row is the
+    case's; deploying or rolling back a model never changes it, so neither can a stray
+    queued message that runs after a deploy. Rows are only added."""
+
+    case = models.ForeignKey("cases.Case", on_delete=models.PROTECT, related_name="analyses")
+    model_version = models.ForeignKey(
+        ModelVersion, on_delete=models.PROTECT, related_name="case_analyses"
+    )
+    # None for the analysis made at submission; the administrator for a re-analysis.
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    reason = models.TextField(blank=True)
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created", "-pk"]
+        verbose_name_plural = "case analyses"
+
+    def __str__(self) -> str:
+        return f"{self.case} by {self.model_version}"
 
 
 class WorkerHeartbeat(models.Model):

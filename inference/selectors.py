@@ -9,24 +9,28 @@ Prediction rows that keeps only the visible ones; this app does not know why.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, TypedDict, TypeVar
+from typing import TYPE_CHECKING, Any, TypedDict, TypeVar
 
 from django.conf import settings
 from django.db.models import (
     BooleanField,
+    Count,
     Exists,
     ExpressionWrapper,
     F,
+    Min,
     OuterRef,
     Prefetch,
     Q,
     QuerySet,
     Subquery,
 )
+from django.utils import timezone
 
 from cases.models import Case, SmearImage
-from inference.models import CaseResult, DeploymentEvent, ModelVersion, Prediction
+from inference.models import CaseAnalysis, CaseResult, DeploymentEvent, ModelVersion, Prediction
 
 if TYPE_CHECKING:
     from django_stubs_ext import WithAnnotations
@@ -84,6 +88,62 @@ def images_ahead_in_queue(*, case: Case) -> int:
         .exclude(case=case)
         .count()
     )
+
+
+def case_waiting_since(*, case_ids: list[int]) -> dict[int, datetime]:
+    """When each case's longest-waiting image was handed to the workers, for the cases
+    with images waiting; one query."""
+    rows = (
+        SmearImage.objects.filter(
+            case__in=case_ids,
+            status__in=[SmearImage.Status.PENDING, SmearImage.Status.ANALYSING],
+            queued__isnull=False,
+        )
+        .order_by()
+        .values("case")
+        .annotate(since=Min("queued"))
+    )
+    return {row["case"]: row["since"] for row in rows}
+
+
+def analysis_overdue(since: datetime | None) -> bool:
+    """Whether an analysis waiting since then has waited longer than it should."""
+    overdue_after = timedelta(seconds=settings.ANALYSIS_OVERDUE_AFTER)
+    return since is not None and timezone.now() - since > overdue_after
+
+
+def waiting_images() -> dict[str, Any]:
+    """The workers' backlog for operators: images waiting and the oldest one's wait (s)."""
+    waiting = SmearImage.objects.filter(
+        status__in=[SmearImage.Status.PENDING, SmearImage.Status.ANALYSING],
+        case__status__in=[Case.Status.SUBMITTED, Case.Status.ANALYSING],
+    )
+    summary = waiting.aggregate(count=Count("pk"), oldest=Min("queued"))
+    oldest = summary["oldest"]
+    return {
+        "images": summary["count"],
+        "oldest_wait_s": round((timezone.now() - oldest).total_seconds(), 1) if oldest else 0.0,
+    }
+
+
+def case_analysis_version(*, case_id: int) -> ModelVersion | None:
+    """The version the case is analysed with (its newest CaseAnalysis), or None yet."""
+    analysis = (
+        CaseAnalysis.objects.filter(case_id=case_id)
+        .select_related("model_version")
+        .order_by("-created", "-pk")
+        .first()
+    )
+    return analysis.model_version if analysis else None
+
+
+def case_reanalysis_choices(*, case: Case) -> list[ModelVersion]:
+    """The versions a case may be analysed again with: any not retired, but its own."""
+    target = case_analysis_version(case_id=case.pk)
+    versions = ModelVersion.objects.exclude(status=ModelVersion.Status.RETIRED)
+    if target is not None:
+        versions = versions.exclude(pk=target.pk)
+    return list(versions.order_by("-created", "-pk"))
 
 
 def predicted_label_choices() -> list[str]:
@@ -158,7 +218,7 @@ def cases_predicted_as(cases: QuerySet[AnyCase], label: str) -> QuerySet[AnyCase
 
 
 def case_result(*, case: Case) -> CaseResult | None:
-    """The case-level answer shown to clinicians: the latest primary one."""
+    """The case-level answer shown to clinicians: its primary one (there is one at most)."""
     return (
         CaseResult.objects.filter(case=case, primary=True)
         .select_related("model_version")
@@ -186,15 +246,11 @@ def case_results_for(
 
 
 def _primary_versions(case: Case) -> list[int]:
-    """Model versions whose per-image answers a clinician may see for this case."""
-    versions = list(
+    """Model versions whose per-image answers a clinician may see for this case: the one
+    whose result is the case's answer (it is stored with the first predictions)."""
+    return list(
         CaseResult.objects.filter(case=case, primary=True).values_list("model_version", flat=True)
     )
-    deployed = ModelVersion.objects.deployed()
-    if deployed:
-        # Images analysed before the case-level result exists.
-        versions.append(deployed.pk)
-    return versions
 
 
 def case_images(*, case: Case) -> Sequence[SmearImage]:
@@ -222,16 +278,12 @@ def case_images(*, case: Case) -> Sequence[SmearImage]:
 def primary_predictions(
     images: QuerySet[SmearImage], *, visible: Q | Exists | None = None
 ) -> QuerySet[Prediction]:
-    """Per-image predictions of primary models only (the case's deployed-model answers)."""
+    """Per-image predictions of the version that made each case's answer, and no other
+    (not a shadow's, not an earlier or unfinished analysis's, whatever is deployed now)."""
     primary = CaseResult.objects.filter(
         case=OuterRef("image__case"), model_version=OuterRef("model_version"), primary=True
     )
-    deployed = ModelVersion.objects.filter(
-        pk=OuterRef("model_version"), status=ModelVersion.Status.DEPLOYED
-    )
-    predictions = Prediction.objects.filter(image__in=images.values("pk")).filter(
-        Exists(primary) | Exists(deployed)
-    )
+    predictions = Prediction.objects.filter(image__in=images.values("pk")).filter(Exists(primary))
     if visible is not None:
         predictions = predictions.filter(visible)
     return predictions.select_related("model_version", "image").order_by("image_id", "-created")

@@ -1,12 +1,14 @@
 """Celery shells around inference services. Task names and signatures are public: queued
 messages outlive deploys, so change them only by adding new tasks."""
 
+import os
 import socket
 import threading
 from dataclasses import asdict
 
-from celery import shared_task
+from celery import current_app, shared_task
 from celery.signals import worker_process_init
+from django.conf import settings
 from django.db import InterfaceError, OperationalError
 from kombu.exceptions import OperationalError as BrokerError
 
@@ -15,6 +17,11 @@ from inference.services import analysis, evaluation, sweep
 # Worth retrying: the database, the storage or the broker may be back in a moment.
 # FileNotFoundError is an OSError too, but services turn it into a final FAILED first.
 TRANSIENT_ERRORS = (OperationalError, InterfaceError, OSError, BrokerError)
+
+
+def claim_holder(task) -> str:
+    """Who holds a claim: this worker and the process running the task."""
+    return f"{task.request.hostname or socket.gethostname()}:{os.getpid()}"
 
 
 @shared_task(
@@ -32,21 +39,24 @@ TRANSIENT_ERRORS = (OperationalError, InterfaceError, OSError, BrokerError)
 def analyse_case(self, case_id: int) -> dict:
     """Classify a case's new images with the deployed (and shadow) model."""
     host = self.request.hostname or socket.gethostname()
-    return asdict(analysis.case_analyse(case_id=case_id, worker_host=host))
+    return asdict(
+        analysis.case_analyse(case_id=case_id, worker_host=host, holder=claim_holder(self))
+    )
 
 
 @shared_task(
     name="inference.evaluate_model",
+    bind=True,
     acks_late=True,
     ignore_result=True,
     autoretry_for=(OperationalError, InterfaceError),  # the set's own errors fail the row
     retry_backoff=2,
     max_retries=5,
-    time_limit=3600,
+    time_limit=settings.EVALUATION_TIME_LIMIT,
 )
-def evaluate_model(evaluation_id: int) -> None:
+def evaluate_model(self, evaluation_id: int) -> None:
     """A local evaluation asked for from the registry page."""
-    evaluation.model_evaluation_run(evaluation_id=evaluation_id)
+    evaluation.model_evaluation_run(evaluation_id=evaluation_id, holder=claim_holder(self))
 
 
 @shared_task(name="inference.sweep_stale_images", acks_late=True, ignore_result=True)
@@ -59,7 +69,11 @@ def sweep_stale_images(older_than_s: int = 600) -> list[int]:
 def _preload_deployed_model(**kwargs) -> None:
     """A new pool process warms the deployed model in the background (not in the parent,
     which forks the pool and should not hold TensorFlow). A task arriving meanwhile waits
-    for the same load instead of starting another."""
+    for the same load instead of starting another. A worker that only sweeps loads nothing."""
+    from leukweb.celery import consumes_analyses
+
+    if not consumes_analyses(current_app):
+        return
     threading.Thread(
         target=analysis.deployed_model_preload, name="model-preload", daemon=True
     ).start()

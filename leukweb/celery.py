@@ -11,12 +11,32 @@ app = Celery("leukweb")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
 
+SWEEP_TASK = "inference.sweep_stale_images"
+
+
+def task_route(name, args, kwargs, options, task=None, **kw):
+    """The sweep goes to its own queue (CELERY_SWEEP_QUEUE), everything else to the default."""
+    from django.conf import settings
+
+    if name == SWEEP_TASK:
+        return {"queue": settings.CELERY_SWEEP_QUEUE}
+    return None
+
+
+def consumes_analyses(celery_app: Celery) -> bool:
+    """Whether this worker takes analyses (the default queue), not only the sweep: only
+    such a worker counts as alive for /healthz and warms the model."""
+    from django.conf import settings
+
+    return settings.CELERY_TASK_DEFAULT_QUEUE in celery_app.amqp.queues.consume_from
+
 
 @worker_ready.connect
 def _start_heartbeat(sender, **kwargs) -> None:
     from inference import heartbeat
 
-    heartbeat.start(sender.hostname)
+    if consumes_analyses(sender.app):
+        heartbeat.start(sender.hostname)
 
 
 @worker_shutdown.connect

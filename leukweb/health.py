@@ -5,7 +5,14 @@ import time
 
 from django.db import connection
 
-from inference.health import CheckResult, check_broker, check_model, check_worker
+from inference.health import (
+    CheckResult,
+    check_broker,
+    check_model,
+    check_queue,
+    check_storage,
+    check_worker,
+)
 
 
 def check_database() -> CheckResult:
@@ -22,6 +29,8 @@ CHECKS = {
     "broker": check_broker,
     "worker": check_worker,
     "model": check_model,
+    "queue": check_queue,
+    "storage": check_storage,
 }
 
 

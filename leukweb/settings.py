@@ -205,6 +205,10 @@ UPLOAD_MAX_PIXELS = envint("UPLOAD_MAX_PIXELS", "40000000")
 UPLOAD_MAX_FILES = envint("UPLOAD_MAX_FILES", "50")
 DATA_UPLOAD_MAX_NUMBER_FILES = UPLOAD_MAX_FILES
 
+# Seconds before a task is killed; evaluations of a whole labelled set may take longer.
+CELERY_TASK_TIME_LIMIT = envint("CELERY_TASK_TIME_LIMIT", "600")
+EVALUATION_TIME_LIMIT = envint("EVALUATION_TIME_LIMIT", "3600")
+
 REDIS_URL = env("REDIS_URL", "")
 CELERY_BROKER_URL = env("CELERY_BROKER_URL", REDIS_URL or "filesystem://")
 CELERY_QUEUE_DIR = VAR_DIR / "celery"
@@ -220,11 +224,21 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
     }
     _default_backend = f"file://{CELERY_QUEUE_DIR / 'results'}"
 else:
-    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
+    # Redis hands an unacknowledged message to another worker after this many seconds. A
+    # live worker holds an analysis message at most for the task time limit plus the
+    # longest retry countdown (120 s), so an analysis that still runs is not delivered
+    # twice; an evaluation running longer may be, and its claim makes the second delivery
+    # leave it alone. A killed worker's analyses do not wait for this: their claims lapse
+    # and the sweep queues them again within seconds.
+    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_TASK_TIME_LIMIT + 180}
     _default_backend = CELERY_BROKER_URL
 CELERY_RESULT_BACKEND = env("CELERY_RESULT_BACKEND", _default_backend)
 CELERY_RESULT_EXPIRES = 3600
 CELERY_TASK_DEFAULT_QUEUE = env("CELERY_QUEUE", "leukweb")
+# The sweep has a queue of its own, so that a backlog of analyses cannot delay it; its
+# route reads this setting (leukweb.celery.task_route).
+CELERY_SWEEP_QUEUE = env("CELERY_SWEEP_QUEUE", f"{CELERY_TASK_DEFAULT_QUEUE}-sweep")
+CELERY_TASK_ROUTES = ("leukweb.celery.task_route",)
 # A task is acknowledged only once it has finished, so a killed worker's task is
 # delivered again; tasks are idempotent, which makes that safe.
 CELERY_TASK_ACKS_LATE = True
@@ -240,21 +254,33 @@ CELERY_TASK_PUBLISH_RETRY_POLICY = {
     "interval_step": 0.2,
     "interval_max": 0.5,
 }
-CELERY_TASK_TIME_LIMIT = envint("CELERY_TASK_TIME_LIMIT", "600")
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
-# Images left pending or analysing longer than INFERENCE_STALE_AFTER seconds (a lost
-# message, a dead worker) are queued again; the analysis task is idempotent.
+# The sweep (inference.services.sweep) runs this often and queues again, each time:
+# - images whose worker claim lapsed: a worker renews its claims every quarter of
+#   INFERENCE_CLAIM_LEASE seconds while it works, so a dead one's lapse within that;
+# - pending images waiting longer than INFERENCE_REQUEUE_GRACE seconds while nothing waits
+#   in the broker's queue (their message was lost: a broker restarted without its data);
+# - pending images waiting longer than INFERENCE_STALE_AFTER seconds whatever the queue
+#   holds (a lost message behind a backlog). The analysis task is idempotent.
+INFERENCE_SWEEP_EVERY = envint("INFERENCE_SWEEP_EVERY", "10")
+INFERENCE_CLAIM_LEASE = envint("INFERENCE_CLAIM_LEASE", "20")
+INFERENCE_REQUEUE_GRACE = envint("INFERENCE_REQUEUE_GRACE", "30")
 INFERENCE_STALE_AFTER = envint("INFERENCE_STALE_AFTER", "600")
 CELERY_BEAT_SCHEDULE = {
     "inference-sweep-stale-images": {
         "task": "inference.sweep_stale_images",
-        "schedule": envint("INFERENCE_SWEEP_EVERY", "120"),
+        "schedule": INFERENCE_SWEEP_EVERY,
         "kwargs": {"older_than_s": INFERENCE_STALE_AFTER},
     },
 }
+# An analysis waiting longer than this (seconds) is overdue: the case page and the API say
+# so, and /healthz answers 503 while the oldest waiting image is older.
+ANALYSIS_OVERDUE_AFTER = envint("ANALYSIS_OVERDUE_AFTER", "300")
+# /healthz fails the storage check when the media storage has less free space (MiB).
+STORAGE_MIN_FREE_MB = envint("STORAGE_MIN_FREE_MB", "1024")
 # A worker is considered alive when it wrote a heartbeat this recently (seconds).
-WORKER_HEARTBEAT_INTERVAL = envint("WORKER_HEARTBEAT_INTERVAL", "10")
-WORKER_STALE_AFTER = envint("WORKER_STALE_AFTER", "45")
+WORKER_HEARTBEAT_INTERVAL = envint("WORKER_HEARTBEAT_INTERVAL", "5")
+WORKER_STALE_AFTER = envint("WORKER_STALE_AFTER", "15")
 
 # What a reviewer may diagnose, whatever the deployed model's classes are: a stable
 # clinical vocabulary. A model whose labels differ maps them onto it in its manifest

@@ -94,6 +94,18 @@ class CaseSerializer(serializers.ModelSerializer):
     predicted_label = serializers.CharField(read_only=True, allow_null=True, default=None)
     result = serializers.SerializerMethodField()
     sign_off = serializers.SerializerMethodField()
+    stalled_reason = serializers.SerializerMethodField(
+        help_text=(
+            "Why the analysis does not progress, as the case page says it (no queue, no "
+            "worker or no model; else that it is overdue); empty while it progresses or is done."
+        )
+    )
+    overdue = serializers.SerializerMethodField(
+        help_text="The images have waited longer than expected (ANALYSIS_OVERDUE_AFTER)."
+    )
+    waiting_since = serializers.SerializerMethodField(
+        help_text="When the longest-waiting image was handed to the workers; null if none waits."
+    )
 
     class Meta:
         model = Case
@@ -116,12 +128,33 @@ class CaseSerializer(serializers.ModelSerializer):
             "predicted_label",
             "result",
             "sign_off",
+            "stalled_reason",
+            "overdue",
+            "waiting_since",
         ]
 
     @extend_schema_field(CaseResultSerializer(allow_null=True))
     def get_result(self, case: Case) -> dict | None:
         result = self.context.get("results", {}).get(case.pk)
         return CaseResultSerializer(result).data if result else None
+
+    def _analysis(self, case: Case):
+        return self.context.get("analysis", {}).get(case.pk)
+
+    def get_stalled_reason(self, case: Case) -> str:
+        state = self._analysis(case)
+        return state.stalled_reason if state else ""
+
+    def get_overdue(self, case: Case) -> bool:
+        state = self._analysis(case)
+        return bool(state and state.overdue)
+
+    @extend_schema_field(serializers.DateTimeField(allow_null=True))
+    def get_waiting_since(self, case: Case) -> str | None:
+        state = self._analysis(case)
+        if state is None or state.waiting_since is None:
+            return None
+        return serializers.DateTimeField().to_representation(state.waiting_since)
 
     @extend_schema_field(SignOffSerializer(allow_null=True))
     def get_sign_off(self, case: Case) -> dict | None:

@@ -17,7 +17,7 @@ from audit.services import audit_record
 from cases import selectors as case_selectors
 from cases import services
 from cases.models import Case, Patient, SmearImage
-from clinic import selectors
+from clinic import presenters, selectors
 from clinic.api.serializers import (
     CaseCreateSerializer,
     CaseSerializer,
@@ -128,10 +128,12 @@ class CaseFilter(filters.FilterSet):
 
 
 def _case_context(user, cases) -> dict:
-    """What CaseSerializer shows beside the case: its model result and its sign-off."""
+    """What CaseSerializer shows beside the case: its model result, its sign-off and how
+    its analysis stands."""
     return {
         "results": selectors.case_results_for(user=user, cases=cases),
         "sign_offs": selectors.case_sign_offs_for(user=user, cases=cases),
+        "analysis": presenters.analysis_states(cases=cases),
     }
 
 

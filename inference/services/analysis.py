@@ -1,7 +1,7 @@
 """The analysis of a case: what the ``inference.analyse_case`` task runs.
 
-The deployed model (and the shadow, if any) classifies the case's images that it has
-not predicted yet; predictions are stored, then the case-level answer
+The case's model version (and the shadow, if any) classifies the case's images that it
+has not predicted yet; predictions are stored, then the case-level answer
 (``inference.case_result``) and the case's status follow. TensorFlow is imported late,
 inside the functions that need it, so web processes and the worker's parent process
 start without it.
@@ -10,6 +10,7 @@ start without it.
 from __future__ import annotations
 
 import logging
+import os
 import uuid
 from dataclasses import dataclass
 
@@ -22,8 +23,16 @@ from django.utils import timezone
 from cases.files import file_save
 from cases.models import Case, SmearImage
 from inference.artifacts import predictor_for
-from inference.case_result import case_answer
-from inference.models import CaseResult, ModelVersion, Prediction
+from inference.models import ModelVersion, Prediction
+from inference.selectors import case_analysis_version
+from inference.services.claims import images_claim, lease_kept
+from inference.services.results import (
+    WAITING,
+    case_answer_refresh,
+    case_result_refresh,
+    case_status_refresh,
+)
+from inference.services.versions import case_analysis_pin
 
 logger = logging.getLogger(__name__)
 
@@ -48,31 +57,6 @@ class AnalysisOutcome:
     failed: int = 0
     shadow_predicted: int = 0
     note: str = ""
-
-
-def _images_claim(case_id: int, version: ModelVersion) -> list[SmearImage]:
-    """Lock the case and mark the images this version has not predicted yet as analysing.
-
-    Images left ANALYSING by a killed worker are claimed again; FAILED ones are final; a
-    draft case's images wait until it is submitted.
-    """
-    with transaction.atomic():
-        case = Case.objects.select_for_update().get(pk=case_id)
-        if case.status == Case.Status.DRAFT:
-            return []  # not submitted: its clinician may still add or change images
-        images = list(
-            case.images.select_for_update()
-            .exclude(status=SmearImage.Status.FAILED)
-            .exclude(predictions__model_version=version)
-        )
-        if images:
-            SmearImage.objects.filter(pk__in=[i.pk for i in images]).update(
-                status=SmearImage.Status.ANALYSING, status_changed=timezone.now()
-            )
-            if case.status != Case.Status.REVIEWED:
-                case.status = Case.Status.ANALYSING
-                case.save(update_fields=["status", "updated"])
-    return images
 
 
 def _upload_bytes(image: SmearImage) -> bytes:
@@ -145,116 +129,92 @@ def _prediction_rows(version, answers, per_image_ms, worker_host) -> list[Predic
     ]
 
 
-def case_result_refresh(*, case: Case, model_version: ModelVersion, primary: bool) -> CaseResult:
-    """Store a version's case-level answer, recomputed from its predictions."""
-    predictions = list(
-        Prediction.objects.filter(image__case=case, model_version=model_version).exclude(
-            image__status=SmearImage.Status.FAILED
-        )
-    )
-    answer = case_answer(
-        predictions,
-        classes=model_version.classes,
-        threshold=float(model_version.manifest.get("confidence_threshold", 0.0)),
-    )
-    result, _ = CaseResult.objects.update_or_create(
-        case=case,
-        model_version=model_version,
-        defaults={
-            "label": answer.label,
-            "confidence": answer.confidence,
-            "probabilities": answer.probabilities,
-            "needs_review": answer.needs_review,
-            "images_count": answer.images_count,
-            "out_of_scope_count": answer.out_of_scope_count,
-            "primary": primary,
-        },
-    )
-    return result
-
-
-def _case_status_refresh(case: Case) -> None:
-    statuses = list(case.images.values_list("status", "failure_reason"))
-    if case.status == Case.Status.REVIEWED or not statuses:
-        return
-    pending = {SmearImage.Status.PENDING, SmearImage.Status.ANALYSING}
-    failed = [reason for status, reason in statuses if status == SmearImage.Status.FAILED]
-    if any(status in pending for status, _ in statuses):
-        case.status, case.failure_reason = Case.Status.ANALYSING, ""
-    elif len(failed) == len(statuses):
-        case.status = Case.Status.FAILED
-        case.failure_reason = failed[0] if len(set(failed)) == 1 else "; ".join(sorted(set(failed)))
-    else:
-        case.status = Case.Status.ANALYSED
-        case.failure_reason = (
-            f"{len(failed)} of {len(statuses)} images could not be analysed." if failed else ""
-        )
-    case.save(update_fields=["status", "failure_reason", "updated"])
-
-
 def _predictions_store(case_id, version, shadow, rows, failures) -> None:
     with transaction.atomic():
         case = Case.objects.select_for_update().get(pk=case_id)
         # A concurrent or re-delivered task may have stored the same (image, version):
         # the unique constraint keeps the first, and this one adds nothing.
         Prediction.objects.bulk_create(rows, ignore_conflicts=True)
-        done = {r.image_id for r in rows if r.model_version_id == version.pk}
-        now = timezone.now()
-        SmearImage.objects.filter(pk__in=done).update(
-            status=SmearImage.Status.DONE, failure_reason="", status_changed=now
-        )
-        for pk, reason in failures.items():
-            SmearImage.objects.filter(pk=pk).update(
-                status=SmearImage.Status.FAILED, failure_reason=reason, status_changed=now
+        target = case_analysis_version(case_id=case_id)
+        if target is not None and target.pk == version.pk:
+            # An image is done once the case's version has predicted it, whoever stored
+            # that; a run whose version the case no longer uses changes no status.
+            now = timezone.now()
+            waiting = case.images.filter(status__in=WAITING)
+            waiting.filter(predictions__model_version=version).update(
+                status=SmearImage.Status.DONE,
+                failure_reason="",
+                status_changed=now,
+                claimed_by="",
+                lease_expires=None,
             )
-        if Prediction.objects.filter(image__case=case, model_version=version).exists():
-            case_result_refresh(case=case, model_version=version, primary=True)
+            for pk, reason in failures.items():
+                waiting.filter(pk=pk).update(
+                    status=SmearImage.Status.FAILED,
+                    failure_reason=reason,
+                    status_changed=now,
+                    claimed_by="",
+                    lease_expires=None,
+                )
+        case_answer_refresh(case=case, model_version=version)
         if shadow and Prediction.objects.filter(image__case=case, model_version=shadow).exists():
             case_result_refresh(case=case, model_version=shadow, primary=False)
-        _case_status_refresh(case)
+        case_status_refresh(case)
 
 
-def _case_images_fail(case_id: int, reason: str) -> int:
+def _case_images_fail(case_id: int, version: ModelVersion, reason: str) -> int:
     with transaction.atomic():
         case = Case.objects.select_for_update().get(pk=case_id)
         count = (
-            case.images.filter(status__in=[SmearImage.Status.PENDING, SmearImage.Status.ANALYSING])
-            .exclude(predictions__isnull=False)
+            case.images.filter(status__in=WAITING)
+            .exclude(predictions__model_version=version)
             .update(
                 status=SmearImage.Status.FAILED,
                 failure_reason=reason,
                 status_changed=timezone.now(),
+                claimed_by="",
+                lease_expires=None,
             )
         )
-        _case_status_refresh(case)
+        case_status_refresh(case)
     return count
 
 
-def case_analyse(*, case_id: int, worker_host: str) -> AnalysisOutcome:
-    """Classify a case's not-yet-predicted images with the deployed model (and the shadow).
+def case_analyse(*, case_id: int, worker_host: str, holder: str = "") -> AnalysisOutcome:
+    """Classify a case's not-yet-predicted images with the case's model version (the one
+    deployed when it was submitted, inference.services.versions) and the shadow.
 
-    Idempotent: images this version already predicted are skipped, and the unique
-    constraint stops a duplicate from any concurrent run. The model is loaded (and warmed
-    up) before the case is claimed, so no row is locked while TensorFlow works on a load.
+    Idempotent: images this version already predicted are skipped, images another live
+    worker has claimed are left to it, and the unique constraint stops a duplicate from
+    any concurrent run. The model is loaded (and warmed up) before the case is claimed, so
+    no row is locked while TensorFlow works on a load; the claims are renewed while the
+    work goes on, so they lapse quickly if this process dies.
     """
     from runtime.artifact import ArtifactError
 
-    version = ModelVersion.objects.deployed()
+    if not Case.objects.filter(pk=case_id).exists():
+        return AnalysisOutcome(case_id, None, note="no such case")
+    version = case_analysis_pin(case_id=case_id)
     if version is None:
         logger.warning("case %s: no model is deployed; the sweep will queue it again", case_id)
         return AnalysisOutcome(case_id, None, note="no model deployed")
-    if not Case.objects.filter(pk=case_id).exists():
-        return AnalysisOutcome(case_id, str(version), note="no such case")
     try:
         predictor = predictor_for(version)
     except (ArtifactError, FileNotFoundError) as exc:
         logger.error("case %s: model %s cannot be loaded: %s", case_id, version, exc)
-        failed = _case_images_fail(case_id, MODEL_UNAVAILABLE.format(model=version, detail=exc))
+        reason = MODEL_UNAVAILABLE.format(model=version, detail=exc)
+        failed = _case_images_fail(case_id, version, reason)
         return AnalysisOutcome(case_id, str(version), failed=failed, note="model unavailable")
 
-    images = _images_claim(case_id, version)
+    holder = holder or f"{worker_host}:{os.getpid()}"
+    images = images_claim(case_id=case_id, version=version, holder=holder)
     if not images:
         return AnalysisOutcome(case_id, str(version), note="nothing to analyse")
+    with lease_kept(SmearImage, [image.pk for image in images], holder):
+        return _images_analyse(case_id, version, predictor, images, worker_host)
+
+
+def _images_analyse(case_id, version, predictor, images, worker_host) -> AnalysisOutcome:
     shadow = ModelVersion.objects.shadow()
     predicted = failed = shadow_predicted = 0
     arrays: dict[int, np.ndarray] = {}

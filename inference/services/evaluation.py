@@ -14,6 +14,7 @@ from audit.services import audit_record, known_actor
 from inference.artifacts import predictor_for
 from inference.models import ModelEvaluation, ModelVersion
 from inference.selectors import evaluation_sets
+from inference.services.claims import evaluation_claim, lease_kept
 from training.data import DatasetError
 
 
@@ -55,22 +56,29 @@ def model_version_evaluation_request(
     return evaluation
 
 
-def model_evaluation_run(*, evaluation_id: int) -> ModelEvaluation:
+def model_evaluation_run(*, evaluation_id: int, holder: str) -> ModelEvaluation:
     """Run a queued local evaluation (the worker's task); a set that cannot be scored
-    fails with its reason. A re-delivered message finds the row done and does nothing."""
+    fails with its reason. A re-delivered message finds the row done, or claimed by a
+    worker still running it, and does nothing."""
+    if not evaluation_claim(evaluation_id=evaluation_id, holder=holder):
+        return ModelEvaluation.objects.get(pk=evaluation_id)
+    with lease_kept(ModelEvaluation, [evaluation_id], holder):
+        return _evaluation_run(evaluation_id)
+
+
+def _evaluation_run(evaluation_id: int) -> ModelEvaluation:
     from runtime.artifact import ArtifactError
     from training.local_evaluation import evaluate_folder
 
     evaluation = ModelEvaluation.objects.select_related("model_version").get(pk=evaluation_id)
-    if evaluation.status != ModelEvaluation.Status.PENDING:
-        return evaluation
+    evaluation.claimed_by, evaluation.lease_expires = "", None
     try:
         predictor = predictor_for(evaluation.model_version)
         result = evaluate_folder(predictor, evaluation.dataset)
     except (DatasetError, ArtifactError, OSError) as exc:
         evaluation.status = ModelEvaluation.Status.FAILED
         evaluation.failure_reason = str(exc)
-        evaluation.save(update_fields=["status", "failure_reason"])
+        evaluation.save(update_fields=["status", "failure_reason", "claimed_by", "lease_expires"])
         return evaluation
     _evaluation_fill(evaluation, result)
     evaluation.save()

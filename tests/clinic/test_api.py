@@ -208,6 +208,9 @@ def test_predictions_are_read_only_and_exclude_shadow_models(api, alice_case):
     image = alice_case.images.first()
     shown = PredictionFactory.create(image=image, model_version=deployed, label="AML")
     PredictionFactory.create(image=image, model_version=shadow, label="CLL")
+    # Stored by the worker with the first predictions: the case's answer names its version.
+    CaseResultFactory.create(case=alice_case, model_version=deployed, label="AML")
+    CaseResultFactory.create(case=alice_case, model_version=shadow, label="CLL", primary=False)
     body = api.get("/api/predictions/", {"case": alice_case.pk}).json()
     assert [p["id"] for p in body["results"]] == [shown.pk]
     other = api.get("/api/predictions/", {"case": alice_case.pk + 1000}).json()

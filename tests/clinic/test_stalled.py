@@ -1,4 +1,7 @@
-"""An analysis that cannot go on says why on the case page, and says nothing is lost."""
+"""An analysis that cannot go on says why on the case page and in the API, and says nothing
+is lost; one that takes too long says it is overdue."""
+
+from html import unescape
 
 from django.conf import settings
 from django.utils import timezone
@@ -68,6 +71,7 @@ def test_a_case_the_broker_refused_is_taken_by_the_next_sweep_not_ten_minutes_la
             uploads=as_uploads(("a.png", image_bytes())),
             submit=True,
         )
+    monkeypatch.undo()  # the broker is back
     celery_app.control.purge()
     try:
         assert stale_images_requeue(older_than_s=settings.INFERENCE_STALE_AFTER) == [case.pk]
@@ -109,3 +113,45 @@ def test_a_case_being_analysed_says_how_many_of_its_images_are_done(client_for, 
     Case.objects.filter(pk=alice_case.pk).update(status=Case.Status.ANALYSING)
     html = client_for(alice).get(f"/cases/{alice_case.pk}/status/").json()["html"]
     assert "1 of 2 images done" in html
+
+
+def _api_case(client, case) -> dict:
+    return client.get(f"/api/cases/{case.pk}/").json()
+
+
+def test_the_api_gives_the_same_stalled_reason_as_the_page(client_for, alice, alice_case):
+    client = client_for(alice)
+    body = _api_case(client, alice_case)
+    assert body["status"] == "submitted"
+    assert body["stalled_reason"] == _notice(client, alice_case)
+    assert body["stalled_reason"].startswith("No analysis worker is running")
+    listed = client.get("/api/cases/").json()["results"][0]
+    assert listed["stalled_reason"] == body["stalled_reason"]
+
+    _worker_alive()
+    ModelVersionFactory.create()
+    body = _api_case(client, alice_case)
+    assert body["stalled_reason"] == "" and body["overdue"] is False
+    assert body["waiting_since"] is not None
+
+
+def test_an_overdue_analysis_says_so_on_the_page_and_in_the_api(client_for, alice, alice_case):
+    from datetime import timedelta
+
+    _worker_alive()
+    ModelVersionFactory.create()
+    client = client_for(alice)
+    late = timezone.now() - timedelta(seconds=settings.ANALYSIS_OVERDUE_AFTER + 5 * 60)
+    alice_case.images.update(queued=late)
+    html = client.get(f"/cases/{alice_case.pk}/status/").json()["html"]
+    assert "data-overdue" in html
+    overdue = unescape(html.split("data-overdue>", 1)[1].split("</p>", 1)[0])
+    assert overdue.startswith("The analysis is overdue: its images have waited 10 min")
+    body = _api_case(client, alice_case)
+    assert body["overdue"] is True and body["stalled_reason"] == overdue
+
+
+def test_a_finished_case_says_nothing_about_waiting_in_the_api(client_for, alice, alice_case):
+    Case.objects.filter(pk=alice_case.pk).update(status=Case.Status.ANALYSED)
+    body = _api_case(client_for(alice), alice_case)
+    assert (body["stalled_reason"], body["overdue"], body["waiting_since"]) == ("", False, None)

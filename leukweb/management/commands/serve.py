@@ -78,6 +78,9 @@ class Command(BaseCommand):
             "leukweb",
             "worker",
             "--beat",
+            # The analyses and the sweep: one worker does both here.
+            "-Q",
+            f"{settings.CELERY_TASK_DEFAULT_QUEUE},{settings.CELERY_SWEEP_QUEUE}",
             f"--concurrency={concurrency}",
             "--loglevel=INFO",
             "-n",
