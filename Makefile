@@ -9,7 +9,7 @@ RESOLVE := --generate-hashes --python-version 3.11 --python-platform linux --qui
 # What mypy checks (configured in pyproject.toml); packages join here once they pass.
 TYPED := accounts audit cases clinic inference reviews registry leukweb runtime training benchmarks tests manage.py
 
-.PHONY: setup run test test-fast test-embedded test-browser lint lock clean-var
+.PHONY: setup run test test-fast test-embedded test-browser test-faults lint lock clean-var
 
 # Exactly the locked versions, each checked against its hash; the project itself is not
 # installed: it runs from this checkout.
@@ -36,7 +36,7 @@ test: lint
 
 # The edit-test loop: everything but the tests marked slow (real training runs, big models).
 test-fast: lint
-	$(BIN)/pytest -m "not slow and not browser"
+	$(BIN)/pytest -m "not slow and not browser and not faults"
 
 # The embedded defaults (SQLite, filesystem broker), whatever the environment says.
 test-embedded: $(STAMP)
@@ -48,6 +48,12 @@ test-embedded: $(STAMP)
 test-browser: $(STAMP)
 	env -u DATABASE_URL -u REDIS_URL -u CELERY_BROKER_URL -u CELERY_RESULT_BACKEND \
 		$(BIN)/pytest -m browser tests/browser
+
+# Real faults against a private production-shaped stack (PostgreSQL cluster, Redis, gunicorn,
+# two workers, the sweeper) that the suite starts on free ports: needs root (a tmpfs, the
+# postgres user) and the PostgreSQL and Redis server binaries. Bounded to 10 minutes.
+test-faults: $(STAMP)
+	timeout 600 $(BIN)/pytest -m faults tests/faults
 
 # After changing a dependency in pyproject.toml: pin everything again, with hashes.
 # production.txt (the Docker images) holds the same versions, less the dev tools.

@@ -21,9 +21,7 @@ def healthz(request):
     healthy = all(result.ok for result in results.values())
     body = {
         "status": "ok" if healthy else "unavailable",
-        "checks": {
-            name: {"ok": r.ok, "detail": r.detail, **r.data} for name, r in results.items()
-        },
+        "checks": {name: {"ok": r.ok, "detail": r.detail, **r.data} for name, r in results.items()},
     }
     return JsonResponse(body, status=HTTPStatus.OK if healthy else HTTPStatus.SERVICE_UNAVAILABLE)
 

@@ -90,6 +90,8 @@ def lease_kept(model: type[models.Model], pks: list[int], holder: str) -> Iterat
         try:
             while not stop.wait(settings.INFERENCE_CLAIM_LEASE / 4):
                 try:
+                    # After a database outage the broken connection is replaced, not reused.
+                    connection.close_if_unusable_or_obsolete()
                     model._default_manager.filter(pk__in=pks, claimed_by=holder).update(
                         lease_expires=lease_end()
                     )

@@ -21,10 +21,17 @@ def test_it_declares_the_production_services(compose):
 
 def test_web_runs_gunicorn_and_workers_run_celery(compose):
     services = compose["services"]
+    assert (ROOT / "Dockerfile").exists()
     assert services["web"]["command"][:2] == ["gunicorn", "leukweb.wsgi"]
     assert services["worker"]["command"][:4] == ["celery", "-A", "leukweb", "worker"]
-    assert services["beat"]["command"][:4] == ["celery", "-A", "leukweb", "beat"]
-    assert (ROOT / "Dockerfile").exists()
+    assert services["worker"]["command"][4:6] == ["-Q", "leukweb"]
+
+
+def test_beat_sweeps_on_a_queue_no_analysis_backlog_can_delay(compose):
+    command = compose["services"]["beat"]["command"]
+    assert command[:5] == ["celery", "-A", "leukweb", "worker", "--beat"]
+    assert command[command.index("-Q") + 1] == "leukweb-sweep"
+    assert "leukweb-sweep" not in compose["services"]["worker"]["command"]
 
 
 def test_the_worker_can_be_scaled(compose):
