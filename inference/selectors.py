@@ -228,11 +228,33 @@ def case_result(*, case: Case) -> CaseResult | None:
 
 
 def case_results(*, case: Case, include_shadow: bool) -> list[CaseResult]:
-    """A case's answers, primary first, newest first; shadow ones only when asked for."""
+    """A case's answers, primary first, newest first; the others only when asked for.
+
+    Each carries ``kind``: "answer" (the case's), "reanalysis" (of the version the case is
+    being analysed with again, until it has every image), "earlier" (of a version the case
+    was analysed with before) or "shadow" (a model compared beside the deployed one).
+    """
     results = CaseResult.objects.filter(case=case)
     if not include_shadow:
         results = results.filter(primary=True)
-    return list(results.select_related("model_version").order_by("-primary", "-created"))
+    found = list(results.select_related("model_version").order_by("-primary", "-created"))
+    analysed = list(
+        CaseAnalysis.objects.filter(case=case)
+        .order_by("-created", "-pk")
+        .values_list("model_version", flat=True)
+    )
+    for result in found:
+        # For the templates, which read attributes; a model instance takes any (mypy: none).
+        result.kind = (  # type: ignore[attr-defined]
+            "answer"
+            if result.primary
+            else "reanalysis"
+            if analysed and result.model_version_id == analysed[0]
+            else "earlier"
+            if result.model_version_id in analysed
+            else "shadow"
+        )
+    return found
 
 
 def case_results_for(

@@ -214,3 +214,15 @@ def test_only_an_administrator_asks_for_a_reanalysis_from_the_case_page(
     status = admin.get(f"/cases/{case.pk}/status/").json()["html"]
     assert "Being analysed again with tiny v2" in status
     assert selectors.case_analysis_version(case_id=case.pk) == v2
+
+
+def test_an_administrator_tells_the_earlier_answer_from_a_shadow_on_the_review_page(
+    queued, client_for, alice, alice_patient, admin_user, v1, v2
+):
+    case = submit(alice, alice_patient, 1)
+    run(case)
+    case_reanalysis_request(case=case, model_version=v2, actor=admin_user, reason="v1 recalled")
+    run(case)
+    page = client_for(admin_user).get(f"/reviews/cases/{case.pk}/").content.decode()
+    assert "Model answer:" in page and "Earlier answer:" in page
+    assert "Shadow model answer" not in page
