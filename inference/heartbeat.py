@@ -1,9 +1,11 @@
-"""A worker's heartbeat thread: it upserts its WorkerHeartbeat row every few seconds."""
+"""A worker's heartbeat thread: it upserts its WorkerHeartbeat row every few seconds (only
+in a worker that takes analyses: the sweeper's beat would make /healthz count it)."""
 
 import logging
 import os
 import threading
 
+from celery import Celery
 from django.conf import settings
 from django.db import close_old_connections
 from django.utils import timezone
@@ -12,6 +14,12 @@ from inference.models import WorkerHeartbeat
 
 logger = logging.getLogger(__name__)
 _stop = threading.Event()
+
+
+def consumes_analyses(celery_app: Celery) -> bool:
+    """Whether this worker takes analyses (the default queue), not only the sweep: only
+    such a worker counts as alive for /healthz and warms the model."""
+    return settings.CELERY_TASK_DEFAULT_QUEUE in celery_app.amqp.queues.consume_from
 
 
 def beat(hostname: str, started) -> None:

@@ -12,6 +12,7 @@ from django.conf import settings
 from django.db import InterfaceError, OperationalError
 from kombu.exceptions import OperationalError as BrokerError
 
+from inference import heartbeat
 from inference.services import analysis, evaluation, sweep
 
 # Worth retrying: the database, the storage or the broker may be back in a moment.
@@ -70,9 +71,7 @@ def _preload_deployed_model(**kwargs) -> None:
     """A new pool process warms the deployed model in the background (not in the parent,
     which forks the pool and should not hold TensorFlow). A task arriving meanwhile waits
     for the same load instead of starting another. A worker that only sweeps loads nothing."""
-    from leukweb.celery import consumes_analyses
-
-    if not consumes_analyses(current_app):
+    if not heartbeat.consumes_analyses(current_app):
         return
     threading.Thread(
         target=analysis.deployed_model_preload, name="model-preload", daemon=True

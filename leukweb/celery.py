@@ -23,19 +23,11 @@ def task_route(name, args, kwargs, options, task=None, **kw):
     return None
 
 
-def consumes_analyses(celery_app: Celery) -> bool:
-    """Whether this worker takes analyses (the default queue), not only the sweep: only
-    such a worker counts as alive for /healthz and warms the model."""
-    from django.conf import settings
-
-    return settings.CELERY_TASK_DEFAULT_QUEUE in celery_app.amqp.queues.consume_from
-
-
 @worker_ready.connect
 def _start_heartbeat(sender, **kwargs) -> None:
     from inference import heartbeat
 
-    if consumes_analyses(sender.app):
+    if heartbeat.consumes_analyses(sender.app):
         heartbeat.start(sender.hostname)
 
 

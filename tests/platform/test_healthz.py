@@ -12,8 +12,8 @@ from django.conf import settings
 from django.utils import timezone
 
 from cases.models import SmearImage
+from inference.heartbeat import consumes_analyses
 from inference.models import WorkerHeartbeat
-from leukweb.celery import consumes_analyses
 from tests.factories import ModelVersionFactory, case_with_images
 from tests.helpers import noise_png, stored_files, tmpfs_mounted
 
