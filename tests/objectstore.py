@@ -119,9 +119,9 @@ class TcpRelay:
     ``restore()`` listens again on the same address.
     """
 
-    def __init__(self, target: tuple[str, int], *, listen_host: str = "127.0.0.1") -> None:
+    def __init__(self, target: tuple[str, int], *, listen: tuple[str, int] | None = None) -> None:
         self.target = target
-        self.address = (listen_host, free_port() if listen_host == "127.0.0.1" else target[1])
+        self.address = listen or ("127.0.0.1", free_port())
         self._lock = threading.Lock()
         self._sockets: set[socket.socket] = set()
         self._listener: socket.socket | None = None
@@ -200,13 +200,15 @@ class ObjectStore:
 
 
 @contextmanager
-def object_store_open(server: MotoServer, settings, monkeypatch) -> Iterator[ObjectStore]:
-    """Point the test's media and models storages at a new bucket, the way the settings
-    module does from the environment."""
+def object_store_open(
+    server: MotoServer, settings, monkeypatch, *, bucket: str | None = None
+) -> Iterator[ObjectStore]:
+    """Point the test's media and models storages at a bucket (a new one unless named),
+    the way the settings module does from the environment."""
     from leukweb.settings import file_storage
 
     relay = TcpRelay((server.host, server.port)).restore()
-    store = ObjectStore(bucket_create(server.url), relay, server.url)
+    store = ObjectStore(bucket or bucket_create(server.url), relay, server.url)
     for name, value in storage_env(relay.url, store.bucket).items():
         monkeypatch.setenv(name, value)
     settings.STORAGES = {
