@@ -58,14 +58,14 @@ class ObjectStorage(S3Storage):
             yield
         except FileNotFoundError as exc:
             # django-storages' own answer to a 404, which a missing bucket gives too.
-            if self._bucket_exists():
+            if self.bucket_exists():
                 raise
             raise self._no_bucket() from exc
         except ClientError as exc:
             error = exc.response.get("Error", {})
             code = str(error.get("Code", ""))
             if code in MISSING_CODES:
-                if self._bucket_exists():
+                if self.bucket_exists():
                     raise FileNotFoundError(f"{name!r} is not in the object store") from exc
                 raise self._no_bucket() from exc
             detail = error.get("Message") or code
@@ -81,7 +81,7 @@ class ObjectStorage(S3Storage):
             f"the bucket {self.bucket_name!r} cannot be reached or does not exist"
         )
 
-    def _bucket_exists(self) -> bool:
+    def bucket_exists(self) -> bool:
         """A missing bucket answers a HEAD with the same bare 404 as a missing key; it is a
         configuration error, never a reason to fail an image for good."""
         try:

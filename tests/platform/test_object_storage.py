@@ -1,6 +1,7 @@
 """Media and models in an S3-compatible store, chosen by settings: against a real
 S3-protocol server (moto's, on loopback), reached through a relay a test can cut."""
 
+import io
 import json
 import os
 import subprocess
@@ -10,6 +11,7 @@ from pathlib import Path
 import pytest
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage, storages
+from django.core.management import CommandError, call_command
 
 from leukweb.storage import ObjectStoreError
 
@@ -165,3 +167,33 @@ def test_an_unreachable_store_raises_an_os_error_that_is_not_file_not_found(obje
     object_store.relay.restore()
     with default_storage.open(name) as fh:
         assert fh.read() == b"pixels"
+
+
+def test_check_storage_proves_both_stores_and_leaves_nothing(object_store):
+    out = io.StringIO()
+    call_command("check_storage", stdout=out)
+    assert f"media: ok (bucket {object_store.bucket!r}, prefix 'media'" in out.getvalue()
+    assert "models: ok" in out.getvalue()
+    assert object_store.objects() == []
+
+
+def test_check_storage_fails_loudly_on_an_unreachable_store(object_store):
+    object_store.relay.cut()
+    with pytest.raises(CommandError, match=r"media storage .* failed"):
+        call_command("check_storage", stdout=io.StringIO())
+
+
+def test_check_storage_creates_a_missing_bucket_on_request(object_store):
+    object_store.client().delete_bucket(Bucket=object_store.bucket)
+    with pytest.raises(CommandError, match="bucket does not exist"):
+        call_command("check_storage", stdout=io.StringIO())
+    out = io.StringIO()
+    call_command("check_storage", "--create-bucket", stdout=out)
+    assert f"created bucket {object_store.bucket!r}" in out.getvalue()
+    assert "media: ok" in out.getvalue() and "models: ok" in out.getvalue()
+
+
+def test_check_storage_works_on_this_machines_folders():
+    out = io.StringIO()
+    call_command("check_storage", stdout=out)
+    assert "media: ok (folder" in out.getvalue()
