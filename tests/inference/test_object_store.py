@@ -10,7 +10,7 @@ from inference.artifacts import cache_root, local_artifact
 from inference.models import Prediction
 from inference.services.analysis import IMAGE_MISSING, case_analyse
 from inference.services.registry import model_version_deploy, model_version_import
-from inference.tasks import analyse_case
+from inference.tasks import TRANSIENT_ERRORS
 from leukweb.storage import ObjectStoreError
 from tests.factories import case_with_images
 from tests.helpers import noise_png
@@ -99,7 +99,7 @@ def test_a_store_down_during_analysis_is_retried_and_the_case_is_analysed_once_i
     with pytest.raises(OSError) as raised:
         case_analyse(case_id=case.pk, worker_host="w1")
     # The task retries what it raises here, and nothing was marked failed for good.
-    assert isinstance(raised.value, analyse_case.autoretry_for)
+    assert isinstance(raised.value, TRANSIENT_ERRORS)
     assert not isinstance(raised.value, FileNotFoundError)
     assert not case.images.filter(status=SmearImage.Status.FAILED).exists()
 
