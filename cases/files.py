@@ -9,14 +9,42 @@ partial objects.
 
 from __future__ import annotations
 
+import errno
 import logging
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 from django.core.files import File
 from django.core.files.storage import Storage
 from django.db.models import FileField, Model
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class StorageTrouble:
+    """What went wrong with the storage, for the person whose request failed."""
+
+    code: str
+    what: str
+
+
+_TROUBLES = {
+    errno.ENOSPC: StorageTrouble("storage_full", "The image storage is full"),
+    errno.EDQUOT: StorageTrouble("storage_full", "The image storage is full"),
+    errno.EROFS: StorageTrouble(
+        "storage_read_only", "The image storage cannot be written (it is read-only)"
+    ),
+    errno.EIO: StorageTrouble("storage_unavailable", "The image storage failed"),
+    errno.EACCES: StorageTrouble("storage_unavailable", "The image storage refused the write"),
+    errno.EPERM: StorageTrouble("storage_unavailable", "The image storage refused the write"),
+}
+
+
+def storage_trouble(exc: BaseException) -> StorageTrouble | None:
+    """The storage trouble an OSError names by its errno (a disk's), else None (an object
+    store's errors carry none: they are said in general words)."""
+    return _TROUBLES.get(exc.errno) if isinstance(exc, OSError) and exc.errno else None
 
 
 def file_save(storage: Storage, name: str, content: File, *, max_length: int | None = None) -> str:

@@ -6,6 +6,7 @@ is removed when the transaction that would have recorded it fails, and only the
 transaction opened here can tell.
 """
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import BinaryIO
@@ -20,7 +21,7 @@ from django.utils import timezone
 from accounts.models import Team, User
 from audit.models import AuditEvent
 from audit.services import audit_record
-from cases.files import field_file_save, files_delete
+from cases.files import field_file_save, files_delete, storage_trouble
 from cases.models import Case, Patient, SmearImage
 from cases.signals import case_submitted
 from cases.uploads import CleanImage, UploadRejected, image_clean
@@ -32,6 +33,30 @@ WITHDRAW_TOO_LATE = (
     "so that what the model and the reviewers saw stays on record."
 )
 PATIENT_EDITABLE_FIELDS = ("sex", "year_of_birth", "notes")
+_NOT_SAVED = (
+    "so nothing was saved. Please try again in a few minutes; if it keeps failing, tell your "
+    "administrator."
+)
+UPLOAD_NOT_STORED = f"The images could not be stored right now, {_NOT_SAVED}"
+
+logger = logging.getLogger(__name__)
+
+
+class UploadNotStored(Exception):
+    """The file store failed (unreachable, refusing, full) while an upload was being kept:
+    nothing of the request was recorded, and sending it again later is safe."""
+
+    def __init__(self, message: str = UPLOAD_NOT_STORED, code: str = "unavailable") -> None:
+        super().__init__(message)
+        self.code = code
+
+    @classmethod
+    def because(cls, exc: OSError) -> "UploadNotStored":
+        """Saying what happened where the error tells (a full or read-only disk)."""
+        trouble = storage_trouble(exc)
+        if trouble is None:
+            return cls()
+        return cls(f"{trouble.what}, {_NOT_SAVED}", trouble.code)
 
 
 @dataclass(frozen=True)
@@ -313,10 +338,8 @@ def _store_images(
             size_bytes=len(image.content),
             uploaded_by=user,
         )
-        # Each name goes on the list as soon as the file exists, so a failure anywhere
-        # after this point can remove it; a write that fails removes its own partial file.
-        stored.append(field_file_save(row, "file", ContentFile(image.content, "upload")))
-        stored.append(field_file_save(row, "thumbnail", ContentFile(image.thumbnail, "thumb")))
+        _file_keep(row, "file", image.content, stored)
+        _file_keep(row, "thumbnail", image.thumbnail, stored)
         try:
             with transaction.atomic():
                 row.save()
@@ -332,6 +355,17 @@ def _store_images(
         )
         rows.append(row)
     return rows
+
+
+def _file_keep(row: SmearImage, field_name: str, content: bytes, stored: list[str]) -> None:
+    """Write one file of an upload; its name goes on `stored` as soon as it exists, so a
+    failure anywhere after this point can remove it, and a write that fails removes its
+    own partial file (cases.files)."""
+    try:
+        stored.append(field_file_save(row, field_name, ContentFile(content, field_name)))
+    except OSError as exc:
+        logger.error("upload not stored: %s", exc)
+        raise UploadNotStored.because(exc) from exc
 
 
 def _mark_submitted(*, case: Case, user: User) -> None:
@@ -354,5 +388,7 @@ def _write_with_files(write) -> None:
         with transaction.atomic():
             write(stored)
     except BaseException:
+        # The store may have gone away mid-request: what cannot be removed is logged by
+        # name, and the original error is what the uploader must hear.
         files_delete(default_storage, stored)
         raise

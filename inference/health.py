@@ -17,7 +17,7 @@ from typing import Any
 from celery import current_app
 from django.conf import settings
 from django.core.files.base import ContentFile
-from django.core.files.storage import default_storage
+from django.core.files.storage import FileSystemStorage, default_storage
 from django.utils import timezone
 
 from cases.files import file_save, files_delete
@@ -116,10 +116,9 @@ def check_storage() -> CheckResult:
         return CheckResult(False, f"media storage not writable: {exc}", {"writable": False})
     files_delete(default_storage, [stored])
     data: dict[str, Any] = {"writable": True, "free_mb": None}
-    location = getattr(default_storage, "location", None)
-    if location is None:  # an object store: no disk to run out of here
+    if not isinstance(default_storage, FileSystemStorage):  # an object store: no disk here
         return CheckResult(True, "writable", data)
-    free_mb = shutil.disk_usage(location).free // 2**20
+    free_mb = shutil.disk_usage(default_storage.location).free // 2**20
     data.update(free_mb=free_mb, min_free_mb=settings.STORAGE_MIN_FREE_MB)
     if free_mb < settings.STORAGE_MIN_FREE_MB:
         return CheckResult(

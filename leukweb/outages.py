@@ -8,10 +8,11 @@ holds because every write that stores files removes them when its transaction fa
 
 from __future__ import annotations
 
-import errno
 from dataclasses import dataclass
 
 from django.db import InterfaceError, OperationalError
+
+from cases.files import storage_trouble
 
 # Seconds a client is asked to wait before trying again (the Retry-After header).
 RETRY_AFTER = 30
@@ -26,20 +27,6 @@ class Outage:
 
 
 DATABASE = Outage("database_unavailable", f"The database is unreachable. {_NOTHING_SAVED}")
-STORAGE_FULL = Outage("storage_full", f"The image storage is full. {_NOTHING_SAVED}")
-STORAGE_READ_ONLY = Outage(
-    "storage_read_only", f"The image storage cannot be written (read-only). {_NOTHING_SAVED}"
-)
-STORAGE_FAILED = Outage("storage_unavailable", f"The image storage failed. {_NOTHING_SAVED}")
-
-_STORAGE_ERRNOS = {
-    errno.ENOSPC: STORAGE_FULL,
-    errno.EDQUOT: STORAGE_FULL,
-    errno.EROFS: STORAGE_READ_ONLY,
-    errno.EIO: STORAGE_FAILED,
-    errno.EACCES: STORAGE_FAILED,
-    errno.EPERM: STORAGE_FAILED,
-}
 
 
 def outage_of(exc: BaseException | None) -> Outage | None:
@@ -48,8 +35,9 @@ def outage_of(exc: BaseException | None) -> Outage | None:
     while exc is not None and seen < 10:
         if isinstance(exc, OperationalError | InterfaceError):
             return DATABASE
-        if isinstance(exc, OSError) and exc.errno in _STORAGE_ERRNOS:
-            return _STORAGE_ERRNOS[exc.errno]
+        trouble = storage_trouble(exc)
+        if trouble is not None:
+            return Outage(trouble.code, f"{trouble.what}. {_NOTHING_SAVED}")
         exc = exc.__cause__ or exc.__context__
         seen += 1
     return None

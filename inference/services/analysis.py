@@ -25,7 +25,7 @@ from cases.models import Case, SmearImage
 from inference.artifacts import predictor_for
 from inference.models import ModelVersion, Prediction
 from inference.selectors import case_analysis_version
-from inference.services.claims import images_claim, lease_kept
+from inference.services.claims import images_claim, images_release, lease_kept
 from inference.services.results import (
     WAITING,
     case_answer_refresh,
@@ -210,8 +210,13 @@ def case_analyse(*, case_id: int, worker_host: str, holder: str = "") -> Analysi
     images = images_claim(case_id=case_id, version=version, holder=holder)
     if not images:
         return AnalysisOutcome(case_id, str(version), note="nothing to analyse")
-    with lease_kept(SmearImage, [image.pk for image in images], holder):
-        return _images_analyse(case_id, version, predictor, images, worker_host)
+    claimed = [image.pk for image in images]
+    try:
+        with lease_kept(SmearImage, claimed, holder):
+            return _images_analyse(case_id, version, predictor, images, worker_host)
+    except BaseException:
+        images_release(claimed, holder)
+        raise
 
 
 def _images_analyse(case_id, version, predictor, images, worker_host) -> AnalysisOutcome:

@@ -30,9 +30,11 @@ def lease_end(now: datetime | None = None) -> datetime:
     return (now or timezone.now()) + timedelta(seconds=settings.INFERENCE_CLAIM_LEASE)
 
 
-def claim_open() -> Q:
-    """Rows nobody holds: never claimed, or their holder stopped renewing the claim."""
-    return Q(lease_expires__isnull=True) | Q(lease_expires__lt=timezone.now())
+def claim_open(holder: str = "") -> Q:
+    """Rows nobody holds (never claimed, or their holder stopped renewing the claim), or
+    that this holder holds already (a retry of its own task)."""
+    mine = Q(claimed_by=holder) if holder else Q(pk__in=[])
+    return Q(lease_expires__isnull=True) | Q(lease_expires__lt=timezone.now()) | mine
 
 
 def images_claim(*, case_id: int, version: ModelVersion, holder: str) -> list[SmearImage]:
@@ -50,7 +52,7 @@ def images_claim(*, case_id: int, version: ModelVersion, holder: str) -> list[Sm
         images = list(
             case.images.select_for_update()
             .filter(status__in=[SmearImage.Status.PENDING, SmearImage.Status.ANALYSING])
-            .filter(claim_open())
+            .filter(claim_open(holder))
             .exclude(predictions__model_version=version)
         )
         if images:
@@ -70,9 +72,21 @@ def evaluation_claim(*, evaluation_id: int, holder: str) -> bool:
     """Claim a queued evaluation; False when it is done or another live worker runs it."""
     return bool(
         ModelEvaluation.objects.filter(pk=evaluation_id, status=ModelEvaluation.Status.PENDING)
-        .filter(claim_open())
+        .filter(claim_open(holder))
         .update(claimed_by=holder, lease_expires=lease_end())
     )
+
+
+def images_release(pks: list[int], holder: str) -> None:
+    """Hand back the images this holder still holds after its run failed (the task will be
+    retried, by this worker or another): pending again at once. Best effort: if the
+    database is what failed, the claims lapse and the sweep hands them back instead."""
+    try:
+        SmearImage.objects.filter(
+            pk__in=pks, claimed_by=holder, status=SmearImage.Status.ANALYSING
+        ).update(status=SmearImage.Status.PENDING, claimed_by="", lease_expires=None)
+    except Exception:
+        logger.warning("could not hand back the claims of %s", holder, exc_info=True)
 
 
 @contextmanager

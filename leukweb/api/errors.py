@@ -15,9 +15,18 @@ from rest_framework import exceptions, serializers
 from rest_framework.response import Response
 from rest_framework.views import exception_handler
 
+from cases.services import UploadNotStored
 from leukweb.outages import RETRY_AFTER, outage_of
 
 logger = logging.getLogger(__name__)
+
+
+class StoreUnavailable(exceptions.APIException):
+    """The file store failed; the request changed nothing and may be sent again later."""
+
+    status_code = HTTPStatus.SERVICE_UNAVAILABLE
+    default_code = "unavailable"
+    default_detail = "The file store could not be reached. Please try again later."
 
 
 def error_body(status: int, code: str, message: str, fields: dict | None = None) -> dict:
@@ -40,9 +49,17 @@ def api_exception_handler(exc, context) -> Response:
         exc = exceptions.NotFound()
     elif isinstance(exc, DjangoPermissionDenied):
         exc = exceptions.PermissionDenied(str(exc) or None)
+    elif isinstance(exc, UploadNotStored):
+        exc = StoreUnavailable(str(exc), code=exc.code)
+    elif isinstance(exc, OSError) and not isinstance(exc, FileNotFoundError):
+        # A file store that failed while a file was read: logged, and said plainly.
+        logger.error("file store error in the API: %s", exc)
+        outage = outage_of(exc)
+        exc = StoreUnavailable(outage.message, code=outage.code) if outage else StoreUnavailable()
     response = exception_handler(exc, context)
     outage = outage_of(exc) if response is None else None
     if outage is not None:
+        # The database: nothing this request wrote was committed.
         logger.error("%s: %s", outage.code, exc, exc_info=exc)
         status = HTTPStatus.SERVICE_UNAVAILABLE
         body = error_body(status, outage.code, outage.message)
@@ -65,6 +82,8 @@ def api_exception_handler(exc, context) -> Response:
             }
     message = " ".join(_messages(detail))
     response.data = error_body(response.status_code, code, message, fields)
+    if response.status_code == HTTPStatus.SERVICE_UNAVAILABLE:
+        response["Retry-After"] = str(RETRY_AFTER)
     return response
 
 

@@ -180,3 +180,29 @@ def test_the_sweep_skips_drafts_and_cases_a_worker_finished(queued, monkeypatch)
     done.images.update(status=SmearImage.Status.DONE)
     SmearImage.objects.update(status_changed=timezone.now() - timedelta(hours=1))
     assert sweep.stale_images_requeue(older_than_s=600) == []
+
+
+def test_a_run_that_fails_hands_its_images_back_for_the_retry(deployed, monkeypatch):
+    from inference.services import analysis
+
+    case = case_with_images(noise_png(1))
+
+    def store_down(image):
+        raise ConnectionError("the object store could not read it")
+
+    monkeypatch.setattr(analysis, "_upload_bytes", store_down)
+    with pytest.raises(ConnectionError):
+        analysis.case_analyse(case_id=case.pk, worker_host="w@h", holder="w@h:1")
+    image = case.images.get()
+    assert (image.status, image.claimed_by, image.lease_expires) == ("pending", "", None)
+    monkeypatch.undo()
+    assert run(case)["predicted"] == 1
+
+
+def test_a_retry_in_the_same_process_takes_back_its_own_claim(deployed):
+    case = case_with_images(noise_png(1))
+    held(case, by="w@h:1", lapse_in=20)
+    from inference.services import analysis
+
+    outcome = analysis.case_analyse(case_id=case.pk, worker_host="w@h", holder="w@h:1")
+    assert outcome.predicted == 1

@@ -102,3 +102,16 @@ def test_only_a_worker_that_takes_analyses_counts_as_one():
     both.conf.task_default_queue = settings.CELERY_TASK_DEFAULT_QUEUE
     both.amqp.queues.select([settings.CELERY_TASK_DEFAULT_QUEUE, settings.CELERY_SWEEP_QUEUE])
     assert consumes_analyses(both)
+
+
+def test_an_object_store_is_probed_for_writes_and_has_no_disk_to_fill(
+    client, otherwise_healthy, object_store
+):
+    status, found = checks(client)
+    assert status == HTTPStatus.OK, found
+    assert found["storage"]["writable"] and found["storage"]["free_mb"] is None
+    assert object_store.objects() == []  # the probe is gone
+    object_store.relay.cut()
+    status, found = checks(client)
+    assert status == HTTPStatus.SERVICE_UNAVAILABLE
+    assert found["storage"] == {**found["storage"], "ok": False, "writable": False}
