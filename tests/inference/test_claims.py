@@ -206,3 +206,13 @@ def test_a_retry_in_the_same_process_takes_back_its_own_claim(deployed):
 
     outcome = analysis.case_analyse(case_id=case.pk, worker_host="w@h", holder="w@h:1")
     assert outcome.predicted == 1
+
+
+def test_the_sweep_goes_to_its_own_queue_and_analyses_to_the_default(settings):
+    router = celery_app.amqp.router
+    assert router.route({}, "inference.sweep_stale_images")["queue"].name == (
+        settings.CELERY_SWEEP_QUEUE
+    )
+    assert router.route({}, "inference.analyse_case")["queue"].name == (
+        settings.CELERY_TASK_DEFAULT_QUEUE
+    )
