@@ -1,4 +1,6 @@
 from django.contrib.auth.models import AbstractUser
+from django.contrib.auth.models import UserManager as DjangoUserManager
+from django.contrib.auth.password_validation import validate_password
 from django.db import models
 
 
@@ -21,6 +23,18 @@ class Role(models.TextChoices):
     ADMIN = "admin", "Administrator"
 
 
+class UserManager(DjangoUserManager):
+    """Django's, but a password given here passes AUTH_PASSWORD_VALIDATORS too: every
+    command that creates a user (create_user, createsuperuser, also non-interactively)
+    comes through here, and Django's own manager checks nothing."""
+
+    def _create_user_object(self, username, email, password, **extra_fields):
+        user = super()._create_user_object(username, email, password, **extra_fields)
+        if password is not None:
+            validate_password(password, user=user)
+        return user
+
+
 class User(AbstractUser):
     """A person using LeukWeb; what they may see follows from role and teams.
 
@@ -34,6 +48,8 @@ class User(AbstractUser):
     blinded_review = models.BooleanField(
         default=False, help_text="Show the images first, the model's answer after a diagnosis."
     )
+
+    objects = UserManager()
 
     def save(self, *args, **kwargs) -> None:
         # Administrators manage models and users through the Django admin.

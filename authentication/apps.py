@@ -1,0 +1,31 @@
+from django.apps import AppConfig
+
+
+class AuthenticationConfig(AppConfig):
+    name = "authentication"
+    verbose_name = "Sign-in, second factor and API tokens"
+
+    def ready(self) -> None:
+        from axes.signals import user_locked_out
+        from django.contrib.auth.signals import user_logged_in, user_logged_out, user_login_failed
+        from django.db.models.signals import pre_save
+
+        # Registers the API's security schemes with drf-spectacular.
+        from authentication import (
+            schema,  # noqa: F401
+            signals,
+        )
+
+        pairs = [
+            (user_logged_in, signals.logged_in_record),
+            (user_logged_out, signals.logged_out_record),
+            (user_login_failed, signals.login_failed_record),
+            (user_locked_out, signals.locked_out_record),
+        ]
+        for signal, receiver in pairs:
+            signal.connect(receiver, dispatch_uid=f"authentication-{receiver.__name__}")
+        pre_save.connect(
+            signals.user_change_revokes_tokens,
+            sender=self.apps.get_model("accounts", "User"),
+            dispatch_uid="authentication-user-change-revokes-tokens",
+        )
