@@ -10,11 +10,10 @@ class AuthenticationConfig(AppConfig):
         from django.contrib.auth.signals import user_logged_in, user_logged_out, user_login_failed
         from django.db.models.signals import pre_save
 
-        # Registers the API's security schemes with drf-spectacular.
-        from authentication import (
-            schema,  # noqa: F401
-            signals,
-        )
+        from accounts.models import User
+
+        # schema registers the API's security schemes with drf-spectacular.
+        from authentication import schema, signals  # noqa: F401
 
         pairs = [
             (user_logged_in, signals.logged_in_record),
@@ -26,6 +25,6 @@ class AuthenticationConfig(AppConfig):
             signal.connect(receiver, dispatch_uid=f"authentication-{receiver.__name__}")
         pre_save.connect(
             signals.user_change_revokes_tokens,
-            sender=self.apps.get_model("accounts", "User"),
+            sender=User,
             dispatch_uid="authentication-user-change-revokes-tokens",
         )

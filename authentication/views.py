@@ -22,6 +22,7 @@ from django.utils.safestring import mark_safe
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_POST
 from django_otp.plugins.otp_totp.models import TOTPDevice
+from knox.settings import knox_settings
 
 from accounts import policies
 from accounts.http import AuthenticatedHttpRequest
@@ -251,7 +252,7 @@ def account(request: AuthenticatedHttpRequest) -> HttpResponse:
             "recovery_codes_left": selectors.recovery_codes_left(user),
             "required": policies.second_factor_required(user),
             "tokens": selectors.tokens_of(user),
-            "token_hours": int(settings.REST_KNOX["TOKEN_TTL"].total_seconds() // 3600),
+            "token_hours": int(knox_settings.TOKEN_TTL.total_seconds() // 3600),
             "idle_minutes": settings.SESSION_IDLE_TIMEOUT // 60,
             "code_form": CodeForm(),
         },

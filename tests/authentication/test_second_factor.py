@@ -32,9 +32,7 @@ def _verify(client: Client, code: str, next_url: str = "/"):
 @pytest.mark.parametrize(
     "path", ["/reviews/", "/reviews/predictions/", "/reviews/agreement/", "/cases/", "/account/"]
 )
-def test_a_reviewer_without_a_second_factor_cannot_open_the_review_queue(
-    password_login, bob, path
-):
+def test_a_reviewer_without_a_second_factor_cannot_open_the_review_queue(password_login, bob, path):
     client, response = password_login(bob)
     assert _location(response).startswith(reverse("account:enrol"))
     assert _location(client.get(path)).startswith(reverse("account:enrol"))
@@ -161,9 +159,8 @@ def test_a_clinician_is_asked_for_no_code_until_she_turns_it_on(password_login, 
     enrol = client.get(reverse("account:enrol"))
     assert enrol.status_code == HTTPStatus.OK
     device = TOTPDevice.objects.get(user=alice, confirmed=False)
-    assert (
-        _location(client.post(reverse("account:enrol"), {"code": totp_code(device)}))
-        == reverse("account:recovery_codes")
+    assert _location(client.post(reverse("account:enrol"), {"code": totp_code(device)})) == reverse(
+        "account:recovery_codes"
     )
     later, response = password_login(alice)
     assert _location(response).startswith(reverse("account:verify"))

@@ -6,9 +6,9 @@ from http import HTTPStatus
 
 import pytest
 from django.core.cache import caches
-from rest_framework.test import APIClient
-
 from django.core.files.uploadedfile import SimpleUploadedFile
+from rest_framework.test import APIClient
+from rest_framework.throttling import SimpleRateThrottle
 
 from tests.helpers import image_bytes
 
@@ -16,26 +16,16 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def rates(settings):
-    """Set throttle rates for one test: ``rates(writes="3/minute")``."""
+def rates(monkeypatch):
+    """Set throttle rates for one test: ``rates(writes="3/minute")``. DRF's throttles read
+    the rates once, at import, into this class attribute."""
 
     def set_rates(**scoped: str) -> None:
-        settings.REST_FRAMEWORK = {
-            **settings.REST_FRAMEWORK,
-            "DEFAULT_THROTTLE_RATES": {
-                **settings.REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"],
-                **scoped,
-            },
-        }
-        from rest_framework.throttling import SimpleRateThrottle
+        monkeypatch.setattr(
+            SimpleRateThrottle, "THROTTLE_RATES", {**SimpleRateThrottle.THROTTLE_RATES, **scoped}
+        )
 
-        SimpleRateThrottle.THROTTLE_RATES = settings.REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"]
-
-    yield set_rates
-    from rest_framework.settings import api_settings
-    from rest_framework.throttling import SimpleRateThrottle
-
-    SimpleRateThrottle.THROTTLE_RATES = api_settings.DEFAULT_THROTTLE_RATES
+    return set_rates
 
 
 def test_password_guessing_on_the_token_endpoint_gets_429_with_retry_after(alice, rates):
