@@ -1,4 +1,21 @@
+from axes.apps import AppConfig as AxesConfig
 from django.apps import AppConfig
+from django_otp.plugins.otp_totp.apps import DefaultConfig as TOTPConfig
+
+# The libraries' apps under the names an administrator looks for in the Django admin.
+
+
+class TwoStepVerificationConfig(TOTPConfig):
+    verbose_name = "Two-step verification"
+
+
+class LockoutsConfig(AxesConfig):
+    verbose_name = "Lockouts"
+
+
+class ApiTokensConfig(AppConfig):
+    name = "knox"
+    verbose_name = "API tokens"
 
 
 class AuthenticationConfig(AppConfig):

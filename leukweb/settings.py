@@ -91,11 +91,12 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
-    "knox",
+    # Sign-in libraries, named for the Django admin in authentication.apps.
+    "authentication.apps.ApiTokensConfig",
     "django_otp",
-    "django_otp.plugins.otp_totp",
+    "authentication.apps.TwoStepVerificationConfig",
     "django_otp.plugins.otp_static",
-    "axes",
+    "authentication.apps.LockoutsConfig",
     "django_filters",
     "drf_spectacular",
     # In the order of docs/architecture.md: each app imports only those above it.

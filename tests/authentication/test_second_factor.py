@@ -115,6 +115,7 @@ def test_a_stolen_password_without_the_phone_gets_nowhere_and_is_audited(passwor
     client, _ = password_login(bob)
     refused = _verify(client, "123456")
     assert refused.status_code == HTTPStatus.OK and "not right" in refused.content.decode()
+    assert 'href="/reviews/"' not in refused.content.decode()  # no menu that leads nowhere
     assert _location(client.get("/reviews/")).startswith(reverse("account:verify"))
     assert AuditEvent.objects.filter(action=AuditEvent.Action.MFA_FAIL, actor=bob).count() == 1
 
