@@ -19,6 +19,8 @@ class ApiTokensConfig(AppConfig):
 
 
 class AuthenticationConfig(AppConfig):
+    # This module holds the other apps' configs too: this one is the app's own.
+    default = True
     name = "authentication"
     verbose_name = "Sign-in, second factor and API tokens"
 

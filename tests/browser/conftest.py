@@ -50,6 +50,8 @@ def one_time_code(username: str) -> str:
         time.sleep((step - 1) * 30 - time.time() + 0.2)
     _USED_STEPS[username] = step
     return f"{hotp(bytes.fromhex(AUTHENTICATOR_KEYS[username]), step):06d}"
+
+
 FAILURES = REPO_ROOT / "var" / "browser-failures"
 
 
