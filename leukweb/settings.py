@@ -210,6 +210,8 @@ RECOVERY_CODES = 10
 AXES_FAILURE_LIMIT = envint("LOGIN_FAILURE_LIMIT", "5")
 AXES_COOLOFF_TIME = timedelta(minutes=envint("LOGIN_COOLOFF_MINUTES", "15"))
 AXES_LOCKOUT_PARAMETERS = envlist("LOGIN_LOCKOUT_BY", "username,ip_address")
+if not AXES_LOCKOUT_PARAMETERS or set(AXES_LOCKOUT_PARAMETERS) - {"username", "ip_address"}:
+    raise ImproperlyConfigured("LOGIN_LOCKOUT_BY takes username, ip_address or both")
 AXES_RESET_ON_SUCCESS = True
 AXES_LOCKOUT_CALLABLE = "authentication.views.lockout_response"
 # Logins are in the audit log; the admin lists lockouts through the authentication app.
