@@ -11,7 +11,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -49,13 +49,18 @@ class WorkerProcess(subprocess.Popen[bytes]):
 
 
 def start_worker(
-    *, name: str | None = None, log_path: Path | None = None, env: dict[str, str] | None = None
+    *,
+    name: str | None = None,
+    log_path: Path | None = None,
+    env: dict[str, str] | None = None,
+    prefix: Sequence[str] = (),
 ) -> WorkerProcess:
-    """Start a solo-pool worker on the test queue, with ``env`` added to its environment;
-    the caller stops it."""
+    """Start a solo-pool worker on the test queue, with ``env`` added to its environment
+    and its command run through ``prefix`` (``ip netns exec NAME``); the caller stops it."""
     name = name or f"test-{uuid.uuid4().hex[:8]}"
     log_path = log_path or Path(tempfile.mkstemp(prefix=f"{name}-", suffix=".log")[1])
     command = [
+        *prefix,
         sys.executable, "-m", "celery", "-A", "leukweb", "worker", "--pool=solo",
         "-Q", settings.CELERY_TASK_DEFAULT_QUEUE, "-n", f"{name}@%h",
         "--without-mingle", "--without-gossip", "--loglevel=INFO",
@@ -80,11 +85,11 @@ def stop_worker(process: subprocess.Popen, *, timeout: float = 20) -> None:
 
 @contextmanager
 def running_worker(
-    *, ready_timeout: float = 90, env: dict[str, str] | None = None
+    *, ready_timeout: float = 90, env: dict[str, str] | None = None, prefix: Sequence[str] = ()
 ) -> Iterator[WorkerProcess]:
     """A worker that has answered a ping, stopped on exit; its log is shown on failure."""
     celery_app.control.purge()  # messages left by an aborted earlier run
-    process = start_worker(env=env)
+    process = start_worker(env=env, prefix=prefix)
     try:
         deadline = time.monotonic() + ready_timeout
         while True:
