@@ -288,6 +288,9 @@ class Stack:
             INFERENCE_HEATMAPS=str(self.heatmaps),
             # Room for the small tmpfs the media lives on; /healthz still reports it.
             STORAGE_MIN_FREE_MB="1",
+            # One clinician uploads for a whole ward here: faults are tested, not rates.
+            API_THROTTLE_WRITES="100000/minute",
+            API_THROTTLE_UPLOADS="100000/minute",
             PYTHONUNBUFFERED="1",
             TF_CPP_MIN_LOG_LEVEL="3",
         )
