@@ -63,16 +63,22 @@ def manifest_fields(arch: str, size: int, version: str, heatmap_layer: str) -> d
     }
 
 
-def package(arch: str, size: int, out: Path, *, version: str = "1", seed: int = 0) -> Path:
+def package(
+    arch: str, size: int, out: Path, *, version: str = "1", seed: int = 0, verify: list[bytes]
+) -> Path:
     import keras
 
-    from runtime.artifact import write_artifact
+    from runtime.artifact import VerificationBatch, write_artifact
+    from runtime.preprocess import load_for_model
     from training.architectures import build_model, heatmap_layer
 
     keras.utils.set_random_seed(seed)
     model = build_model(arch, len(CLASSES), size=size)
     fields = manifest_fields(arch, size, version, heatmap_layer(model))
-    folder, _ = write_artifact(model, out, manifest_fields=fields)
+    batch = VerificationBatch(
+        np.stack([load_for_model(b, size) for b in verify]), "the benchmark's smear JPEGs"
+    )
+    folder, _ = write_artifact(model, out, manifest_fields=fields, verification=batch)
     return folder
 
 

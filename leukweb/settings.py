@@ -225,6 +225,10 @@ else:
 CELERY_RESULT_BACKEND = env("CELERY_RESULT_BACKEND", _default_backend)
 CELERY_RESULT_EXPIRES = 3600
 CELERY_TASK_DEFAULT_QUEUE = env("CELERY_QUEUE", "leukweb")
+# Grad-CAM needs TensorFlow, which the analysis workers do not load: its task has a queue
+# of its own, consumed by heatmap workers (and by the embedded worker of `make run`).
+CELERY_HEATMAP_QUEUE = env("CELERY_HEATMAP_QUEUE", "heatmaps")
+CELERY_TASK_ROUTES = {"inference.make_heatmaps": {"queue": CELERY_HEATMAP_QUEUE}}
 # A task is acknowledged only once it has finished, so a killed worker's task is
 # delivered again; tasks are idempotent, which makes that safe.
 CELERY_TASK_ACKS_LATE = True
@@ -261,7 +265,7 @@ WORKER_STALE_AFTER = envint("WORKER_STALE_AFTER", "45")
 # (extra.clinical_labels); "inconclusive" is always offered beside these.
 CLINICAL_DIAGNOSES = envlist("CLINICAL_DIAGNOSES", "healthy,ALL,AML,CLL,CML")
 
-# Grad-CAM overlays for reviewers, computed by the worker with each prediction.
+# Grad-CAM overlays for reviewers, made by a heatmap worker after the predictions.
 INFERENCE_HEATMAPS = envbool("INFERENCE_HEATMAPS", "True")
 
 REST_FRAMEWORK = {

@@ -19,6 +19,8 @@ finally:
 
 # Keep test messages away from a `make run` worker sharing the same broker.
 CELERY_TASK_DEFAULT_QUEUE = "leukweb-test"
+CELERY_HEATMAP_QUEUE = "leukweb-test-heatmaps"
+CELERY_TASK_ROUTES = {"inference.make_heatmaps": {"queue": CELERY_HEATMAP_QUEUE}}
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 # Tests render pages without a collectstatic run (a deployment's manifest storage needs one).
 STORAGES = {

@@ -12,6 +12,7 @@ from accounts.services import user_create
 from cases import services
 from cases.models import Case, Patient
 from inference import dispatch
+from inference.services import analysis
 from tests.helpers import as_uploads, package, smear_bytes
 
 # TensorFlow's C++ start-up messages say nothing a test reader needs.
@@ -119,6 +120,20 @@ def queued(monkeypatch) -> list[int]:
         return True
 
     monkeypatch.setattr(dispatch, "case_analysis_request", send)
+    return sent
+
+
+@pytest.fixture(autouse=True)
+def heatmaps_queued(monkeypatch) -> list[tuple[int, int]]:
+    """Heatmap requests (case, model version) that analyses in this process made, recorded
+    instead of sent: heatmaps are a heatmap worker's task, tested on their own."""
+    sent: list[tuple[int, int]] = []
+
+    def send(case_id: int, model_version_id: int) -> bool:
+        sent.append((case_id, model_version_id))
+        return True
+
+    monkeypatch.setattr(analysis, "case_heatmaps_request", send)
     return sent
 
 

@@ -167,13 +167,25 @@ def manifest_fields(**overrides) -> dict:
     }
 
 
-def package(out: Path, *, version: str, seed: int, **overrides) -> Path:
+def verification_batch(size: int = TINY_SIZE, count: int = 8):
+    """Real smear photographs prepared for a model of ``size`` px, as packaging takes them."""
+    from runtime.artifact import VerificationBatch
+    from runtime.preprocess import load_for_model
+
+    images = np.stack([load_for_model(p.read_bytes(), size) for p in smear_paths(count)])
+    return VerificationBatch(images, f"the first {count} BCCD smear photographs (tests)")
+
+
+def package(out: Path, *, version: str, seed: int, model=None, finish=None, **overrides) -> Path:
     """A tiny artifact folder written by the training pipeline's own packaging function."""
     from runtime.artifact import write_artifact
 
     fields = manifest_fields(version=version, **overrides)
-    model = tiny_model(seed, n_classes=len(fields["classes"]))
-    folder, _ = write_artifact(model, out, manifest_fields=fields)
+    if model is None:
+        model = tiny_model(seed, n_classes=len(fields["classes"]))
+    folder, _ = write_artifact(
+        model, out, manifest_fields=fields, verification=verification_batch(), finish=finish
+    )
     return folder
 
 

@@ -8,6 +8,7 @@ import pytest
 
 from runtime.artifact import ArtifactError, Manifest, load_packaged
 from runtime.preprocess import load_rgb, resize_for_model
+from tests.helpers import verification_batch
 
 
 @pytest.mark.slow
@@ -174,7 +175,12 @@ def test_a_second_package_with_the_same_version_is_refused(tiny_run):
     fields = json.loads((tiny_run.artifact_dir / "manifest.json").read_text())
     model = keras.saving.load_model(tiny_run.artifact_dir / "model.keras", compile=False)
     with pytest.raises(ArtifactError, match="already exists"):
-        write_artifact(model, tiny_run.artifact_dir.parent, manifest_fields=fields)
+        write_artifact(
+            model,
+            tiny_run.artifact_dir.parent,
+            manifest_fields=fields,
+            verification=verification_batch(fields["input_size"]),
+        )
 
 
 @pytest.mark.slow

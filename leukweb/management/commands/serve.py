@@ -78,6 +78,8 @@ class Command(BaseCommand):
             "leukweb",
             "worker",
             "--beat",
+            # Analysis and heatmaps both: the embedded install has TensorFlow.
+            f"--queues={settings.CELERY_TASK_DEFAULT_QUEUE},{settings.CELERY_HEATMAP_QUEUE}",
             f"--concurrency={concurrency}",
             "--loglevel=INFO",
             "-n",
