@@ -50,11 +50,15 @@ test-browser: $(STAMP)
 		$(BIN)/pytest -m browser tests/browser
 
 # After changing a dependency in pyproject.toml: pin everything again, with hashes.
-# production.txt (the Docker images) holds the same versions, less the dev tools.
+# dev.txt holds every role's extra and the dev tools; web.txt, worker.txt and heatmaps.txt
+# (one Docker image each) hold the same versions, each only what its role needs.
+ROLES := web worker heatmaps
 lock: $(STAMP)
-	$(BIN)/uv pip compile pyproject.toml --extra dev $(RESOLVE) -o requirements/dev.txt
-	$(BIN)/uv pip compile pyproject.toml $(RESOLVE) -c requirements/dev.txt \
-		-o requirements/production.txt
+	$(BIN)/uv pip compile pyproject.toml --all-extras $(RESOLVE) -o requirements/dev.txt
+	for role in $(ROLES); do \
+		$(BIN)/uv pip compile pyproject.toml --extra $$role $(RESOLVE) \
+			-c requirements/dev.txt -o requirements/$$role.txt || exit 1; \
+	done
 
 clean-var:
 	rm -rf var

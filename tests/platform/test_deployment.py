@@ -1,4 +1,5 @@
-"""docker-compose.yml cannot be run here (no Docker engine), so check what it declares."""
+"""docker-compose.yml and the Dockerfile cannot be run here (no Docker engine), so check
+what they declare."""
 
 from pathlib import Path
 
@@ -14,7 +15,7 @@ def compose() -> dict:
 
 
 def test_it_declares_the_production_services(compose):
-    assert {"postgres", "redis", "web", "worker", "beat"} <= set(compose["services"])
+    assert {"postgres", "redis", "web", "worker", "heatmaps", "beat"} <= set(compose["services"])
     assert compose["services"]["postgres"]["image"].startswith("postgres:")
     assert compose["services"]["redis"]["image"].startswith("redis:")
 
@@ -25,6 +26,41 @@ def test_web_runs_gunicorn_and_workers_run_celery(compose):
     assert services["worker"]["command"][:4] == ["celery", "-A", "leukweb", "worker"]
     assert services["beat"]["command"][:4] == ["celery", "-A", "leukweb", "beat"]
     assert (ROOT / "Dockerfile").exists()
+
+
+def _dockerfile_stages() -> dict[str, str]:
+    """{stage name: its instructions} of the multi-stage Dockerfile."""
+    stages, name = {}, None
+    for line in (ROOT / "Dockerfile").read_text().splitlines():
+        if line.startswith("FROM "):
+            name = line.split(" AS ")[-1].strip() if " AS " in line else line
+            stages[name] = ""
+        elif name is not None:
+            stages[name] += line + "\n"
+    return stages
+
+
+def test_each_role_runs_the_image_built_from_its_own_lock_file(compose):
+    stages = _dockerfile_stages()
+    services = compose["services"]
+    for service, target in {
+        "web": "web",
+        "migrate": "web",
+        "worker": "worker",
+        "beat": "worker",
+        "heatmaps": "heatmaps",
+    }.items():
+        assert services[service]["build"]["target"] == target, service
+        assert f"requirements/{target}.txt" in stages[target], target
+    assert services["web"]["image"] != services["worker"]["image"] != services["heatmaps"]["image"]
+    # What each lock file holds (TensorFlow only in heatmaps.txt): tests/platform/test_lock.py
+
+
+def test_analysis_and_heatmap_workers_consume_their_own_queues(compose):
+    services = compose["services"]
+    assert "--queues=leukweb" in services["worker"]["command"]
+    assert "--queues=heatmaps" in services["heatmaps"]["command"]
+    assert {"/data/media", "/data/models"} <= _mount_targets(services["heatmaps"])
 
 
 def test_the_worker_can_be_scaled(compose):
