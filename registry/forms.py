@@ -2,6 +2,8 @@ from typing import cast
 
 from django import forms
 
+from inference.models import Variant
+
 
 class ReasonForm(forms.Form):
     reason = forms.CharField(
@@ -35,4 +37,12 @@ class ArtifactImportForm(forms.Form):
     archive = forms.FileField(
         label="Artifact (.zip)",
         help_text="The zipped artifact folder: model.keras, manifest.json and the report.",
+    )
+
+
+class VariantForm(forms.Form):
+    variant = forms.ChoiceField(choices=Variant.choices)
+    reason = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 2}),
+        help_text="Recorded with the change in the deployment history and the audit log.",
     )
