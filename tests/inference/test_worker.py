@@ -2,6 +2,7 @@
 
 import io
 import os
+import re
 import signal
 import time
 
@@ -72,6 +73,39 @@ def test_upload_to_prediction_then_a_new_deploy_serves_the_next_upload(artifacts
     assert Prediction.objects.filter(image__case=first).count() == 1
     first.refresh_from_db()
     assert first.status == "analysed"
+
+
+def imported_modules(log: str) -> set[str]:
+    """The top-level packages a process imported, from its ``python -X importtime`` log."""
+    found = re.findall(r"^import time:\s+\d+ \|\s+\d+ \|\s*([\w.]+)\s*$", log, re.MULTILINE)
+    return {name.split(".")[0] for name in found}
+
+
+@pytest.mark.embedded
+@pytest.mark.slow
+def test_an_analysis_worker_never_imports_tensorflow_and_a_heatmap_worker_attaches_heatmaps(
+    artifacts, alice, tmp_path
+):
+    version = model_version_import(source=artifacts["v1"])
+    model_version_deploy(model_version=version, actor=None, reason="first")
+    # Every module the worker process imports is logged, from start to stop.
+    with running_worker(env=worker_paths(tmp_path), python_options=("-X", "importtime")) as w:
+        case = upload(alice, "P-1", seed=1)
+        wait_for(lambda: prediction_of(case), what="the prediction", worker=w)
+    modules = imported_modules(w.log_path.read_text())
+    assert {"celery", "django", "onnxruntime"} <= modules  # the log shows what it loaded
+    assert not {"tensorflow", "keras", "tf2onnx"} & modules
+    assert prediction_of(case).heatmap.name == ""  # queued for a worker that has TensorFlow
+
+    heatmap_queue = settings.CELERY_HEATMAP_QUEUE
+    with running_worker(env=worker_paths(tmp_path), queues=heatmap_queue, purge=False) as w:
+        made = wait_for(
+            lambda: Prediction.objects.filter(image__case=case).exclude(heatmap="").first(),
+            what="the heatmap",
+            worker=w,
+        )
+    assert made.heatmap.name.startswith("heatmaps/") and made.model_version == version
+    assert "inference.make_heatmaps" in w.log_path.read_text()
 
 
 @pytest.mark.skipif(
