@@ -20,6 +20,7 @@ $(STAMP): $(LOCK)
 
 setup: $(STAMP)
 	$(BIN)/python manage.py migrate --noinput
+	$(BIN)/python manage.py export_onnx
 	$(BIN)/python manage.py ensure_demo_users
 	$(BIN)/python manage.py ensure_demo_model
 

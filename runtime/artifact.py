@@ -322,7 +322,8 @@ def onnx_file(folder: Path, manifest: Manifest, variant: str = "fp32") -> Path:
     if manifest.onnx is None:
         raise ArtifactError(
             f"{manifest.name} {manifest.version} has no ONNX graph (packaged before format "
-            f"3): import it again with manage.py import_model, which converts and verifies one"
+            "3): `manage.py export_onnx` gives a registered version one, `manage.py "
+            "import_model` an artifact folder, converted and verified"
         )
     if variant == "fp32":
         return _checked(folder, manifest.onnx, "the ONNX graph")

@@ -9,12 +9,19 @@ import zipfile
 from pathlib import Path, PurePosixPath
 from typing import IO
 
+from django.core.files import File
 from django.db import IntegrityError, transaction
 
 from accounts.models import User
 from audit.models import AuditEvent
 from audit.services import audit_record, known_actor
-from inference.artifacts import artifact_delete, artifact_location, artifact_store
+from inference.artifacts import (
+    artifact_delete,
+    artifact_location,
+    artifact_store,
+    local_artifact,
+    models_storage,
+)
 from inference.models import DeploymentEvent, ModelVersion, Variant
 from inference.selectors import model_version_previous
 
@@ -371,3 +378,49 @@ def model_version_variant_set(
             detail={"event": DeploymentEvent.Action.VARIANT, "variant": variant, "reason": reason},
         )
     return event
+
+
+def model_version_onnx_add(*, model_version: ModelVersion, actor: User | None = None) -> bool:
+    """Give a version registered before artifacts carried an ONNX graph its graph, converted
+    from its Keras model and verified as at import (needs TensorFlow). The weights, and so
+    the content hash, are unchanged; its manifest record gains the graph. False when it
+    already had one."""
+    from runtime.artifact import (
+        MANIFEST_FILE,
+        ONNX_FILE,
+        VERIFICATION_FILE,
+        ArtifactError,
+        artifact_onnx_add,
+        read_manifest,
+    )
+
+    if model_version.manifest.get("onnx"):
+        return False
+    with tempfile.TemporaryDirectory(prefix="leukweb-onnx-") as scratch:
+        source = local_artifact(model_version)
+        try:
+            folder, manifest = artifact_onnx_add(
+                source,
+                Path(scratch) / "artifact",
+                legacy_verification_batch(read_manifest(source).input_size),
+            )
+        except ArtifactError as exc:
+            raise ModelImportError(f"{model_version}: {exc}") from exc
+        storage = models_storage()
+        # The graph first, the manifest that names it last: a reader never sees a
+        # manifest pointing at a missing file.
+        for name in (ONNX_FILE, VERIFICATION_FILE, MANIFEST_FILE):
+            target = f"{model_version.artifact}/{name}"
+            storage.delete(target)
+            with (folder / name).open("rb") as fh:
+                storage.save(target, File(fh, name=name))
+    with transaction.atomic():
+        ModelVersion.objects.filter(pk=model_version.pk).update(manifest=manifest.to_dict())
+        audit_record(
+            actor=actor,
+            action=AuditEvent.Action.IMPORT,
+            target=model_version,
+            detail={"onnx_added": True, "verification": manifest.onnx["verification"]["source"]},
+        )
+    model_version.refresh_from_db()
+    return True

@@ -5,7 +5,9 @@ import json
 import shutil
 
 import pytest
+from django.core.files.base import ContentFile
 from django.core.files.storage import storages
+from django.core.management import call_command
 
 from audit.models import AuditEvent
 from inference.artifacts import predictor_for
@@ -17,7 +19,7 @@ from inference.services.registry import (
     model_version_import,
     model_version_variant_set,
 )
-from runtime.artifact import ONNX_FILE, VERIFICATION_FILE, sha256_file
+from runtime.artifact import ONNX_FILE, VERIFICATION_FILE, ArtifactError, sha256_file
 from tests.runtime.test_export import perturb_weights, rehash
 
 pytestmark = pytest.mark.django_db
@@ -107,3 +109,31 @@ def test_int8_cannot_be_chosen_without_an_accepted_variant_nor_without_a_reason(
         )
     version.refresh_from_db()
     assert version.variant == "fp32" and not version.events.exists()
+
+
+def test_a_version_registered_before_graphs_gets_one_from_the_command_and_serves_again(
+    artifacts,
+):
+    version = model_version_import(source=artifacts["v1"])
+    # As a version imported by the previous release: no graph in its record or storage.
+    manifest = dict(version.manifest, format_version=2)
+    del manifest["onnx"]
+    ModelVersion.objects.filter(pk=version.pk).update(manifest=manifest)
+    for name in (ONNX_FILE, VERIFICATION_FILE):
+        storages["models"].delete(f"{version.artifact}/{name}")
+    storages["models"].delete(f"{version.artifact}/manifest.json")
+    storages["models"].save(
+        f"{version.artifact}/manifest.json", ContentFile(json.dumps(manifest).encode())
+    )
+    version.refresh_from_db()
+    with pytest.raises(ArtifactError, match="has no ONNX graph"):
+        predictor_for(version)
+
+    call_command("export_onnx")
+    version.refresh_from_db()
+    assert version.manifest["onnx"]["verification"]["source"] == LEGACY_VERIFICATION
+    assert storages["models"].exists(f"{version.artifact}/{ONNX_FILE}")
+    # The worker's cached copy without a graph is replaced by the store's new one.
+    assert predictor_for(version).manifest.onnx == version.manifest["onnx"]
+    assert AuditEvent.objects.filter(target_id=str(version.pk), detail__onnx_added=True).exists()
+    call_command("export_onnx")  # nothing left to do: a no-op
