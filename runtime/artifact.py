@@ -257,11 +257,13 @@ def onnx_attach(
     images = np.ascontiguousarray(images[:VERIFICATION_IMAGES])
     expected = keras_outputs(model, images, feature_layer)
     (folder / ONNX_FILE).write_bytes(onnx_convert(model, size, feature_layer))
-    arrays = {"images": images, "probabilities": expected.probabilities}
-    if expected.features is not None:
-        arrays["features"] = expected.features
     with (folder / VERIFICATION_FILE).open("wb") as fh:  # a handle: savez adds no suffix
-        np.savez_compressed(fh, **arrays)
+        if expected.features is None:
+            np.savez_compressed(fh, images=images, probabilities=expected.probabilities)
+        else:
+            np.savez_compressed(
+                fh, images=images, probabilities=expected.probabilities, features=expected.features
+            )
     agreement = onnx_verify(onnx_session(folder / ONNX_FILE), images, expected)
     return {
         "file": ONNX_FILE,

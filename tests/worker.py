@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from django.conf import settings
 from django.db import connection
@@ -77,9 +78,10 @@ def start_worker(
 def purge_test_queues() -> None:
     """Empty the test analysis and heatmap queues."""
     with celery_app.connection_for_write() as connection:
+        channel: Any = connection.default_channel  # kombu types only its abstract channel
         for queue in (settings.CELERY_TASK_DEFAULT_QUEUE, settings.CELERY_HEATMAP_QUEUE):
             try:
-                connection.default_channel.queue_purge(queue)
+                channel.queue_purge(queue)
             except Exception:  # noqa: S112 a queue never declared has nothing to purge
                 continue
 

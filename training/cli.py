@@ -372,7 +372,6 @@ def cmd_evaluate(args) -> int:
         data_dir=args.data_dir,
         out=args.out,
         review_target=args.review_target,
-        int8=args.int8,
     )
     print(_summary(report))
     print(f"report: {out / 'report.html'}")

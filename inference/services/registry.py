@@ -420,7 +420,7 @@ def model_version_onnx_add(*, model_version: ModelVersion, actor: User | None = 
             actor=actor,
             action=AuditEvent.Action.IMPORT,
             target=model_version,
-            detail={"onnx_added": True, "verification": manifest.onnx["verification"]["source"]},
+            detail={"onnx_added": True, "verification": LEGACY_VERIFICATION},
         )
     model_version.refresh_from_db()
     return True

@@ -32,7 +32,7 @@ def test_the_task_attaches_an_overlay_at_the_uploads_own_size_to_each_prediction
     outcome = make_heatmaps.apply(args=(case.pk, version.pk)).get()
     assert outcome["made"] == 2
     for prediction in Prediction.objects.filter(image__case=case).select_related("image"):
-        assert prediction.heatmap.name.startswith("heatmaps/")
+        assert (prediction.heatmap.name or "").startswith("heatmaps/")
         with prediction.heatmap.open("rb") as fh, Image.open(fh) as overlay:
             size = overlay.size
         with prediction.image.file.open("rb") as fh, Image.open(fh) as upload:

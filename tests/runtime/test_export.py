@@ -45,6 +45,7 @@ def perturb_weights(folder, scale: float) -> None:
 
 def test_the_packaged_graph_answers_real_smears_as_the_keras_model_does(artifacts):
     manifest = read_manifest(artifacts["v1"])
+    assert manifest.onnx is not None
     check = manifest.onnx["verification"]
     assert check["images"] == 8 and check["max_abs_diff"] <= PROBABILITY_TOLERANCE
     assert "BCCD" in check["source"]

@@ -11,7 +11,11 @@ from training.quantize import MAX_ACCURACY_DROP, MIN_AGREEMENT, int8_variant
 
 def test_an_int8_variant_within_the_limits_is_packaged_with_its_figures(int8_artifact):
     entry = read_manifest(int8_artifact).int8
-    assert entry["status"] == "accepted" and (int8_artifact / INT8_FILE).is_file()
+    assert (
+        entry is not None
+        and entry["status"] == "accepted"
+        and (int8_artifact / INT8_FILE).is_file()
+    )
     assert entry["fp32_accuracy"] - entry["accuracy"] <= MAX_ACCURACY_DROP
     assert entry["agreement"] >= MIN_AGREEMENT and entry["test_images"] == 100
     assert entry["calibration"]["images"] == 64
@@ -38,7 +42,7 @@ def test_a_badly_calibrated_int8_variant_is_refused_and_not_written(tmp_path):
 
     folder = package(tmp_path, version="bad", seed=3, model=trained_tiny_model(), finish=finish)
     entry = read_manifest(folder).int8
-    assert entry["status"] == "refused"
+    assert entry is not None and entry["status"] == "refused"
     assert "points below fp32's" in entry["reason"] and "agrees with fp32's" in entry["reason"]
     assert entry["fp32_accuracy"] == 1.0 and entry["accuracy"] < 0.9
     assert not (folder / INT8_FILE).exists()
