@@ -103,8 +103,8 @@ def _add_train_options(p: argparse.ArgumentParser, *, single_arch: bool = True) 
         default=None,
         help="normalise each image's colour to a reference computed from the "
         "training split, as a layer inside the packaged model (macenko is "
-        "experimental: it did not train on Taleqani, see "
-        "docs/clinical-validity.md)",
+        "refused: it did not train on Taleqani, see docs/clinical-validity.md, and "
+        "its layer cannot be exported to ONNX, which the workers serve)",
     )
     p.add_argument(
         "--int8",

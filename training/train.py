@@ -339,6 +339,13 @@ def run_training(
 
     if cfg.arch not in ARCHITECTURES:
         raise ValueError(f"unknown architecture {cfg.arch!r}")
+    if cfg.stain_normalize == "macenko":
+        # Refused before any work: the artifact could never be packaged.
+        raise ValueError(
+            "--stain-normalize macenko cannot be served: its layer's eigen- and "
+            "singular-value decompositions have no ONNX equivalent (tf2onnx 1.17 converts "
+            "neither), and the analysis workers run the ONNX graph; use reinhard"
+        )
     weights = parse_weights(cfg.weights)
     size = cfg.resolved_size()
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())

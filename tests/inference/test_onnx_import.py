@@ -3,12 +3,14 @@ lets an admin choose the int8 variant, audited like a deploy."""
 
 import json
 import shutil
+from collections import OrderedDict
 
 import pytest
 from django.core.files.base import ContentFile
 from django.core.files.storage import storages
 from django.core.management import call_command
 
+import runtime.predictor
 from audit.models import AuditEvent
 from inference.artifacts import predictor_for
 from inference.models import DeploymentEvent, ModelVersion
@@ -112,8 +114,11 @@ def test_int8_cannot_be_chosen_without_an_accepted_variant_nor_without_a_reason(
 
 
 def test_a_version_registered_before_graphs_gets_one_from_the_command_and_serves_again(
-    artifacts,
+    artifacts, settings, tmp_path, monkeypatch
 ):
+    # A worker that never loaded these weights: no local copy, nothing in its memory.
+    settings.VAR_DIR = tmp_path / "var"
+    monkeypatch.setattr(runtime.predictor, "_cache", OrderedDict())
     version = model_version_import(source=artifacts["v1"])
     # As a version imported by the previous release: no graph in its record or storage.
     manifest = dict(version.manifest, format_version=2)

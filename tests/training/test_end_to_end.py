@@ -80,10 +80,11 @@ def test_the_manifest_has_every_contract_key(tiny_run):
         "content_hash",
         "synthetic",
         "format_version",
+        "onnx",
     ):
         assert key in raw, key
     assert raw["classes"] == ["ALL", "AML", "CLL", "CML", "healthy"]
-    assert raw["synthetic"] is True and raw["format_version"] == 2
+    assert raw["synthetic"] is True and raw["format_version"] == 3
     assert raw["content_hash"].startswith("sha256:")
     assert raw["created"].endswith("Z")
     assert set(raw["split_sizes"]) == {"train", "validation", "test"}
