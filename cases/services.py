@@ -6,6 +6,7 @@ is removed when the transaction that would have recorded it fails, and only the
 transaction opened here can tell.
 """
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import BinaryIO
@@ -15,6 +16,7 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.db import IntegrityError, transaction
+from django.db.models.fields.files import FieldFile
 from django.utils import timezone
 
 from accounts.models import Team, User
@@ -31,6 +33,17 @@ WITHDRAW_TOO_LATE = (
     "so that what the model and the reviewers saw stays on record."
 )
 PATIENT_EDITABLE_FIELDS = ("sex", "year_of_birth", "notes")
+UPLOAD_NOT_STORED = (
+    "The images could not be stored right now, so nothing was saved. Please try again in a "
+    "few minutes; if it keeps failing, tell your administrator."
+)
+
+logger = logging.getLogger(__name__)
+
+
+class UploadNotStored(Exception):
+    """The file store failed (unreachable, refusing, full) while an upload was being kept:
+    nothing of the request was recorded, and sending it again later is safe."""
 
 
 @dataclass(frozen=True)
@@ -312,14 +325,8 @@ def _store_images(
             size_bytes=len(image.content),
             uploaded_by=user,
         )
-        # Each name goes on the list as soon as the file exists, so a failure
-        # anywhere after this point can remove it (FieldFile.save sets the name).
-        row.file.save("upload", ContentFile(image.content), save=False)
-        assert row.file.name is not None
-        stored.append(row.file.name)
-        row.thumbnail.save("thumb", ContentFile(image.thumbnail), save=False)
-        assert row.thumbnail.name is not None
-        stored.append(row.thumbnail.name)
+        _file_keep(row.file, image.content, stored)
+        _file_keep(row.thumbnail, image.thumbnail, stored)
         try:
             with transaction.atomic():
                 row.save()
@@ -335,6 +342,18 @@ def _store_images(
         )
         rows.append(row)
     return rows
+
+
+def _file_keep(field: FieldFile, content: bytes, stored: list[str]) -> None:
+    """Write one file of an upload; its name goes on `stored` as soon as it exists, so a
+    failure anywhere after this point can remove it (FieldFile.save sets the name)."""
+    try:
+        field.save("upload", ContentFile(content), save=False)
+    except OSError as exc:
+        logger.error("upload not stored: %s", exc)
+        raise UploadNotStored(UPLOAD_NOT_STORED) from exc
+    assert field.name is not None
+    stored.append(field.name)
 
 
 def _mark_submitted(*, case: Case, user: User) -> None:
@@ -354,5 +373,10 @@ def _write_with_files(write) -> None:
             write(stored)
     except BaseException:
         for name in stored:
-            default_storage.delete(name)
+            try:
+                default_storage.delete(name)
+            except OSError as exc:
+                # The store went away mid-request: the file is referenced by no row, and
+                # the original error is what the uploader must hear.
+                logger.warning("could not remove %s after a failed upload: %s", name, exc)
         raise

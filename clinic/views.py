@@ -26,6 +26,8 @@ from inference import selectors as answers
 
 CASES_PER_PAGE = 25
 IMAGE_TYPES = {"JPEG": "image/jpeg", "PNG": "image/png"}
+# The file store failed: nothing was saved, and the same request may be sent again later.
+UNAVAILABLE = HTTPStatus.SERVICE_UNAVAILABLE
 
 
 def _wants_json(request: HttpRequest) -> bool:
@@ -51,11 +53,13 @@ def _done(request: HttpRequest, url: str) -> HttpResponse:
     return redirect(url)
 
 
-def _invalid(request: HttpRequest, template: str, context: dict) -> HttpResponse:
+def _invalid(
+    request: HttpRequest, template: str, context: dict, status: int = HTTPStatus.BAD_REQUEST
+) -> HttpResponse:
     if _wants_json(request):
         form = context["form"]
-        return JsonResponse({"errors": form.errors.get_json_data()}, status=HTTPStatus.BAD_REQUEST)
-    return render(request, template, context, status=HTTPStatus.BAD_REQUEST)
+        return JsonResponse({"errors": form.errors.get_json_data()}, status=status)
+    return render(request, template, context, status=status)
 
 
 @require_GET
@@ -118,6 +122,9 @@ def case_new(request: AuthenticatedHttpRequest) -> HttpResponse:
                 )
             except ValidationError as exc:
                 _form_errors(form, exc)
+            except services.UploadNotStored as exc:
+                form.add_error(None, str(exc))
+                return _invalid(request, "clinic/case_new.html", context, status=UNAVAILABLE)
             else:
                 messages.success(request, f"Case {case.pk} opened for {case.patient}.")
                 return _done(request, reverse("clinic:case_detail", args=[case.pk]))
@@ -186,6 +193,7 @@ def case_edit(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
 def case_images_add(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     case = case_selectors.case_get_editable(user=request.user, pk=pk)
     form = ImagesForm(request.POST, request.FILES)
+    status = HTTPStatus.BAD_REQUEST
     if form.is_valid():
         try:
             images = services.case_images_add(
@@ -193,11 +201,14 @@ def case_images_add(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
             )
         except ValidationError as exc:
             _form_errors(form, exc)
+        except services.UploadNotStored as exc:
+            form.add_error(None, str(exc))
+            status = UNAVAILABLE
         else:
             messages.success(request, f"{len(images)} image(s) added.")
             return _done(request, reverse("clinic:case_detail", args=[case.pk]))
     if _wants_json(request):
-        return JsonResponse({"errors": form.errors.get_json_data()}, status=HTTPStatus.BAD_REQUEST)
+        return JsonResponse({"errors": form.errors.get_json_data()}, status=status)
     for error in form.errors.get("images", []) + form.non_field_errors():
         # An ErrorList yields messages (its __getitem__ unwraps each ValidationError); the
         # stubs type its items as ValidationError | str.
@@ -245,7 +256,13 @@ def image_response(image: SmearImage, file: FieldFile, *, thumbnail: bool) -> Fi
     # A row is saved only once its files are stored (cases.services), so they have names.
     assert file.name
     content_type = "image/jpeg" if thumbnail else IMAGE_TYPES.get(image.format, "image/png")
-    response = FileResponse(default_storage.open(file.name), content_type=content_type)
+    try:
+        handle = default_storage.open(file.name)
+    except FileNotFoundError as exc:
+        # The row is kept whatever happened to its file; a store that is down is a 503
+        # (leukweb.middleware), a file that is gone is not found.
+        raise Http404("The image file is missing from the store.") from exc
+    response = FileResponse(handle, content_type=content_type)
     response["Content-Disposition"] = (
         "inline" if thumbnail else f'inline; filename="smear-{image.pk}.{image.format.lower()}"'
     )

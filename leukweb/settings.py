@@ -114,6 +114,7 @@ MIDDLEWARE = [
     "accounts.middleware.LoginRequiredMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "leukweb.middleware.StoreUnavailableMiddleware",
 ]
 
 ROOT_URLCONF = "leukweb.urls"
@@ -178,16 +179,67 @@ MODELS_ROOT = Path(env("MODELS_ROOT", str(BASE_DIR / "models")))
 # Labelled image sets (<root>/<set>/<class>/*) that administrators may evaluate models on
 # from the registry page; workers read them, so in production they mount this folder too.
 EVALUATION_DATA_ROOT = Path(env("EVALUATION_DATA_ROOT", str(VAR_DIR / "evaluation-sets")))
+
+
+def file_storage(kind: str, *, root: Path) -> dict:
+    """MEDIA_STORAGE / MODELS_STORAGE: this machine's folder, or an S3-compatible store that
+    web and workers on other machines share (one private bucket, a prefix per kind)."""
+    choice = env(f"{kind.upper()}_STORAGE", "filesystem")
+    if choice == "filesystem":
+        return {
+            "BACKEND": "django.core.files.storage.FileSystemStorage",
+            "OPTIONS": {"location": root},
+        }
+    if choice != "s3":
+        raise ImproperlyConfigured(
+            f"{kind.upper()}_STORAGE must be filesystem or s3, not {choice!r}"
+        )
+    bucket = env("S3_BUCKET")
+    if not bucket:
+        raise ImproperlyConfigured(f"{kind.upper()}_STORAGE=s3 needs S3_BUCKET")
+    style = env("S3_ADDRESSING_STYLE", "auto")
+    if style not in ("auto", "path", "virtual"):
+        raise ImproperlyConfigured(
+            f"S3_ADDRESSING_STYLE must be auto, path or virtual, not {style!r}"
+        )
+    encryption: dict[str, str] = {}
+    if envbool("S3_SERVER_SIDE_ENCRYPTION", "False"):
+        kms_key = env("S3_KMS_KEY_ID")
+        encryption = (
+            {"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": kms_key}
+            if kms_key
+            else {"ServerSideEncryption": "AES256"}
+        )
+    return {
+        "BACKEND": "leukweb.storage.ObjectStorage",
+        "OPTIONS": {
+            "bucket_name": bucket,
+            "location": "/".join(p for p in (env("S3_PREFIX").strip("/"), kind) if p),
+            # Empty: AWS S3 itself, and boto3's own chain for credentials and region
+            # (environment, instance profile, web identity).
+            "endpoint_url": env("S3_ENDPOINT_URL") or None,
+            "region_name": env("S3_REGION") or None,
+            "access_key": env("S3_ACCESS_KEY_ID") or None,
+            "secret_key": env("S3_SECRET_ACCESS_KEY") or None,
+            "addressing_style": None if style == "auto" else style,
+            "signature_version": "s3v4",
+            # A key is written once: a name that exists gets another, never overwritten.
+            "file_overwrite": False,
+            # Objects are private (no ACL is sent: the bucket's own, private, applies) and
+            # only ever served by the access-checked views, which stream them.
+            "default_acl": None,
+            "querystring_auth": True,
+            "object_parameters": encryption,
+            # A download larger than this waits in a temporary file, not in memory.
+            "max_memory_size": 8 * 1024 * 1024,
+        },
+    }
+
+
 # No MEDIA_URL is routed: images are served by views that check access.
 STORAGES = {
-    "default": {
-        "BACKEND": "django.core.files.storage.FileSystemStorage",
-        "OPTIONS": {"location": MEDIA_ROOT},
-    },
-    "models": {
-        "BACKEND": "django.core.files.storage.FileSystemStorage",
-        "OPTIONS": {"location": MODELS_ROOT},
-    },
+    "default": file_storage("media", root=MEDIA_ROOT),
+    "models": file_storage("models", root=MODELS_ROOT),
     # A deployment runs collectstatic (the Docker image does) and serves hashed names;
     # the embedded run serves the files where they are.
     "staticfiles": {

@@ -14,6 +14,7 @@ from cases.models import Case, Patient
 from inference import dispatch
 from inference.services import analysis
 from tests.helpers import as_uploads, colour_images, package, smear_bytes, trained_tiny_model
+from tests.objectstore import MotoServer, object_store_open
 
 # TensorFlow's C++ start-up messages say nothing a test reader needs.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -33,6 +34,23 @@ def _storages_in_tmp(settings, tmp_path):
             "OPTIONS": {"location": tmp_path / "models"},
         },
     }
+
+
+@pytest.fixture(scope="session")
+def moto_server(tmp_path_factory):
+    """A real S3-protocol server (moto's standalone one) on loopback, for the whole session."""
+    server = MotoServer().start(tmp_path_factory.mktemp("moto") / "moto.log")
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def object_store(moto_server, settings, monkeypatch):
+    """Uploads and model artifacts in a fresh bucket of the S3-protocol server, configured
+    as a deployment would (leukweb.settings.file_storage), reached through a relay that the
+    test may cut: ``object_store.relay.cut()``."""
+    with object_store_open(moto_server, settings, monkeypatch) as store:
+        yield store
 
 
 def _persona(username: str, role: str, teams: list[str]):

@@ -11,7 +11,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -56,13 +56,16 @@ def start_worker(
     env: dict[str, str] | None = None,
     queues: str | None = None,
     python_options: tuple[str, ...] = (),
+    prefix: Sequence[str] = (),
 ) -> WorkerProcess:
     """Start a solo-pool worker on the test queue (or ``queues``, comma-separated), with
-    ``env`` added to its environment and ``python_options`` to its interpreter's command
-    line; the caller stops it."""
+    ``env`` added to its environment, ``python_options`` to its interpreter's command
+    line, and its command run through ``prefix`` (``ip netns exec NAME``); the caller
+    stops it."""
     name = name or f"test-{uuid.uuid4().hex[:8]}"
     log_path = log_path or Path(tempfile.mkstemp(prefix=f"{name}-", suffix=".log")[1])
     command = [
+        *prefix,
         sys.executable, *python_options, "-m", "celery", "-A", "leukweb", "worker", "--pool=solo",
         "-Q", queues or settings.CELERY_TASK_DEFAULT_QUEUE, "-n", f"{name}@%h",
         "--without-mingle", "--without-gossip", "--loglevel=INFO",
@@ -104,12 +107,13 @@ def running_worker(
     queues: str | None = None,
     purge: bool = True,
     python_options: tuple[str, ...] = (),
+    prefix: Sequence[str] = (),
 ) -> Iterator[WorkerProcess]:
     """A worker that is ready (it answered a ping, or, on queues without the test queue
     the ping goes to, it said so), stopped on exit; its log is shown on failure."""
     if purge:
         purge_test_queues()  # messages left by an aborted earlier run
-    process = start_worker(env=env, queues=queues, python_options=python_options)
+    process = start_worker(env=env, queues=queues, python_options=python_options, prefix=prefix)
     pingable = queues is None or settings.CELERY_TASK_DEFAULT_QUEUE in queues.split(",")
     try:
         deadline = time.monotonic() + ready_timeout

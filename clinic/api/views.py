@@ -38,6 +38,11 @@ ERRORS = {
     404: OpenApiResponse(ErrorSerializer, description="No such record (or not yours)"),
 }
 READ_ERRORS = {404: ERRORS[404]}
+STORE_ERROR = {
+    503: OpenApiResponse(
+        ErrorSerializer, description="The file store failed: nothing was kept; try again later"
+    )
+}
 
 
 class PatientFilter(filters.FilterSet):
@@ -231,7 +236,7 @@ class CaseViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
         methods=["POST"],
         summary="Upload one image to a case (multipart, field `file`)",
         request={"multipart/form-data": ImageUploadSerializer},
-        responses={201: SmearImageSerializer, **ERRORS},
+        responses={201: SmearImageSerializer, **ERRORS, **STORE_ERROR},
     )
     @action(
         detail=True,
@@ -280,7 +285,7 @@ class ImageViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
 
     @extend_schema(
         summary="Download the stored image (metadata removed)",
-        responses={(200, "image/*"): OpenApiTypes.BINARY, **READ_ERRORS},
+        responses={(200, "image/*"): OpenApiTypes.BINARY, **READ_ERRORS, **STORE_ERROR},
     )
     @action(detail=True, methods=["get"])
     def file(self, request: Request, pk: str) -> FileResponse:
@@ -310,7 +315,7 @@ class ImageViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
 
     @extend_schema(
         summary="A small JPEG preview",
-        responses={(200, "image/jpeg"): OpenApiTypes.BINARY, **READ_ERRORS},
+        responses={(200, "image/jpeg"): OpenApiTypes.BINARY, **READ_ERRORS, **STORE_ERROR},
     )
     @action(detail=True, methods=["get"])
     def thumbnail(self, request: Request, pk: str) -> FileResponse:

@@ -15,7 +15,17 @@ from rest_framework import exceptions, serializers
 from rest_framework.response import Response
 from rest_framework.views import exception_handler
 
+from cases.services import UploadNotStored
+
 logger = logging.getLogger(__name__)
+
+
+class StoreUnavailable(exceptions.APIException):
+    """The file store failed; the request changed nothing and may be sent again later."""
+
+    status_code = HTTPStatus.SERVICE_UNAVAILABLE
+    default_code = "unavailable"
+    default_detail = "The file store could not be reached. Please try again later."
 
 
 def error_body(status: int, code: str, message: str, fields: dict | None = None) -> dict:
@@ -38,6 +48,12 @@ def api_exception_handler(exc, context) -> Response:
         exc = exceptions.NotFound()
     elif isinstance(exc, DjangoPermissionDenied):
         exc = exceptions.PermissionDenied(str(exc) or None)
+    elif isinstance(exc, UploadNotStored):
+        exc = StoreUnavailable(str(exc))
+    elif isinstance(exc, OSError) and not isinstance(exc, FileNotFoundError):
+        # A file store that failed while a file was read: logged, and said plainly.
+        logger.error("file store error in the API: %s", exc)
+        exc = StoreUnavailable()
     response = exception_handler(exc, context)
     if response is None:
         logger.exception("unhandled API error", exc_info=exc)

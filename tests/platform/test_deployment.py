@@ -1,6 +1,10 @@
 """docker-compose.yml and the Dockerfile cannot be run here (no Docker engine), so check
 what they declare."""
 
+import os
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -102,3 +106,88 @@ def test_production_settings_are_enforced(compose):
     assert env["SECRET_KEY"].startswith("${SECRET_KEY:?")
     assert env["DATABASE_URL"].startswith("postgres://")
     assert env["REDIS_URL"].startswith("redis://")
+
+
+APP_ROLES = ("migrate", "web", "worker", "beat")
+
+
+def test_each_app_role_runs_in_exactly_one_storage_profile(compose):
+    services = compose["services"]
+    for role in APP_ROLES:
+        assert services[role]["profiles"] == ["filesystem"]
+        assert services[f"{role}-objectstore"]["profiles"] == ["objectstore"]
+    # The databases run whichever profile is chosen.
+    assert "profiles" not in services["postgres"] and "profiles" not in services["redis"]
+    assert services["minio"]["profiles"] == ["objectstore"]
+
+
+def test_the_objectstore_profile_shares_no_media_or_models_volume(compose):
+    services = compose["services"]
+    for role in APP_ROLES:
+        service = services[f"{role}-objectstore"]
+        mounts = _mount_targets(service)
+        assert not {"/data/media", "/data/models"} & mounts, role
+        env = service["environment"]
+        assert env["MEDIA_STORAGE"] == env["MODELS_STORAGE"] == "s3"
+        assert env["S3_ENDPOINT_URL"] == "${S3_ENDPOINT_URL:-http://minio:9000}"
+        # Credentials are the operator's, never a default written here.
+        assert env["S3_ACCESS_KEY_ID"].startswith("${S3_ACCESS_KEY_ID:?")
+        assert env["S3_SECRET_ACCESS_KEY"].startswith("${S3_SECRET_ACCESS_KEY:?")
+        assert env["DATABASE_URL"].startswith("postgres://") and env["DEBUG"] == "False"
+
+
+def test_the_objectstore_profile_starts_the_store_and_checks_it_before_the_app(compose):
+    services = compose["services"]
+    minio = services["minio"]
+    assert minio["image"].startswith("${MINIO_IMAGE:-minio/minio:")
+    assert "healthcheck" in minio and "objectdata" in compose["volumes"]
+    migrate = services["migrate-objectstore"]
+    assert migrate["depends_on"]["minio"]["condition"] == "service_healthy"
+    assert "check_storage --create-bucket" in " ".join(migrate["command"])
+    for role in ("web", "worker", "beat"):
+        assert services[f"{role}-objectstore"]["depends_on"]["migrate-objectstore"][
+            "condition"
+        ] == ("service_completed_successfully")
+    assert services["web-objectstore"]["command"][:2] == ["gunicorn", "leukweb.wsgi"]
+    assert services["worker-objectstore"]["command"][:4] == ["celery", "-A", "leukweb", "worker"]
+    assert "container_name" not in services["worker-objectstore"]
+
+
+def test_the_objectstore_profiles_settings_load_as_a_deployment_would(compose, tmp_path):
+    """The profile's environment, with .env's values filled in, is accepted by settings."""
+    env = dict(compose["services"]["web-objectstore"]["environment"])
+    values = {
+        "SECRET_KEY": "k" * 50,
+        "ALLOWED_HOSTS": "leukweb.example.org",
+        "S3_ACCESS_KEY_ID": "leukweb",
+        "S3_SECRET_ACCESS_KEY": "s" * 40,
+    }
+    resolved = {name: _interpolate(str(value), values) for name, value in env.items()}
+    code = (
+        "import django; django.setup(); from django.conf import settings as s; "
+        "print(s.STORAGES['default']['BACKEND'], s.STORAGES['models']['OPTIONS']['location'])"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        env={"PATH": os.environ["PATH"], "DJANGO_SETTINGS_MODULE": "leukweb.settings", **resolved},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["leukweb.storage.ObjectStorage", "models"]
+
+
+def _interpolate(value: str, values: dict[str, str]) -> str:
+    """Compose's ${NAME}, ${NAME:-default} and ${NAME:?error}, from `values`."""
+
+    def one(match: re.Match) -> str:
+        name, op, rest = match.group(1), match.group(2), match.group(3)
+        if name in values:
+            return values[name]
+        if op == ":-":
+            return rest
+        raise AssertionError(f"{name} must be set in .env")
+
+    return re.sub(r"\$\{(\w+)(?:(:-|:\?)([^}]*))?\}", one, value)
