@@ -36,7 +36,8 @@ class EvaluationRequestForm(forms.Form):
 class ArtifactImportForm(forms.Form):
     archive = forms.FileField(
         label="Artifact (.zip)",
-        help_text="The zipped artifact folder: model.keras, manifest.json and the report.",
+        help_text="The zipped artifact folder: model.keras, model.onnx with its verification "
+        "batch, manifest.json and the report.",
     )
 
 
