@@ -31,6 +31,8 @@ __all__ = [
     "onnx_outputs",
     "onnx_session",
     "onnx_verify",
+    "outputs_compare",
+    "shrinking_run",
 ]
 
 #: ONNX opset of the exported graphs; tf2onnx 1.17 converts every layer the
@@ -103,18 +105,15 @@ def onnx_convert(model, size: int, feature_layer: str | None) -> bytes:
 def onnx_session(path: str | Path, *, threads: int = 0):
     """An ONNX Runtime session on the CPU, with every graph optimisation on.
 
-    Memory: without ORT's arena, a batch's activations go back to the allocator after
-    the run instead of staying reserved at the largest batch seen (for ResNet-50, about
-    110 MB after a case of 16; no measurable speed difference here), and the transient
-    copies that optimising the graph makes at load are handed back to the system. A
-    worker with ResNet-50 loaded so holds ~150 MB less (docs/benchmarks.md).
+    The transient copies that optimising the graph makes at load are handed back to the
+    system: a ResNet-50 session then holds ~100 MB instead of ~250 MB. Runs that should
+    also give their activations back pass :func:`shrinking_run`.
     """
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.intra_op_num_threads = threads
-    options.enable_cpu_mem_arena = False
     options.log_severity_level = 3  # warnings about unused initialisers say nothing here
     try:
         session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
@@ -126,6 +125,22 @@ def onnx_session(path: str | Path, *, threads: int = 0):
     return session
 
 
+def shrinking_run():
+    """Run options that return ORT's arena to the allocator after each run.
+
+    The arena keeps a run fast (measured here: without it CML-1 ran at a third to a half
+    of its speed), but otherwise stays reserved at the largest batch seen (ResNet-50:
+    ~270 MB more after a case of 16); shrunk after each run, and the freed pages handed
+    back (:func:`freed_memory_release`), a worker holds its model and little else, for
+    10-20 % of the arena's speed.
+    """
+    import onnxruntime as ort
+
+    options = ort.RunOptions()
+    options.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
+    return options
+
+
 def freed_memory_release() -> None:
     """Return the heap's free pages to the system (glibc keeps them otherwise), so that a
     worker's resident memory is its model and its current batch, not its largest batch."""
@@ -135,10 +150,11 @@ def freed_memory_release() -> None:
         return
 
 
-def onnx_outputs(session, images: np.ndarray) -> KerasOutputs:
+def onnx_outputs(session, images: np.ndarray, run_options=None) -> KerasOutputs:
     """The graph's answers for a uint8 batch, in the same shape as :func:`keras_outputs`."""
     names = [o.name for o in session.get_outputs()]
-    out = session.run(None, {session.get_inputs()[0].name: np.ascontiguousarray(images)})
+    feed = {session.get_inputs()[0].name: np.ascontiguousarray(images)}
+    out = session.run(None, feed, run_options)
     by_name = dict(zip(names, out, strict=True))
     return KerasOutputs(
         np.asarray(by_name.get("probabilities", out[0]), np.float32),

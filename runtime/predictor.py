@@ -46,6 +46,7 @@ from runtime.export import (
     onnx_outputs,
     onnx_session,
     outputs_compare,
+    shrinking_run,
 )
 from runtime.guard import MahalanobisGuard
 from runtime.preprocess import ImageDecodeError, load_for_model
@@ -92,6 +93,7 @@ class Predictor:
         self.temperature = float(manifest.temperature or 1.0)
         self.confidence_threshold = float(manifest.confidence_threshold)
         self.content_hash: str = manifest.content_hash
+        self._run_options = shrinking_run()
 
     @classmethod
     def load(
@@ -140,7 +142,7 @@ class Predictor:
         images, expected = verification_load(folder, self.manifest)
         images = images[:SELF_TEST_IMAGES]
         try:
-            got = onnx_outputs(self.session, images)
+            got = onnx_outputs(self.session, images, self._run_options)
         except Exception as exc:  # ORT raises its own types for a graph that cannot run
             raise ArtifactError(
                 f"the model cannot classify a {self.input_size}x{self.input_size} RGB image: {exc}"
@@ -164,7 +166,7 @@ class Predictor:
     def scored(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """Raw softmax and out-of-scope scores (None without a guard) for a uint8 batch."""
         parts = [
-            onnx_outputs(self.session, images[i : i + RUN_BATCH])
+            onnx_outputs(self.session, images[i : i + RUN_BATCH], self._run_options)
             for i in range(0, len(images), RUN_BATCH)
         ]
         if not parts:
