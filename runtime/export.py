@@ -32,7 +32,6 @@ __all__ = [
     "onnx_session",
     "onnx_verify",
     "outputs_compare",
-    "shrinking_run",
 ]
 
 #: ONNX opset of the exported graphs; tf2onnx 1.17 converts every layer the
@@ -106,8 +105,9 @@ def onnx_session(path: str | Path, *, threads: int = 0):
     """An ONNX Runtime session on the CPU, with every graph optimisation on.
 
     The transient copies that optimising the graph makes at load are handed back to the
-    system: a ResNet-50 session then holds ~100 MB instead of ~250 MB. Runs that should
-    also give their activations back pass :func:`shrinking_run`.
+    system: a ResNet-50 session then holds ~100 MB instead of ~250 MB. ORT's arena, which
+    keeps runs fast (without it CML-1 ran at a third to a half of its speed here), stays
+    reserved at the largest batch run: the predictor bounds that with its batch size.
     """
     import onnxruntime as ort
 
@@ -125,36 +125,19 @@ def onnx_session(path: str | Path, *, threads: int = 0):
     return session
 
 
-def shrinking_run():
-    """Run options that return ORT's arena to the allocator after each run.
-
-    The arena keeps a run fast (measured here: without it CML-1 ran at a third to a half
-    of its speed), but otherwise stays reserved at the largest batch seen (ResNet-50:
-    ~270 MB more after a case of 16); shrunk after each run, and the freed pages handed
-    back (:func:`freed_memory_release`), a worker holds its model and little else, for
-    10-20 % of the arena's speed.
-    """
-    import onnxruntime as ort
-
-    options = ort.RunOptions()
-    options.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
-    return options
-
-
 def freed_memory_release() -> None:
-    """Return the heap's free pages to the system (glibc keeps them otherwise), so that a
-    worker's resident memory is its model and its current batch, not its largest batch."""
+    """Return the heap's free pages to the system (glibc keeps them otherwise)."""
     try:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):  # not glibc: nothing to do
         return
 
 
-def onnx_outputs(session, images: np.ndarray, run_options=None) -> KerasOutputs:
+def onnx_outputs(session, images: np.ndarray) -> KerasOutputs:
     """The graph's answers for a uint8 batch, in the same shape as :func:`keras_outputs`."""
     names = [o.name for o in session.get_outputs()]
     feed = {session.get_inputs()[0].name: np.ascontiguousarray(images)}
-    out = session.run(None, feed, run_options)
+    out = session.run(None, feed)
     by_name = dict(zip(names, out, strict=True))
     return KerasOutputs(
         np.asarray(by_name.get("probabilities", out[0]), np.float32),

@@ -46,16 +46,17 @@ from runtime.export import (
     onnx_outputs,
     onnx_session,
     outputs_compare,
-    shrinking_run,
 )
 from runtime.guard import MahalanobisGuard
 from runtime.preprocess import ImageDecodeError, load_for_model
 
 __all__ = ["ImagePrediction", "Predictor", "cached_predictor"]
 
-# Images per ONNX Runtime call: bounds memory for big models; on these CPUs ORT's
-# throughput barely changes between batches of 8 and 32 (docs/benchmarks.md).
-RUN_BATCH = 16
+# Images per ONNX Runtime call. ORT's throughput on these CPUs is about the same from 1
+# to 16 images a call (#13 measured batch 1 faster for MobileNet), but its arena stays
+# reserved at the largest batch run: ResNet-50 at 16 images holds ~270 MB more, at 4
+# about 75 MB, which keeps a worker with it under 350 MB (docs/benchmarks.md).
+RUN_BATCH = 4
 # Deployed, shadow, and the one being replaced during a hot swap.
 CACHE_SIZE = 3
 # Verification images the self-test on load runs (the import ran them all).
@@ -93,7 +94,6 @@ class Predictor:
         self.temperature = float(manifest.temperature or 1.0)
         self.confidence_threshold = float(manifest.confidence_threshold)
         self.content_hash: str = manifest.content_hash
-        self._run_options = shrinking_run()
 
     @classmethod
     def load(
@@ -142,7 +142,7 @@ class Predictor:
         images, expected = verification_load(folder, self.manifest)
         images = images[:SELF_TEST_IMAGES]
         try:
-            got = onnx_outputs(self.session, images, self._run_options)
+            got = onnx_outputs(self.session, images)
         except Exception as exc:  # ORT raises its own types for a graph that cannot run
             raise ArtifactError(
                 f"the model cannot classify a {self.input_size}x{self.input_size} RGB image: {exc}"
@@ -166,13 +166,11 @@ class Predictor:
     def scored(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """Raw softmax and out-of-scope scores (None without a guard) for a uint8 batch."""
         parts = [
-            onnx_outputs(self.session, images[i : i + RUN_BATCH], self._run_options)
+            onnx_outputs(self.session, images[i : i + RUN_BATCH])
             for i in range(0, len(images), RUN_BATCH)
         ]
         if not parts:
             return np.zeros((0, len(self.classes))), None
-        # A case's activations are freed after its run; give them back to the system.
-        freed_memory_release()
         probs = np.concatenate([p.probabilities for p in parts])
         if self.guard is None:
             return probs, None
