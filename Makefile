@@ -7,7 +7,7 @@ LOCK := requirements/dev.txt
 # How `make lock` resolves: for the machines this runs on (Linux, CPython 3.11).
 RESOLVE := --generate-hashes --python-version 3.11 --python-platform linux --quiet
 # What mypy checks (configured in pyproject.toml); packages join here once they pass.
-TYPED := accounts audit cases clinic inference reviews registry leukweb runtime training benchmarks tests manage.py
+TYPED := accounts audit authentication cases clinic inference reviews registry leukweb runtime training benchmarks tests manage.py
 
 .PHONY: setup run test test-fast test-embedded test-browser lint lock clean-var
 

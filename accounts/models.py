@@ -1,4 +1,8 @@
+from typing import ClassVar, cast
+
 from django.contrib.auth.models import AbstractUser
+from django.contrib.auth.models import UserManager as DjangoUserManager
+from django.contrib.auth.password_validation import validate_password
 from django.db import models
 
 
@@ -21,6 +25,27 @@ class Role(models.TextChoices):
     ADMIN = "admin", "Administrator"
 
 
+class UserManager(DjangoUserManager):
+    """Django's, but a password given here passes AUTH_PASSWORD_VALIDATORS too: every
+    command that creates a user (create_user, createsuperuser, also non-interactively)
+    comes through here, and Django's own manager checks nothing."""
+
+    def _validate(self, username: str, email: str | None, password: str | None, extra) -> None:
+        if password is not None:
+            fields = {k: v for k, v in extra.items() if k in ("first_name", "last_name")}
+            user = self.model(username=username, email=email, **fields)
+            # The stubs leave the manager's model generic; here it is always our User.
+            validate_password(password, user=cast("User", user))
+
+    def create_user(self, username, email=None, password=None, **extra_fields):
+        self._validate(username, email, password, extra_fields)
+        return super().create_user(username, email, password, **extra_fields)
+
+    def create_superuser(self, username, email=None, password=None, **extra_fields):
+        self._validate(username, email, password, extra_fields)
+        return super().create_superuser(username, email, password, **extra_fields)
+
+
 class User(AbstractUser):
     """A person using LeukWeb; what they may see follows from role and teams.
 
@@ -34,6 +59,8 @@ class User(AbstractUser):
     blinded_review = models.BooleanField(
         default=False, help_text="Show the images first, the model's answer after a diagnosis."
     )
+
+    objects: ClassVar[UserManager] = UserManager()
 
     def save(self, *args, **kwargs) -> None:
         # Administrators manage models and users through the Django admin.

@@ -8,6 +8,7 @@ exist (the callers answer 404); inside them a role may still be refused (403).
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.core.exceptions import PermissionDenied
 from django.db.models import Q, QuerySet
 
@@ -60,3 +61,15 @@ def answers_blinded(user: User) -> bool:
 def answer_hidden(user: User, *, has_diagnosed: bool) -> bool:
     """Whether this case's model answer is hidden from the user right now."""
     return answers_blinded(user) and not has_diagnosed
+
+
+def second_factor_required(user: User) -> bool:
+    """Whether the user must pass a second factor before any page or endpoint works:
+    reviewers and administrators always, everyone when the site says so. A clinician who
+    turned it on is asked for it too (the login knows they have a device)."""
+    return user.is_reviewer or user.is_admin or settings.SECOND_FACTOR_REQUIRED_FOR_ALL
+
+
+def second_factor_optional(user: User) -> bool:
+    """Whether the user may turn the second factor off again."""
+    return not second_factor_required(user)

@@ -16,7 +16,11 @@ def user_create(
     password: str | None = None,
     email: str = "",
 ) -> tuple[User, str]:
-    """Create a user in the given teams (created when missing); return it and its password."""
+    """Create a user in the given teams (created when missing); return it and its password.
+
+    A given password must pass AUTH_PASSWORD_VALIDATORS (ValidationError otherwise); without
+    one a random password is made.
+    """
     if role not in Role.values:
         raise ValueError(f"unknown role {role!r}; choose one of {', '.join(Role.values)}")
     password = password or secrets.token_urlsafe(12)

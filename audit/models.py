@@ -17,6 +17,18 @@ class AuditEvent(models.Model):
         EVALUATE = "evaluate", "Evaluated"
         EXPORT = "export", "Exported"
         WITHDRAW = "withdraw", "Withdrawn"
+        LOGIN = "login", "Logged in"
+        LOGOUT = "logout", "Logged out"
+        LOGIN_FAILED = "login_failed", "Login failed"
+        LOCKOUT = "lockout", "Locked out"
+        UNLOCK = "unlock", "Unlocked"
+        TOKEN_CREATE = "token_create", "API token created"
+        TOKEN_REVOKE = "token_revoke", "API token revoked"
+        TOKEN_EXPIRE = "token_expire", "API token expired"
+        MFA_ENROL = "mfa_enrol", "Second factor enrolled"
+        MFA_VERIFY = "mfa_verify", "Second factor used"
+        MFA_FAIL = "mfa_fail", "Second factor failed"
+        MFA_RESET = "mfa_reset", "Second factor reset"
 
     # Who looked at or took a copy of a record: kept, but not part of a case's clinical story.
     ACCESS_ACTIONS = (Action.VIEW, Action.DOWNLOAD, Action.EXPORT)

@@ -28,3 +28,18 @@ def audit_record(
         case=case,
         detail=detail or {},
     )
+
+
+def audit_record_about_name(
+    *, actor, action: str, target_type: str, name: str, target_id: str = "", detail: dict
+) -> AuditEvent:
+    """Append an event about something known only by name: a login attempt under a
+    username that may belong to nobody, an address that was locked out."""
+    return AuditEvent.objects.create(
+        actor=known_actor(actor),
+        action=action,
+        target_type=target_type,
+        target_id=target_id,
+        target_repr=name[:255],
+        detail=detail,
+    )

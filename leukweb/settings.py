@@ -7,6 +7,7 @@ CELERY_BROKER_URL or REDIS_URL. Every variable is listed in README.md.
 
 import os
 import secrets
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -90,12 +91,18 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
-    "rest_framework.authtoken",
+    # Sign-in libraries, named for the Django admin in authentication.apps.
+    "authentication.apps.ApiTokensConfig",
+    "django_otp",
+    "authentication.apps.TwoStepVerificationConfig",
+    "django_otp.plugins.otp_static",
+    "authentication.apps.LockoutsConfig",
     "django_filters",
     "drf_spectacular",
     # In the order of docs/architecture.md: each app imports only those above it.
     "accounts",
     "audit",
+    "authentication",
     "cases",
     "inference",
     "reviews",
@@ -111,10 +118,15 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django_otp.middleware.OTPMiddleware",
     "accounts.middleware.LoginRequiredMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
+    "authentication.middleware.SessionTimeoutMiddleware",
+    "authentication.middleware.SecondFactorMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "leukweb.middleware.StoreUnavailableMiddleware",
+    # Last, as django-axes asks: turns a locked-out login into the lockout page.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "leukweb.urls"
@@ -131,6 +143,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "authentication.context_processors.session_timeout",
             ],
         },
     },
@@ -156,12 +169,55 @@ LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "/"
 LOGOUT_REDIRECT_URL = "login"
 
+# Every path that sets a password runs these (the user manager too, so commands do).
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
-    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {
+        "NAME": "django.contrib.auth.password_validation.MinimumLengthValidator",
+        "OPTIONS": {"min_length": envint("PASSWORD_MIN_LENGTH", "12")},
+    },
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
+# Argon2 for every new or changed password; older hashes are upgraded at the next login.
+PASSWORD_HASHERS = [
+    "django.contrib.auth.hashers.Argon2PasswordHasher",
+    "django.contrib.auth.hashers.PBKDF2PasswordHasher",
+    "django.contrib.auth.hashers.PBKDF2SHA1PasswordHasher",
+    "django.contrib.auth.hashers.ScryptPasswordHasher",
+]
+# django-axes refuses a locked-out login before the password is even checked.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+
+# Sessions on shared ward computers: they end with the browser, after SESSION_IDLE_TIMEOUT
+# seconds without a request from the person (background refreshes do not count), and
+# SESSION_ABSOLUTE_TIMEOUT seconds after the login whatever happens.
+SESSION_EXPIRE_AT_BROWSER_CLOSE = True
+SESSION_IDLE_TIMEOUT = envint("SESSION_IDLE_TIMEOUT", "1800")
+SESSION_ABSOLUTE_TIMEOUT = envint("SESSION_ABSOLUTE_TIMEOUT", "43200")
+SESSION_COOKIE_AGE = SESSION_ABSOLUTE_TIMEOUT
+
+# Second factor (TOTP with recovery codes): reviewers and administrators always, everyone
+# with SECOND_FACTOR_REQUIRED_FOR_ALL, and clinicians who turned it on.
+SECOND_FACTOR_REQUIRED_FOR_ALL = envbool("SECOND_FACTOR_REQUIRED_FOR_ALL", "False")
+OTP_TOTP_ISSUER = env("SECOND_FACTOR_ISSUER", "LeukWeb")
+RECOVERY_CODES = 10
+
+# Lockout after LOGIN_FAILURE_LIMIT failed logins within LOGIN_COOLOFF_MINUTES, for that
+# username and, separately, for that address (LOGIN_LOCKOUT_BY), on every login path.
+AXES_FAILURE_LIMIT = envint("LOGIN_FAILURE_LIMIT", "5")
+AXES_COOLOFF_TIME = timedelta(minutes=envint("LOGIN_COOLOFF_MINUTES", "15"))
+AXES_LOCKOUT_PARAMETERS = envlist("LOGIN_LOCKOUT_BY", "username,ip_address")
+if not AXES_LOCKOUT_PARAMETERS or set(AXES_LOCKOUT_PARAMETERS) - {"username", "ip_address"}:
+    raise ImproperlyConfigured("LOGIN_LOCKOUT_BY takes username, ip_address or both")
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_CALLABLE = "authentication.views.lockout_response"
+# Logins are in the audit log; the admin lists lockouts through the authentication app.
+AXES_DISABLE_ACCESS_LOG = True
+AXES_ENABLE_ADMIN = False
 
 LANGUAGE_CODE = "en-gb"
 # Dates and times in one format everywhere (leukweb/formats): "2026-12-01 18:58 UTC".
@@ -275,6 +331,15 @@ else:
     CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
     _default_backend = CELERY_BROKER_URL
 CELERY_RESULT_BACKEND = env("CELERY_RESULT_BACKEND", _default_backend)
+# API throttle counters, shared by every web process: Redis when there is one.
+CACHES = {
+    "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}
+    if REDIS_URL
+    else {
+        "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+        "LOCATION": VAR_DIR / "cache",
+    }
+}
 CELERY_RESULT_EXPIRES = 3600
 CELERY_TASK_DEFAULT_QUEUE = env("CELERY_QUEUE", "leukweb")
 # Grad-CAM needs TensorFlow, which the analysis workers do not load: its task has a queue
@@ -307,6 +372,8 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": envint("INFERENCE_SWEEP_EVERY", "120"),
         "kwargs": {"older_than_s": INFERENCE_STALE_AFTER},
     },
+    # Expired API tokens are deleted (and audited) even when nobody presents them again.
+    "authentication-tokens-expire": {"task": "authentication.tokens_expire", "schedule": 3600},
 }
 # A worker is considered alive when it wrote a heartbeat this recently (seconds).
 WORKER_HEARTBEAT_INTERVAL = envint("WORKER_HEARTBEAT_INTERVAL", "10")
@@ -324,9 +391,20 @@ REST_FRAMEWORK = {
     # Token first: an anonymous request then gets 401 with a "WWW-Authenticate: Token"
     # challenge (session authentication has no challenge to send, so DRF would say 403).
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.TokenAuthentication",
-        "rest_framework.authentication.SessionAuthentication",
+        "authentication.api.ExpiringTokenAuthentication",
+        "authentication.api.VerifiedSessionAuthentication",
     ],
+    # 429 with Retry-After past these rates: the token endpoint per address, writes and
+    # uploads per user (a view opts into "uploads" with throttle_scope).
+    "DEFAULT_THROTTLE_CLASSES": [
+        "leukweb.api.throttles.WriteRateThrottle",
+        "leukweb.api.throttles.UploadRateThrottle",
+    ],
+    "DEFAULT_THROTTLE_RATES": {
+        "token": env("API_THROTTLE_TOKEN", "10/minute"),
+        "writes": env("API_THROTTLE_WRITES", "120/minute"),
+        "uploads": env("API_THROTTLE_UPLOADS", "30/minute"),
+    },
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
@@ -335,6 +413,15 @@ REST_FRAMEWORK = {
     # One JSON shape for every error: {"error": {"status", "code", "message", "fields"}}.
     "EXCEPTION_HANDLER": "leukweb.api.errors.api_exception_handler",
 }
+# API tokens (django-rest-knox): only a hash is stored; each expires API_TOKEN_HOURS after
+# it was made and is revoked on logout, password, role or second-factor change.
+REST_KNOX = {
+    "TOKEN_TTL": timedelta(hours=envint("API_TOKEN_HOURS", "8")),
+    "AUTO_REFRESH": False,
+    # Recognisable to secret scanners, and the prefix shown on the tokens page.
+    "TOKEN_PREFIX": "lw_",
+}
+
 SPECTACULAR_SETTINGS = {
     "TITLE": "LeukWeb API",
     "DESCRIPTION": "Patients, cases, smear images and CNN predictions.",
@@ -351,5 +438,6 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env("LOG_LEVEL", "INFO")},
-    "loggers": {"django.db.backends": {"level": "WARNING"}},
+    # django-axes says at INFO that it started, in every command's output.
+    "loggers": {"django.db.backends": {"level": "WARNING"}, "axes": {"level": "WARNING"}},
 }

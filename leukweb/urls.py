@@ -2,6 +2,8 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path, re_path
 
+from authentication import views as authentication_views
+from authentication.middleware import second_factor_exempt
 from leukweb import views
 from leukweb.api.errors import api_not_found
 
@@ -10,8 +12,11 @@ admin.site.site_header = "LeukWeb administration"
 urlpatterns = [
     path("", views.home, name="home"),
     path("healthz", views.healthz, name="healthz"),
-    path("login/", auth_views.LoginView.as_view(redirect_authenticated_user=True), name="login"),
-    path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("login/", authentication_views.LoginView.as_view(), name="login"),
+    path("logout/", second_factor_exempt(auth_views.LogoutView.as_view()), name="logout"),
+    path("", include("authentication.urls")),
+    # Before the admin's own: its login would skip the second factor.
+    path("admin/login/", authentication_views.admin_login, name="admin-login"),
     path("admin/", admin.site.urls),
     path("api/", include("leukweb.api.urls")),
     path("", include("clinic.urls")),

@@ -6,14 +6,27 @@ import os
 import shutil
 
 import pytest
+from django.core.cache import cache
+from django_otp import DEVICE_ID_SESSION_KEY
+from rest_framework.test import APIClient
 
+from accounts import policies
 from accounts.models import Role, Team
 from accounts.services import user_create
 from cases import services
 from cases.models import Case, Patient
 from inference import dispatch
 from inference.services import analysis
-from tests.helpers import as_uploads, colour_images, package, smear_bytes, trained_tiny_model
+from tests.factories import authenticator_for
+from tests.helpers import (
+    as_uploads,
+    colour_images,
+    package,
+    persona_password,
+    smear_bytes,
+    totp_code,
+    trained_tiny_model,
+)
 from tests.objectstore import MotoServer, object_store_open
 
 # TensorFlow's C++ start-up messages say nothing a test reader needs.
@@ -36,6 +49,12 @@ def _storages_in_tmp(settings, tmp_path):
     }
 
 
+@pytest.fixture(autouse=True)
+def _throttles_reset():
+    """API throttle counters (a per-process cache in tests) start at zero in every test."""
+    cache.clear()
+
+
 @pytest.fixture(scope="session")
 def moto_server(tmp_path_factory):
     """A real S3-protocol server (moto's standalone one) on loopback, for the whole session."""
@@ -54,7 +73,10 @@ def object_store(moto_server, settings, monkeypatch):
 
 
 def _persona(username: str, role: str, teams: list[str]):
-    user, _ = user_create(username=username, role=role, teams=teams, password="pw-" + username)
+    """A user made as the product makes them; the password is persona_password(username)."""
+    user, _ = user_create(
+        username=username, role=role, teams=teams, password=persona_password(username)
+    )
     return user
 
 
@@ -91,13 +113,38 @@ def persona(db):
 
 @pytest.fixture
 def client_for(client):
-    """Log a test client in as the given user: `client_for(alice).get(...)`."""
+    """Log a test client in as the given user: `client_for(alice).get(...)`. A reviewer's
+    or administrator's session has passed its second factor (an authenticator is made for
+    them), as after a real login; ``verified=False`` stops after the password."""
 
-    def login(user):
+    def login(user, *, verified: bool = True):
         client.force_login(user)
+        if verified and policies.second_factor_required(user):
+            session = client.session
+            session[DEVICE_ID_SESSION_KEY] = authenticator_for(user).persistent_id
+            session.save()
         return client
 
     return login
+
+
+@pytest.fixture
+def api_for(db):
+    """An API client holding a real token for the user, obtained from the token endpoint
+    like an external program would (with a one-time code when the user needs one):
+    `api_for(alice).get("/api/cases/")`. Users must come from the persona fixtures."""
+
+    def token_client(user) -> APIClient:
+        client = APIClient()
+        data = {"username": user.username, "password": persona_password(user.username)}
+        if policies.second_factor_required(user):
+            data["code"] = totp_code(authenticator_for(user))
+        response = client.post("/api/auth/token/", data)
+        assert response.status_code == 200, response.content
+        client.credentials(HTTP_AUTHORIZATION=f"Token {response.json()['token']}")
+        return client
+
+    return token_client
 
 
 @pytest.fixture

@@ -9,10 +9,12 @@ from datetime import timedelta
 import factory
 from django.core.files.base import ContentFile
 from django.utils import timezone
+from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from accounts.models import Role, Team, User
 from cases.models import Case, Patient, SmearImage
 from inference.models import CaseResult, ModelVersion, Prediction
+from tests.helpers import persona_password
 
 SUBTYPES = ["ALL", "AML", "CLL", "CML"]
 
@@ -34,7 +36,7 @@ class TeamFactory(factory.django.DjangoModelFactory[Team]):
 class UserFactory(factory.django.DjangoModelFactory[User]):
     """A user with a role; ``teams=["Team A"]`` names teams, created when missing.
 
-    The password is "pw-<username>" unless given.
+    The password is persona_password(username) unless given.
     """
 
     class Meta:
@@ -46,7 +48,7 @@ class UserFactory(factory.django.DjangoModelFactory[User]):
     role = Role.CLINICIAN
     is_superuser = factory.LazyAttribute(lambda o: o.role == Role.ADMIN)
     password = factory.PostGeneration(
-        lambda user, create, value: user.set_password(value or f"pw-{user.username}")
+        lambda user, create, value: user.set_password(value or persona_password(user.username))
     )
 
     # factory_boy calls this with the user it built, not with the factory.
@@ -55,6 +57,12 @@ class UserFactory(factory.django.DjangoModelFactory[User]):
         user.save()
         if names:
             user.teams.set([TeamFactory.create(name=name) for name in names])
+
+
+def authenticator_for(user: User) -> TOTPDevice:
+    """The user's confirmed authenticator app, made when they have none (as if enrolled)."""
+    device = TOTPDevice.objects.filter(user=user, confirmed=True).first()
+    return device or TOTPDevice.objects.create(user=user, name="test phone", confirmed=True)
 
 
 class PatientFactory(factory.django.DjangoModelFactory[Patient]):

@@ -10,6 +10,7 @@ import socket
 import struct
 import subprocess
 import sys
+import time
 import zlib
 from pathlib import Path
 
@@ -25,6 +26,26 @@ BCCD_IMAGES = DATA_ROOT / "bccd-smears" / "images"
 # The classes and input size of the tiny test artifacts.
 TINY_CLASSES = ["healthy", "ALL", "AML", "CLL", "CML"]
 TINY_SIZE = 32
+
+
+def persona_password(username: str) -> str:
+    """The password of a test persona: long enough for the password rules."""
+    return f"{username}-wardround-2026"
+
+
+def totp_code(device) -> str:
+    """The code an authenticator app shows now for this django-otp TOTP device; the next
+    step's when this one was used already (the server takes each step once and allows one
+    step of drift), waiting for the clock when even that one was used."""
+    from django_otp.oath import hotp
+
+    device.refresh_from_db()
+    now = (int(time.time()) - device.t0) // device.step + device.drift
+    t = max(now, device.last_t + 1)
+    if t > now + device.tolerance:
+        ready = (t - device.tolerance - device.drift) * device.step + device.t0
+        time.sleep(max(0.0, ready - time.time()) + 0.1)
+    return f"{hotp(device.bin_key, t, device.digits):0{device.digits}d}"
 
 
 def free_port() -> int:

@@ -146,6 +146,8 @@ def _case_context(user, cases) -> dict:
 class CaseViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
     # Only for the schema's benefit: every request's queryset comes from selectors.
     queryset = Case.objects.none()
+    # No rate of its own but that of writes; the upload action names its own.
+    throttle_scope = ""
     lookup_value_regex = r"[0-9]+"
     serializer_class = CaseSerializer
     filterset_class = CaseFilter
@@ -243,6 +245,8 @@ class CaseViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
         methods=["get", "post"],
         parser_classes=[MultiPartParser, FormParser],
         pagination_class=None,
+        # Uploads have a rate of their own (API_THROTTLE_UPLOADS), besides that of writes.
+        throttle_scope="uploads",
     )
     def images(self, request: Request, pk: str) -> Response:
         if request.method == "GET":

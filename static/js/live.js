@@ -8,9 +8,16 @@
     var delay = 3000;
 
     function poll() {
-      var asked = { headers: { Accept: "application/json" }, credentials: "same-origin" };
+      // X-Live-Refresh: a refresh is not the person doing something, so it does not keep
+      // an idle session alive; once the session has timed out (401) the page reloads and
+      // that navigation lands on the login page, which says why.
+      var asked = {
+        headers: { Accept: "application/json", "X-Live-Refresh": "1" },
+        credentials: "same-origin",
+      };
       fetch(element.dataset.liveUrl, asked)
         .then(function (response) {
+          if (response.status === 401) { window.location.reload(); return new Promise(function () {}); }
           if (!response.ok) { throw new Error("status " + response.status); }
           return response.json();
         })

@@ -15,22 +15,43 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.helpers import REPO_ROOT, free_port, generated_set, package
 
-PASSWORDS = {"alice": "alice-pass-1", "bob": "bob-pass-1", "charlie": "charlie-pass-1"}
-PASSWORDS["admin"] = "admin-pass-1"
+PASSWORDS = {name: f"{name}-ward-round-7" for name in ("alice", "bob", "charlie", "admin")}
+# The reviewer's and the administrator's authenticator apps, as if they had enrolled.
+AUTHENTICATOR_KEYS = {"bob": "3132333435363738393031323334353637383930", "admin": "a1" * 20}
 PERSONAS = """
+from django_otp.plugins.otp_totp.models import TOTPDevice
 from accounts.models import Role
 from accounts.services import user_create
 for name, role, teams in [("alice", Role.CLINICIAN, ["Team A"]), ("bob", Role.REVIEWER, ["Team A"]),
                           ("charlie", Role.CLINICIAN, ["Team B"]), ("admin", Role.ADMIN, [])]:
-    user_create(username=name, role=role, teams=teams, password=PASSWORDS[name])
+    user, _ = user_create(username=name, role=role, teams=teams, password=PASSWORDS[name])
+    if name in KEYS:
+        TOTPDevice.objects.create(user=user, name="phone", key=KEYS[name], confirmed=True)
 """
+# The time step each persona's last code was for: the server takes a step only once.
+_USED_STEPS: dict[str, int] = {}
+
+
+def one_time_code(username: str) -> str:
+    """What the persona's authenticator app shows: the current step's code, or the next
+    one's (the server allows a step of drift) when this one was used, waiting if need be."""
+    from django_otp.oath import hotp
+
+    now = int(time.time()) // 30
+    step = max(now, _USED_STEPS.get(username, -1) + 1)
+    if step > now + 1:
+        time.sleep((step - 1) * 30 - time.time() + 0.2)
+    _USED_STEPS[username] = step
+    return f"{hotp(bytes.fromhex(AUTHENTICATOR_KEYS[username]), step):06d}"
+
+
 FAILURES = REPO_ROOT / "var" / "browser-failures"
 
 
@@ -57,12 +78,14 @@ def _wait_for(url: str, *, status: int, timeout: float) -> None:
 class LiveApp(str):
     """The base URL of the running app, which also knows where serve logs."""
 
-    def __new__(cls, url: str, log: Path) -> LiveApp:
+    def __new__(cls, url: str, log: Path, manage) -> LiveApp:
         app = super().__new__(cls, url)
         app.log = log
+        app.manage = manage
         return app
 
     log: Path
+    manage: Callable[..., subprocess.CompletedProcess]
 
 
 @pytest.fixture(scope="session")
@@ -89,7 +112,7 @@ def live_app(tmp_path_factory) -> Iterator[LiveApp]:
         )  # fmt: skip
 
     manage("migrate", "--noinput")
-    manage("shell", "-c", f"PASSWORDS = {PASSWORDS!r}\n{PERSONAS}")
+    manage("shell", "-c", f"PASSWORDS = {PASSWORDS!r}\nKEYS = {AUTHENTICATOR_KEYS!r}\n{PERSONAS}")
     artifact = package(var / "artifacts", version="1", seed=3, name="browser-tiny")
     manage("import_model", str(artifact), "--deploy", "--reason", "browser tests")
     # A labelled set for local evaluations (EVALUATION_DATA_ROOT defaults to VAR_DIR's).
@@ -106,7 +129,7 @@ def live_app(tmp_path_factory) -> Iterator[LiveApp]:
     base = f"http://127.0.0.1:{port}"
     try:
         _wait_for(f"{base}/healthz", status=200, timeout=90)
-        yield LiveApp(base, var / "serve.log")
+        yield LiveApp(base, var / "serve.log", manage)
     finally:
         serve.send_signal(signal.SIGINT)
         try:
@@ -180,7 +203,8 @@ def open_page(browser, live_app, request):
 @pytest.fixture
 def login(open_page):
     """``login("alice")``: a page of a fresh browser, logged in as that persona (a laptop's
-    screen unless ``width`` and ``height`` say otherwise)."""
+    screen unless ``width`` and ``height`` say otherwise), with the code from the persona's
+    authenticator app when they have one."""
 
     def as_user(username: str, **screen: int):
         page = open_page(**screen)
@@ -188,6 +212,10 @@ def login(open_page):
         page.fill("#id_username", username)
         page.fill("#id_password", PASSWORDS[username])
         page.click("button[type=submit]")
+        if username in AUTHENTICATOR_KEYS:
+            page.wait_for_url("**/login/verify/**")
+            page.fill("#id_code", one_time_code(username))
+            page.click("button[type=submit]")
         page.wait_for_url("**/cases/")
         return page
 

@@ -12,13 +12,9 @@ from tests.helpers import smear_bytes, upload
 
 
 @pytest.fixture
-def api(alice):
+def api(api_for, alice):
     """A client that authenticates like an external program: token from the token endpoint."""
-    client = APIClient()
-    response = client.post("/api/auth/token/", {"username": "alice", "password": "pw-alice"})
-    assert response.status_code == HTTPStatus.OK
-    client.credentials(HTTP_AUTHORIZATION=f"Token {response.json()['token']}")
-    return client
+    return api_for(alice)
 
 
 @pytest.fixture
@@ -162,9 +158,8 @@ def test_a_wrong_token_is_refused_with_a_challenge(alice_case):
     assert response.json()["error"]["code"] == "authentication_failed"
 
 
-def test_charlie_cannot_reach_team_a_records_through_the_api(client_for, charlie, alice_case):
-    client = APIClient()
-    client.force_authenticate(charlie)
+def test_charlie_cannot_reach_team_a_records_through_the_api(api_for, charlie, alice_case):
+    client = api_for(charlie)
     image = alice_case.images.first()
     for url in (
         f"/api/cases/{alice_case.pk}/",
@@ -180,9 +175,8 @@ def test_charlie_cannot_reach_team_a_records_through_the_api(client_for, charlie
     assert created.json()["error"]["fields"] == {"patient": ["No such patient."]}
 
 
-def test_bob_reads_but_cannot_change_team_a_cases(bob, alice_case):
-    client = APIClient()
-    client.force_authenticate(bob)
+def test_bob_reads_but_cannot_change_team_a_cases(api_for, bob, alice_case):
+    client = api_for(bob)
     assert client.get(f"/api/cases/{alice_case.pk}/").status_code == HTTPStatus.OK
     response = client.patch(f"/api/cases/{alice_case.pk}/", {"stain": "giemsa"}, format="json")
     assert response.status_code == HTTPStatus.FORBIDDEN

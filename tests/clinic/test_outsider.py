@@ -28,6 +28,8 @@ PARAMETERS = {
     "action": "deploy",
     "change": "deploy",
     "url": "anything/",
+    # An API token's prefix (the account page's revoke button).
+    "prefix": "lw_0123456789ab",
 }
 REFUSED = {HTTPStatus.NOT_FOUND, HTTPStatus.FORBIDDEN, HTTPStatus.UNAUTHORIZED}
 

@@ -4,7 +4,6 @@ from http import HTTPStatus
 
 import pytest
 from django.urls import reverse
-from rest_framework.test import APIClient
 
 from audit.models import AuditEvent
 from cases import services
@@ -19,12 +18,6 @@ def alice_draft(alice, alice_patient) -> Case:
         patient=alice_patient,
         uploads=as_uploads(("smear-1.jpg", smear_bytes(0)), ("smear-2.jpg", smear_bytes(1))),
     )
-
-
-def api_for(user) -> APIClient:
-    client = APIClient()
-    client.force_authenticate(user)
-    return client
 
 
 def test_the_draft_page_offers_withdrawal_with_a_confirmation(client_for, alice, alice_draft):
@@ -120,7 +113,7 @@ def test_the_history_hides_access_events_unless_asked(client_for, alice, alice_d
     assert b"Clinical events only" in everything.content
 
 
-def test_the_api_withdraws_an_image_then_the_case(alice, alice_draft):
+def test_the_api_withdraws_an_image_then_the_case(api_for, alice, alice_draft):
     api = api_for(alice)
     first, second = alice_draft.images.all()
     response = api.post(f"/api/images/{first.pk}/withdraw/")
@@ -135,22 +128,25 @@ def test_the_api_withdraws_an_image_then_the_case(alice, alice_draft):
     assert api.get("/api/cases/").json()["count"] == 0
 
 
-def test_the_api_refuses_after_submission_and_keeps_access_rules(alice, bob, charlie, alice_case):
+def test_the_api_refuses_after_submission_and_keeps_access_rules(
+    api_for, alice, bob, charlie, alice_case
+):
+    as_alice, as_bob, as_charlie = api_for(alice), api_for(bob), api_for(charlie)
     image = alice_case.images.first()
     assert image is not None
-    refused = api_for(alice).post(f"/api/images/{image.pk}/withdraw/")
+    refused = as_alice.post(f"/api/images/{image.pk}/withdraw/")
     assert refused.status_code == HTTPStatus.BAD_REQUEST
     assert "once analysis has started" in refused.json()["error"]["message"]
     case_url = f"/api/cases/{alice_case.pk}/withdraw/"
-    assert api_for(alice).post(case_url).status_code == HTTPStatus.BAD_REQUEST
-    assert api_for(charlie).post(case_url).status_code == HTTPStatus.NOT_FOUND
-    assert api_for(bob).post(case_url).status_code == HTTPStatus.FORBIDDEN
+    assert as_alice.post(case_url).status_code == HTTPStatus.BAD_REQUEST
+    assert as_charlie.post(case_url).status_code == HTTPStatus.NOT_FOUND
+    assert as_bob.post(case_url).status_code == HTTPStatus.FORBIDDEN
     image_url = f"/api/images/{image.pk}/withdraw/"
-    assert api_for(charlie).post(image_url).status_code == HTTPStatus.NOT_FOUND
-    assert api_for(bob).post(image_url).status_code == HTTPStatus.FORBIDDEN
+    assert as_charlie.post(image_url).status_code == HTTPStatus.NOT_FOUND
+    assert as_bob.post(image_url).status_code == HTTPStatus.FORBIDDEN
 
 
-def test_the_schema_documents_both_withdrawals(alice):
+def test_the_schema_documents_both_withdrawals(api_for, alice):
     paths = api_for(alice).get("/api/schema/", {"format": "json"}).json()["paths"]
     for path in ("/api/images/{id}/withdraw/", "/api/cases/{id}/withdraw/"):
         post = paths[path]["post"]

@@ -11,6 +11,7 @@ from accounts.models import Role, User
 from inference import health
 from inference.models import ModelVersion, WorkerHeartbeat
 from leukweb.celery import app as celery_app
+from tests.helpers import persona_password
 
 # The API's documentation and schema hold no patient data: how to call it, for anyone.
 PUBLIC = {"login/", "healthz", "admin/login/", "api/docs/", "api/schema/"}
@@ -57,7 +58,7 @@ def test_an_anonymous_visitor_gets_nothing_but_the_login_page(client, path):
 
 @pytest.mark.django_db
 def test_a_user_logs_in_with_username_and_password(client, alice):
-    response = client.post("/login/", {"username": "alice", "password": "pw-alice"})
+    response = client.post("/login/", {"username": "alice", "password": persona_password("alice")})
     assert response.status_code == HTTPStatus.FOUND
     assert client.get("/", follow=True).status_code == HTTPStatus.OK
 
@@ -154,7 +155,7 @@ def test_times_read_the_same_with_their_zone_on_pages_and_in_the_admin(client_fo
     from audit.services import audit_record
 
     audit_record(actor=admin_user, action=AuditEvent.Action.VIEW, target=admin_user)
-    event = AuditEvent.objects.get()
+    event = AuditEvent.objects.get(action=AuditEvent.Action.VIEW)
     shown = event.created.strftime("%Y-%m-%d %H:%M") + " UTC"
     admin_page = client_for(admin_user).get("/admin/audit/auditevent/").content.decode()
     assert shown in admin_page and "p.m." not in admin_page and "a.m." not in admin_page

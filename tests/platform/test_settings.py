@@ -66,6 +66,9 @@ def test_production_urls_come_from_the_environment():
         ({"DATABASE_URL": PRODUCTION_DB, "SECRET_KEY": "x" * 50}, "ALLOWED_HOSTS"),
         ({"DEBUG": "False", "SECRET_KEY": "short", "ALLOWED_HOSTS": "example.org"}, "SECRET_KEY"),
         ({"DEBUG": "yes"}, "DEBUG must be True or False"),
+        ({"LOGIN_LOCKOUT_BY": "user"}, "LOGIN_LOCKOUT_BY takes username"),
+        ({"SECOND_FACTOR_REQUIRED_FOR_ALL": "yes"}, "must be True or False"),
+        ({"SESSION_IDLE_TIMEOUT": "30m"}, "SESSION_IDLE_TIMEOUT must be an integer"),
     ],
 )
 def test_it_refuses_to_start_with_unsafe_or_invalid_settings(env, message):

@@ -1,5 +1,6 @@
 import getpass
 
+from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
 from accounts.models import Role, User
@@ -21,13 +22,21 @@ class Command(BaseCommand):
     def handle(self, *args, username, role, team, email, prompt_password, **options):
         if User.objects.filter(username=username).exists():
             raise CommandError(f"user {username!r} already exists")
-        password = getpass.getpass("Password: ") if prompt_password else None
+        password = None
+        if prompt_password:
+            password = getpass.getpass("Password: ")
+            if getpass.getpass("Password (again): ") != password:
+                raise CommandError("the two passwords differ; nothing was created")
         try:
             user, password = user_create(
                 username=username, role=role, teams=team, email=email, password=password
             )
         except ValueError as exc:
             raise CommandError(str(exc)) from exc
+        except ValidationError as exc:
+            raise CommandError(
+                "password refused, nothing was created: " + " ".join(exc.messages)
+            ) from exc
         teams = ", ".join(t.name for t in user.teams.all()) or "no team"
         self.stdout.write(f"created {user.username} ({user.role}; {teams})")
         if not prompt_password:
