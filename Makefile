@@ -20,6 +20,7 @@ $(STAMP): $(LOCK)
 
 setup: $(STAMP)
 	$(BIN)/python manage.py migrate --noinput
+	$(BIN)/python manage.py export_onnx
 	$(BIN)/python manage.py ensure_demo_users
 	$(BIN)/python manage.py ensure_demo_model
 
@@ -56,11 +57,15 @@ test-faults: $(STAMP)
 	timeout 600 $(BIN)/pytest -m faults tests/faults
 
 # After changing a dependency in pyproject.toml: pin everything again, with hashes.
-# production.txt (the Docker images) holds the same versions, less the dev tools.
+# dev.txt holds every role's extra and the dev tools; web.txt, worker.txt and heatmaps.txt
+# (one Docker image each) hold the same versions, each only what its role needs.
+ROLES := web worker heatmaps
 lock: $(STAMP)
-	$(BIN)/uv pip compile pyproject.toml --extra dev $(RESOLVE) -o requirements/dev.txt
-	$(BIN)/uv pip compile pyproject.toml $(RESOLVE) -c requirements/dev.txt \
-		-o requirements/production.txt
+	$(BIN)/uv pip compile pyproject.toml --all-extras $(RESOLVE) -o requirements/dev.txt
+	for role in $(ROLES); do \
+		$(BIN)/uv pip compile pyproject.toml --extra $$role $(RESOLVE) \
+			-c requirements/dev.txt -o requirements/$$role.txt || exit 1; \
+	done
 
 clean-var:
 	rm -rf var

@@ -11,6 +11,7 @@ REGISTRY_EVENTS = {
     "rollback": "Roll back",
     "shadow": "Set as shadow",
     "retire": "Retire",
+    "variant": "Choose variant",
 }
 
 

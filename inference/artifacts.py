@@ -4,6 +4,9 @@ Artifacts are written and read only through Django's storage API, so workers on 
 machines can share them through object storage by configuration alone. TensorFlow needs
 a local folder, so each machine keeps a copy per content hash under VAR_DIR/model-cache:
 a hash names exactly one set of bytes, so a copy never goes stale.
+
+Analysis workers load the version's ONNX graph with ONNX Runtime (``predictor_for``,
+no TensorFlow); heatmap workers load its Keras model (``heatmap_model_for``).
 """
 
 from __future__ import annotations
@@ -109,20 +112,39 @@ def local_artifact(model_version: ModelVersion) -> Path:
     return folder
 
 
-def predictor_for(model_version: ModelVersion):
-    """This process's warmed-up Predictor for a version (TensorFlow is imported here, late).
-
-    A local copy that fails verification is fetched again once: the storage's copy is the
-    truth, and a damaged cache must not take a worker out of service.
-    """
+def _cached(model_version: ModelVersion, load):
+    """``load(fetch)`` on the local copy; a copy that fails verification is fetched again
+    once: the storage's copy is the truth, and a damaged cache must not take a worker out
+    of service."""
     from runtime.artifact import ArtifactError
-    from runtime.predictor import cached_predictor
 
     def fetch() -> Path:
         return local_artifact(model_version)
 
     try:
-        return cached_predictor(model_version.content_hash, fetch)
+        return load(fetch)
     except ArtifactError:
         shutil.rmtree(cache_root() / model_version.content_hash.removeprefix("sha256:"), True)
-        return cached_predictor(model_version.content_hash, fetch)
+        return load(fetch)
+
+
+def predictor_for(model_version: ModelVersion):
+    """This process's warmed-up ONNX Runtime Predictor for a version, in the variant its
+    registry record names (ONNX Runtime is imported here, late)."""
+    from runtime.predictor import cached_predictor
+
+    return _cached(
+        model_version,
+        lambda fetch: cached_predictor(
+            model_version.content_hash, fetch, variant=model_version.variant
+        ),
+    )
+
+
+def heatmap_model_for(model_version: ModelVersion):
+    """This process's Keras model with Grad-CAM for a version (TensorFlow is imported here)."""
+    from runtime.heatmaps import cached_heatmap_model
+
+    return _cached(
+        model_version, lambda fetch: cached_heatmap_model(model_version.content_hash, fetch)
+    )

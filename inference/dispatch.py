@@ -1,5 +1,6 @@
 """Hand work to the workers: a case's analysis (when the cases app announces a
-submission) and a local evaluation (from the registry page)."""
+submission), its heatmaps (once its predictions are stored) and a local evaluation
+(from the registry page)."""
 
 import logging
 from datetime import timedelta
@@ -16,6 +17,7 @@ logger = logging.getLogger(__name__)
 
 ANALYSE_CASE_TASK = "inference.analyse_case"
 EVALUATE_MODEL_TASK = "inference.evaluate_model"
+MAKE_HEATMAPS_TASK = "inference.make_heatmaps"
 
 
 def case_analysis_request(case_id: int) -> bool:
@@ -25,6 +27,12 @@ def case_analysis_request(case_id: int) -> bool:
     the periodic sweep queues them again once the broker is back.
     """
     return _send(ANALYSE_CASE_TASK, case_id, "case %s; the sweep will retry")
+
+
+def case_heatmaps_request(case_id: int, model_version_id: int) -> bool:
+    """Queue the Grad-CAM overlays of a case's stored predictions on the heatmap queue;
+    False when the broker is down (the predictions stand, their heatmaps stay pending)."""
+    return _send(MAKE_HEATMAPS_TASK, case_id, "heatmaps of case %s", model_version_id)
 
 
 def model_evaluation_send(evaluation_id: int) -> bool:
@@ -69,12 +77,12 @@ def _case_analysis_queue(case_id: int) -> None:
         )
 
 
-def _send(task: str, pk: int, what: str) -> bool:
+def _send(task: str, pk: int, what: str, *more: int) -> bool:
     try:
         # No one waits for a task's return value: the database holds its outcome. Asking
         # for it would first subscribe this process to the result backend, which on a dead
         # Redis retries for 20 s before the send may fail: a web request would hang.
-        current_app.send_task(task, args=[pk], ignore_result=True)
+        current_app.send_task(task, args=[pk, *more], ignore_result=True)
     except Exception:
         logger.exception("could not queue " + what, pk)
         return False

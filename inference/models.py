@@ -11,6 +11,13 @@ class ModelVersionQuerySet(models.QuerySet["ModelVersion"]):
         return self.filter(status=ModelVersion.Status.SHADOW).first()
 
 
+class Variant(models.TextChoices):
+    """The ONNX graphs an artifact may carry: full precision, and the quantised one."""
+
+    FP32 = "fp32", "fp32"
+    INT8 = "int8", "int8 (quantised)"
+
+
 class ModelVersion(models.Model):
     """One imported, immutable model artifact and where it stands in the registry."""
 
@@ -30,6 +37,8 @@ class ModelVersion(models.Model):
     manifest = models.JSONField()
     report = models.JSONField(default=dict, blank=True)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.REGISTERED)
+    # Which of the artifact's ONNX graphs the analysis workers run; an admin's audited choice.
+    variant = models.CharField(max_length=8, choices=Variant.choices, default=Variant.FP32)
     imported_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
@@ -59,6 +68,15 @@ class ModelVersion(models.Model):
         return bool(self.manifest.get("synthetic"))
 
     @property
+    def int8(self) -> dict:
+        """The int8 variant's figures and verdict from the manifest ({} when none was made)."""
+        return dict(self.manifest.get("int8") or {})
+
+    @property
+    def int8_available(self) -> bool:
+        return self.int8.get("status") == "accepted"
+
+    @property
     def class_meanings(self) -> dict[str, str]:
         """What each of the model's labels means, as its manifest says (may be empty)."""
         meanings = (self.manifest.get("extra") or {}).get("class_meanings") or {}
@@ -82,6 +100,7 @@ class DeploymentEvent(models.Model):
         ROLLBACK = "rollback", "Roll back"
         SHADOW = "shadow", "Set as shadow"
         RETIRE = "retire", "Retire"
+        VARIANT = "variant", "Choose variant"
 
     model_version = models.ForeignKey(ModelVersion, on_delete=models.PROTECT, related_name="events")
     action = models.CharField(max_length=16, choices=Action.choices)

@@ -13,7 +13,7 @@ from django.db import InterfaceError, OperationalError
 from kombu.exceptions import OperationalError as BrokerError
 
 from inference import heartbeat
-from inference.services import analysis, evaluation, sweep
+from inference.services import analysis, evaluation, heatmaps, sweep
 
 # Worth retrying: the database, the storage or the broker may be back in a moment.
 # FileNotFoundError is an OSError too, but services turn it into a final FAILED first.
@@ -43,6 +43,26 @@ def analyse_case(self, case_id: int) -> dict:
     return asdict(
         analysis.case_analyse(case_id=case_id, worker_host=host, holder=claim_holder(self))
     )
+
+
+@shared_task(
+    name="inference.make_heatmaps",
+    bind=True,
+    ignore_result=True,
+    acks_late=True,
+    reject_on_worker_lost=True,
+    autoretry_for=TRANSIENT_ERRORS,
+    retry_backoff=2,
+    retry_backoff_max=120,
+    retry_jitter=True,
+    max_retries=8,
+)
+def make_heatmaps(self, case_id: int, model_version_id: int) -> dict:
+    """Grad-CAM overlays for a case's predictions by one version that have none yet.
+
+    Routed to the heatmap queue (leukweb.celery.task_route): only workers with
+    TensorFlow consume it."""
+    return asdict(heatmaps.case_heatmaps_make(case_id=case_id, model_version_id=model_version_id))
 
 
 @shared_task(

@@ -12,14 +12,18 @@ app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
 
 SWEEP_TASK = "inference.sweep_stale_images"
+HEATMAP_TASK = "inference.make_heatmaps"
 
 
 def task_route(name, args, kwargs, options, task=None, **kw):
-    """The sweep goes to its own queue (CELERY_SWEEP_QUEUE), everything else to the default."""
+    """The sweep and the heatmaps go to their own queues (CELERY_SWEEP_QUEUE,
+    CELERY_HEATMAP_QUEUE), everything else to the default."""
     from django.conf import settings
 
     if name == SWEEP_TASK:
         return {"queue": settings.CELERY_SWEEP_QUEUE}
+    if name == HEATMAP_TASK:
+        return {"queue": settings.CELERY_HEATMAP_QUEUE}
     return None
 
 

@@ -352,9 +352,12 @@ CACHES = {
 }
 CELERY_RESULT_EXPIRES = 3600
 CELERY_TASK_DEFAULT_QUEUE = env("CELERY_QUEUE", "leukweb")
-# The sweep has a queue of its own, so that a backlog of analyses cannot delay it; its
-# route reads this setting (leukweb.celery.task_route).
+# The sweep has a queue of its own, so that a backlog of analyses cannot delay it. Grad-CAM
+# needs TensorFlow, which the analysis workers do not load: its task has a queue of its
+# own too, consumed by heatmap workers (and by the embedded worker of `make run`). Both
+# routes read these settings (leukweb.celery.task_route).
 CELERY_SWEEP_QUEUE = env("CELERY_SWEEP_QUEUE", f"{CELERY_TASK_DEFAULT_QUEUE}-sweep")
+CELERY_HEATMAP_QUEUE = env("CELERY_HEATMAP_QUEUE", "heatmaps")
 CELERY_TASK_ROUTES = ("leukweb.celery.task_route",)
 # A task is acknowledged only once it has finished, so a killed worker's task is
 # delivered again; tasks are idempotent, which makes that safe.
@@ -406,7 +409,7 @@ WORKER_STALE_AFTER = envint("WORKER_STALE_AFTER", "15")
 # (extra.clinical_labels); "inconclusive" is always offered beside these.
 CLINICAL_DIAGNOSES = envlist("CLINICAL_DIAGNOSES", "healthy,ALL,AML,CLL,CML")
 
-# Grad-CAM overlays for reviewers, computed by the worker with each prediction.
+# Grad-CAM overlays for reviewers, made by a heatmap worker after the predictions.
 INFERENCE_HEATMAPS = envbool("INFERENCE_HEATMAPS", "True")
 
 REST_FRAMEWORK = {

@@ -20,6 +20,7 @@ finally:
 # Keep test messages away from a `make run` worker sharing the same broker.
 CELERY_TASK_DEFAULT_QUEUE = "leukweb-test"
 CELERY_SWEEP_QUEUE = "leukweb-test-sweep"
+CELERY_HEATMAP_QUEUE = "leukweb-test-heatmaps"
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 # Tests render pages without a collectstatic run (a deployment's manifest storage needs one).
 STORAGES = {

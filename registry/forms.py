@@ -2,6 +2,8 @@ from typing import cast
 
 from django import forms
 
+from inference.models import Variant
+
 
 class ReasonForm(forms.Form):
     reason = forms.CharField(
@@ -34,5 +36,14 @@ class EvaluationRequestForm(forms.Form):
 class ArtifactImportForm(forms.Form):
     archive = forms.FileField(
         label="Artifact (.zip)",
-        help_text="The zipped artifact folder: model.keras, manifest.json and the report.",
+        help_text="The zipped artifact folder: model.keras, model.onnx with its verification "
+        "batch, manifest.json and the report.",
+    )
+
+
+class VariantForm(forms.Form):
+    variant = forms.ChoiceField(choices=Variant.choices)
+    reason = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 2}),
+        help_text="Recorded with the change in the deployment history and the audit log.",
     )

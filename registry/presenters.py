@@ -9,7 +9,7 @@ from django.conf import settings
 
 from accounts.models import User
 from inference import selectors as inference_selectors
-from inference.models import ModelEvaluation, ModelVersion
+from inference.models import ModelEvaluation, ModelVersion, Variant
 from registry import selectors
 from registry.report import comparison_row, report_sections
 from reviews.presenters import agreement_panel
@@ -85,6 +85,42 @@ def actions_for(version: ModelVersion) -> list[tuple[str, str]]:
     return [(name, ACTIONS[name][0]) for name in allowed.get(version.status, ())]
 
 
+def runtime_panel(version: ModelVersion) -> dict[str, Any]:
+    """How the analysis workers run the version: its verified ONNX graph, and the fp32
+    and int8 variants' figures on the test split, with the one that serves."""
+    onnx = version.manifest.get("onnx") or {}
+    int8 = version.int8
+    reported = reported_test_accuracy(version.report)
+    variants = [
+        {
+            "name": Variant.FP32,
+            "accuracy": int8.get("fp32_accuracy", reported),
+            "agreement": 1.0,
+            "verdict": "verified equal to the Keras model" if onnx else "no ONNX graph",
+            "available": bool(onnx),
+        },
+        {
+            "name": Variant.INT8,
+            "accuracy": int8.get("accuracy"),
+            "agreement": int8.get("agreement"),
+            "verdict": {
+                "accepted": "accepted: within the accuracy limits",
+                "refused": f"refused: {int8.get('reason', '')}",
+            }.get(int8.get("status", ""), "not made (train with --int8)"),
+            "available": version.int8_available,
+        },
+    ]
+    verified = (onnx.get("verification") or {}).get("max_abs_diff")
+    return {
+        "onnx": onnx,
+        "max_diff": "-" if verified is None else f"{verified:.1e}",
+        "int8": int8,
+        "variants": variants,
+        "serving": version.variant,
+        "choices": [v["name"] for v in variants if v["available"] and v["name"] != version.variant],
+    }
+
+
 def detail_page(*, user: User, version: ModelVersion) -> dict[str, Any]:
     """The version's report beside the other versions, live agreement and history."""
     comparison = [
@@ -105,6 +141,7 @@ def detail_page(*, user: User, version: ModelVersion) -> dict[str, Any]:
         "live": [agreement_panel(user=user, version=v) for v in live_versions],
         "events": version.events.select_related("actor").order_by("-created", "-pk"),
         "actions": actions_for(version),
+        "runtime": runtime_panel(version),
         "evaluation_sets": inference_selectors.evaluation_sets(),
         "evaluation_root": settings.EVALUATION_DATA_ROOT,
     }

@@ -20,7 +20,7 @@ from inference import selectors as inference_selectors
 from inference.models import ModelVersion
 from inference.services import evaluation, registry
 from registry import presenters, selectors
-from registry.forms import ArtifactImportForm, EvaluationRequestForm, ReasonForm
+from registry.forms import ArtifactImportForm, EvaluationRequestForm, ReasonForm, VariantForm
 
 # The changes that put a version into service; retiring takes it out.
 SERVING: dict[str, Callable] = {
@@ -109,6 +109,32 @@ def registry_evaluate(request: AuthenticatedHttpRequest, pk: int) -> HttpRespons
                 "runs it, and it appears here when done.",
             )
     return redirect(f"{reverse('registry:detail', args=[version.pk])}#local-evaluations")
+
+
+@require_POST
+def registry_variant(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
+    """Choose which ONNX graph (fp32 or int8) the analysis workers run for this version."""
+    version = selectors.registry_get(user=request.user, pk=pk)
+    form = VariantForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, "Choose a variant and give a reason for the change.")
+    else:
+        try:
+            registry.model_version_variant_set(
+                model_version=version,
+                variant=form.cleaned_data["variant"],
+                actor=request.user,
+                reason=form.cleaned_data["reason"],
+            )
+        except registry.RegistryError as exc:
+            messages.error(request, str(exc))
+        else:
+            messages.success(
+                request,
+                f"{version} now serves its {form.cleaned_data['variant']} variant: workers "
+                "switch on their next case.",
+            )
+    return redirect(f"{reverse('registry:detail', args=[version.pk])}#runtime")
 
 
 def _confirm(

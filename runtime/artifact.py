@@ -2,10 +2,14 @@
 
 Layout of ``<name>-<version>/``: ``model.keras`` (0-255 RGB in, probabilities out),
 ``manifest.json`` (a :class:`Manifest`), ``ood.npz`` (the out-of-scope guard, format 2),
-``report.json``, ``report.html`` and the SVG figures. ``load_packaged`` is what the
-inference registry calls: it trusts nothing the manifest, the content hash and one test
-inference do not confirm. Training writes with ``write_artifact``; both sides read with
-the same code, so the format has one definition.
+``model.onnx`` (the same model as an ONNX graph, uint8 RGB in, format 3) with
+``verification.npz`` (real preprocessed images and the Keras model's answers for them,
+which the graph must reproduce), optionally ``model.int8.onnx`` (a quantised variant,
+refused unless it keeps the accuracy), ``report.json``, ``report.html`` and the SVG
+figures. ``load_packaged`` loads the Keras model (training, Grad-CAM);
+``runtime.predictor`` serves the ONNX graph. Neither trusts anything the manifest, the
+hashes and a test inference do not confirm. Training writes with ``write_artifact``;
+both sides read with the same code, so the format has one definition.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,12 +28,19 @@ import numpy as np
 from runtime.guard import METHOD, OOD_FILE, MahalanobisGuard
 
 #: Version of the packaged-artifact layout (manifest.json ``format_version``).
-FORMAT_VERSION = 2  # 2: adds the out-of-scope guard (ood.npz)
-#: Layouts this code reads: 1 has no out-of-scope guard, 2 adds ``ood``.
-READABLE_FORMATS = (1, 2)
+FORMAT_VERSION = 3  # 2: adds the out-of-scope guard (ood.npz); 3: the ONNX graph
+#: Layouts this code reads: 1 has no out-of-scope guard, 2 adds ``ood``, 3 adds ``onnx``
+#: (and may add ``int8``). Import gives a format 1 or 2 artifact its ONNX graph.
+READABLE_FORMATS = (1, 2, 3)
 
 MODEL_FILE = "model.keras"
 MANIFEST_FILE = "manifest.json"
+ONNX_FILE = "model.onnx"
+INT8_FILE = "model.int8.onnx"
+VERIFICATION_FILE = "verification.npz"
+#: How many preprocessed images an artifact's verification batch holds at most.
+VERIFICATION_IMAGES = 32
+VARIANTS = ("fp32", "int8")
 REQUIRED_METRICS = ("accuracy", "macro_f1", "ece_before", "ece_after")
 
 
@@ -57,6 +69,12 @@ class Manifest:
     format_version: int = FORMAT_VERSION
     #: {method, layer, threshold, quantile, shrinkage, file, sha256}; None in format 1.
     ood: dict[str, Any] | None = None
+    #: {file, sha256, opset, converter, verification: {file, sha256, images, source,
+    #: max_abs_diff, ...}}; None before format 3.
+    onnx: dict[str, Any] | None = None
+    #: The quantised variant: {status: accepted|refused, reason, accuracy, fp32_accuracy,
+    #: agreement, ...; file and sha256 when accepted}; None when none was made.
+    int8: dict[str, Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -68,7 +86,8 @@ class Manifest:
         if not isinstance(raw, dict):
             raise ArtifactError("manifest must be a JSON object")
         known = {f.name for f in fields(cls)}
-        missing = sorted(k for k in known - {"extra", "format_version", "ood"} if k not in raw)
+        optional = {"extra", "format_version", "ood", "onnx", "int8"}
+        missing = sorted(k for k in known - optional if k not in raw)
         if missing:
             raise ArtifactError(f"manifest is missing keys: {', '.join(missing)}")
         fmt = raw.get("format_version", 1)
@@ -83,6 +102,26 @@ class Manifest:
             or not {"method", "layer", "threshold", "file", "sha256"} <= ood.keys()
         ):
             raise ArtifactError("manifest 'ood' must name method, layer, threshold, file, sha256")
+        onnx = raw.get("onnx")
+        if onnx is not None and (
+            not isinstance(onnx, dict)
+            or not {"file", "sha256", "verification"} <= onnx.keys()
+            or not isinstance(onnx["verification"], dict)
+            or not {"file", "sha256", "source"} <= onnx["verification"].keys()
+        ):
+            raise ArtifactError(
+                "manifest 'onnx' must name file, sha256 and a verification batch (file, "
+                "sha256, source)"
+            )
+        int8 = raw.get("int8")
+        if int8 is not None and (
+            not isinstance(int8, dict)
+            or int8.get("status") not in ("accepted", "refused")
+            or (int8["status"] == "accepted" and not {"file", "sha256"} <= int8.keys())
+        ):
+            raise ArtifactError(
+                "manifest 'int8' must say accepted (with file and sha256) or refused"
+            )
         checks: dict[str, type | tuple[type, ...]] = {
             "name": str,
             "version": str,
@@ -137,18 +176,31 @@ def utc_now() -> str:
     return datetime.now(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
 
+@dataclass(frozen=True)
+class VerificationBatch:
+    """Preprocessed images (uint8, N x size x size x 3) that the ONNX graph must answer
+    exactly as the Keras model does, and a sentence saying where they come from."""
+
+    images: np.ndarray
+    source: str
+
+
 def write_artifact(
     model,
     out_dir: Path,
     *,
     manifest_fields: dict[str, Any],
+    verification: VerificationBatch,
     report_files: list[Path] | tuple[Path, ...] = (),
     guard: MahalanobisGuard | None = None,
+    finish: Callable[[Path, dict[str, Any]], None] | None = None,
 ) -> tuple[Path, Manifest]:
-    """Save ``model`` and its manifest (plus report files) into ``out_dir/<name>-<version>/``.
+    """Save ``model``, its verified ONNX graph and its manifest (plus report files) into
+    ``out_dir/<name>-<version>/``.
 
     ``guard`` is saved as ``ood.npz``; its own sha256 goes into the manifest's ``ood``
-    entry, so tampering with it is caught too.
+    entry, so tampering with it is caught too. ``finish`` may add files and manifest
+    entries (the int8 variant) before the folder appears.
     """
     folder = Path(out_dir) / f"{manifest_fields['name']}-{manifest_fields['version']}"
     if folder.exists():
@@ -167,10 +219,134 @@ def write_artifact(
     values["format_version"] = FORMAT_VERSION
     if guard is not None:
         values["ood"] = guard.manifest_entry(sha256_file(guard.save(tmp / OOD_FILE)))
+    values["onnx"] = onnx_attach(
+        tmp,
+        model,
+        size=int(values["input_size"]),
+        feature_layer=guard.layer if guard is not None else None,
+        batch=verification,
+    )
+    if finish is not None:
+        finish(tmp, values)
     manifest = Manifest.from_dict(values)
     (tmp / MANIFEST_FILE).write_text(json.dumps(manifest.to_dict(), indent=1), encoding="utf-8")
     tmp.rename(folder)  # appear complete or not at all
     return folder, manifest
+
+
+def onnx_attach(
+    folder: Path, model, *, size: int, feature_layer: str | None, batch: VerificationBatch
+) -> dict[str, Any]:
+    """Write ``model.onnx`` and the verification batch into ``folder``, after proving that
+    the graph answers as ``model`` does; returns the manifest's ``onnx`` entry.
+
+    Needs TensorFlow and tf2onnx (packaging, or import of an artifact without a graph).
+    """
+    import tf2onnx
+
+    from runtime.export import OPSET, keras_outputs, onnx_convert, onnx_session, onnx_verify
+
+    images = np.asarray(batch.images)
+    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1:] != (size, size, 3):
+        raise ArtifactError(
+            f"the verification batch must be uint8 images of {size}x{size} RGB, got "
+            f"{images.dtype} {images.shape}"
+        )
+    if not len(images):
+        raise ArtifactError("the verification batch holds no image")
+    images = np.ascontiguousarray(images[:VERIFICATION_IMAGES])
+    expected = keras_outputs(model, images, feature_layer)
+    (folder / ONNX_FILE).write_bytes(onnx_convert(model, size, feature_layer))
+    with (folder / VERIFICATION_FILE).open("wb") as fh:  # a handle: savez adds no suffix
+        if expected.features is None:
+            np.savez_compressed(fh, images=images, probabilities=expected.probabilities)
+        else:
+            np.savez_compressed(
+                fh, images=images, probabilities=expected.probabilities, features=expected.features
+            )
+    agreement = onnx_verify(onnx_session(folder / ONNX_FILE), images, expected)
+    return {
+        "file": ONNX_FILE,
+        "sha256": sha256_file(folder / ONNX_FILE),
+        "opset": OPSET,
+        "converter": f"tf2onnx {tf2onnx.__version__}",
+        "verification": {
+            "file": VERIFICATION_FILE,
+            "sha256": sha256_file(folder / VERIFICATION_FILE),
+            "source": batch.source,
+            **agreement,
+        },
+    }
+
+
+def artifact_onnx_add(source: Path, dest: Path, batch: VerificationBatch) -> tuple[Path, Manifest]:
+    """A copy of an artifact that has no ONNX graph (formats 1 and 2), with one: converted
+    from its Keras model and verified on ``batch``, the manifest moved to format 3.
+
+    The Keras file, and so the content hash, are unchanged.
+    """
+    model, manifest = load_packaged(source)
+    if manifest.onnx is not None:
+        raise ArtifactError(f"{source} already carries an ONNX graph")
+    if Path(dest).exists():
+        raise ArtifactError(f"{dest} already exists")
+    shutil.copytree(source, dest)
+    values = manifest.to_dict()
+    values["format_version"] = FORMAT_VERSION
+    values["onnx"] = onnx_attach(
+        Path(dest),
+        model,
+        size=manifest.input_size,
+        feature_layer=manifest.ood["layer"] if manifest.ood is not None else None,
+        batch=batch,
+    )
+    updated = Manifest.from_dict(values)
+    (Path(dest) / MANIFEST_FILE).write_text(
+        json.dumps(updated.to_dict(), indent=1), encoding="utf-8"
+    )
+    return Path(dest), updated
+
+
+def _checked(folder: Path, entry: dict[str, Any], what: str) -> Path:
+    path = Path(folder) / entry["file"]
+    if not path.is_file() or sha256_file(path) != entry["sha256"]:
+        raise ArtifactError(
+            f"{path}: {what} missing or its hash does not match the manifest's; the file "
+            "was changed or corrupted"
+        )
+    return path
+
+
+def onnx_file(folder: Path, manifest: Manifest, variant: str = "fp32") -> Path:
+    """The verified path of the artifact's ONNX graph in ``variant`` (fp32 or int8)."""
+    if variant not in VARIANTS:
+        raise ArtifactError(f"unknown model variant {variant!r} (known: {', '.join(VARIANTS)})")
+    if manifest.onnx is None:
+        raise ArtifactError(
+            f"{manifest.name} {manifest.version} has no ONNX graph (packaged before format "
+            "3): `manage.py export_onnx` gives a registered version one, `manage.py "
+            "import_model` an artifact folder, converted and verified"
+        )
+    if variant == "fp32":
+        return _checked(folder, manifest.onnx, "the ONNX graph")
+    if manifest.int8 is None or manifest.int8.get("status") != "accepted":
+        raise ArtifactError(f"{manifest.name} {manifest.version} has no accepted int8 variant")
+    return _checked(folder, manifest.int8, "the int8 ONNX graph")
+
+
+def verification_load(folder: Path, manifest: Manifest):
+    """The verification batch: (uint8 images, ``runtime.export.KerasOutputs``)."""
+    from runtime.export import KerasOutputs
+
+    if manifest.onnx is None:
+        raise ArtifactError(f"{manifest.name} {manifest.version} has no verification batch")
+    path = _checked(folder, manifest.onnx["verification"], "the verification batch")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            features = z["features"] if "features" in z.files else None
+            return z["images"], KerasOutputs(z["probabilities"], features)
+    except (OSError, KeyError, ValueError) as exc:
+        raise ArtifactError(f"{path}: the verification batch cannot be read ({exc})") from exc
 
 
 def _inference_copy(model):

@@ -1,22 +1,35 @@
 """Grad-CAM: where in a smear the model looked for its answer. Plain TensorFlow + numpy.
 
-Never imports Django: the worker calls it with a loaded Keras model and arrays, and
-stores the PNG that ``overlay_png`` returns with the prediction.
+Never imports Django. Gradients need the Keras model, so heatmaps are made by a worker
+of their own (the analysis workers serve the ONNX graph, without TensorFlow):
+``cached_heatmap_model`` loads an artifact's Keras model once per process, and the
+worker stores the PNG that ``overlay_png`` returns with the prediction.
 """
 
 from __future__ import annotations
 
 import io
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import keras
 import numpy as np
 import tensorflow as tf
 from PIL import Image
 
-__all__ = ["GradCam", "gradcam", "overlay_png"]
+from runtime.artifact import ArtifactError, Manifest, load_packaged, verification_load
+from runtime.export import PROBABILITY_TOLERANCE, keras_outputs
+
+__all__ = ["GradCam", "HeatmapModel", "cached_heatmap_model", "gradcam", "overlay_png"]
 
 # Share of the colour map in the hottest pixels; cold ones show the smear unchanged.
 OVERLAY_STRENGTH = 0.55
+# Images per Grad-CAM call: bounds the memory of the gradients of big models.
+MAX_BATCH = 32
+# The deployed model, and the one being replaced during a hot swap.
+CACHE_SIZE = 2
 
 
 class GradCam:
@@ -70,6 +83,67 @@ class GradCam:
         # A map with no positive evidence stays all zero rather than being blown up from noise.
         scale = np.where(peaks > 1e-12, peaks, 1.0)[:, None, None]
         return np.clip(cams / scale, 0.0, 1.0).astype(np.float32)
+
+
+class HeatmapModel:
+    """An artifact's Keras model, checked against its verification batch, with Grad-CAM."""
+
+    def __init__(self, model: keras.Model, manifest: Manifest) -> None:
+        self.model = model
+        self.manifest = manifest
+        self.input_size = int(manifest.input_size)
+        self._gradcam = GradCam(model, manifest.heatmap_layer)
+
+    @classmethod
+    def load(cls, folder: Path | str, *, expected_hash: str | None = None) -> HeatmapModel:
+        """Load and verify the Keras model: its hash, and (format 3) that it still answers
+        the verification batch as recorded, so a heatmap explains the served answer."""
+        model, manifest = load_packaged(Path(folder), check_inference=False)
+        if expected_hash is not None and manifest.content_hash != expected_hash:
+            raise ArtifactError(
+                f"artifact content hash {manifest.content_hash} does not match the registry's "
+                f"{expected_hash}"
+            )
+        if manifest.onnx is not None:
+            images, expected = verification_load(Path(folder), manifest)
+            got = keras_outputs(model, images[:4], None).probabilities
+            if np.abs(got - expected.probabilities[: len(got)]).max() > PROBABILITY_TOLERANCE:
+                raise ArtifactError(
+                    f"{folder}: the Keras model no longer answers its verification images as "
+                    "recorded at packaging; the artifact was changed"
+                )
+        return cls(model, manifest)
+
+    def maps(self, images: Sequence[np.ndarray], labels: Sequence[str]) -> np.ndarray:
+        """Grad-CAM maps (N, size, size) in [0, 1] for prepared uint8 images, each for the
+        label the served model gave it (the int8 variant may differ from Keras' top class)."""
+        batch = np.stack(images)
+        classes = list(self.manifest.classes)
+        indices = np.array([classes.index(label) for label in labels], dtype=np.int32)
+        return np.concatenate(
+            [
+                self._gradcam(batch[i : i + MAX_BATCH], indices[i : i + MAX_BATCH])
+                for i in range(0, len(batch), MAX_BATCH)
+            ]
+        )
+
+
+_cache: OrderedDict[str, HeatmapModel] = OrderedDict()
+_cache_lock = threading.Lock()
+
+
+def cached_heatmap_model(content_hash: str, fetch: Callable[[], Path]) -> HeatmapModel:
+    """This process's HeatmapModel for an artifact, loaded (via ``fetch``) on first use."""
+    with _cache_lock:
+        found = _cache.get(content_hash)
+        if found is not None:
+            _cache.move_to_end(content_hash)
+            return found
+        loaded = HeatmapModel.load(fetch(), expected_hash=content_hash)
+        _cache[content_hash] = loaded
+        while len(_cache) > CACHE_SIZE:
+            _cache.popitem(last=False)
+        return loaded
 
 
 def gradcam(

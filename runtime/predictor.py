@@ -1,17 +1,19 @@
 """The model-facing core of inference: load a packaged artifact, warm it up, classify a batch.
 
-Plain Python + TensorFlow + numpy, never Django: it takes folders, bytes and arrays and
-returns small dataclasses, so workers, benchmarks, notebooks and tests share one path.
+Plain Python + ONNX Runtime + numpy, never Django and never TensorFlow: it serves the
+artifact's verified ONNX graph (``runtime.export``), which is about twice as fast as
+TensorFlow on these CPUs, and leaves ~550 MB and seconds of start-up out of every
+analysis worker. It takes folders, bytes and arrays and returns small dataclasses, so
+workers, benchmarks, notebooks and tests share one path. Grad-CAM needs gradients, so it
+runs on the Keras model elsewhere (``runtime.heatmaps``, a worker of its own).
 
-Speed (see docs/benchmarks.md): a case's images go through ONE compiled call of the
-model (a ``tf.function`` with a fixed input signature whose batch axis is free, so any
-batch size reuses the same trace), instead of ``model.predict`` per image, which pays
-70-140 ms of overhead per call on a CPU.
+Speed (see docs/benchmarks.md): a case's images go through one ONNX Runtime session in
+batches of ``RUN_BATCH``, instead of a framework call per image.
 
-Out-of-scope guard (format-2 artifacts): the same call also returns the penultimate-layer
-features (a two-output model), and the artifact's Mahalanobis guard scores them; an image
-scored above the guard's threshold is ``out_of_scope``. Format-1 artifacts have no guard:
-``ood_score`` stays None and nothing is flagged.
+Out-of-scope guard (format-2 artifacts and later): the same call also returns the
+penultimate-layer features (the graph's second output), and the artifact's Mahalanobis
+guard scores them; an image scored above the guard's threshold is ``out_of_scope``.
+Format-1 artifacts have no guard: ``ood_score`` stays None and nothing is flagged.
 """
 
 from __future__ import annotations
@@ -27,21 +29,38 @@ from functools import cache
 from pathlib import Path
 
 import numpy as np
-import tensorflow as tf
 
-from runtime.artifact import ArtifactError, Manifest, load_guard, load_packaged
+from runtime.artifact import (
+    ArtifactError,
+    Manifest,
+    load_guard,
+    onnx_file,
+    read_manifest,
+    sha256_file,
+    verification_load,
+)
 from runtime.calibration import apply_temperature
-from runtime.guard import MahalanobisGuard, two_output_model
-from runtime.heatmaps import GradCam
+from runtime.export import (
+    KerasOutputs,
+    freed_memory_release,
+    onnx_outputs,
+    onnx_session,
+    outputs_compare,
+)
+from runtime.guard import MahalanobisGuard
 from runtime.preprocess import ImageDecodeError, load_for_model
 
 __all__ = ["ImagePrediction", "Predictor", "cached_predictor"]
 
-# Larger cases are split into chunks of this many images: bounds memory for big models
-# while keeping the per-call overhead negligible.
-MAX_BATCH = 32
+# Images per ONNX Runtime call. ORT's throughput on these CPUs is about the same from 1
+# to 16 images a call (#13 measured batch 1 faster for MobileNet), but its arena stays
+# reserved at the largest batch run: ResNet-50 at 16 images holds ~270 MB more, at 4
+# about 75 MB, which keeps a worker with it under 350 MB (docs/benchmarks.md).
+RUN_BATCH = 4
 # Deployed, shadow, and the one being replaced during a hot swap.
 CACHE_SIZE = 3
+# Verification images the self-test on load runs (the import ran them all).
+SELF_TEST_IMAGES = 4
 
 
 @dataclass(frozen=True)
@@ -56,92 +75,107 @@ class ImagePrediction:
 
 
 class Predictor:
-    """A loaded, warmed-up model and the manifest facts needed to read its output."""
+    """A loaded, warmed-up ONNX graph and the manifest facts needed to read its output."""
 
-    def __init__(self, model, manifest: Manifest, guard: MahalanobisGuard | None = None) -> None:
-        self.model = model
+    def __init__(
+        self,
+        session,
+        manifest: Manifest,
+        guard: MahalanobisGuard | None = None,
+        *,
+        variant: str = "fp32",
+    ) -> None:
+        self.session = session
         self.manifest = manifest
         self.guard = guard
-        # With a guard, one call returns (features, probabilities); without, probabilities.
-        self._net = two_output_model(model, guard.layer) if guard is not None else model
+        self.variant = variant
         self.classes: tuple[str, ...] = tuple(manifest.classes)
         self.input_size = int(manifest.input_size)
         self.temperature = float(manifest.temperature or 1.0)
         self.confidence_threshold = float(manifest.confidence_threshold)
         self.content_hash: str = manifest.content_hash
-        self._gradcam: GradCam | None = None
-        size = self.input_size
-        # A fixed signature with a free batch axis: one trace serves every batch size.
-        self._forward = tf.function(
-            self._probabilities,
-            input_signature=[tf.TensorSpec([None, size, size, 3], tf.uint8)],
-        )
-
-    def _probabilities(self, images):
-        return self._net(tf.cast(images, tf.float32), training=False)
 
     @classmethod
-    def load(cls, folder: Path | str, *, expected_hash: str | None = None) -> Predictor:
-        """Load an artifact folder (its hash is verified), self-test it and warm it up.
+    def load(
+        cls,
+        folder: Path | str,
+        *,
+        expected_hash: str | None = None,
+        variant: str = "fp32",
+    ) -> Predictor:
+        """Load an artifact folder's ONNX graph (its hashes are verified), self-test it
+        and warm it up.
 
         ``expected_hash`` is the registry's record: a folder whose manifest names another
         content hash is refused, so a worker never serves other weights than were imported.
+        ``variant`` picks the fp32 graph or the quantised int8 one.
         """
-        # The compiled self-test below replaces load_packaged's eager one and warms up too.
-        model, manifest = load_packaged(Path(folder), check_inference=False)
+        folder = Path(folder)
+        if folder.is_file():
+            folder = folder.parent
+        manifest = read_manifest(folder)
         if expected_hash is not None and manifest.content_hash != expected_hash:
             raise ArtifactError(
                 f"artifact content hash {manifest.content_hash} does not match the registry's "
                 f"{expected_hash}"
             )
-        predictor = cls(model, manifest, load_guard(Path(folder), manifest))
-        predictor.self_test()
+        if manifest.ood is not None:
+            ood_path = folder / manifest.ood["file"]
+            if not ood_path.is_file() or sha256_file(ood_path) != manifest.ood["sha256"]:
+                raise ArtifactError(
+                    f"{ood_path}: out-of-scope guard missing or its hash does not match the "
+                    "manifest's; the file was changed or corrupted"
+                )
+        session = onnx_session(onnx_file(folder, manifest, variant))
+        predictor = cls(session, manifest, load_guard(folder, manifest), variant=variant)
+        predictor.self_test(folder)
+        freed_memory_release()
         return predictor
 
-    def self_test(self) -> None:
-        """Run one test image: proves the model answers with one probability per class.
+    def self_test(self, folder: Path) -> None:
+        """Run the first verification images: proves the graph answers with one probability
+        per class and, for fp32, exactly what the Keras model answered at packaging.
 
-        It is also the warm-up: the first call traces the graph and builds the kernels, so
-        the first real case does not pay for it.
+        It is also the warm-up: the first run allocates the session's buffers, so the
+        first real case does not pay for it.
         """
-        rng = np.random.default_rng(0)
-        image = rng.integers(0, 256, (1, self.input_size, self.input_size, 3), dtype=np.uint8)
+        images, expected = verification_load(folder, self.manifest)
+        images = images[:SELF_TEST_IMAGES]
         try:
-            out = self._split(self._forward(tf.constant(image)))[0]
-        except (ValueError, TypeError, tf.errors.OpError) as exc:
+            got = onnx_outputs(self.session, images)
+        except Exception as exc:  # ORT raises its own types for a graph that cannot run
             raise ArtifactError(
                 f"the model cannot classify a {self.input_size}x{self.input_size} RGB image: {exc}"
             ) from exc
-        if out.shape != (1, len(self.classes)):
+        if self.variant == "fp32":
+            features = None if expected.features is None else expected.features[: len(images)]
+            outputs_compare(got, KerasOutputs(expected.probabilities[: len(images)], features))
+        out = got.probabilities
+        if out.shape != (len(images), len(self.classes)):
             raise ArtifactError(
                 f"the model outputs shape {tuple(out.shape)[1:]} for one image, but the manifest "
                 f"lists {len(self.classes)} classes"
             )
-        if not np.all(np.isfinite(out)) or abs(float(out.sum()) - 1.0) > 1e-3:
+        if not np.all(np.isfinite(out)) or np.abs(out.sum(axis=1) - 1.0).max() > 1e-3:
             raise ArtifactError("the model's output is not a probability distribution")
 
     def prepare(self, data: bytes) -> np.ndarray:
         """Decode image bytes and resize them for this model; raises ImageDecodeError."""
         return load_for_model(data, self.input_size)
 
-    def _split(self, out) -> tuple[np.ndarray, np.ndarray | None]:
-        """(probabilities, out-of-scope scores or None) from one compiled call's output."""
-        if self.guard is None:
-            return np.asarray(out), None
-        features, probs = out
-        return np.asarray(probs), self.guard.score(np.asarray(features))
-
     def scored(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """Raw softmax and out-of-scope scores (None without a guard) for a uint8 batch."""
         parts = [
-            self._split(self._forward(tf.constant(images[i : i + MAX_BATCH])))
-            for i in range(0, len(images), MAX_BATCH)
+            onnx_outputs(self.session, images[i : i + RUN_BATCH])
+            for i in range(0, len(images), RUN_BATCH)
         ]
         if not parts:
             return np.zeros((0, len(self.classes))), None
-        probs = np.concatenate([p for p, _ in parts])
-        scores = None if self.guard is None else np.concatenate([s for _, s in parts])
-        return probs, scores
+        probs = np.concatenate([p.probabilities for p in parts])
+        if self.guard is None:
+            return probs, None
+        features = np.concatenate([p.features for p in parts if p.features is not None])
+        return probs, self.guard.score(features)
 
     def prepare_many(self, blobs: Sequence[bytes]) -> list[np.ndarray | ImageDecodeError]:
         """Prepare a case's images together: Pillow releases the GIL while it decodes and
@@ -156,17 +190,8 @@ class Predictor:
         return list(_decode_pool().map(one, blobs))
 
     def probabilities(self, images: np.ndarray) -> np.ndarray:
-        """Raw (uncalibrated) softmax for a uint8 (N, size, size, 3) batch: the compiled call."""
+        """Raw (uncalibrated) softmax for a uint8 (N, size, size, 3) batch."""
         return self.scored(images)[0]
-
-    def heatmaps(self, images: Sequence[np.ndarray]) -> np.ndarray:
-        """Grad-CAM maps (N, size, size) in [0, 1] on the manifest's heatmap layer."""
-        if self._gradcam is None:
-            self._gradcam = GradCam(self.model, self.manifest.heatmap_layer)
-        batch = np.stack(images)
-        return np.concatenate(
-            [self._gradcam(batch[i : i + MAX_BATCH]) for i in range(0, len(batch), MAX_BATCH)]
-        )
 
     def predict(self, images: Sequence[np.ndarray]) -> tuple[list[ImagePrediction], float]:
         """Classify prepared images as one batch; return calibrated answers and milliseconds."""
@@ -204,20 +229,23 @@ _cache: OrderedDict[str, Predictor] = OrderedDict()
 _cache_lock = threading.Lock()
 
 
-def cached_predictor(content_hash: str, fetch: Callable[[], Path]) -> Predictor:
-    """This process's Predictor for an artifact, loaded (via ``fetch``) on first use.
+def cached_predictor(
+    content_hash: str, fetch: Callable[[], Path], *, variant: str = "fp32"
+) -> Predictor:
+    """This process's Predictor for an artifact's variant, loaded (via ``fetch``) on first use.
 
-    Keyed by content hash, so a newly deployed version is loaded and warmed up by the
-    first task that needs it, while the others stay cached for the shadow model and for
-    tasks still finishing with the previous version.
+    Keyed by content hash and variant, so a newly deployed version (or a newly chosen
+    variant) is loaded and warmed up by the first task that needs it, while the others
+    stay cached for the shadow model and for tasks still finishing with the previous one.
     """
+    key = f"{content_hash}:{variant}"
     with _cache_lock:
-        predictor = _cache.get(content_hash)
+        predictor = _cache.get(key)
         if predictor is not None:
-            _cache.move_to_end(content_hash)
+            _cache.move_to_end(key)
             return predictor
-        predictor = Predictor.load(fetch(), expected_hash=content_hash)
-        _cache[content_hash] = predictor
+        predictor = Predictor.load(fetch(), expected_hash=content_hash, variant=variant)
+        _cache[key] = predictor
         while len(_cache) > CACHE_SIZE:
             _cache.popitem(last=False)
         return predictor

@@ -16,8 +16,17 @@ from accounts.services import user_create
 from cases import services
 from cases.models import Case, Patient
 from inference import dispatch
+from inference.services import analysis
 from tests.factories import authenticator_for
-from tests.helpers import as_uploads, package, persona_password, smear_bytes, totp_code
+from tests.helpers import (
+    as_uploads,
+    colour_images,
+    package,
+    persona_password,
+    smear_bytes,
+    totp_code,
+    trained_tiny_model,
+)
 from tests.objectstore import MotoServer, object_store_open
 
 # TensorFlow's C++ start-up messages say nothing a test reader needs.
@@ -179,11 +188,47 @@ def queued(monkeypatch) -> list[int]:
     return sent
 
 
+@pytest.fixture(autouse=True)
+def heatmaps_queued(monkeypatch) -> list[tuple[int, int]]:
+    """Heatmap requests (case, model version) that analyses in this process made, recorded
+    instead of sent: heatmaps are a heatmap worker's task, tested on their own."""
+    sent: list[tuple[int, int]] = []
+
+    def send(case_id: int, model_version_id: int) -> bool:
+        sent.append((case_id, model_version_id))
+        return True
+
+    monkeypatch.setattr(analysis, "case_heatmaps_request", send)
+    return sent
+
+
 @pytest.fixture(scope="session")
 def artifacts(tmp_path_factory):
     """Two valid tiny artifacts, v1 and v2, built once per test session."""
     out = tmp_path_factory.mktemp("artifacts")
     return {v: package(out, version=v, seed=i) for i, v in enumerate(["v1", "v2"], start=1)}
+
+
+@pytest.fixture(scope="session")
+def int8_artifact(tmp_path_factory):
+    """A tiny model trained to be confident, packaged with an accepted int8 variant
+    (calibrated on its training images, scored on fresh ones)."""
+    from training.quantize import int8_variant
+
+    test_x, test_y = colour_images(100, seed=1)
+
+    def finish(folder, values):
+        values["int8"] = int8_variant(
+            folder,
+            values["onnx"],
+            calibration=colour_images(64, seed=0)[0],
+            calibration_source="64 training images of the colour task",
+            test_images=test_x,
+            test_labels=test_y,
+        )
+
+    out = tmp_path_factory.mktemp("int8")
+    return package(out, version="int8", seed=3, model=trained_tiny_model(), finish=finish)
 
 
 @pytest.fixture

@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from django.conf import settings
 from django.db import connection
@@ -53,16 +54,20 @@ def start_worker(
     name: str | None = None,
     log_path: Path | None = None,
     env: dict[str, str] | None = None,
+    queues: str | None = None,
+    python_options: tuple[str, ...] = (),
     prefix: Sequence[str] = (),
 ) -> WorkerProcess:
-    """Start a solo-pool worker on the test queue, with ``env`` added to its environment
-    and its command run through ``prefix`` (``ip netns exec NAME``); the caller stops it."""
+    """Start a solo-pool worker on the test queue (or ``queues``, comma-separated), with
+    ``env`` added to its environment, ``python_options`` to its interpreter's command
+    line, and its command run through ``prefix`` (``ip netns exec NAME``); the caller
+    stops it."""
     name = name or f"test-{uuid.uuid4().hex[:8]}"
     log_path = log_path or Path(tempfile.mkstemp(prefix=f"{name}-", suffix=".log")[1])
     command = [
         *prefix,
-        sys.executable, "-m", "celery", "-A", "leukweb", "worker", "--pool=solo",
-        "-Q", settings.CELERY_TASK_DEFAULT_QUEUE, "-n", f"{name}@%h",
+        sys.executable, *python_options, "-m", "celery", "-A", "leukweb", "worker", "--pool=solo",
+        "-Q", queues or settings.CELERY_TASK_DEFAULT_QUEUE, "-n", f"{name}@%h",
         "--without-mingle", "--without-gossip", "--loglevel=INFO",
     ]  # fmt: skip
     log = log_path.open("w")
@@ -71,6 +76,17 @@ def start_worker(
     )
     process.log_path = log_path
     return process
+
+
+def purge_test_queues() -> None:
+    """Empty the test analysis and heatmap queues."""
+    with celery_app.connection_for_write() as connection:
+        channel: Any = connection.default_channel  # kombu types only its abstract channel
+        for queue in (settings.CELERY_TASK_DEFAULT_QUEUE, settings.CELERY_HEATMAP_QUEUE):
+            try:
+                channel.queue_purge(queue)
+            except Exception:  # noqa: S112 a queue never declared has nothing to purge
+                continue
 
 
 def stop_worker(process: subprocess.Popen, *, timeout: float = 20) -> None:
@@ -85,18 +101,30 @@ def stop_worker(process: subprocess.Popen, *, timeout: float = 20) -> None:
 
 @contextmanager
 def running_worker(
-    *, ready_timeout: float = 90, env: dict[str, str] | None = None, prefix: Sequence[str] = ()
+    *,
+    ready_timeout: float = 90,
+    env: dict[str, str] | None = None,
+    queues: str | None = None,
+    purge: bool = True,
+    python_options: tuple[str, ...] = (),
+    prefix: Sequence[str] = (),
 ) -> Iterator[WorkerProcess]:
-    """A worker that has answered a ping, stopped on exit; its log is shown on failure."""
-    celery_app.control.purge()  # messages left by an aborted earlier run
-    process = start_worker(env=env, prefix=prefix)
+    """A worker that is ready (it answered a ping, or, on queues without the test queue
+    the ping goes to, it said so), stopped on exit; its log is shown on failure."""
+    if purge:
+        purge_test_queues()  # messages left by an aborted earlier run
+    process = start_worker(env=env, queues=queues, python_options=python_options, prefix=prefix)
+    pingable = queues is None or settings.CELERY_TASK_DEFAULT_QUEUE in queues.split(",")
     try:
         deadline = time.monotonic() + ready_timeout
         while True:
             if process.poll() is not None:
                 raise RuntimeError(f"worker exited early:\n{process.log_path.read_text()}")
             try:
-                worker_roundtrip(timeout=5)
+                if pingable:
+                    worker_roundtrip(timeout=5)
+                elif " ready." not in process.log_path.read_text():
+                    raise TimeoutError("not ready yet")
                 break
             except Exception:
                 if time.monotonic() > deadline:
@@ -104,6 +132,7 @@ def running_worker(
                         f"worker did not answer in {ready_timeout}s:\n"
                         f"{process.log_path.read_text()}"
                     ) from None
+                time.sleep(0.2)
         yield process
     finally:
         stop_worker(process)

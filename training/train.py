@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from runtime.artifact import utc_now, write_artifact
+from runtime.artifact import VERIFICATION_IMAGES, VerificationBatch, utc_now, write_artifact
 from runtime.guard import MahalanobisGuard
 from training import data as data_mod
 from training.architectures import ARCHITECTURES, backbone_layers, build_model, heatmap_layer
@@ -53,6 +53,7 @@ class TrainConfig:
     stain_normalize: str | None = None  # reinhard | macenko: a layer inside the packaged model
     recompute_bn: bool = True
     review_target: float = REVIEW_TARGET_ACCURACY
+    int8: bool = False  # also package the int8 variant, when it keeps the accuracy
     synthetic: bool | None = None  # None: from the data folder's SYNTHETIC.txt marker
     note: str = ""
     extra: dict = field(default_factory=dict)
@@ -338,6 +339,13 @@ def run_training(
 
     if cfg.arch not in ARCHITECTURES:
         raise ValueError(f"unknown architecture {cfg.arch!r}")
+    if cfg.stain_normalize == "macenko":
+        # Refused before any work: the artifact could never be packaged.
+        raise ValueError(
+            "--stain-normalize macenko cannot be served: its layer's eigen- and "
+            "singular-value decompositions have no ONNX equivalent (tf2onnx 1.17 converts "
+            "neither), and the analysis workers run the ONNX graph; use reinhard"
+        )
     weights = parse_weights(cfg.weights)
     size = cfg.resolved_size()
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
@@ -396,7 +404,7 @@ def run_training(
         )
         report_files = _write_report(report, run_dir)
         artifact_dir = _package(
-            model, report, prepared, guard, package_dir or run_dir, report_files
+            model, report, prepared, guard, package_dir or run_dir, report_files, arrays
         )
         t = evaluation["test"]
         log.info(
@@ -680,8 +688,10 @@ def _package(
     guard: MahalanobisGuard,
     out_dir: Path,
     report_files: list[Path],
+    arrays: dict[str, tuple[np.ndarray, np.ndarray]],
 ) -> Path:
-    """Write the artifact: the model, its guard, the report files, and the manifest."""
+    """Write the artifact: the model, its guard, its ONNX graph verified on test images,
+    the int8 variant when asked for, the report files, and the manifest."""
     t = report["evaluation"]["test"]
     baselines = report["baselines"]
     cfg = report["config"]
@@ -720,7 +730,48 @@ def _package(
             "stain_normalization": report["stain_normalization"],
         },
     }
+    x_tr, _ = arrays["train"]
+    x_te, y_te = arrays["test"]
+    verification = VerificationBatch(
+        x_te[:VERIFICATION_IMAGES],
+        f"the first {min(len(x_te), VERIFICATION_IMAGES)} images of the test split "
+        f"(dataset {prepared.fingerprint[:19]})",
+    )
+    finish = None
+    if cfg.get("int8"):
+        calibration = _calibration_sample(x_tr, seed=cfg["seed"])
+
+        def finish(folder: Path, values: dict) -> None:
+            from training.quantize import int8_variant
+
+            values["int8"] = int8_variant(
+                folder,
+                values["onnx"],
+                calibration=calibration,
+                calibration_source=f"{len(calibration)} random images of the training split",
+                test_images=x_te,
+                test_labels=y_te,
+            )
+            log.info("int8 variant %s: %s", values["int8"]["status"], values["int8"])
+
     artifact_dir, _ = write_artifact(
-        model, out_dir, manifest_fields=manifest_fields, report_files=report_files, guard=guard
+        model,
+        out_dir,
+        manifest_fields=manifest_fields,
+        verification=verification,
+        report_files=report_files,
+        guard=guard,
+        finish=finish,
     )
     return artifact_dir
+
+
+#: Training images the int8 variant's activation ranges are calibrated on.
+CALIBRATION_IMAGES = 128
+
+
+def _calibration_sample(x: np.ndarray, *, seed: int) -> np.ndarray:
+    """Un-augmented training images, a seeded random sample of them."""
+    rng = np.random.default_rng(seed)
+    pick = rng.choice(len(x), size=min(len(x), CALIBRATION_IMAGES), replace=False)
+    return x[np.sort(pick)]

@@ -18,7 +18,14 @@ from pathlib import Path
 
 import numpy as np
 
-from runtime.artifact import ArtifactError, load_guard, load_packaged, write_artifact
+from runtime.artifact import (
+    VERIFICATION_IMAGES,
+    ArtifactError,
+    VerificationBatch,
+    load_guard,
+    load_packaged,
+    write_artifact,
+)
 from training import data as data_mod
 
 log = logging.getLogger("training")
@@ -117,11 +124,14 @@ def add_guard(
     size = manifest.input_size
     x_tr, y_tr = _load_checked(root, prepared.splits["train"], manifest.classes, size)
     x_va, _ = _load_checked(root, prepared.splits["validation"], manifest.classes, size)
+    x_te, _ = _load_checked(
+        root, prepared.splits["test"][:VERIFICATION_IMAGES], manifest.classes, size
+    )
     guard = fit_guard(model, x_tr, y_tr, x_va, len(manifest.classes))
     fields = {
         k: v
         for k, v in manifest.to_dict().items()
-        if k not in ("content_hash", "format_version", "ood")
+        if k not in ("content_hash", "format_version", "ood", "onnx", "int8")
     }
     fields["version"] = version or f"{manifest.version}-guard"
     fields["extra"] = {**manifest.extra, "guard_added_to": f"{manifest.name} {manifest.version}"}
@@ -129,6 +139,9 @@ def add_guard(
         model,
         out,
         manifest_fields=fields,
+        verification=VerificationBatch(
+            x_te, f"the first {len(x_te)} images of the test split of the run's split"
+        ),
         guard=guard,
         report_files=_report_files(Path(artifact)),
     )

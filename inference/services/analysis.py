@@ -1,28 +1,26 @@
 """The analysis of a case: what the ``inference.analyse_case`` task runs.
 
-The case's model version (and the shadow, if any) classifies the case's images that it
-has not predicted yet; predictions are stored, then the case-level answer
-(``inference.case_result``) and the case's status follow. TensorFlow is imported late,
-inside the functions that need it, so web processes and the worker's parent process
-start without it.
+The case's model version (the one deployed when it was submitted) and the shadow, if
+any, classify the case's images that they have not predicted yet; predictions are
+stored, then the case-level answer (``inference.case_result``) and the case's status
+follow, and the Grad-CAM overlays are queued for a heatmap worker. The model runs on
+ONNX Runtime, imported late inside the functions that need it; this worker never imports
+TensorFlow.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import uuid
 from dataclasses import dataclass
 
-import numpy as np
 from django.conf import settings
-from django.core.files.base import ContentFile
 from django.db import connection, transaction
 from django.utils import timezone
 
-from cases.files import file_save
 from cases.models import Case, SmearImage
 from inference.artifacts import predictor_for
+from inference.dispatch import case_heatmaps_request
 from inference.models import ModelVersion, Prediction
 from inference.selectors import case_analysis_version
 from inference.services.claims import images_claim, images_release, lease_kept
@@ -66,8 +64,7 @@ def _upload_bytes(image: SmearImage) -> bytes:
 
 
 def _classify(predictor, blobs: dict[int, bytes]):
-    """Prepare and classify; return ({image pk: answer}, {image pk: failure}, ms per image,
-    {image pk: prepared array})."""
+    """Prepare and classify; return ({image pk: answer}, {image pk: failure}, ms per image)."""
     from runtime.preprocess import ImageDecodeError
 
     arrays, failures = {}, {}
@@ -78,38 +75,7 @@ def _classify(predictor, blobs: dict[int, bytes]):
             arrays[pk] = prepared
     answers, ms = predictor.predict(list(arrays.values()))
     per_image = ms / len(answers) if answers else 0.0
-    return dict(zip(arrays, answers, strict=True)), failures, per_image, arrays
-
-
-def _heatmaps_attach(predictor, version, arrays: dict[int, np.ndarray], blobs) -> int:
-    """Grad-CAM overlays at each upload's own size, added to the stored predictions.
-
-    Runs after the predictions are committed, so no clinician waits for a reviewer's
-    aid. A heatmap is not the answer: if Grad-CAM or the storage fails, the predictions
-    stand without one and the failure is logged.
-    """
-    from runtime.heatmaps import overlay_png
-    from runtime.preprocess import load_rgb
-
-    if not arrays or not settings.INFERENCE_HEATMAPS:
-        return 0
-    storage = Prediction._meta.get_field("heatmap").storage
-    attached = 0
-    try:
-        maps = predictor.heatmaps(list(arrays.values()))
-        for pk, heat in zip(arrays, maps, strict=True):
-            name = file_save(
-                storage,
-                f"heatmaps/{pk}-{uuid.uuid4().hex}.png",
-                ContentFile(overlay_png(load_rgb(blobs[pk]), heat)),
-            )
-            # Only an empty heatmap is filled: the prediction itself is never changed.
-            attached += Prediction.objects.filter(
-                image_id=pk, model_version=version, heatmap=""
-            ).update(heatmap=name)
-    except Exception:
-        logger.exception("Grad-CAM overlays for %s failed; predictions stand without", version)
-    return attached
+    return dict(zip(arrays, answers, strict=True)), failures, per_image
 
 
 def _prediction_rows(version, answers, per_image_ms, worker_host) -> list[Prediction]:
@@ -222,8 +188,6 @@ def case_analyse(*, case_id: int, worker_host: str, holder: str = "") -> Analysi
 def _images_analyse(case_id, version, predictor, images, worker_host) -> AnalysisOutcome:
     shadow = ModelVersion.objects.shadow()
     predicted = failed = shadow_predicted = 0
-    arrays: dict[int, np.ndarray] = {}
-    blobs: dict[int, bytes] = {}
     # Stored a chunk at a time, so the case page shows images finishing while the rest
     # are still being classified.
     for start in range(0, len(images), ANALYSIS_CHUNK):
@@ -233,7 +197,7 @@ def _images_analyse(case_id, version, predictor, images, worker_host) -> Analysi
                 chunk_blobs[image.pk] = _upload_bytes(image)
             except FileNotFoundError:
                 failures[image.pk] = IMAGE_MISSING
-        answers, unreadable, per_image_ms, chunk_arrays = _classify(predictor, chunk_blobs)
+        answers, unreadable, per_image_ms = _classify(predictor, chunk_blobs)
         failures.update(unreadable)
         rows = _prediction_rows(version, answers, per_image_ms, worker_host)
         shadow_rows = (
@@ -242,9 +206,9 @@ def _images_analyse(case_id, version, predictor, images, worker_host) -> Analysi
         _predictions_store(case_id, version, shadow, rows + shadow_rows, failures)
         predicted, failed = predicted + len(rows), failed + len(failures)
         shadow_predicted += len(shadow_rows)
-        arrays.update(chunk_arrays)
-        blobs.update({pk: chunk_blobs[pk] for pk in chunk_arrays})
-    _heatmaps_attach(predictor, version, arrays, blobs)
+    if predicted and settings.INFERENCE_HEATMAPS:
+        # After the commit: a heatmap worker must find the predictions it explains.
+        transaction.on_commit(lambda: case_heatmaps_request(case_id, version.pk))
     return AnalysisOutcome(
         case_id,
         str(version),
@@ -267,7 +231,7 @@ def _shadow_rows(shadow, answers, blobs, worker_host) -> list[Prediction]:
         return []
     try:
         predictor = predictor_for(shadow)
-        shadow_answers, _, per_image_ms, _ = _classify(predictor, todo)
+        shadow_answers, _, per_image_ms = _classify(predictor, todo)
     except (ArtifactError, FileNotFoundError) as exc:
         logger.error("shadow model %s cannot be loaded, skipped: %s", shadow, exc)
         return []

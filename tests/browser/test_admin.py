@@ -142,3 +142,26 @@ def test_a_local_evaluation_appears_on_the_version_page_without_a_reload(login):
     # Nothing on the page is wider than the 1280 px window.
     assert page.evaluate("document.documentElement.scrollWidth") <= 1280
     _keep(page, "admin-local-evaluation")
+
+
+def test_an_admin_compares_the_variants_and_chooses_int8_audited(login, tmp_path, int8_artifact):
+    import shutil
+
+    folder = tmp_path / "browser-int8-1"
+    shutil.copytree(int8_artifact, folder)
+    page = login("admin")
+    _import(page, _zipped(folder), "tiny int8")
+    variants = page.locator("[data-variants]")
+    assert "verified equal to the Keras model" in variants.inner_text()
+    assert "accepted: within the accuracy limits" in variants.inner_text()
+    assert "serving" in page.locator("[data-variant=fp32]").inner_text()
+    page.select_option("[data-variant-form] select[name=variant]", "int8")
+    page.fill("[data-variant-form] input[name=reason]", "2.5x the throughput, same labels")
+    page.click("[data-variant-form] button")
+    page.wait_for_url(re.compile(r".*/registry/\d+/#runtime$"))
+    assert "now serves its int8 variant" in page.inner_text("main")
+    assert "serving" in page.locator("[data-variant=int8]").inner_text()
+    _keep(page, "admin-variant-int8")
+
+    page.goto("/admin/audit/auditevent/")
+    assert "Choose variant" in page.locator("#result_list td.field-event").all_inner_texts()

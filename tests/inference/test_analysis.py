@@ -4,7 +4,6 @@ from datetime import timedelta
 
 import pytest
 from django.utils import timezone
-from PIL import Image
 
 from cases.models import Case, SmearImage
 from inference.models import CaseResult, ModelVersion, Prediction
@@ -155,20 +154,25 @@ def test_the_sweep_queues_a_stale_image_again(deployed):
     assert stale_images_requeue(older_than_s=600) == []
 
 
-def test_each_prediction_stores_a_heatmap_at_the_uploads_own_size(deployed):
+def test_heatmaps_are_queued_for_a_heatmap_worker_once_the_predictions_are_stored(
+    deployed, heatmaps_queued, django_capture_on_commit_callbacks
+):
     case = case_with_images(noise_png(1), noise_png(2))
-    run(case)
-    for prediction in Prediction.objects.filter(image__case=case).select_related("image"):
-        assert prediction.heatmap.name and prediction.heatmap.name.startswith("heatmaps/")
-        with prediction.heatmap.open("rb") as fh, Image.open(fh) as overlay:
-            assert overlay.size == (prediction.image.width, prediction.image.height)
+    with django_capture_on_commit_callbacks() as callbacks:
+        run(case)
+    assert heatmaps_queued == []  # not before the commit
+    for callback in callbacks:
+        callback()
+    assert heatmaps_queued == [(case.pk, deployed.pk)]
+    assert set(Prediction.objects.filter(image__case=case).values_list("heatmap", flat=True)) == {
+        ""
+    }
 
 
-def test_predictions_are_stored_without_heatmaps_when_they_are_switched_off(deployed, settings):
+def test_no_heatmaps_are_queued_when_they_are_switched_off(deployed, settings, heatmaps_queued):
     settings.INFERENCE_HEATMAPS = False
-    case = case_with_images(noise_png(1))
-    run(case)
-    assert Prediction.objects.get(image__case=case).heatmap.name == ""
+    run(case_with_images(noise_png(1)))
+    assert heatmaps_queued == []
 
 
 def test_a_draft_is_neither_swept_nor_analysed_until_it_is_submitted(deployed):

@@ -17,7 +17,18 @@ def migrate(targets):
     return executor.loader.project_state(targets).apps
 
 
+@pytest.fixture
+def latest_schema_after():
+    """Leave the test database at the newest migrations, as every later test expects (a
+    worker process started by a later test reads the same database file)."""
+    yield
+    executor = MigrationExecutor(connection)
+    executor.loader.build_graph()
+    executor.migrate(executor.loader.graph.leaf_nodes())
+
+
 @pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("latest_schema_after")
 def test_a_case_answered_twice_keeps_its_first_answer_and_is_pinned_to_its_version():
     apps = migrate(BEFORE)
     try:

@@ -9,6 +9,7 @@ from cases.models import Case, SmearImage
 from inference.artifacts import cache_root, local_artifact
 from inference.models import Prediction
 from inference.services.analysis import IMAGE_MISSING, case_analyse
+from inference.services.heatmaps import case_heatmaps_make
 from inference.services.registry import model_version_deploy, model_version_import
 from inference.tasks import TRANSIENT_ERRORS
 from leukweb.storage import ObjectStoreError
@@ -112,6 +113,7 @@ def test_a_store_down_during_analysis_is_retried_and_the_case_is_analysed_once_i
 def test_heatmaps_are_written_to_the_store(deployed, object_store):
     case = case_with_images(noise_png(1))
     case_analyse(case_id=case.pk, worker_host="w1")
+    case_heatmaps_make(case_id=case.pk, model_version_id=deployed.pk)
     prediction = Prediction.objects.get(image__case=case)
     assert prediction.heatmap.name
     assert f"media/{prediction.heatmap.name}" in object_store.objects()

@@ -15,7 +15,7 @@ from runtime.predictor import Predictor
 from tests.factories import ModelVersionFactory, case_with_images
 from tests.helpers import TINY_CLASSES as CLASSES
 from tests.helpers import TINY_SIZE as SIZE
-from tests.helpers import manifest_fields, noise_png, training_report
+from tests.helpers import manifest_fields, noise_png, training_report, verification_batch
 
 
 def _solid_png(colour=(255, 255, 255), size: int = 48) -> bytes:
@@ -72,7 +72,11 @@ def guarded(tmp_path_factory):
         confidence_threshold=0.0,
     )
     folder, _ = write_artifact(
-        model, tmp_path_factory.mktemp("guarded"), manifest_fields=fields, guard=guard
+        model,
+        tmp_path_factory.mktemp("guarded"),
+        manifest_fields=fields,
+        verification=verification_batch(SIZE),
+        guard=guard,
     )
     return folder
 

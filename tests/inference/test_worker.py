@@ -2,6 +2,7 @@
 
 import io
 import os
+import re
 import signal
 import time
 
@@ -25,13 +26,13 @@ def worker_paths(tmp_path) -> dict[str, str]:
     return {"MEDIA_ROOT": str(tmp_path / "media"), "MODELS_ROOT": str(tmp_path / "models")}
 
 
-def wait_for(check, *, timeout: float = 90.0, what: str = "it", worker=None):
+def wait_for(check, *, timeout: float = 90.0, what: str = "it", worker=None, interval: float = 0.2):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = check()
         if value:
             return value
-        time.sleep(0.2)
+        time.sleep(interval)
     log = worker.log_path.read_text()[-4000:] if worker is not None else ""
     raise AssertionError(f"timed out waiting for {what}\n{log}")
 
@@ -74,6 +75,39 @@ def test_upload_to_prediction_then_a_new_deploy_serves_the_next_upload(artifacts
     assert first.status == "analysed"
 
 
+def imported_modules(log: str) -> set[str]:
+    """The top-level packages a process imported, from its ``python -X importtime`` log."""
+    found = re.findall(r"^import time:\s+\d+ \|\s+\d+ \|\s*([\w.]+)\s*$", log, re.MULTILINE)
+    return {name.split(".")[0] for name in found}
+
+
+@pytest.mark.embedded
+@pytest.mark.slow
+def test_an_analysis_worker_never_imports_tensorflow_and_a_heatmap_worker_attaches_heatmaps(
+    artifacts, alice, tmp_path
+):
+    version = model_version_import(source=artifacts["v1"])
+    model_version_deploy(model_version=version, actor=None, reason="first")
+    # Every module the worker process imports is logged, from start to stop.
+    with running_worker(env=worker_paths(tmp_path), python_options=("-X", "importtime")) as w:
+        case = upload(alice, "P-1", seed=1)
+        wait_for(lambda: prediction_of(case), what="the prediction", worker=w)
+    modules = imported_modules(w.log_path.read_text())
+    assert {"celery", "django", "onnxruntime"} <= modules  # the log shows what it loaded
+    assert not {"tensorflow", "keras", "tf2onnx"} & modules
+    assert prediction_of(case).heatmap.name == ""  # queued for a worker that has TensorFlow
+
+    heatmap_queue = settings.CELERY_HEATMAP_QUEUE
+    with running_worker(env=worker_paths(tmp_path), queues=heatmap_queue, purge=False) as w:
+        made = wait_for(
+            lambda: Prediction.objects.filter(image__case=case).exclude(heatmap="").first(),
+            what="the heatmap",
+            worker=w,
+        )
+    assert made.heatmap.name.startswith("heatmaps/") and made.model_version == version
+    assert "inference.make_heatmaps" in w.log_path.read_text()
+
+
 @pytest.mark.skipif(
     not settings.CELERY_BROKER_URL.startswith("redis"),
     reason="the filesystem broker has no acknowledgements, so nothing is re-delivered",
@@ -81,7 +115,9 @@ def test_upload_to_prediction_then_a_new_deploy_serves_the_next_upload(artifacts
 def test_a_killed_workers_task_is_delivered_again_and_completed_once(artifacts, tmp_path):
     v1 = model_version_import(source=artifacts["v1"])
     model_version_deploy(model_version=v1, actor=None, reason="first")
-    case = case_with_images(noise_png(1), noise_png(2))
+    # Enough images that the task outlasts the moment of the kill: on ONNX Runtime the
+    # first task no longer waits seconds for TensorFlow.
+    case = case_with_images(*(noise_png(seed, size=512) for seed in range(1, 25)))
     env = {**worker_paths(tmp_path), "DJANGO_SETTINGS_MODULE": "tests.inference.worker_settings"}
 
     with running_worker(env=env) as doomed:
@@ -92,6 +128,7 @@ def test_a_killed_workers_task_is_delivered_again_and_completed_once(artifacts, 
             lambda: "inference.analyse_case[" in doomed.log_path.read_text(),
             what="the task to reach the first worker",
             worker=doomed,
+            interval=0.01,
         )
         os.kill(doomed.pid, signal.SIGKILL)
         doomed.wait()
@@ -107,5 +144,5 @@ def test_a_killed_workers_task_is_delivered_again_and_completed_once(artifacts, 
         log = survivor.log_path.read_text()
     runs = [line for line in log.splitlines() if "inference.analyse_case[" in line]
     assert sum("succeeded" in line for line in runs) == 1, log
-    assert Prediction.objects.filter(image__case=case).count() == 2
-    assert SmearImage.objects.filter(case=case, status="done").count() == 2
+    assert Prediction.objects.filter(image__case=case).count() == 24
+    assert SmearImage.objects.filter(case=case, status="done").count() == 24

@@ -1,4 +1,5 @@
-"""docker-compose.yml cannot be run here (no Docker engine), so check what it declares."""
+"""docker-compose.yml and the Dockerfile cannot be run here (no Docker engine), so check
+what they declare."""
 
 import os
 import re
@@ -18,7 +19,7 @@ def compose() -> dict:
 
 
 def test_it_declares_the_production_services(compose):
-    assert {"postgres", "redis", "web", "worker", "beat"} <= set(compose["services"])
+    assert {"postgres", "redis", "web", "worker", "heatmaps", "beat"} <= set(compose["services"])
     assert compose["services"]["postgres"]["image"].startswith("postgres:")
     assert compose["services"]["redis"]["image"].startswith("redis:")
 
@@ -36,6 +37,42 @@ def test_beat_sweeps_on_a_queue_no_analysis_backlog_can_delay(compose):
     assert command[:5] == ["celery", "-A", "leukweb", "worker", "--beat"]
     assert command[command.index("-Q") + 1] == "leukweb-sweep"
     assert "leukweb-sweep" not in compose["services"]["worker"]["command"]
+
+
+def _dockerfile_stages() -> dict[str, str]:
+    """{stage name: its instructions} of the multi-stage Dockerfile."""
+    stages, name = {}, None
+    for line in (ROOT / "Dockerfile").read_text().splitlines():
+        if line.startswith("FROM "):
+            name = line.split(" AS ")[-1].strip() if " AS " in line else line
+            stages[name] = ""
+        elif name is not None:
+            stages[name] += line + "\n"
+    return stages
+
+
+def test_each_role_runs_the_image_built_from_its_own_lock_file(compose):
+    stages = _dockerfile_stages()
+    services = compose["services"]
+    for service, target in {
+        "web": "web",
+        "migrate": "web",
+        "worker": "worker",
+        "beat": "worker",
+        "heatmaps": "heatmaps",
+    }.items():
+        assert services[service]["build"]["target"] == target, service
+        assert f"requirements/{target}.txt" in stages[target], target
+    assert services["web"]["image"] != services["worker"]["image"] != services["heatmaps"]["image"]
+    # What each lock file holds (TensorFlow only in heatmaps.txt): tests/platform/test_lock.py
+
+
+def test_analysis_and_heatmap_workers_consume_their_own_queues(compose):
+    services = compose["services"]
+    for service, queue in {"worker": "leukweb", "heatmaps": "heatmaps"}.items():
+        command = services[service]["command"]
+        assert command[command.index("-Q") + 1] == queue, service
+    assert {"/data/media", "/data/models"} <= _mount_targets(services["heatmaps"])
 
 
 def test_the_worker_can_be_scaled(compose):

@@ -4,6 +4,8 @@ import re
 import tomllib
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 PIN = re.compile(r"^([A-Za-z0-9_.\-\[\]]+)==(\S+)")
 
@@ -41,12 +43,24 @@ def test_every_direct_dependency_is_pinned_in_pyproject():
 
 def test_the_dev_lock_holds_exactly_what_pyproject_pins():
     pins = locked("dev.txt")
-    for name, version in declared("dev").items():
+    for name, version in declared("dev", "web", "worker", "heatmaps").items():
         assert pins.get(name) == version, f"{name}=={version}: run make lock"
 
 
-def test_the_production_lock_is_the_dev_lock_less_the_dev_tools():
-    production, dev = locked("production.txt"), locked("dev.txt")
-    assert all(dev[name] == version for name, version in production.items())
+@pytest.mark.parametrize("role", ["web", "worker", "heatmaps"])
+def test_each_roles_lock_holds_its_extra_at_the_dev_locks_versions_without_dev_tools(role):
+    pins, dev = locked(f"{role}.txt"), locked("dev.txt")
+    for name, version in declared(role).items():
+        assert pins.get(name) == version, f"{name}=={version} in {role}.txt: run make lock"
+    assert all(dev[name] == version for name, version in pins.items())
     # Some dev tools are also what a production package needs (PyYAML), so check the tools.
-    assert not {"pytest", "ruff", "uv", "factory-boy"} & production.keys()
+    assert not {"pytest", "ruff", "uv", "factory-boy"} & pins.keys()
+
+
+def test_only_the_heatmap_workers_image_carries_tensorflow():
+    for role in ("web", "worker"):
+        assert (
+            not {"tensorflow", "tensorflow-cpu", "keras", "tf2onnx"} & locked(f"{role}.txt").keys()
+        ), role
+    assert {"tensorflow-cpu", "keras", "tf2onnx", "onnxruntime"} <= locked("heatmaps.txt").keys()
+    assert "onnxruntime" in locked("worker.txt")

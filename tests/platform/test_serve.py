@@ -72,3 +72,16 @@ def test_a_worker_that_dies_is_restarted_and_the_web_stays_up(tmp_path):
         except subprocess.TimeoutExpired:
             serve.kill()
         log.close()
+
+
+def test_the_embedded_worker_consumes_the_analysis_heatmap_and_sweep_queues(settings):
+    from leukweb.management.commands.serve import worker_command
+
+    command = worker_command(1)
+    queues = next(arg for arg in command if arg.startswith("--queues="))
+    assert queues.removeprefix("--queues=").split(",") == [
+        settings.CELERY_TASK_DEFAULT_QUEUE,
+        settings.CELERY_HEATMAP_QUEUE,
+        settings.CELERY_SWEEP_QUEUE,
+    ]
+    assert "--beat" in command

@@ -216,6 +216,8 @@ def two_hosts(moto_server: MotoServer, django_db_setup, tmp_path_factory) -> Ite
                 env=worker_environment,
                 prefix=namespace.prefix if namespace else (),
                 ready_timeout=180,
+                # The worker host analyses and makes the heatmaps (its install has both).
+                queues=f"{settings.CELERY_TASK_DEFAULT_QUEUE},{settings.CELERY_HEATMAP_QUEUE}",
             )
         )
         yield TwoHosts(bucket, moto_server.url, web, web_var, worker, worker_var, store, namespace)

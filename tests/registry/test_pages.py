@@ -2,9 +2,11 @@ from http import HTTPStatus
 from xml.etree import ElementTree
 
 import pytest
+from django.urls import reverse
 
 from audit.models import AuditEvent
 from inference.models import DeploymentEvent, ModelVersion
+from inference.services.registry import model_version_import
 from registry.report import report_sections
 from tests.factories import SUBTYPES as CLASSES
 from tests.factories import ModelVersionFactory
@@ -135,3 +137,46 @@ def test_a_refused_registry_change_is_explained_on_the_confirmation_page(
     response = client_for(admin_user).post(f"/registry/{live.pk}/deploy/", {"reason": "again"})
     assert response.status_code == HTTPStatus.BAD_REQUEST
     assert b"already deployed" in response.content
+
+
+def test_the_version_page_shows_both_variants_figures_and_lets_an_admin_choose_int8(
+    client_for, admin_user, int8_artifact
+):
+    version = model_version_import(source=int8_artifact)
+    client = client_for(admin_user)
+    page = client.get(reverse("registry:detail", args=[version.pk])).content.decode()
+    int8 = version.manifest["int8"]
+    assert "verified on 8 images" in page and "BCCD" in page
+    assert f"{int8['accuracy'] * 100:.1f}%" in page and "accepted: within the accuracy" in page
+    assert "data-variant-form" in page and '<option value="int8">' in page
+
+    response = client.post(
+        reverse("registry:variant", args=[version.pk]), {"variant": "int8", "reason": "faster"}
+    )
+    assert response.status_code == HTTPStatus.FOUND
+    version.refresh_from_db()
+    assert version.variant == "int8"
+    page = client.get(reverse("registry:detail", args=[version.pk])).content.decode()
+    assert "Choose variant" in page and "faster" in page  # in the deployment history
+
+
+def test_a_variant_change_without_a_reason_changes_nothing(client_for, admin_user, int8_artifact):
+    version = model_version_import(source=int8_artifact)
+    response = client_for(admin_user).post(
+        reverse("registry:variant", args=[version.pk]),
+        {"variant": "int8", "reason": ""},
+        follow=True,
+    )
+    assert "give a reason" in response.content.decode()
+    version.refresh_from_db()
+    assert version.variant == "fp32"
+
+
+def test_a_clinician_cannot_choose_a_variant(client_for, alice, int8_artifact):
+    version = model_version_import(source=int8_artifact)
+    response = client_for(alice).post(
+        reverse("registry:variant", args=[version.pk]), {"variant": "int8", "reason": "x"}
+    )
+    assert response.status_code == HTTPStatus.FORBIDDEN
+    version.refresh_from_db()
+    assert version.variant == "fp32"

@@ -6,7 +6,7 @@ from django.core.exceptions import ValidationError
 
 from audit.models import AuditEvent
 from cases.models import Case
-from inference.models import ModelVersion
+from inference.models import ModelVersion, Prediction
 from reviews.models import Review, SignOff
 from reviews.services import case_sign_off, review_create
 from tests.factories import ModelVersionFactory, UserFactory, analysed_case, heatmap_attach
@@ -226,3 +226,17 @@ def test_the_review_pages_history_shows_clinical_events_and_access_events_on_req
     assert "Show access events too (4 hidden" in history
     everything = client.get(f"/reviews/cases/{case.pk}/?history=all").content.decode()
     assert "Viewed" in everything.split("Case history", 1)[1]
+
+
+def test_the_review_page_says_heatmap_pending_until_the_heatmap_worker_attaches_it(
+    client_for, bob, case, settings
+):
+    url = f"/reviews/cases/{case.pk}/"
+    page = client_for(bob).get(url).content.decode()
+    assert "data-heatmap-pending" in page and "Heatmap overlay" not in page
+    heatmap_attach(case.images.get().predictions.get())
+    page = client_for(bob).get(url).content.decode()
+    assert "data-heatmap-pending" not in page and "Heatmap overlay" in page
+    settings.INFERENCE_HEATMAPS = False  # none will come: nothing is said to be pending
+    Prediction.objects.update(heatmap="")
+    assert "data-heatmap-pending" not in client_for(bob).get(url).content.decode()

@@ -35,5 +35,6 @@ def tiny_run(synthetic_dir, tmp_path_factory):
         out=str(out),
         name="tiny",
         version="0.1",
+        int8=True,
     )
     return run_training(cfg)

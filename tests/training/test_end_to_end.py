@@ -8,6 +8,7 @@ import pytest
 
 from runtime.artifact import ArtifactError, Manifest, load_packaged
 from runtime.preprocess import load_rgb, resize_for_model
+from tests.helpers import verification_batch
 
 
 @pytest.mark.slow
@@ -47,6 +48,20 @@ def test_a_run_writes_its_folder_and_a_packaged_artifact(tiny_run):
 
 
 @pytest.mark.slow
+def test_a_run_packages_its_graph_verified_on_test_images_and_its_int8_verdict(tiny_run):
+    manifest = Manifest.from_dict(json.loads((tiny_run.artifact_dir / "manifest.json").read_text()))
+    assert manifest.onnx is not None and manifest.int8 is not None
+    check = manifest.onnx["verification"]
+    test_images = manifest.split_sizes["test"]
+    assert check["images"] == min(test_images, 32) and "test split" in check["source"]
+    assert check["max_abs_diff"] <= 1e-4
+    int8 = manifest.int8
+    assert int8["test_images"] == test_images and "training split" in int8["calibration"]["source"]
+    within = int8["fp32_accuracy"] - int8["accuracy"] <= 0.005 and int8["agreement"] >= 0.99
+    assert int8["status"] == ("accepted" if within else "refused")
+    assert (tiny_run.artifact_dir / "model.int8.onnx").exists() == within
+
+
 def test_the_manifest_has_every_contract_key(tiny_run):
     raw = json.loads((tiny_run.artifact_dir / "manifest.json").read_text())
     for key in (
@@ -65,10 +80,11 @@ def test_the_manifest_has_every_contract_key(tiny_run):
         "content_hash",
         "synthetic",
         "format_version",
+        "onnx",
     ):
         assert key in raw, key
     assert raw["classes"] == ["ALL", "AML", "CLL", "CML", "healthy"]
-    assert raw["synthetic"] is True and raw["format_version"] == 2
+    assert raw["synthetic"] is True and raw["format_version"] == 3
     assert raw["content_hash"].startswith("sha256:")
     assert raw["created"].endswith("Z")
     assert set(raw["split_sizes"]) == {"train", "validation", "test"}
@@ -174,7 +190,12 @@ def test_a_second_package_with_the_same_version_is_refused(tiny_run):
     fields = json.loads((tiny_run.artifact_dir / "manifest.json").read_text())
     model = keras.saving.load_model(tiny_run.artifact_dir / "model.keras", compile=False)
     with pytest.raises(ArtifactError, match="already exists"):
-        write_artifact(model, tiny_run.artifact_dir.parent, manifest_fields=fields)
+        write_artifact(
+            model,
+            tiny_run.artifact_dir.parent,
+            manifest_fields=fields,
+            verification=verification_batch(fields["input_size"]),
+        )
 
 
 @pytest.mark.slow

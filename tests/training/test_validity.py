@@ -41,7 +41,7 @@ def test_every_report_has_robustness_and_the_guard(tiny_run):
 @pytest.mark.slow
 def test_the_packaged_guard_is_hashed_and_loads(tiny_run, tmp_path):
     _, manifest = load_packaged(tiny_run.artifact_dir)
-    assert manifest.format_version == 2 and manifest.ood["file"] == "ood.npz"
+    assert manifest.format_version == 3 and manifest.ood["file"] == "ood.npz"
     guard = load_guard(tiny_run.artifact_dir, manifest)
     assert guard is not None  # a format-2 artifact has one
     assert guard.layer == manifest.ood["layer"] == "dense2"
@@ -82,7 +82,7 @@ def test_add_guard_upgrades_a_format_1_artifact(tiny_run, tmp_path):
     old = _as_format_1(tiny_run.artifact_dir, tmp_path / "old")
     new = add_guard(old, run_dir=tiny_run.run_dir, out=tmp_path / "new", version="g")
     _, manifest = load_packaged(new)
-    assert manifest.format_version == 2 and manifest.version == "g"
+    assert manifest.format_version == 3 and manifest.version == "g"
     assert (new / "report.json").is_file()
     with pytest.raises(ArtifactError, match="no out-of-scope guard"):
         ood_check(old, [], per_kind=2)
@@ -91,8 +91,19 @@ def test_add_guard_upgrades_a_format_1_artifact(tiny_run, tmp_path):
     assert 0 <= result["sets"]["test split"]["rate"] <= 1
 
 
+def test_a_macenko_run_is_refused_before_it_trains_since_no_worker_could_serve_it(
+    synthetic_dir, tmp_path
+):
+    from training.train import TrainConfig, run_training
+
+    cfg = TrainConfig(data_dir=str(synthetic_dir), out=str(tmp_path), stain_normalize="macenko")
+    with pytest.raises(ValueError, match="no ONNX equivalent"):
+        run_training(cfg)
+    assert not any(tmp_path.rglob("manifest.json"))
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("method", ["reinhard", "macenko"])
+@pytest.mark.parametrize("method", ["reinhard"])
 def test_a_stain_normalised_stain_augmented_run_packages_the_layer(synthetic_dir, tmp_path, method):
     from training.train import TrainConfig, run_training
 

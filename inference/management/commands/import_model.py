@@ -1,3 +1,4 @@
+import importlib.util
 from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
@@ -11,7 +12,11 @@ from inference.services.registry import (
 
 
 class Command(BaseCommand):
-    help = "Register a packaged model artifact folder (hash, load and a test image are checked)."
+    help = (
+        "Register a packaged model artifact folder: hashes, and its ONNX graph against its "
+        "verification batch; where TensorFlow is installed also the Keras model itself, "
+        "and an artifact packaged without a graph gets one, converted and verified."
+    )
 
     def add_arguments(self, parser):
         parser.add_argument("path", type=Path, help="artifact folder with model.keras and manifest")
@@ -26,8 +31,12 @@ class Command(BaseCommand):
     def handle(
         self, *args, path: Path, deploy: bool, reason: str, accept_new_classes: bool, **options
     ):
+        # The full check needs TensorFlow, which only the heatmap workers' image carries.
+        keras_check = importlib.util.find_spec("tensorflow") is not None
+        if not keras_check:
+            self.stdout.write("no TensorFlow here: the Keras model is checked by a heatmap worker")
         try:
-            version = model_version_import(source=path)
+            version = model_version_import(source=path, keras_check=keras_check)
         except ModelImportError as exc:
             raise CommandError(f"{path}: {exc}") from exc
         self.stdout.write(self.style.SUCCESS(f"imported {version} ({version.content_hash})"))

@@ -59,6 +59,32 @@ class Child:
             self.process.send_signal(signal.SIGTERM)
 
 
+def worker_command(concurrency: int) -> list[str]:
+    """The embedded worker: beat, and every queue (the embedded install has TensorFlow)."""
+    return [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "leukweb",
+        "worker",
+        "--beat",
+        "--queues="
+        + ",".join(
+            [
+                settings.CELERY_TASK_DEFAULT_QUEUE,
+                settings.CELERY_HEATMAP_QUEUE,
+                settings.CELERY_SWEEP_QUEUE,
+            ]
+        ),
+        f"--concurrency={concurrency}",
+        "--loglevel=INFO",
+        "-n",
+        "worker@%h",
+        f"--schedule={settings.CELERY_BEAT_SCHEDULE_FILENAME}",
+    ]
+
+
 class Command(BaseCommand):
     help = (
         "Run the web server and a Celery worker together; a child that dies is started "
@@ -70,23 +96,7 @@ class Command(BaseCommand):
         parser.add_argument("--concurrency", type=int, default=1, help="worker processes")
 
     def handle(self, *args, addr, concurrency, **options):
-        worker_cmd = [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "leukweb",
-            "worker",
-            "--beat",
-            # The analyses and the sweep: one worker does both here.
-            "-Q",
-            f"{settings.CELERY_TASK_DEFAULT_QUEUE},{settings.CELERY_SWEEP_QUEUE}",
-            f"--concurrency={concurrency}",
-            "--loglevel=INFO",
-            "-n",
-            "worker@%h",
-            f"--schedule={settings.CELERY_BEAT_SCHEDULE_FILENAME}",
-        ]
+        worker_cmd = worker_command(concurrency)
         web_cmd = [sys.executable, "manage.py", "runserver", addr, "--noreload"]
         children = [Child("worker", worker_cmd), Child("web", web_cmd)]
         # Ctrl-C reaches the children through the terminal; SIGTERM is forwarded here.
