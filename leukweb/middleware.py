@@ -1,10 +1,12 @@
-"""A page whose file store failed answers 503 with the site's own page, not a bare 500."""
+"""Project-wide response rules: nothing with patient data is kept by a browser or a proxy,
+and a page whose file store failed answers 503 with the site's own page, not a bare 500."""
 
 import logging
 from http import HTTPStatus
 
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
+from django.utils.cache import add_never_cache_headers
 
 from leukweb.outages import RETRY_AFTER, outage_of
 
@@ -31,4 +33,23 @@ class StoreUnavailableMiddleware:
         context = {"message": outage.message} if outage else {}
         response = render(request, "503.html", context, status=HTTPStatus.SERVICE_UNAVAILABLE)
         response["Retry-After"] = str(RETRY_AFTER)
+        return response
+
+
+class NoStoreMiddleware:
+    """``Cache-Control: no-store`` (and private, no-cache) on every response to a signed-in
+    user and on every API response, errors included: patient data must not stay in a shared
+    ward computer's browser cache, its back-button history or a proxy. Static files are
+    answered before this (WhiteNoise) and stay cacheable."""
+
+    def __init__(self, get_response) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        response = self.get_response(request)
+        # No user when a middleware below answered before authentication ran (a redirect
+        # to the URL with a trailing slash).
+        user = getattr(request, "user", None)
+        if request.path_info.startswith("/api/") or (user is not None and user.is_authenticated):
+            add_never_cache_headers(response)
         return response

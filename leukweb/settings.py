@@ -11,6 +11,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
+from csp.constants import NONE, SELF
 from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -77,10 +78,24 @@ if not DEBUG:
         raise ImproperlyConfigured("DEBUG=False needs a real SECRET_KEY (32+ characters)")
     if not ALLOWED_HOSTS:
         raise ImproperlyConfigured("DEBUG=False needs ALLOWED_HOSTS")
-    # The embedded run is plain HTTP on loopback: a secure cookie would never come back.
-    SESSION_COOKIE_SECURE = envbool("SECURE_COOKIES", "False" if EMBEDDED else "True")
-    CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+
+# A deployment is served over HTTPS, by itself or behind a proxy that ends TLS and says so
+# in X-Forwarded-Proto (the proxy must set or drop that header, never pass on a client's).
+# The embedded run and development mode are plain HTTP on loopback: a secure cookie would
+# never come back and a redirect to https:// would lead nowhere.
+HTTPS = envbool("HTTPS", "False" if DEBUG or EMBEDDED else "True")
+SESSION_COOKIE_SECURE = envbool("SECURE_COOKIES", str(HTTPS))
+CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+if HTTPS:
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SECURE_SSL_REDIRECT = envbool("SECURE_SSL_REDIRECT", "True")
+    SECURE_HSTS_SECONDS = envint("HSTS_SECONDS", str(365 * 24 * 3600))
+    # Both on, as `check --deploy` asks; a hospital domain whose other hosts still serve
+    # plain HTTP turns them off (README, "Headers and errors").
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = envbool("HSTS_INCLUDE_SUBDOMAINS", "True")
+    SECURE_HSTS_PRELOAD = envbool("HSTS_PRELOAD", "True")
+SECURE_REFERRER_POLICY = "same-origin"
+SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
 
 
 INSTALLED_APPS = [
@@ -99,6 +114,7 @@ INSTALLED_APPS = [
     "authentication.apps.LockoutsConfig",
     "django_filters",
     "drf_spectacular",
+    "csp",
     # In the order of docs/architecture.md: each app imports only those above it.
     "accounts",
     "audit",
@@ -113,7 +129,12 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "csp.middleware.CSPMiddleware",
+    "django_permissions_policy.PermissionsPolicyMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    # Below WhiteNoise (static files stay cacheable), above everything that may answer
+    # for a signed-in user or the API.
+    "leukweb.middleware.NoStoreMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -128,6 +149,45 @@ MIDDLEWARE = [
     # Last, as django-axes asks: turns a locked-out login into the lockout page.
     "axes.middleware.AxesMiddleware",
 ]
+
+# Scripts and styles come from our own static files only: no inline <script>, no on*=
+# handler, no style= attribute (static/js/behaviours.js applies data-* values instead), so
+# that markup an attacker slipped into a page can run nothing.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [SELF],
+        "script-src": [SELF],
+        "style-src": [SELF],
+        "img-src": [SELF],
+        "connect-src": [SELF],
+        "font-src": [SELF],
+        "object-src": [NONE],
+        "base-uri": [NONE],
+        "form-action": [SELF],
+        "frame-ancestors": [NONE],
+    }
+}
+# Browser features that no LeukWeb page uses are off for every page and anything it embeds.
+PERMISSIONS_POLICY: dict[str, list[str]] = {
+    feature: []
+    for feature in (
+        "accelerometer",
+        "autoplay",
+        "camera",
+        "display-capture",
+        "encrypted-media",
+        "geolocation",
+        "gyroscope",
+        "magnetometer",
+        "microphone",
+        "midi",
+        "payment",
+        "publickey-credentials-get",
+        "screen-wake-lock",
+        "usb",
+        "xr-spatial-tracking",
+    )
+}
 
 ROOT_URLCONF = "leukweb.urls"
 WSGI_APPLICATION = "leukweb.wsgi.application"
