@@ -135,6 +135,8 @@ MIDDLEWARE = [
     # Below WhiteNoise (static files stay cacheable), above everything that may answer
     # for a signed-in user or the API.
     "leukweb.middleware.NoStoreMiddleware",
+    # Above CSRF and every other middleware that may answer an API request with HTML.
+    "leukweb.middleware.ApiErrorShapeMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -190,6 +192,8 @@ PERMISSIONS_POLICY: dict[str, list[str]] = {
 }
 
 ROOT_URLCONF = "leukweb.urls"
+# A refused CSRF check: the site's 403 page, or the API's JSON error under /api/.
+CSRF_FAILURE_VIEW = "leukweb.views.csrf_failure"
 WSGI_APPLICATION = "leukweb.wsgi.application"
 ASGI_APPLICATION = "leukweb.asgi.application"
 

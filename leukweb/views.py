@@ -74,3 +74,23 @@ def server_error(request: HttpRequest) -> HttpResponse:
     response["Retry-After"] = str(RETRY_AFTER)
     response["Cache-Control"] = "no-store"
     return response
+
+
+def csrf_failure(request: HttpRequest, reason: str = "") -> HttpResponse:
+    """CSRF_FAILURE_VIEW: a form sent without its token (or from another site) gets the
+    site's 403 page saying what to do; the API answers in its JSON shape."""
+    status = HTTPStatus.FORBIDDEN
+    if request.path_info.startswith("/api/"):
+        message = (
+            "CSRF check failed: send your API token in the Authorization header, "
+            "or the CSRF token with a signed-in session."
+        )
+        return JsonResponse(error_body(status, "csrf_failed", message), status=status)
+    page = loader.get_template("403.html").render(
+        {
+            "exception": "The form had expired or came from another site. "
+            "Go back, reload the page and send it again."
+        },
+        request,
+    )
+    return HttpResponse(page, status=status)

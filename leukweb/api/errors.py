@@ -11,6 +11,7 @@ from http import HTTPStatus
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import Http404, HttpRequest, JsonResponse
+from django.views.decorators.csrf import csrf_exempt
 from rest_framework import exceptions, serializers
 from rest_framework.response import Response
 from rest_framework.views import exception_handler
@@ -87,8 +88,10 @@ def api_exception_handler(exc, context) -> Response:
     return response
 
 
+@csrf_exempt
 def api_not_found(request: HttpRequest) -> JsonResponse:
-    """Unknown paths under /api/ answer in the API's shape, not with an HTML page."""
+    """Unknown paths under /api/ answer in the API's shape, not with an HTML page, whatever
+    the method: there is nothing here for a forged request to change."""
     return JsonResponse(
         error_body(HTTPStatus.NOT_FOUND, "not_found", "No such endpoint."),
         status=HTTPStatus.NOT_FOUND,
