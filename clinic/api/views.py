@@ -56,7 +56,7 @@ ID_MAX = 2**63 - 1
 
 
 @extend_schema_field({"type": "integer", "format": "int64", "minimum": 1, "maximum": ID_MAX})
-class IdFilter(filters.NumberFilter):
+class IdFilter(filters.Filter):
     """A record's id in a query: a whole number within a primary key's range, or 400 before
     anything reaches the database (a decimal of any size once answered 500). Not a choice
     among existing records either, so that an id of another team's record answers exactly
