@@ -122,6 +122,25 @@ def image_clean(stream: BinaryIO, *, name: str, max_bytes: int, max_pixels: int)
     )
 
 
+def image_header_pixels(stream: BinaryIO) -> int:
+    """Width times height as the file's header states them, read without decoding a pixel
+    (0 when it is not an image we accept: image_clean then says why); the stream is left
+    where it was."""
+    start = stream.tell()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(stream, formats=[*ACCEPTED_FORMATS]) as image:
+                width, height = image.size
+    except (Image.DecompressionBombError, UnidentifiedImageError, OSError, SyntaxError):
+        return 0
+    except (ValueError, struct.error):
+        return 0
+    finally:
+        stream.seek(start)
+    return max(width, 0) * max(height, 0)
+
+
 def _open_header(data: bytes, *, name: str, max_pixels: int) -> Image.Image:
     """Read only the header, and refuse what is too big before any pixel is decoded."""
     try:

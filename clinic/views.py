@@ -17,6 +17,7 @@ from accounts import policies
 from accounts.http import AuthenticatedHttpRequest
 from audit.models import AuditEvent
 from audit.services import audit_record
+from authentication.throttles import upload_wait
 from cases import selectors as case_selectors
 from cases import services
 from cases.models import Case, SmearImage
@@ -61,6 +62,22 @@ def _invalid(
         form = context["form"]
         return JsonResponse({"errors": form.errors.get_json_data()}, status=status)
     return render(request, template, context, status=status)
+
+
+def _rate_error(wait: int) -> ValidationError:
+    return ValidationError(
+        f"You have uploaded images too often in a short time. Try again in {wait} seconds.",
+        code="throttled",
+    )
+
+
+def _throttled(request: HttpRequest, template: str, context: dict, wait: int) -> HttpResponse:
+    """429 past the user's upload rate (the API's, on the same counter): the form, with a
+    message saying when to try again."""
+    context["form"].add_error(None, _rate_error(wait))
+    response = _invalid(request, template, context, status=HTTPStatus.TOO_MANY_REQUESTS)
+    response["Retry-After"] = str(wait)
+    return response
 
 
 @require_GET
@@ -108,7 +125,8 @@ def case_new(request: AuthenticatedHttpRequest) -> HttpResponse:
     )
     context = {"form": form}
     if request.method == "POST":
-        if form.is_valid():
+        wait = upload_wait(request) if request.FILES else None
+        if form.is_valid() and wait is None:
             data = form.cleaned_data
             try:
                 case = services.case_create(
@@ -129,6 +147,8 @@ def case_new(request: AuthenticatedHttpRequest) -> HttpResponse:
             else:
                 messages.success(request, f"Case {case.pk} opened for {case.patient}.")
                 return _done(request, reverse("clinic:case_detail", args=[case.pk]))
+        if wait is not None:
+            return _throttled(request, "clinic/case_new.html", context, wait)
         return _invalid(request, "clinic/case_new.html", context)
     return render(request, "clinic/case_new.html", context)
 
@@ -195,7 +215,12 @@ def case_images_add(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     case = case_selectors.case_get_editable(user=request.user, pk=pk)
     form = ImagesForm(request.POST, request.FILES)
     status = HTTPStatus.BAD_REQUEST
-    if form.is_valid():
+    wait = upload_wait(request) if request.FILES else None
+    if wait is not None:
+        form.is_valid()
+        form.add_error(None, _rate_error(wait))
+        status = HTTPStatus.TOO_MANY_REQUESTS
+    elif form.is_valid():
         try:
             images = services.case_images_add(
                 user=request.user, case=case, uploads=_uploads(form.cleaned_data["images"])
@@ -209,7 +234,10 @@ def case_images_add(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
             messages.success(request, f"{len(images)} image(s) added.")
             return _done(request, reverse("clinic:case_detail", args=[case.pk]))
     if _wants_json(request):
-        return JsonResponse({"errors": form.errors.get_json_data()}, status=status)
+        response = JsonResponse({"errors": form.errors.get_json_data()}, status=status)
+        if wait is not None:
+            response["Retry-After"] = str(wait)
+        return response
     for error in form.errors.get("images", []) + form.non_field_errors():
         # An ErrorList yields messages (its __getitem__ unwraps each ValidationError); the
         # stubs type its items as ValidationError | str.

@@ -375,6 +375,9 @@ WHITENOISE_USE_FINDERS = DEBUG or EMBEDDED
 UPLOAD_MAX_BYTES = envint("UPLOAD_MAX_BYTES", str(50 * 1024 * 1024))
 UPLOAD_MAX_PIXELS = envint("UPLOAD_MAX_PIXELS", "40000000")
 UPLOAD_MAX_FILES = envint("UPLOAD_MAX_FILES", "50")
+# Pixels of all the images of one request together, read from their headers before any is
+# decoded: 50 small files each claiming 6000 x 6600 once held a web worker for 18 s.
+UPLOAD_MAX_REQUEST_PIXELS = envint("UPLOAD_MAX_REQUEST_PIXELS", "200000000")
 DATA_UPLOAD_MAX_NUMBER_FILES = UPLOAD_MAX_FILES
 
 # Seconds before a task is killed; evaluations of a whole labelled set may take longer.
@@ -486,8 +489,8 @@ REST_FRAMEWORK = {
     # 429 with Retry-After past these rates: the token endpoint per address, writes and
     # uploads per user (a view opts into "uploads" with throttle_scope).
     "DEFAULT_THROTTLE_CLASSES": [
-        "leukweb.api.throttles.WriteRateThrottle",
-        "leukweb.api.throttles.UploadRateThrottle",
+        "authentication.throttles.WriteRateThrottle",
+        "authentication.throttles.UploadRateThrottle",
     ],
     "DEFAULT_THROTTLE_RATES": {
         "token": env("API_THROTTLE_TOKEN", "10/minute"),

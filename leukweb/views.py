@@ -1,7 +1,9 @@
 import sys
 from http import HTTPStatus
 
+from django.conf import settings
 from django.contrib.auth.decorators import login_not_required
+from django.core.exceptions import TooManyFilesSent
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect
 from django.template import loader
@@ -93,4 +95,29 @@ def csrf_failure(request: HttpRequest, reason: str = "") -> HttpResponse:
         },
         request,
     )
+    return HttpResponse(page, status=status)
+
+
+def bad_request(request: HttpRequest, exception: Exception) -> HttpResponse:
+    """handler400: the site's page (or the uploader's and the API's JSON) saying what was
+    wrong, where Django refused the request before any view saw it."""
+    status = HTTPStatus.BAD_REQUEST
+    if isinstance(exception, TooManyFilesSent):
+        code = "too_many_files"
+        message = (
+            f"At most {settings.UPLOAD_MAX_FILES} images can be uploaded at once, and nothing "
+            "was saved. Upload them in smaller groups."
+        )
+    else:
+        code = "bad_request"
+        message = (
+            "The request could not be understood (a form sent twice, or from a stale page?). "
+            "Nothing was changed."
+        )
+    if request.path_info.startswith("/api/"):
+        return JsonResponse(error_body(status, code, message), status=status)
+    if "application/json" in request.headers.get("Accept", ""):
+        body = {"errors": {"__all__": [{"message": message, "code": code}]}}
+        return JsonResponse(body, status=status)
+    page = loader.get_template("400.html").render({"message": message}, request)
     return HttpResponse(page, status=status)

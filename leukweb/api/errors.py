@@ -8,7 +8,9 @@
 import logging
 from http import HTTPStatus
 
+from django.conf import settings
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.core.exceptions import SuspiciousOperation, TooManyFilesSent
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import Http404, HttpRequest, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
@@ -50,6 +52,12 @@ def api_exception_handler(exc, context) -> Response:
         exc = exceptions.NotFound()
     elif isinstance(exc, DjangoPermissionDenied):
         exc = exceptions.PermissionDenied(str(exc) or None)
+    elif isinstance(exc, TooManyFilesSent):
+        message = f"At most {settings.UPLOAD_MAX_FILES} files in one request."
+        exc = exceptions.ParseError(message, code="too_many_files")
+    elif isinstance(exc, SuspiciousOperation):
+        # What Django's parsers refuse (too many fields, a body too large): the caller's.
+        exc = exceptions.ParseError(str(exc) or None)
     elif isinstance(exc, UploadNotStored):
         exc = StoreUnavailable(str(exc), code=exc.code)
     elif isinstance(exc, OSError) and not isinstance(exc, FileNotFoundError):
