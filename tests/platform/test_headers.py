@@ -147,3 +147,13 @@ def test_check_deploy_reports_nothing_under_production_settings(tmp_path):
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "System check identified no issues (0 silenced)." in result.stdout
+
+
+def test_a_browser_gets_json_from_the_api_not_drfs_html_pages_with_inline_scripts(
+    client_for, alice
+):
+    accept = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"  # Chromium's
+    response = client_for(alice).get("/api/cases/", headers={"Accept": accept})
+    assert response.status_code == HTTPStatus.OK
+    assert response["Content-Type"] == "application/json"
+    assert "<script" not in response.content.decode()
