@@ -67,9 +67,9 @@ def test_https_responses_pin_the_browser_to_https_with_hsts(client, settings):
     assert response["Strict-Transport-Security"] == ("max-age=31536000; includeSubDomains; preload")
 
 
-@pytest.mark.django_db
-def test_a_forged_forwarded_proto_over_plain_http_is_not_trusted_when_https_is_off(client):
-    """The embedded run (HTTPS=False) has no proxy: a client's header must change nothing."""
+def test_the_embedded_run_trusts_no_forwarded_proto_header_and_never_redirects():
+    """The embedded run (HTTPS off) has no proxy in front: a client's X-Forwarded-Proto must
+    not pass for HTTPS, and a redirect to https:// on loopback would lead nowhere."""
     result = subprocess.run(
         [sys.executable, "-c", SHOW_HTTPS],
         cwd=ROOT,
