@@ -32,9 +32,9 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 class AuditEventAdmin(ReadOnlyAdmin):
     """Read-only: admins browse and filter the log, nobody edits or deletes it."""
 
-    list_display = ("created", "actor", "event", "target_type", "target_repr", "case")
+    list_display = ("created", "actor_username", "event", "target_type", "target_repr", "case")
     list_filter = ("action", "target_type", "created", "actor")
-    search_fields = ("target_repr", "target_id", "actor__username", "case__patient__identifier")
+    search_fields = ("target_repr", "target_id", "actor_username", "case__patient__identifier")
     date_hierarchy = "created"
     list_select_related = ("actor", "case__patient")
 
