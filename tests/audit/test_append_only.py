@@ -40,7 +40,7 @@ def test_erasing_an_event_is_refused(event):
 
 
 def test_events_added_in_bulk_keep_the_actors_name(alice):
-    (added,) = AuditEvent.objects.bulk_create(
+    AuditEvent.objects.bulk_create(
         [AuditEvent(actor=alice, action="view", target_type="t", target_id="1", target_repr="r")]
     )
     assert AuditEvent.objects.get(target_type="t").actor_username == "alice"
