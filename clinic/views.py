@@ -16,10 +16,10 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from accounts import policies
 from accounts.http import AuthenticatedHttpRequest
 from audit.models import AuditEvent
-from audit.services import audit_record
+from audit.services import audit_record, audit_record_read
 from cases import selectors as case_selectors
 from cases import services
-from cases.models import Case, SmearImage
+from cases.models import Case, Patient, SmearImage
 from clinic import presenters, selectors
 from clinic.forms import CaseCreateForm, CaseEditForm, CaseFilterForm, ImagesForm, PatientForm
 from inference import selectors as answers
@@ -79,6 +79,9 @@ def case_list(request: AuthenticatedHttpRequest) -> HttpResponse:
         user=request.user, filters=filters, predicted=data.get("predicted", "")
     )
     page = Paginator(cases, CASES_PER_PAGE).get_page(request.GET.get("page"))
+    audit_record_read(
+        actor=request.user, model=Case, ids=[c.pk for c in page], where=request.get_full_path()
+    )
     query = request.GET.copy()
     query.pop("page", None)
     return render(
@@ -311,6 +314,13 @@ def image_file(request: AuthenticatedHttpRequest, pk: int) -> FileResponse:
 @require_GET
 def image_thumbnail(request: AuthenticatedHttpRequest, pk: int) -> FileResponse:
     image = case_selectors.image_get(user=request.user, pk=pk)
+    audit_record(
+        actor=request.user,
+        action=AuditEvent.Action.VIEW,
+        target=image,
+        case=image.case,
+        detail={"thumbnail": True},
+    )
     if not image.thumbnail:
         return image_response(image, image.file, thumbnail=False)
     return image_response(image, image.thumbnail, thumbnail=True)
@@ -321,6 +331,9 @@ def patient_list(request: AuthenticatedHttpRequest) -> HttpResponse:
     search = request.GET.get("q", "")
     patients = case_selectors.patient_list(user=request.user, search=search)
     page = Paginator(patients, CASES_PER_PAGE).get_page(request.GET.get("page"))
+    audit_record_read(
+        actor=request.user, model=Patient, ids=[p.pk for p in page], where=request.get_full_path()
+    )
     return render(
         request,
         "clinic/patient_list.html",

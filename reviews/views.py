@@ -17,10 +17,11 @@ from accounts import policies
 from accounts.http import AuthenticatedHttpRequest
 from accounts.services import user_blinded_review_set
 from audit.models import AuditEvent
-from audit.services import audit_record
+from audit.services import audit_record, audit_record_read
 from cases import selectors as case_selectors
+from cases.models import Case
 from inference import selectors as answers
-from inference.models import ModelVersion
+from inference.models import ModelVersion, Prediction
 from reviews import presenters, selectors, services
 from reviews.forms import QueueFilterForm, VerdictForm
 
@@ -54,6 +55,9 @@ def queue(request: AuthenticatedHttpRequest) -> HttpResponse:
         )
     paginator = Paginator(selectors.review_queue(user=request.user, filters=filters), PER_PAGE)
     page = paginator.get_page(request.GET.get("page"))
+    audit_record_read(
+        actor=request.user, model=Case, ids=[c.pk for c in page], where=request.get_full_path()
+    )
     by_pk = {v.pk: v for v in versions}
     for case in page:
         # result_model_version_id is annotated by the queue's query; the template reads the
@@ -188,6 +192,13 @@ def case_report(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
 @require_GET
 def heatmap(request: AuthenticatedHttpRequest, pk: int) -> FileResponse:
     prediction = selectors.prediction_get_with_heatmap(user=request.user, pk=pk)
+    audit_record(
+        actor=request.user,
+        action=AuditEvent.Action.VIEW,
+        target=prediction,
+        case=prediction.image.case,
+        detail={"heatmap": True},
+    )
     # The selector keeps only predictions with a heatmap.
     assert prediction.heatmap.name
     try:
@@ -208,6 +219,12 @@ def prediction_audit(request: AuthenticatedHttpRequest) -> HttpResponse:
     search = request.GET.get("q", "")
     predictions = selectors.prediction_audit_list(user=request.user, search=search)
     page = Paginator(predictions, PER_PAGE).get_page(request.GET.get("page"))
+    audit_record_read(
+        actor=request.user,
+        model=Prediction,
+        ids=[p.pk for p in page],
+        where=request.get_full_path(),
+    )
     return render(request, "reviews/prediction_audit.html", {"page": page, "q": search})
 
 

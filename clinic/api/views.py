@@ -13,7 +13,7 @@ from rest_framework.response import Response
 
 from accounts.http import api_user
 from audit.models import AuditEvent
-from audit.services import audit_record
+from audit.services import audit_record, audit_record_read
 from cases import selectors as case_selectors
 from cases import services
 from cases.models import Case, Patient, SmearImage
@@ -45,6 +45,26 @@ STORE_ERROR = {
 }
 
 
+class AuditedListMixin(mixins.ListModelMixin):
+    """A list that audits what it returned: one event per request with the ids of the
+    page, since a list shows as much patient data as the records one by one."""
+
+    def list(self, request: Request, *args, **kwargs) -> Response:
+        queryset = self.filter_queryset(self.get_queryset())  # type: ignore[attr-defined]
+        page = self.paginate_queryset(queryset)  # type: ignore[attr-defined]
+        rows = page if page is not None else list(queryset)
+        audit_record_read(
+            actor=api_user(request),
+            model=queryset.model,
+            ids=[row.pk for row in rows],
+            where=request.get_full_path(),
+        )
+        data = self.get_serializer(rows, many=True).data  # type: ignore[attr-defined]
+        if page is None:
+            return Response(data)
+        return self.get_paginated_response(data)  # type: ignore[attr-defined]
+
+
 class PatientFilter(filters.FilterSet):
     identifier = filters.CharFilter(lookup_expr="icontains")
 
@@ -59,7 +79,7 @@ class PatientFilter(filters.FilterSet):
         summary="One patient", responses={200: PatientSerializer, **READ_ERRORS}
     ),
 )
-class PatientViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+class PatientViewSet(AuditedListMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     # Only for the schema's benefit: every request's queryset comes from selectors.
     queryset = Patient.objects.none()
     lookup_value_regex = r"[0-9]+"
@@ -159,6 +179,13 @@ class CaseViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
 
     def list(self, request: Request) -> Response:
         page = self.paginate_queryset(self.filter_queryset(self.get_queryset()))
+        # Notes, results and sign-offs of every case listed: audited as read, by id.
+        audit_record_read(
+            actor=api_user(request),
+            model=Case,
+            ids=[case.pk for case in page or []],
+            where=request.get_full_path(),
+        )
         data = CaseSerializer(page, many=True, context=_case_context(api_user(request), page)).data
         return self.get_paginated_response(data)
 
@@ -253,7 +280,14 @@ class CaseViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
     def images(self, request: Request, pk: str) -> Response:
         if request.method == "GET":
             case = selectors.case_get(user=api_user(request), pk=pk)
-            return Response(SmearImageSerializer(case.images.all(), many=True).data)
+            images = list(case.images.all())
+            audit_record_read(
+                actor=api_user(request),
+                model=SmearImage,
+                ids=[image.pk for image in images],
+                where=request.get_full_path(),
+            )
+            return Response(SmearImageSerializer(images, many=True).data)
         case = case_selectors.case_get_editable(user=api_user(request), pk=pk)
         serializer = ImageUploadSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
@@ -276,7 +310,7 @@ class CaseViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
         summary="One image's metadata", responses={200: SmearImageSerializer, **READ_ERRORS}
     ),
 )
-class ImageViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+class ImageViewSet(AuditedListMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     # Only for the schema's benefit: every request's queryset comes from selectors.
     queryset = SmearImage.objects.none()
     lookup_value_regex = r"[0-9]+"
@@ -288,6 +322,13 @@ class ImageViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
 
     def get_object(self):
         return case_selectors.image_get(user=api_user(self.request), pk=self.kwargs["pk"])
+
+    def retrieve(self, request: Request, pk: str) -> Response:
+        image = self.get_object()
+        audit_record(
+            actor=api_user(request), action=AuditEvent.Action.VIEW, target=image, case=image.case
+        )
+        return Response(SmearImageSerializer(image).data)
 
     @extend_schema(
         summary="Download the stored image (metadata removed)",
@@ -326,6 +367,13 @@ class ImageViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
     @action(detail=True, methods=["get"])
     def thumbnail(self, request: Request, pk: str) -> FileResponse:
         image = self.get_object()
+        audit_record(
+            actor=api_user(request),
+            action=AuditEvent.Action.VIEW,
+            target=image,
+            case=image.case,
+            detail={"thumbnail": True},
+        )
         stored = image.thumbnail or image.file
         return image_response(image, stored, thumbnail=bool(image.thumbnail))
 
@@ -344,7 +392,7 @@ class PredictionFilter(filters.FilterSet):
         summary="One prediction", responses={200: PredictionSerializer, **READ_ERRORS}
     ),
 )
-class PredictionViewSet(viewsets.ReadOnlyModelViewSet):
+class PredictionViewSet(AuditedListMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     # Only for the schema's benefit: every request's queryset comes from selectors.
     queryset = Prediction.objects.none()
     lookup_value_regex = r"[0-9]+"
@@ -353,3 +401,13 @@ class PredictionViewSet(viewsets.ReadOnlyModelViewSet):
 
     def get_queryset(self):
         return selectors.prediction_list(user=api_user(self.request))
+
+    def retrieve(self, request: Request, pk: str) -> Response:
+        prediction = self.get_object()
+        audit_record(
+            actor=api_user(request),
+            action=AuditEvent.Action.VIEW,
+            target=prediction,
+            case=prediction.image.case,
+        )
+        return Response(PredictionSerializer(prediction).data)
