@@ -123,7 +123,7 @@ def test_each_thumbnail_fetched_is_audited_on_its_case(cases, alice, client_for,
 
 
 def test_each_heatmap_fetched_is_audited_on_its_case(cases, bob, client_for):
-    prediction = heatmap_attach(Prediction.objects.filter(image__case=cases["a"][0]).first())
+    prediction = heatmap_attach(Prediction.objects.filter(image__case=cases["a"][0])[0])
     client = client_for(bob)
     event = _one_read_event(
         lambda: client.get(f"/reviews/predictions/{prediction.pk}/heatmap.png"), bob
@@ -134,7 +134,7 @@ def test_each_heatmap_fetched_is_audited_on_its_case(cases, bob, client_for):
 
 def test_one_prediction_or_image_read_through_the_api_is_audited(cases, alice, api_for):
     api = api_for(alice)
-    prediction = Prediction.objects.filter(image__case=cases["a"][0]).first()
+    prediction = Prediction.objects.filter(image__case=cases["a"][0])[0]
     event = _one_read_event(lambda: api.get(f"/api/predictions/{prediction.pk}/"), alice)
     assert event.target_id == str(prediction.pk) and event.case_id == cases["a"][0].pk
     image = prediction.image
