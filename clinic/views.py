@@ -24,6 +24,7 @@ from clinic import presenters, selectors
 from clinic.forms import CaseCreateForm, CaseEditForm, CaseFilterForm, ImagesForm, PatientForm
 from inference import selectors as answers
 from inference.services import versions
+from reviews import services as review_services
 
 CASES_PER_PAGE = 25
 IMAGE_TYPES = {"JPEG": "image/jpeg", "PNG": "image/png"}
@@ -155,6 +156,10 @@ def case_detail(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
         user=request.user, case=case, access_history=request.GET.get("history") == "all"
     )
     context["images_form"] = ImagesForm()
+    if context.get("result"):
+        review_services.answer_shown_record(
+            user=request.user, case_ids=[case.pk], where=request.get_full_path()
+        )
     return render(request, "clinic/case_detail.html", context)
 
 

@@ -99,6 +99,8 @@ INSTALLED_APPS = [
     "authentication.apps.LockoutsConfig",
     "django_filters",
     "drf_spectacular",
+    # Old and new values of the clinical records (their ``history``), with who changed them.
+    "simple_history",
     # In the order of docs/architecture.md: each app imports only those above it.
     "accounts",
     "audit",

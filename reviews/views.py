@@ -106,6 +106,15 @@ def _case_context(request: AuthenticatedHttpRequest, case) -> dict:
     )
 
 
+def _answer_shown(request: AuthenticatedHttpRequest, case, context: dict) -> None:
+    """The page carries the model's answer: this reviewer's verdicts from now on are not
+    blind, whatever ``?blinded=`` says."""
+    if context.get("revealed") and context.get("results"):
+        services.answer_shown_record(
+            user=request.user, case_ids=[case.pk], where=request.get_full_path()
+        )
+
+
 def _verdict_form(request: AuthenticatedHttpRequest, case, data=None) -> VerdictForm | None:
     results = selectors.case_results(user=request.user, case=case)
     result = next((r for r in results if r.primary), None)
@@ -119,6 +128,7 @@ def case_review(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     case = selectors.review_case_get(user=request.user, pk=pk)
     audit_record(actor=request.user, action=AuditEvent.Action.VIEW, target=case, case=case)
     context = _case_context(request, case)
+    _answer_shown(request, case, context)
     context["form"] = None if context["locked"] else _verdict_form(request, case)
     return render(request, "reviews/case_review.html", context)
 
@@ -146,6 +156,7 @@ def case_verdict(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
             messages.success(request, "Verdict recorded.")
             return redirect("reviews:case_review", pk=case.pk)
     context = _case_context(request, case)
+    _answer_shown(request, case, context)
     context["form"] = form
     return render(request, "reviews/case_review.html", context, status=400)
 
@@ -183,6 +194,7 @@ def case_report(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
         detail={"page": "printable report"},
     )
     context = _case_context(request, case)
+    _answer_shown(request, case, context)
     context["printed"] = timezone.now()
     # Grad-CAM overlays are a reviewer's aid, served to reviewers only.
     context["can_review"] = policies.can_review(request.user)
@@ -223,6 +235,11 @@ def prediction_audit(request: AuthenticatedHttpRequest) -> HttpResponse:
         actor=request.user,
         model=Prediction,
         ids=[p.pk for p in page],
+        where=request.get_full_path(),
+    )
+    services.answer_shown_record(
+        user=request.user,
+        case_ids=[p.image.case_id for p in page],
         where=request.get_full_path(),
     )
     return render(request, "reviews/prediction_audit.html", {"page": page, "q": search})
@@ -294,6 +311,11 @@ def prediction_export(request: AuthenticatedHttpRequest) -> StreamingHttpRespons
         action=AuditEvent.Action.EXPORT,
         target=request.user,
         detail={"what": "predictions", "search": search, "rows": predictions.count()},
+    )
+    services.answer_shown_record(
+        user=request.user,
+        case_ids=predictions.values_list("image__case_id", flat=True).distinct(),
+        where=request.get_full_path(),
     )
     stamp = timezone.now().strftime("%Y%m%d-%H%M%S")
     response = StreamingHttpResponse(_csv_rows(predictions), content_type="text/csv")

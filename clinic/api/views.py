@@ -1,6 +1,9 @@
 """REST endpoints: access through selectors, writes through services, as on the web."""
 
+from collections.abc import Sequence
+
 from django.core.exceptions import ValidationError
+from django.db.models import Model
 from django.http import FileResponse, Http404
 from django_filters import rest_framework as filters
 from drf_spectacular.types import OpenApiTypes
@@ -31,6 +34,7 @@ from clinic.api.serializers import (
 )
 from clinic.views import image_response
 from inference.models import Prediction
+from reviews import services as review_services
 
 ERRORS = {
     400: OpenApiResponse(ErrorSerializer, description="Invalid request"),
@@ -59,10 +63,14 @@ class AuditedListMixin(mixins.ListModelMixin):
             ids=[row.pk for row in rows],
             where=request.get_full_path(),
         )
+        self.rows_shown(request, rows)
         data = self.get_serializer(rows, many=True).data  # type: ignore[attr-defined]
         if page is None:
             return Response(data)
         return self.get_paginated_response(data)  # type: ignore[attr-defined]
+
+    def rows_shown(self, request: Request, rows: Sequence[Model]) -> None:
+        """What else a list must record about the rows it returned."""
 
 
 class PatientFilter(filters.FilterSet):
@@ -186,12 +194,21 @@ class CaseViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
             ids=[case.pk for case in page or []],
             where=request.get_full_path(),
         )
-        data = CaseSerializer(page, many=True, context=_case_context(api_user(request), page)).data
+        context = _case_context(api_user(request), page)
+        review_services.answer_shown_record(
+            user=api_user(request), case_ids=context["results"], where=request.get_full_path()
+        )
+        data = CaseSerializer(page, many=True, context=context).data
         return self.get_paginated_response(data)
 
     def _case_response(self, case: Case, *, code: int = status.HTTP_200_OK) -> Response:
         case = selectors.case_get(user=api_user(self.request), pk=case.pk)
         context = _case_context(api_user(self.request), [case])
+        review_services.answer_shown_record(
+            user=api_user(self.request),
+            case_ids=context["results"],
+            where=self.request.get_full_path(),
+        )
         return Response(CaseSerializer(case, context=context).data, status=code)
 
     @extend_schema(summary="One case", responses={200: CaseSerializer, **READ_ERRORS})
@@ -402,6 +419,14 @@ class PredictionViewSet(AuditedListMixin, mixins.RetrieveModelMixin, viewsets.Ge
     def get_queryset(self):
         return selectors.prediction_list(user=api_user(self.request))
 
+    def rows_shown(self, request: Request, rows: Sequence[Prediction]) -> None:  # type: ignore[override]
+        # Model answers: a reviewer's later verdicts on these cases are not blind.
+        review_services.answer_shown_record(
+            user=api_user(request),
+            case_ids=[p.image.case_id for p in rows],
+            where=request.get_full_path(),
+        )
+
     def retrieve(self, request: Request, pk: str) -> Response:
         prediction = self.get_object()
         audit_record(
@@ -410,4 +435,5 @@ class PredictionViewSet(AuditedListMixin, mixins.RetrieveModelMixin, viewsets.Ge
             target=prediction,
             case=prediction.image.case,
         )
+        self.rows_shown(request, [prediction])
         return Response(PredictionSerializer(prediction).data)
