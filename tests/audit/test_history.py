@@ -77,3 +77,18 @@ def test_verdicts_sign_offs_and_the_primary_answer_have_a_history(bob):
     result.primary = False
     result.save()
     assert [v.primary for v in result.history.order_by("history_id")] == [True, False]
+
+
+def test_an_admin_reads_old_and_new_notes_in_the_django_admin_and_cannot_edit_them(
+    alice, alice_patient, admin_user, client_for
+):
+    case = services.case_create(user=alice, patient=alice_patient, clinical_notes="fever 38.5")
+    services.case_update(user=alice, case=case, clinical_notes="afebrile")
+    client = client_for(admin_user)
+    page = client.get("/admin/cases/historicalcase/").content.decode()
+    assert "clinical_notes: &#x27;fever 38.5&#x27; → &#x27;afebrile&#x27;" in page
+    latest = case.history.latest()
+    url = f"/admin/cases/historicalcase/{latest.history_id}"
+    for path, data in (("change", {"clinical_notes": "x"}), ("delete", {"post": "yes"})):
+        assert client.post(f"{url}/{path}/", data).status_code == HTTPStatus.FORBIDDEN
+    assert case.history.latest().clinical_notes == "afebrile"
