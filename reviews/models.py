@@ -80,6 +80,8 @@ class AnswerShown(models.Model):
 
     class Meta:
         indexes = [models.Index(fields=["case", "reviewer"])]
+        verbose_name = "answer shown to a reviewer"
+        verbose_name_plural = "answers shown to reviewers"
 
     def __str__(self) -> str:
         return f"Case {self.case_id}'s answer shown to {self.reviewer_id} ({self.where})"
