@@ -16,15 +16,16 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from accounts import policies
 from accounts.http import AuthenticatedHttpRequest
 from audit.models import AuditEvent
-from audit.services import audit_record
+from audit.services import audit_record, audit_record_read
 from authentication.throttles import upload_wait
 from cases import selectors as case_selectors
 from cases import services
-from cases.models import Case, SmearImage
+from cases.models import Case, Patient, SmearImage
 from clinic import presenters, selectors
 from clinic.forms import CaseCreateForm, CaseEditForm, CaseFilterForm, ImagesForm, PatientForm
 from inference import selectors as answers
 from inference.services import versions
+from reviews import services as review_services
 
 CASES_PER_PAGE = 25
 IMAGE_TYPES = {"JPEG": "image/jpeg", "PNG": "image/png"}
@@ -96,6 +97,9 @@ def case_list(request: AuthenticatedHttpRequest) -> HttpResponse:
         user=request.user, filters=filters, predicted=data.get("predicted", "")
     )
     page = Paginator(cases, CASES_PER_PAGE).get_page(request.GET.get("page"))
+    audit_record_read(
+        actor=request.user, model=Case, ids=[c.pk for c in page], where=request.get_full_path()
+    )
     query = request.GET.copy()
     query.pop("page", None)
     return render(
@@ -172,6 +176,10 @@ def case_detail(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
         user=request.user, case=case, access_history=request.GET.get("history") == "all"
     )
     context["images_form"] = ImagesForm()
+    if context.get("result"):
+        review_services.answer_shown_record(
+            user=request.user, case_ids=[case.pk], where=request.get_full_path()
+        )
     return render(request, "clinic/case_detail.html", context)
 
 
@@ -339,6 +347,13 @@ def image_file(request: AuthenticatedHttpRequest, pk: int) -> FileResponse:
 @require_GET
 def image_thumbnail(request: AuthenticatedHttpRequest, pk: int) -> FileResponse:
     image = case_selectors.image_get(user=request.user, pk=pk)
+    audit_record(
+        actor=request.user,
+        action=AuditEvent.Action.VIEW,
+        target=image,
+        case=image.case,
+        detail={"thumbnail": True},
+    )
     if not image.thumbnail:
         return image_response(image, image.file, thumbnail=False)
     return image_response(image, image.thumbnail, thumbnail=True)
@@ -349,6 +364,9 @@ def patient_list(request: AuthenticatedHttpRequest) -> HttpResponse:
     search = request.GET.get("q", "")
     patients = case_selectors.patient_list(user=request.user, search=search)
     page = Paginator(patients, CASES_PER_PAGE).get_page(request.GET.get("page"))
+    audit_record_read(
+        actor=request.user, model=Patient, ids=[p.pk for p in page], where=request.get_full_path()
+    )
     return render(
         request,
         "clinic/patient_list.html",

@@ -115,6 +115,8 @@ INSTALLED_APPS = [
     "django_filters",
     "drf_spectacular",
     "csp",
+    # Old and new values of the clinical records (their ``history``), with who changed them.
+    "simple_history",
     # In the order of docs/architecture.md: each app imports only those above it.
     "accounts",
     "audit",
@@ -141,6 +143,8 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # The request's user is the actor of the audit events and field history it causes.
+    "audit.context.ActingUserMiddleware",
     "django_otp.middleware.OTPMiddleware",
     "accounts.middleware.LoginRequiredMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",

@@ -1,7 +1,10 @@
 """REST endpoints: access through selectors, writes through services, as on the web."""
 
+from collections.abc import Sequence
+
 from django import forms
 from django.core.exceptions import ValidationError
+from django.db.models import Model
 from django.http import FileResponse, Http404
 from django_filters import rest_framework as filters
 from drf_spectacular.types import OpenApiTypes
@@ -19,7 +22,7 @@ from rest_framework.response import Response
 
 from accounts.http import api_user
 from audit.models import AuditEvent
-from audit.services import audit_record
+from audit.services import audit_record, audit_record_read
 from cases import selectors as case_selectors
 from cases import services
 from cases.models import Case, Patient, SmearImage
@@ -37,6 +40,7 @@ from clinic.api.serializers import (
 )
 from clinic.views import image_response
 from inference.models import Prediction
+from reviews import services as review_services
 
 ERRORS = {
     400: OpenApiResponse(ErrorSerializer, description="Invalid request"),
@@ -68,6 +72,30 @@ class IdFilter(filters.Filter):
         super().__init__(*args, min_value=1, max_value=ID_MAX, **kwargs)
 
 
+class AuditedListMixin(mixins.ListModelMixin):
+    """A list that audits what it returned: one event per request with the ids of the
+    page, since a list shows as much patient data as the records one by one."""
+
+    def list(self, request: Request, *args, **kwargs) -> Response:
+        queryset = self.filter_queryset(self.get_queryset())  # type: ignore[attr-defined]
+        page = self.paginate_queryset(queryset)  # type: ignore[attr-defined]
+        rows = page if page is not None else list(queryset)
+        audit_record_read(
+            actor=api_user(request),
+            model=queryset.model,
+            ids=[row.pk for row in rows],
+            where=request.get_full_path(),
+        )
+        self.rows_shown(request, rows)
+        data = self.get_serializer(rows, many=True).data  # type: ignore[attr-defined]
+        if page is None:
+            return Response(data)
+        return self.get_paginated_response(data)  # type: ignore[attr-defined]
+
+    def rows_shown(self, request: Request, rows: Sequence[Model]) -> None:
+        """What else a list must record about the rows it returned."""
+
+
 class PatientFilter(filters.FilterSet):
     identifier = filters.CharFilter(lookup_expr="icontains")
     team = IdFilter(help_text="The team's id.")
@@ -83,7 +111,7 @@ class PatientFilter(filters.FilterSet):
         summary="One patient", responses={200: PatientSerializer, **READ_ERRORS}
     ),
 )
-class PatientViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+class PatientViewSet(AuditedListMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     # Only for the schema's benefit: every request's queryset comes from selectors.
     queryset = Patient.objects.none()
     lookup_value_regex = r"[0-9]+"
@@ -183,12 +211,28 @@ class CaseViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
 
     def list(self, request: Request) -> Response:
         page = self.paginate_queryset(self.filter_queryset(self.get_queryset()))
-        data = CaseSerializer(page, many=True, context=_case_context(api_user(request), page)).data
+        # Notes, results and sign-offs of every case listed: audited as read, by id.
+        audit_record_read(
+            actor=api_user(request),
+            model=Case,
+            ids=[case.pk for case in page or []],
+            where=request.get_full_path(),
+        )
+        context = _case_context(api_user(request), page)
+        review_services.answer_shown_record(
+            user=api_user(request), case_ids=context["results"], where=request.get_full_path()
+        )
+        data = CaseSerializer(page, many=True, context=context).data
         return self.get_paginated_response(data)
 
     def _case_response(self, case: Case, *, code: int = status.HTTP_200_OK) -> Response:
         case = selectors.case_get(user=api_user(self.request), pk=case.pk)
         context = _case_context(api_user(self.request), [case])
+        review_services.answer_shown_record(
+            user=api_user(self.request),
+            case_ids=context["results"],
+            where=self.request.get_full_path(),
+        )
         return Response(CaseSerializer(case, context=context).data, status=code)
 
     @extend_schema(summary="One case", responses={200: CaseSerializer, **READ_ERRORS})
@@ -277,7 +321,14 @@ class CaseViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
     def images(self, request: Request, pk: str) -> Response:
         if request.method == "GET":
             case = selectors.case_get(user=api_user(request), pk=pk)
-            return Response(SmearImageSerializer(case.images.all(), many=True).data)
+            images = list(case.images.all())
+            audit_record_read(
+                actor=api_user(request),
+                model=SmearImage,
+                ids=[image.pk for image in images],
+                where=request.get_full_path(),
+            )
+            return Response(SmearImageSerializer(images, many=True).data)
         case = case_selectors.case_get_editable(user=api_user(request), pk=pk)
         serializer = ImageUploadSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
@@ -308,7 +359,7 @@ class ImageFilter(filters.FilterSet):
         summary="One image's metadata", responses={200: SmearImageSerializer, **READ_ERRORS}
     ),
 )
-class ImageViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+class ImageViewSet(AuditedListMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     # Only for the schema's benefit: every request's queryset comes from selectors.
     queryset = SmearImage.objects.none()
     lookup_value_regex = r"[0-9]+"
@@ -320,6 +371,13 @@ class ImageViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
 
     def get_object(self):
         return case_selectors.image_get(user=api_user(self.request), pk=self.kwargs["pk"])
+
+    def retrieve(self, request: Request, pk: str) -> Response:
+        image = self.get_object()
+        audit_record(
+            actor=api_user(request), action=AuditEvent.Action.VIEW, target=image, case=image.case
+        )
+        return Response(SmearImageSerializer(image).data)
 
     @extend_schema(
         summary="Download the stored image (metadata removed)",
@@ -358,6 +416,13 @@ class ImageViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
     @action(detail=True, methods=["get"])
     def thumbnail(self, request: Request, pk: str) -> FileResponse:
         image = self.get_object()
+        audit_record(
+            actor=api_user(request),
+            action=AuditEvent.Action.VIEW,
+            target=image,
+            case=image.case,
+            detail={"thumbnail": True},
+        )
         stored = image.thumbnail or image.file
         return image_response(image, stored, thumbnail=bool(image.thumbnail))
 
@@ -378,7 +443,7 @@ class PredictionFilter(filters.FilterSet):
         summary="One prediction", responses={200: PredictionSerializer, **READ_ERRORS}
     ),
 )
-class PredictionViewSet(viewsets.ReadOnlyModelViewSet):
+class PredictionViewSet(AuditedListMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     # Only for the schema's benefit: every request's queryset comes from selectors.
     queryset = Prediction.objects.none()
     lookup_value_regex = r"[0-9]+"
@@ -387,3 +452,22 @@ class PredictionViewSet(viewsets.ReadOnlyModelViewSet):
 
     def get_queryset(self):
         return selectors.prediction_list(user=api_user(self.request))
+
+    def rows_shown(self, request: Request, rows: Sequence[Prediction]) -> None:  # type: ignore[override]
+        # Model answers: a reviewer's later verdicts on these cases are not blind.
+        review_services.answer_shown_record(
+            user=api_user(request),
+            case_ids=[p.image.case_id for p in rows],
+            where=request.get_full_path(),
+        )
+
+    def retrieve(self, request: Request, pk: str) -> Response:
+        prediction = self.get_object()
+        audit_record(
+            actor=api_user(request),
+            action=AuditEvent.Action.VIEW,
+            target=prediction,
+            case=prediction.image.case,
+        )
+        self.rows_shown(request, [prediction])
+        return Response(PredictionSerializer(prediction).data)
