@@ -284,7 +284,10 @@ def case_reanalyse(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     policies.require_admin(request.user)
     chosen = request.POST.get("model_version", "")
     version = (
-        answers.model_version_list().filter(pk=int(chosen)).first() if chosen.isdigit() else None
+        # isdigit() alone takes "²", which int() refuses.
+        answers.model_version_list().filter(pk=int(chosen)).first()
+        if chosen.isascii() and chosen.isdigit()
+        else None
     )
     if version is None:
         messages.error(request, "Choose a model version.")
