@@ -94,6 +94,8 @@ if HTTPS:
     # plain HTTP turns them off (README, "Headers and errors").
     SECURE_HSTS_INCLUDE_SUBDOMAINS = envbool("HSTS_INCLUDE_SUBDOMAINS", "True")
     SECURE_HSTS_PRELOAD = envbool("HSTS_PRELOAD", "True")
+# Load balancers and orchestrators probe over plain HTTP; the answer is the status alone.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
 SECURE_REFERRER_POLICY = "same-origin"
 SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
 
