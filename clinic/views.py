@@ -332,8 +332,8 @@ def image_response(image: SmearImage, file: FieldFile, *, thumbnail: bool) -> Fi
     response["Content-Disposition"] = (
         "inline" if thumbnail else f'inline; filename="smear-{image.pk}.{image.format.lower()}"'
     )
-    # Clinical images: kept by the browser only, never by a shared cache.
-    response["Cache-Control"] = "private, max-age=3600"
+    # No Cache-Control here: leukweb.middleware.NoStoreMiddleware says no-store, as for every
+    # response with patient data (a ward computer's browser keeps no copy).
     response["X-Content-Type-Options"] = "nosniff"
     return response
 
