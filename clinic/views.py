@@ -188,6 +188,11 @@ def case_status(request: AuthenticatedHttpRequest, pk: int) -> JsonResponse:
     """Polled by the case page while workers may still change it (not audited: no new data)."""
     case = selectors.case_get(user=request.user, pk=pk)
     context = presenters.analysis_panel(user=request.user, case=case)
+    if context.get("result"):
+        # The panel now carries the model's answer: a reviewer watching has seen it.
+        review_services.answer_shown_record(
+            user=request.user, case_ids=[case.pk], where=request.get_full_path()
+        )
     return JsonResponse(
         {
             "status": case.status,
