@@ -58,11 +58,16 @@ def analyse_case(self, case_id: int) -> dict:
     max_retries=8,
 )
 def make_heatmaps(self, case_id: int, model_version_id: int) -> dict:
-    """Grad-CAM overlays for a case's predictions by one version that have none yet.
+    """Grad-CAM overlays for the next few of a case's predictions by one version that have
+    none yet (the task queues the rest again: each message is short).
 
     Routed to the heatmap queue (leukweb.celery.task_route): only workers with
     TensorFlow consume it."""
-    return asdict(heatmaps.case_heatmaps_make(case_id=case_id, model_version_id=model_version_id))
+    return asdict(
+        heatmaps.case_heatmaps_make(
+            case_id=case_id, model_version_id=model_version_id, holder=claim_holder(self)
+        )
+    )
 
 
 @shared_task(

@@ -411,6 +411,9 @@ CLINICAL_DIAGNOSES = envlist("CLINICAL_DIAGNOSES", "healthy,ALL,AML,CLL,CML")
 
 # Grad-CAM overlays for reviewers, made by a heatmap worker after the predictions.
 INFERENCE_HEATMAPS = envbool("INFERENCE_HEATMAPS", "True")
+# Overlays one heatmap message makes (it queues the rest of its case again): short tasks,
+# so a worker told to stop finishes its task within the grace period.
+INFERENCE_HEATMAP_BATCH = envint("INFERENCE_HEATMAP_BATCH", "4")
 
 REST_FRAMEWORK = {
     # Token first: an anonymous request then gets 401 with a "WWW-Authenticate: Token"
