@@ -79,6 +79,7 @@ def make_heatmaps(self, case_id: int, model_version_id: int) -> dict:
     retry_backoff=2,
     max_retries=5,
     time_limit=settings.EVALUATION_TIME_LIMIT,
+    soft_time_limit=settings.EVALUATION_TIME_LIMIT - 30,
 )
 def evaluate_model(self, evaluation_id: int) -> None:
     """A local evaluation asked for from the registry page."""
