@@ -374,14 +374,19 @@ class Stack:
                 timeout=300,
             )
             assert done.returncode == 0, done.stdout + done.stderr
+        # Every artifact is imported; the first is deployed.
+        imports = "".join(
+            f"versions.append(model_version_import(source='{path}'))\n"
+            for path in self.artifacts.values()
+        )
         self.manage(
             "from accounts.services import user_create\n"
             "from inference.services.registry import model_version_deploy, model_version_import\n"
             "user_create(username='alice', role='clinician', teams=['Ward'], "
             f"password='{PASSWORD}')\n"
-            f"v1 = model_version_import(source='{self.artifacts['v1']}')\n"
-            f"model_version_import(source='{self.artifacts['v2']}')\n"
-            "model_version_deploy(model_version=v1, actor=None, reason='fault suite')\n"
+            "versions = []\n"
+            + imports
+            + "model_version_deploy(model_version=versions[0], actor=None, reason='stack')\n"
         )
         self.apps = self._processes()
         self.start_apps()
