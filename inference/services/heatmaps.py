@@ -255,8 +255,10 @@ def heatmaps_requeue(*, older_than_s: int) -> list[tuple[int, int]]:
     due = Q(heatmap_changed__isnull=True) | Q(
         heatmap_changed__lt=now - timedelta(seconds=older_than_s)
     )
-    if dispatch.heatmap_queue_depth() == 0:
-        due |= Q(heatmap_changed__lt=now - timedelta(seconds=settings.INFERENCE_REQUEUE_GRACE))
+    waited = Q(heatmap_changed__lt=now - timedelta(seconds=settings.INFERENCE_REQUEUE_GRACE))
+    # The broker is asked only when something has waited that long.
+    if free.filter(waited).exists() and dispatch.heatmap_queue_depth() == 0:
+        due |= waited
     stale = free.filter(due)
     pairs = sorted(set(stale.values_list("image__case_id", "model_version_id")))
     queued = [pair for pair in pairs if dispatch.case_heatmaps_request(*pair)]
