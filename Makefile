@@ -51,8 +51,9 @@ test-browser: $(STAMP)
 		$(BIN)/pytest -m browser tests/browser
 
 # Real faults against a private production-shaped stack (PostgreSQL cluster, Redis, gunicorn,
-# two workers, the sweeper) that the suite starts on free ports: needs root (a tmpfs, the
-# postgres user) and the PostgreSQL and Redis server binaries. Bounded to 10 minutes.
+# two analysis workers, a heatmap worker, the sweeper) that the suite starts on free ports:
+# needs root (a tmpfs, the postgres user) and the PostgreSQL and Redis server binaries.
+# Bounded to 10 minutes.
 test-faults: $(STAMP)
 	timeout 600 $(BIN)/pytest -m faults tests/faults
 
