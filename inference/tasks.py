@@ -96,9 +96,13 @@ def sweep_stale_images(older_than_s: int = 600) -> list[int]:
 def _preload_deployed_model(**kwargs) -> None:
     """A new pool process warms the deployed model in the background (not in the parent,
     which forks the pool and should not hold TensorFlow). A task arriving meanwhile waits
-    for the same load instead of starting another. A worker that only sweeps loads nothing."""
-    if not heartbeat.consumes_analyses(current_app):
-        return
-    threading.Thread(
-        target=analysis.deployed_model_preload, name="model-preload", daemon=True
-    ).start()
+    for the same load instead of starting another. A heatmap worker warms the Keras model
+    the same way; a worker that only sweeps loads nothing."""
+    if heartbeat.consumes_analyses(current_app):
+        threading.Thread(
+            target=analysis.deployed_model_preload, name="model-preload", daemon=True
+        ).start()
+    if heartbeat.consumes_heatmaps(current_app):
+        threading.Thread(
+            target=heatmaps.deployed_heatmap_model_preload, name="heatmap-preload", daemon=True
+        ).start()

@@ -29,7 +29,7 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.core.files.base import ContentFile
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
@@ -269,3 +269,23 @@ def heatmaps_requeue(*, older_than_s: int) -> list[tuple[int, int]]:
     if queued:
         logger.info("sweep: queued the heatmaps of %d case(s) again: %s", len(queued), queued)
     return queued
+
+
+def deployed_heatmap_model_preload() -> None:
+    """Load the deployed model's Keras side (TensorFlow, Grad-CAM traced) in a new heatmap
+    worker process, so the first case's overlays do not wait for it. Best effort: what
+    goes wrong is logged, and the first task loads it again and reports properly."""
+    try:
+        version = ModelVersion.objects.deployed()
+        if version is not None:
+            import numpy as np
+
+            model = heatmap_model_for(version)
+            size = model.input_size
+            # One map traces the Grad-CAM function, the slow part of a first call.
+            model.maps([np.zeros((size, size, 3), np.uint8)], [version.classes[0]])
+            logger.info("preloaded the heatmap model of %s", version)
+    except Exception:
+        logger.exception("could not preload the heatmap model")
+    finally:
+        connection.close()
