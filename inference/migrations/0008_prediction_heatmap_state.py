@@ -15,7 +15,7 @@ def states_set(apps, schema_editor):
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('inference', '0006_model_variant'),
+        ('inference', '0007_case_result_history'),
     ]
 
     operations = [
