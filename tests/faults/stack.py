@@ -274,6 +274,7 @@ class Stack:
     media: Path
     artifacts: dict[str, Path]
     heatmaps: bool = True
+    web_workers: int = 2
     logs: Path = field(init=False)
     postgres: Postgres = field(init=False)
     redis: Redis = field(init=False)
@@ -345,7 +346,7 @@ class Stack:
     def _processes(self) -> dict[str, Process]:
         web = [
             sys.executable, "-m", "gunicorn", "leukweb.wsgi", "--bind",
-            f"127.0.0.1:{self.web_port}", "--workers", "2", "--timeout", "60",
+            f"127.0.0.1:{self.web_port}", "--workers", str(self.web_workers), "--timeout", "60",
         ]  # fmt: skip
         sweeper = [
             sys.executable, "-m", "celery", "-A", "leukweb", "worker", "--beat", "-Q",
