@@ -5,7 +5,6 @@ from http import HTTPStatus
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.files.storage import default_storage
-from django.core.paginator import Paginator
 from django.db.models.fields.files import FieldFile
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
@@ -20,6 +19,7 @@ from audit.services import audit_record
 from cases import selectors as case_selectors
 from cases import services
 from cases.models import Case, SmearImage
+from cases.pagination import paginate
 from clinic import presenters, selectors
 from clinic.forms import CaseCreateForm, CaseEditForm, CaseFilterForm, ImagesForm, PatientForm
 from inference import selectors as answers
@@ -78,7 +78,7 @@ def case_list(request: AuthenticatedHttpRequest) -> HttpResponse:
     cases = selectors.case_list(
         user=request.user, filters=filters, predicted=data.get("predicted", "")
     )
-    page = Paginator(cases, CASES_PER_PAGE).get_page(request.GET.get("page"))
+    page = paginate(cases, CASES_PER_PAGE, request.GET.get("page"))
     query = request.GET.copy()
     query.pop("page", None)
     return render(
@@ -320,7 +320,7 @@ def image_thumbnail(request: AuthenticatedHttpRequest, pk: int) -> FileResponse:
 def patient_list(request: AuthenticatedHttpRequest) -> HttpResponse:
     search = request.GET.get("q", "")
     patients = case_selectors.patient_list(user=request.user, search=search)
-    page = Paginator(patients, CASES_PER_PAGE).get_page(request.GET.get("page"))
+    page = paginate(patients, CASES_PER_PAGE, request.GET.get("page"))
     return render(
         request,
         "clinic/patient_list.html",

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import date
 
 from django.conf import settings
-from django.db.models import Exists, OuterRef, Q, QuerySet, Subquery
+from django.db.models import Count, Exists, OuterRef, Q, QuerySet, Subquery
 from django.shortcuts import get_object_or_404
 
 from accounts import policies
@@ -91,13 +91,12 @@ def review_queue(*, user: User, filters: QueueFilters | None = None) -> QuerySet
     policies.require_reviewer(user)
     filters = filters or QueueFilters()
     visible = answers_visible(user, "case")
-    cases = answers.cases_with_results(
-        answers.cases_with_answer(case_selectors.case_list(user=user)), visible=visible
-    ).filter(status=Case.Status.ANALYSED)
+    cases = case_selectors.case_list(user=user).filter(status=Case.Status.ANALYSED)
     if visible is None:
-        cases = cases.order_by("-needs_review", "predicted_confidence", "created", "pk")
+        cases = answers.cases_by_need_of_review(cases)
     else:
-        cases = cases.order_by("created", "pk")
+        cases = answers.cases_with_answer(cases).order_by("created", "pk")
+    cases = answers.cases_with_results(cases, visible=visible)
     if filters.team_id:
         cases = cases.filter(team_id=filters.team_id)
     if filters.subtype:
@@ -162,10 +161,10 @@ def prediction_audit_list(*, user: User, search: str = "") -> QuerySet[Predictio
     """
     policies.require_reviewer(user)
     latest = Review.objects.filter(case=OuterRef("image__case")).order_by("-created", "-pk")
-    visible = answers.predictions_of(case_selectors.image_list(user=user))
+    visible = Prediction.objects.filter(case_selectors.images_visible(user, "image"))
     if policies.answers_blinded(user):
         # Blinded: only cases this reviewer has already diagnosed show their answers.
-        visible = visible.filter(image__case__reviews__reviewer=user).distinct()
+        visible = visible.filter(diagnosed_by(user, "image__case"))
     predictions = (
         visible.select_related("image__case__patient", "image__case__team", "model_version")
         .annotate(
@@ -192,17 +191,20 @@ def prediction_audit_list(*, user: User, search: str = "") -> QuerySet[Predictio
 
 
 def agreement_for_model_version(*, user: User, model_version: ModelVersion) -> Agreement:
-    """Model versus signed-off diagnosis, over the signed-off cases the user sees."""
+    """Model versus signed-off diagnosis, over the signed-off cases the user sees, counted
+    by the database: one row per (label, diagnosis) whatever the number of cases."""
     policies.require_reviewer(user)
-    pairs = (
+    counts = (
         CaseResult.objects.filter(
+            case_selectors.cases_visible(user, "case"),
             model_version=model_version,
-            case__in=case_selectors.case_list(user=user).values("pk"),
             case__sign_off__isnull=False,
         )
         .order_by()
         .values_list("label", "case__sign_off__review__diagnosis")
+        .annotate(n=Count("pk"))
     )
-    # In the reviewers' vocabulary: a label stands for the diagnosis it maps to.
-    mapped = [(model_version.clinical_label(label) or label, dx) for label, dx in pairs]
+    # In the reviewers' vocabulary: a label stands for the diagnosis it maps to (two
+    # labels may map to one diagnosis: agreement_compute adds their counts up).
+    mapped = [(model_version.clinical_label(label) or label, dx, n) for label, dx, n in counts]
     return agreement_compute(mapped, settings.CLINICAL_DIAGNOSES)

@@ -18,7 +18,7 @@ def test_agreement_on_a_known_set_of_reviews():
         ("CLL", "inconclusive"),
         ("CML", "CML"),
     ]
-    stats = agreement_compute(pairs, ["ALL", "AML", "CLL", "CML"])
+    stats = agreement_compute([(*pair, 1) for pair in pairs], ["ALL", "AML", "CLL", "CML"])
     assert stats.labels == ("ALL", "AML", "CLL", "CML", "inconclusive")
     assert stats.matrix == (
         (1, 0, 0, 0, 0),
@@ -39,9 +39,16 @@ def test_no_reviews_means_no_rate_rather_than_zero():
 
 
 def test_a_diagnosis_outside_the_models_classes_gets_its_own_column():
-    stats = agreement_compute([("A", "Z")], ["A", "B"])
+    stats = agreement_compute([("A", "Z", 1)], ["A", "B"])
     assert stats.labels == ("A", "B", "inconclusive", "Z")
     assert stats.matrix[0] == (0, 0, 0, 1)
+
+
+def test_counts_of_one_pair_add_up_whether_grouped_or_not():
+    grouped = agreement_compute([("A", "A", 3), ("A", "B", 1)], ["A", "B"])
+    apart = agreement_compute([("A", "A", 1), ("A", "A", 2), ("A", "B", 1)], ["A", "B"])
+    assert grouped == apart
+    assert (grouped.reviewed, grouped.agreed, grouped.matrix[0][0]) == (4, 3, 3)
 
 
 def _sign(case, reviewer, diagnosis):
