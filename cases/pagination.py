@@ -19,10 +19,8 @@ T = TypeVar("T", bound=Model)
 COUNT_BOUND = 1000
 
 
-class BoundedPaginator(Paginator[T]):
-    def __init__(
-        self, object_list: QuerySet[T] | list[T], per_page: int, *, bound: int = COUNT_BOUND
-    ) -> None:
+class BoundedPaginator(Paginator):
+    def __init__(self, object_list: QuerySet | list, per_page: int, *, bound: int = COUNT_BOUND):
         super().__init__(object_list, per_page)
         self.bound = bound
 
@@ -54,4 +52,5 @@ def paginate(
     object_list: QuerySet[T] | list[T], per_page: int, number: str | int | None
 ) -> Page[T]:
     """The requested page (the last one for a number past the end, the first for junk)."""
-    return BoundedPaginator(object_list, per_page).get_page(number)
+    page: Page[T] = BoundedPaginator(object_list, per_page).get_page(number)
+    return page
