@@ -325,11 +325,11 @@ def main() -> None:
     seed_note = f"{seeded:,} seeded in {time.monotonic() - started:.0f} s" if seeded else "reused"
     print(f"cases: {args.cases:,} ({seed_note}); load average {load[0]:.1f}", flush=True)
     search = search_term()
-    # Fresh statistics after a bulk load, as autovacuum would gather them soon after.
+    # Statistics and visibility maps as autovacuum leaves them soon after a bulk load.
     from django.db import connection
 
     with connection.cursor() as cursor:
-        cursor.execute("ANALYZE")
+        cursor.execute("VACUUM ANALYZE")
     connection.close()
 
     port = free_port()

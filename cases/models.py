@@ -100,6 +100,12 @@ class Case(models.Model):
             models.Index(fields=["-created", "-id"], name="case_newest"),
             models.Index(fields=["status", "-created", "-id"], name="case_status_newest"),
             models.Index(fields=["team", "status", "-created"], name="case_team_status_newest"),
+            # The API's exact count of a user's cases, read from the index alone.
+            models.Index(
+                fields=["team"],
+                condition=models.Q(withdrawn__isnull=True),
+                name="case_current_team",
+            ),
         ]
 
     def __str__(self) -> str:

@@ -26,9 +26,11 @@ class BoundedPaginator(Paginator):
 
     @cached_property
     def _counted(self) -> int:
-        # One row past the bound tells "exactly 1,000" from "more" (a LIMIT in the query).
-        rows = self.object_list[: self.bound + 1]
-        return rows.count() if isinstance(rows, QuerySet) else len(rows)
+        # One row past the bound tells "exactly 1,000" from "more" (a LIMIT in the query);
+        # only the keys are selected, not what each row shows.
+        if isinstance(self.object_list, QuerySet):
+            return self.object_list.values("pk")[: self.bound + 1].count()
+        return len(self.object_list[: self.bound + 1])
 
     @cached_property
     def count(self) -> int:

@@ -40,6 +40,14 @@ class Migration(migrations.Migration):
                 fields=["team", "status", "-created"], name="case_team_status_newest"
             ),
         ),
+        migrations.AddIndex(
+            model_name="case",
+            index=models.Index(
+                condition=models.Q(("withdrawn__isnull", True)),
+                fields=["team"],
+                name="case_current_team",
+            ),
+        ),
         AddIndexOnPostgreSQL(
             model_name="patient",
             index=django.contrib.postgres.indexes.GinIndex(

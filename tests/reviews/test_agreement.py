@@ -76,3 +76,20 @@ def test_deployed_and_shadow_are_measured_against_the_same_sign_offs(client_for,
     assert response.status_code == HTTPStatus.OK
     assert [p["version"] for p in response.context["panels"]] == [deployed, shadow]
     assert "66.7%" in response.content.decode() and "100.0%" in response.content.decode()
+
+
+def test_a_new_sign_off_is_counted_at_once_and_until_then_the_counts_are_reused(
+    bob, dave, db, django_assert_max_num_queries
+):
+    deployed = ModelVersionFactory.create()
+    _sign(analysed_case("Team A", "P1", deployed, label="AML"), bob, "AML")
+    assert agreement_for_model_version(user=bob, model_version=deployed).reviewed == 1
+    # Counted already: the teams and the newest sign-off, nothing else.
+    with django_assert_max_num_queries(2):
+        assert agreement_for_model_version(user=bob, model_version=deployed).reviewed == 1
+    # Another team's reviewer gets counts of their own teams, not the ones kept for bob.
+    assert agreement_for_model_version(user=dave, model_version=deployed).reviewed == 0
+
+    _sign(analysed_case("Team A", "P2", deployed, label="AML"), bob, "CML")
+    stats = agreement_for_model_version(user=bob, model_version=deployed)
+    assert (stats.reviewed, stats.agreed) == (2, 1)
