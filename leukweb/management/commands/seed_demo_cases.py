@@ -443,5 +443,7 @@ class Seeder:
             verdict=Review.Verdict.AGREE if diagnosis == agreed else Review.Verdict.OVERRIDE,
             diagnosis=diagnosis,
             comment="" if diagnosis == agreed else "Demo: the smear says otherwise.",
+            # Seeded reviewers judged with the model's answer in view (never blinded).
+            answer_shown_before=True,
             created=result.created + timedelta(hours=rng.randrange(1, 72)),
         )

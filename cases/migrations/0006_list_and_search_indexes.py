@@ -20,7 +20,7 @@ class AddIndexOnPostgreSQL(migrations.AddIndex):
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("cases", "0004_image_claims"),
+        ("cases", "0005_clinical_history"),
     ]
 
     operations = [
