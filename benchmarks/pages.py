@@ -90,8 +90,9 @@ def free_port() -> int:
 
 
 def configure(var_dir: Path) -> dict[str, str]:
-    """The environment of a production web process on loopback (plain HTTP, hence
-    SECURE_COOKIES=False), shared by this process and gunicorn."""
+    """The environment of a production web process, shared by this process and gunicorn,
+    but on plain HTTP (HTTPS=False: no redirect to https://, cookies without the secure
+    flag): the client talks to gunicorn directly, as a TLS proxy in front of it would."""
     var_dir.mkdir(parents=True, exist_ok=True)
     key = var_dir / "secret-key"
     if not key.exists():
@@ -100,6 +101,7 @@ def configure(var_dir: Path) -> dict[str, str]:
         "DEBUG": "False",
         "SECRET_KEY": key.read_text(encoding="utf-8").strip(),
         "ALLOWED_HOSTS": "127.0.0.1",
+        "HTTPS": "False",
         "SECURE_COOKIES": "False",
         "VAR_DIR": str(var_dir),
         "STATIC_ROOT": str(var_dir / "static"),
