@@ -5,7 +5,6 @@ from http import HTTPStatus
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.files.storage import default_storage
-from django.core.paginator import Paginator
 from django.db.models.fields.files import FieldFile
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
@@ -21,6 +20,7 @@ from authentication.throttles import upload_wait
 from cases import selectors as case_selectors
 from cases import services
 from cases.models import Case, Patient, SmearImage
+from cases.pagination import paginate
 from clinic import presenters, selectors
 from clinic.forms import CaseCreateForm, CaseEditForm, CaseFilterForm, ImagesForm, PatientForm
 from inference import selectors as answers
@@ -96,7 +96,7 @@ def case_list(request: AuthenticatedHttpRequest) -> HttpResponse:
     cases = selectors.case_list(
         user=request.user, filters=filters, predicted=data.get("predicted", "")
     )
-    page = Paginator(cases, CASES_PER_PAGE).get_page(request.GET.get("page"))
+    page = paginate(cases, CASES_PER_PAGE, request.GET.get("page"))
     audit_record_read(
         actor=request.user, model=Case, ids=[c.pk for c in page], where=request.get_full_path()
     )
@@ -371,7 +371,7 @@ def image_thumbnail(request: AuthenticatedHttpRequest, pk: int) -> FileResponse:
 def patient_list(request: AuthenticatedHttpRequest) -> HttpResponse:
     search = request.GET.get("q", "")
     patients = case_selectors.patient_list(user=request.user, search=search)
-    page = Paginator(patients, CASES_PER_PAGE).get_page(request.GET.get("page"))
+    page = paginate(patients, CASES_PER_PAGE, request.GET.get("page"))
     audit_record_read(
         actor=request.user, model=Patient, ids=[p.pk for p in page], where=request.get_full_path()
     )
