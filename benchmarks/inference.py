@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from benchmarks.report import section_write
+from benchmarks.report import json_top_write, section_write
 
 if TYPE_CHECKING:
     from runtime.preprocess import ImageDecodeError
@@ -740,7 +740,7 @@ def main(argv: list[str] | None = None) -> int:
     elapsed = time.monotonic() - started
     args.out.parent.mkdir(parents=True, exist_ok=True)
     section_write(args.out, "inference", render(throughputs, start, workers, elapsed, load))
-    args.json.write_text(json.dumps(figures(throughputs, start, load), indent=1) + "\n")
+    json_top_write(args.json, figures(throughputs, start, load))
     print(f"wrote {args.out} and {args.json}")
     return 0
 

@@ -24,7 +24,7 @@ from audit.services import audit_record
 from cases.files import field_file_save, files_delete, storage_trouble
 from cases.models import Case, Patient, SmearImage
 from cases.signals import case_submitted
-from cases.uploads import CleanImage, UploadRejected, image_clean
+from cases.uploads import CleanImage, UploadRejected, image_clean, image_header_pixels
 
 CASE_EDITABLE_FIELDS = ("specimen", "stain", "clinical_notes")
 CASE_LOCKED = "A reviewed case can no longer be changed: its diagnosis is signed off."
@@ -300,6 +300,15 @@ def _clean_all(uploads: Sequence[Upload]) -> list[tuple[Upload, CleanImage]]:
     """Validate every upload, and refuse duplicates within the request itself."""
     if len(uploads) > settings.UPLOAD_MAX_FILES:
         raise ValidationError(f"At most {settings.UPLOAD_MAX_FILES} images at once.")
+    # Decoding costs by the pixel, whatever the file size: small files whose headers claim
+    # huge images are refused together before any of them is decoded.
+    pixels = sum(image_header_pixels(upload.stream) for upload in uploads)
+    if pixels > settings.UPLOAD_MAX_REQUEST_PIXELS:
+        raise ValidationError(
+            f"These {len(uploads)} images have {pixels:,} pixels together; at most "
+            f"{settings.UPLOAD_MAX_REQUEST_PIXELS:,} are accepted in one upload. "
+            "Upload them in smaller groups."
+        )
     cleaned: list[tuple[Upload, CleanImage]] = []
     seen: dict[str, str] = {}
     for upload in uploads:

@@ -2,12 +2,18 @@
 
 from collections.abc import Sequence
 
+from django import forms
 from django.core.exceptions import ValidationError
 from django.db.models import Model
 from django.http import FileResponse, Http404
 from django_filters import rest_framework as filters
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
+from drf_spectacular.utils import (
+    OpenApiResponse,
+    extend_schema,
+    extend_schema_field,
+    extend_schema_view,
+)
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.parsers import FormParser, MultiPartParser
@@ -49,6 +55,23 @@ STORE_ERROR = {
 }
 
 
+# Primary keys are positive 64-bit integers (BigAutoField).
+ID_MAX = 2**63 - 1
+
+
+@extend_schema_field({"type": "integer", "format": "int64", "minimum": 1, "maximum": ID_MAX})
+class IdFilter(filters.Filter):
+    """A record's id in a query: a whole number within a primary key's range, or 400 before
+    anything reaches the database (a decimal of any size once answered 500). Not a choice
+    among existing records either, so that an id of another team's record answers exactly
+    as one that does not exist: an empty list."""
+
+    field_class = forms.IntegerField
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, min_value=1, max_value=ID_MAX, **kwargs)
+
+
 class AuditedListMixin(mixins.ListModelMixin):
     """A list that audits what it returned: one event per request with the ids of the
     page, since a list shows as much patient data as the records one by one."""
@@ -75,6 +98,7 @@ class AuditedListMixin(mixins.ListModelMixin):
 
 class PatientFilter(filters.FilterSet):
     identifier = filters.CharFilter(lookup_expr="icontains")
+    team = IdFilter(help_text="The team's id.")
 
     class Meta:
         model = Patient
@@ -135,7 +159,7 @@ class CaseFilter(filters.FilterSet):
     created_after = filters.DateFilter(help_text="Opened on or after this day.")
     created_before = filters.DateFilter(help_text="Opened on or before this day.")
     mine = filters.BooleanFilter(help_text="Only cases you opened.")
-    patient = filters.NumberFilter()
+    patient = IdFilter(help_text="The patient's id.")
     patient_identifier = filters.CharFilter(help_text="Part of the patient's identifier.")
 
     class Meta:
@@ -321,6 +345,14 @@ class CaseViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
         return Response(SmearImageSerializer(image).data, status=status.HTTP_201_CREATED)
 
 
+class ImageFilter(filters.FilterSet):
+    case = IdFilter(help_text="The case's id.")
+
+    class Meta:
+        model = SmearImage
+        fields = ["case", "status"]
+
+
 @extend_schema_view(
     list=extend_schema(summary="Images of the cases you may see"),
     retrieve=extend_schema(
@@ -332,7 +364,7 @@ class ImageViewSet(AuditedListMixin, mixins.RetrieveModelMixin, viewsets.Generic
     queryset = SmearImage.objects.none()
     lookup_value_regex = r"[0-9]+"
     serializer_class = SmearImageSerializer
-    filterset_fields = ["case", "status"]
+    filterset_class = ImageFilter
 
     def get_queryset(self):
         return case_selectors.image_list(user=api_user(self.request))
@@ -396,7 +428,9 @@ class ImageViewSet(AuditedListMixin, mixins.RetrieveModelMixin, viewsets.Generic
 
 
 class PredictionFilter(filters.FilterSet):
-    case = filters.NumberFilter(field_name="image__case", help_text="The case's id.")
+    case = IdFilter(field_name="image__case", help_text="The case's id.")
+    image = IdFilter(help_text="The image's id.")
+    model_version = IdFilter(help_text="The model version's id.")
 
     class Meta:
         model = Prediction
