@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-JSON_SECTIONS = ("pages",)
+JSON_SECTIONS = ("pages", "load")
 TITLE = "# Benchmarks\n\nEach section is written by the command it names; rerun it to refresh it.\n"
 
 

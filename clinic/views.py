@@ -188,6 +188,11 @@ def case_status(request: AuthenticatedHttpRequest, pk: int) -> JsonResponse:
     """Polled by the case page while workers may still change it (not audited: no new data)."""
     case = selectors.case_get(user=request.user, pk=pk)
     context = presenters.analysis_panel(user=request.user, case=case)
+    if context.get("result"):
+        # The panel now carries the model's answer: a reviewer watching has seen it.
+        review_services.answer_shown_record(
+            user=request.user, case_ids=[case.pk], where=request.get_full_path()
+        )
     return JsonResponse(
         {
             "status": case.status,
@@ -284,7 +289,10 @@ def case_reanalyse(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     policies.require_admin(request.user)
     chosen = request.POST.get("model_version", "")
     version = (
-        answers.model_version_list().filter(pk=int(chosen)).first() if chosen.isdigit() else None
+        # isdigit() alone takes "²", which int() refuses.
+        answers.model_version_list().filter(pk=int(chosen)).first()
+        if chosen.isascii() and chosen.isdigit()
+        else None
     )
     if version is None:
         messages.error(request, "Choose a model version.")
@@ -329,8 +337,8 @@ def image_response(image: SmearImage, file: FieldFile, *, thumbnail: bool) -> Fi
     response["Content-Disposition"] = (
         "inline" if thumbnail else f'inline; filename="smear-{image.pk}.{image.format.lower()}"'
     )
-    # Clinical images: kept by the browser only, never by a shared cache.
-    response["Cache-Control"] = "private, max-age=3600"
+    # No Cache-Control here: leukweb.middleware.NoStoreMiddleware says no-store, as for every
+    # response with patient data (a ward computer's browser keeps no copy).
     response["X-Content-Type-Options"] = "nosniff"
     return response
 

@@ -218,7 +218,6 @@ def heatmap(request: AuthenticatedHttpRequest, pk: int) -> FileResponse:
     except FileNotFoundError as exc:
         raise Http404("The heatmap file is missing.") from exc
     response = FileResponse(handle, content_type="image/png")
-    response["Cache-Control"] = "private, max-age=3600"
     response["X-Content-Type-Options"] = "nosniff"
     return response
 

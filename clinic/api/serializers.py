@@ -245,5 +245,9 @@ class PredictionSerializer(serializers.ModelSerializer):
             "confidence",
             "probabilities",
             "out_of_scope",
+            # pending until a heatmap worker attaches its overlay, made, or impossible with
+            # the reason (heatmaps off, a model that cannot give them, an unreadable image).
+            "heatmap_state",
+            "heatmap_reason",
             "created",
         ]

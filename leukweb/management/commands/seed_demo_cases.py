@@ -31,7 +31,7 @@ from accounts.models import Role, Team, User
 from cases.models import Case, Patient, SmearImage
 from cases.uploads import CleanImage, image_clean
 from inference.case_result import case_answer
-from inference.models import CaseAnalysis, CaseResult, ModelVersion, Prediction
+from inference.models import CaseAnalysis, CaseResult, HeatmapState, ModelVersion, Prediction
 from reviews.models import INCONCLUSIVE, Review, SignOff
 
 # Cases per transaction: big enough for bulk inserts to pay, small enough to stay light.
@@ -423,6 +423,10 @@ class Seeder:
             inference_ms=rng.uniform(20, 80),
             worker_host="demo-seed",
             created=at,
+            # Seeded rows have no image worth explaining: no heatmap task may chase them.
+            heatmap_state=HeatmapState.IMPOSSIBLE,
+            heatmap_reason="seeded demo data",
+            heatmap_changed=at,
         )
 
     def _review(self, result: CaseResult, version: ModelVersion, team_id: int) -> Review:

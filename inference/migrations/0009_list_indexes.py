@@ -4,7 +4,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('inference', '0007_case_result_history'),
+        ('inference', '0008_prediction_heatmap_state'),
     ]
 
     operations = [
