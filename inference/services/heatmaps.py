@@ -244,13 +244,20 @@ def heatmaps_requeue(*, older_than_s: int) -> list[tuple[int, int]]:
     lapsed = list(
         Prediction.objects.filter(
             heatmap_state=HeatmapState.PENDING, heatmap_lease_expires__lt=now
-        ).only("pk", "heatmap_draft")
+        ).only("pk", "heatmap_claimed_by", "heatmap_draft")
     )
-    if lapsed:
-        _drafts_delete([p for p in lapsed if p.heatmap_draft])
-        Prediction.objects.filter(
-            pk__in=[p.pk for p in lapsed], heatmap_lease_expires__lt=now
+    for prediction in lapsed:
+        # The claim is taken back first: from then on the run that held it cannot attach
+        # its file (its attach needs the claim), so deleting that file is safe.
+        taken = Prediction.objects.filter(
+            pk=prediction.pk,
+            heatmap_state=HeatmapState.PENDING,
+            heatmap_claimed_by=prediction.heatmap_claimed_by,
+            heatmap_lease_expires__lt=now,
         ).update(heatmap_claimed_by="", heatmap_lease_expires=None, heatmap_changed=None)
+        if taken and prediction.heatmap_draft:
+            _drafts_delete([prediction])
+    if lapsed:
         logger.warning("sweep: %d heatmap claim(s) lapsed; queued again", len(lapsed))
     due = Q(heatmap_changed__isnull=True) | Q(
         heatmap_changed__lt=now - timedelta(seconds=older_than_s)
