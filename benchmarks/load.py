@@ -32,7 +32,7 @@ import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
-from benchmarks.report import section_write
+from benchmarks.report import json_section_write, section_write
 
 ROOT = Path(__file__).resolve().parent.parent
 SMEARS = Path(os.environ.get("DATA_ROOT", "/work/shared/data")) / "bccd-smears" / "images"
@@ -365,9 +365,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.no_write:
         return 0
     section_write(args.out, "load", render(result, time.monotonic() - started))
-    figures = json.loads(args.json.read_text()) if args.json.exists() else {}
-    figures["load"] = result
-    args.json.write_text(json.dumps(figures, indent=1) + "\n")
+    json_section_write(args.json, "load", result)
     print(f"wrote {args.out} and {args.json}")
     return 0
 

@@ -209,6 +209,11 @@ class Prediction(models.Model):
                 fields=["image", "model_version"], name="one_prediction_per_image_and_model"
             )
         ]
+        indexes = [
+            # The reviewers' audit of predictions, newest first, and one version's.
+            models.Index(fields=["-created", "-id"], name="prediction_newest"),
+            models.Index(fields=["model_version", "-created"], name="prediction_version_newest"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.label} ({self.confidence:.0%}) by {self.model_version}"
@@ -243,6 +248,14 @@ class CaseResult(models.Model):
             ),
             models.UniqueConstraint(
                 fields=["case"], condition=Q(primary=True), name="one_primary_result_per_case"
+            ),
+        ]
+        indexes = [
+            # The review queue's order: cases needing review first, then least confident.
+            models.Index(
+                fields=["-needs_review", "confidence"],
+                condition=Q(primary=True),
+                name="caseresult_queue_order",
             ),
         ]
 

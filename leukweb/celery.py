@@ -6,6 +6,11 @@ from celery import Celery
 from celery.signals import worker_ready, worker_shutdown
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "leukweb.settings")
+# A worker serves no URL, but Celery runs Django's system checks as it starts, and those
+# import the URL configuration and every view behind it (the API schema, QR codes...):
+# about a second of an analysis worker's start to its first prediction (#13). The web
+# process, `manage.py` commands and CI still run them.
+os.environ.setdefault("CELERY_SKIP_CHECKS", "1")
 
 app = Celery("leukweb")
 app.config_from_object("django.conf:settings", namespace="CELERY")

@@ -94,6 +94,8 @@ if HTTPS:
     # plain HTTP turns them off (README, "Headers and errors").
     SECURE_HSTS_INCLUDE_SUBDOMAINS = envbool("HSTS_INCLUDE_SUBDOMAINS", "True")
     SECURE_HSTS_PRELOAD = envbool("HSTS_PRELOAD", "True")
+# Load balancers and orchestrators probe over plain HTTP; the answer is the status alone.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
 SECURE_REFERRER_POLICY = "same-origin"
 SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
 
@@ -105,6 +107,8 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    # PostgreSQL's index types (the trigram index for `?q=`): harmless on SQLite.
+    "django.contrib.postgres",
     "rest_framework",
     # Sign-in libraries, named for the Django admin in authentication.apps.
     "authentication.apps.ApiTokensConfig",
@@ -424,6 +428,8 @@ CACHES = {
         "LOCATION": VAR_DIR / "cache",
     }
 }
+# The agreement page's counts stay in the cache until the next sign-off, or this long.
+AGREEMENT_CACHE_SECONDS = envint("AGREEMENT_CACHE_SECONDS", "300")
 CELERY_RESULT_EXPIRES = 3600
 CELERY_TASK_DEFAULT_QUEUE = env("CELERY_QUEUE", "leukweb")
 # The sweep has a queue of its own, so that a backlog of analyses cannot delay it. Grad-CAM

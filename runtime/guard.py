@@ -13,6 +13,7 @@ the model for features and probabilities in one call (a two-output model).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -47,11 +48,21 @@ class MahalanobisGuard:
     quantile: float = DEFAULT_QUANTILE
     shrinkage: float = 0.0
 
+    @cached_property
+    def _whitened(self) -> tuple[np.ndarray, np.ndarray]:
+        """``P = L L^T`` (Cholesky; a shrunk covariance's inverse is positive definite) and
+        the class means in that space, where the distance is a plain Euclidean one."""
+        factor = np.linalg.cholesky(np.asarray(self.precision, np.float64))
+        return factor, np.asarray(self.means, np.float64) @ factor
+
     def score(self, features: np.ndarray) -> np.ndarray:
-        f = np.asarray(features, np.float64).reshape(len(features), -1)
-        diff = f[:, None, :] - self.means[None, :, :]  # (n, k, d)
-        d2 = np.einsum("nkd,de,nke->nk", diff, self.precision, diff)
-        return np.sqrt(np.maximum(d2.min(axis=1), 0.0))
+        # (f - mu)^T P (f - mu) = |(f - mu) L|^2: one (n, d) x (d, d) product per batch
+        # instead of a (d, d) form per image and class, which cost a ResNet-50 worker a
+        # third of a second per case of 16 (#13), and the sum of squares is never negative.
+        factor, means = self._whitened
+        z = np.asarray(features, np.float64).reshape(len(features), -1) @ factor
+        d2 = ((z[:, None, :] - means[None, :, :]) ** 2).sum(axis=2)  # (n, k)
+        return np.sqrt(d2.min(axis=1))
 
     def flag(self, features: np.ndarray) -> np.ndarray:
         return self.score(features) > self.threshold
