@@ -147,7 +147,7 @@ def case_heatmaps_make(*, case_id: int, model_version_id: int, holder: str) -> H
 
     claimed = heatmaps_claim(case_id=case_id, version=version, holder=holder)
     if not claimed:
-        return HeatmapOutcome(case_id, str(version), note="nothing missing")
+        return HeatmapOutcome(case_id, str(version), note="the rest is held by other runs")
     if pending.filter(claim_open(prefix=CLAIM)).exists():
         # The rest of the case in another short message, which another worker may take now.
         dispatch.case_heatmaps_request(case_id, version.pk)
