@@ -278,6 +278,39 @@ def heatmaps_requeue(*, older_than_s: int) -> list[tuple[int, int]]:
     return queued
 
 
+def heatmap_files_orphaned_delete(*, older_than_s: int) -> list[str]:
+    """Delete overlay files that no prediction names, as its heatmap or as a run's draft,
+    and that are older than ``older_than_s`` seconds; return their names.
+
+    The backstop behind drafts (periodic, settings.CELERY_BEAT_SCHEDULE): files left by a
+    run that stalled past its lease and then died between its write and its attach, or
+    by versions before heatmaps had drafts. The age spares a file whose row commits now.
+    """
+    storage = _storage()
+    try:
+        _, names = storage.listdir("heatmaps")
+    except FileNotFoundError:
+        return []
+    cutoff = timezone.now() - timedelta(seconds=older_than_s)
+    found = sorted(f"heatmaps/{name}" for name in names)
+    named: set[str] = set()
+    for start in range(0, len(found), 1000):  # bounded queries, whatever the folder holds
+        chunk = found[start : start + 1000]
+        named.update(Prediction.objects.filter(heatmap__in=chunk).values_list("heatmap", flat=True))
+        named.update(
+            Prediction.objects.filter(heatmap_draft__in=chunk).values_list(
+                "heatmap_draft", flat=True
+            )
+        )
+    orphans = [
+        name for name in found if name not in named and storage.get_modified_time(name) < cutoff
+    ]
+    left = files_delete(storage, orphans)
+    if orphans:
+        logger.warning("deleted %d heatmap file(s) that no prediction names", len(orphans))
+    return [name for name in orphans if name not in left]
+
+
 def deployed_heatmap_model_preload() -> None:
     """Load the deployed model's Keras side (TensorFlow, Grad-CAM traced) in a new heatmap
     worker process, so the first case's overlays do not wait for it. Best effort: what
