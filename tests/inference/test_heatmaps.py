@@ -204,7 +204,8 @@ def test_overlay_files_that_no_prediction_names_are_deleted_once_old(analysed, t
     make_heatmaps.apply(args=(case.pk, version.pk)).get()
     storage = heatmaps._storage()
     draft = storage.save("heatmaps/draft-of-a-live-run.png", ContentFile(b"x"))
-    Prediction.objects.filter(pk=Prediction.objects.first().pk).update(heatmap_draft=draft)
+    first = Prediction.objects.filter(image__case=case).values_list("pk", flat=True)[0]
+    Prediction.objects.filter(pk=first).update(heatmap_draft=draft)
     old_orphan = storage.save("heatmaps/left-by-a-dead-run.png", ContentFile(b"x"))
     new_orphan = storage.save("heatmaps/being-attached-now.png", ContentFile(b"x"))
     an_hour_ago = time.time() - 3700
