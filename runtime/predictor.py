@@ -47,7 +47,7 @@ from runtime.export import (
     onnx_session,
     outputs_compare,
 )
-from runtime.guard import MahalanobisGuard
+from runtime.guard import GuardScorer, MahalanobisGuard
 from runtime.preprocess import ImageDecodeError, load_for_model
 
 __all__ = ["ImagePrediction", "Predictor", "cached_predictor"]
@@ -87,7 +87,8 @@ class Predictor:
     ) -> None:
         self.session = session
         self.manifest = manifest
-        self.guard = guard
+        # Only what scoring needs: the guard's precision matrix is not kept beside its factor.
+        self.guard: GuardScorer | None = None if guard is None else guard.scorer()
         self.variant = variant
         self.classes: tuple[str, ...] = tuple(manifest.classes)
         self.input_size = int(manifest.input_size)
