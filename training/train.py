@@ -49,7 +49,8 @@ class TrainConfig:
     finetune_learning_rate: float = 1e-5
     head_epochs: int = 10  # frozen-backbone epochs before fine-tuning (pretrained only)
     augment: bool = True
-    stain_augment: bool = False  # HED + hue/saturation jitter on the training split
+    # colour recipe on the training split (training.stain.COLOR_RECIPES): strong | light | none
+    color_augment: str = "strong"
     stain_normalize: str | None = None  # reinhard | macenko: a layer inside the packaged model
     recompute_bn: bool = True
     review_target: float = REVIEW_TARGET_ACCURACY
@@ -74,6 +75,21 @@ def parse_weights(value: str | None) -> str | None:
     if value is None or value.lower() == "none":
         return None
     return "imagenet" if value.lower() == "imagenet" else value
+
+
+def color_recipe(name: str):
+    """The ``training.stain.StainAugmentConfig`` a recipe name stands for (None: "none")."""
+    from training.stain import COLOR_RECIPES
+
+    if name not in COLOR_RECIPES:
+        raise ValueError(f"unknown colour augmentation {name!r}; one of {sorted(COLOR_RECIPES)}")
+    return COLOR_RECIPES[name]
+
+
+def color_augmentation_facts(name: str) -> dict:
+    """The recipe's name and ranges, for the report (the name alone would not say them)."""
+    recipe = color_recipe(name)
+    return {"recipe": name, **({} if recipe is None else asdict(recipe))}
 
 
 def _setup_logging(run_dir: Path) -> list[logging.Handler]:
@@ -359,6 +375,7 @@ def run_training(
         prepared.save(run_dir / "split.json")
         if cfg.stain_normalize not in (None, "reinhard", "macenko"):
             raise ValueError(f"unknown stain normalisation {cfg.stain_normalize!r}")
+        color_recipe(cfg.color_augment)
         # Build first: a missing weights file should fail before minutes of decoding.
         model = build_model(cfg.arch, len(prepared.classes), size, weights)
         log.info(
@@ -489,7 +506,7 @@ def _fit(
         batch_size=cfg.batch_size,
         seed=cfg.seed,
         augment=cfg.augment,
-        stain=cfg.stain_augment,
+        stain=color_recipe(cfg.color_augment),
     )
     val_ds = eval_dataset(x_va, y_va, batch_size=cfg.batch_size)
     fit = _Fit(history={}, phases=[], seconds=0.0, class_weights=cw)
@@ -638,8 +655,10 @@ def _report(
     wall_seconds: float,
 ) -> dict:
     """report.json's content: everything a reader needs to audit or repeat the run."""
+    from training.report import colour_blind
+
     classes = prepared.classes
-    return {
+    report = {
         "name": name,
         "version": version,
         "architecture": cfg.arch,
@@ -663,10 +682,13 @@ def _report(
         "baseline_warning": warning,
         "evaluation": evaluation,
         **validity,
+        "color_augmentation": color_augmentation_facts(cfg.color_augment),
         "stain_normalization": None
         if stain_reference is None
         else {"method": cfg.stain_normalize, "layer": "stain_normalize", **stain_reference},
     }
+    report["colour_blind"] = colour_blind(report)
+    return report
 
 
 def _write_report(report: dict, run_dir: Path) -> list[Path]:

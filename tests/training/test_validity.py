@@ -118,7 +118,7 @@ def test_a_stain_normalised_stain_augmented_run_packages_the_layer(synthetic_dir
         out=str(tmp_path),
         name="norm",
         version="1",
-        stain_augment=True,
+        color_augment="light",
         stain_normalize=method,
     )
     result = run_training(cfg)
@@ -128,7 +128,8 @@ def test_a_stain_normalised_stain_augmented_run_packages_the_layer(synthetic_dir
     assert manifest.extra["stain_normalization"]["method"] == reference["method"] == method
     key = "target_mean" if method == "reinhard" else "max_concentrations"
     assert layer[key] == pytest.approx(reference["mean" if method == "reinhard" else key])
-    assert result.report["config"]["stain_augment"] is True
+    assert result.report["config"]["color_augment"] == "light"
+    assert result.report["color_augmentation"]["hed_sigma"] == 0.1
 
 
 def _groups_with_sources(data_dir: Path, path: Path) -> Path:
