@@ -115,12 +115,14 @@ def _add_train_options(p: argparse.ArgumentParser, *, single_arch: bool = True) 
     )
     p.add_argument(
         "--stain-normalize",
-        choices=("reinhard", "macenko"),
+        choices=("reinhard", "grayscale", "macenko"),
         default=None,
-        help="normalise each image's colour to a reference computed from the "
-        "training split, as a layer inside the packaged model (macenko is "
-        "refused: it did not train on Taleqani, see docs/clinical-validity.md, and "
-        "its layer cannot be exported to ONNX, which the workers serve)",
+        help="a colour-normalising layer first inside the packaged model, so inference "
+        "does the same: 'reinhard' matches each image's l-alpha-beta mean and std to "
+        "the training split's; 'grayscale' gives the network only the luma (no colour "
+        "at all). 'macenko' is refused: tf2onnx cannot convert its eigen-decomposition "
+        "and SVD, so the workers (which serve the ONNX graph) could not run it, and two "
+        "Taleqani runs with it collapsed to chance (docs/clinical-validity.md)",
     )
     p.add_argument(
         "--int8",

@@ -51,7 +51,8 @@ class TrainConfig:
     augment: bool = True
     # colour recipe on the training split (training.stain.COLOR_RECIPES): strong | light | none
     color_augment: str = "strong"
-    stain_normalize: str | None = None  # reinhard | macenko: a layer inside the packaged model
+    # reinhard | grayscale | macenko (refused): a layer inside the packaged model
+    stain_normalize: str | None = None
     recompute_bn: bool = True
     review_target: float = REVIEW_TARGET_ACCURACY
     int8: bool = False  # also package the int8 variant, when it keeps the accuracy
@@ -373,7 +374,7 @@ def run_training(
         keras.utils.set_random_seed(cfg.seed)
         prepared = prepared if prepared is not None else _prepare_split(cfg)
         prepared.save(run_dir / "split.json")
-        if cfg.stain_normalize not in (None, "reinhard", "macenko"):
+        if cfg.stain_normalize not in (None, "reinhard", "grayscale", "macenko"):
             raise ValueError(f"unknown stain normalisation {cfg.stain_normalize!r}")
         color_recipe(cfg.color_augment)
         # Build first: a missing weights file should fail before minutes of decoding.
@@ -469,12 +470,16 @@ def _build_with_stain_normalisation(
     """
     import keras
 
-    from runtime.layers import MacenkoNormalization, ReinhardNormalization
+    from runtime.layers import LUMA, Grayscale, MacenkoNormalization, ReinhardNormalization
     from training import stain
 
+    layer: keras.Layer
     if cfg.stain_normalize == "reinhard":
         reference = stain.reinhard_reference(x_train)
         layer = ReinhardNormalization(reference["mean"], reference["std"], name="stain_normalize")
+    elif cfg.stain_normalize == "grayscale":
+        reference = {"luma": list(LUMA)}  # nothing fitted: the same for every training set
+        layer = Grayscale(name="stain_normalize")
     else:
         reference = stain.macenko_reference(x_train)
         layer = MacenkoNormalization(
