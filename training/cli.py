@@ -100,10 +100,11 @@ def _add_train_options(p: argparse.ArgumentParser, *, single_arch: bool = True) 
         choices=COLOR_AUGMENT_CHOICES,
         default="strong",
         help="colour and stain jitter on the training split, after the study's "
-        "augmentations (ranges in training/stain.py): 'strong' (default) HED stain "
-        "amounts sigma 0.2, hue +-72 degrees, saturation x0.4-1.6, brightness "
-        "x0.75-1.25, grayscale for 20%% of images; 'light' HED 0.1, hue +-18 degrees, "
-        "saturation x0.7-1.3 (the old --stain-augment); 'none' the study's "
+        "augmentations (ranges in training/stain.py): 'strong' (default) on half of "
+        "the images HED stain amounts sigma 0.2, hue +-72 degrees, saturation "
+        "x0.4-1.6, brightness x0.75-1.25, and grayscale for 20%% of all images; "
+        "'light' HED 0.1, hue +-18 degrees, saturation x0.7-1.3 (the old "
+        "--stain-augment); 'none' the study's "
         "augmentations only (the default before issue #14)",
     )
     p.add_argument(
