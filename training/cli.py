@@ -26,6 +26,7 @@ EPILOG = """examples:
   python -m training evaluate runs/cml1-.../leukweb-cml1-... --run runs/cml1-...
   python -m training compare DATA --archs cml1 mobilenet --img-size 64 --epochs 5
   python -m training tabulate runs/cml1-... runs/mobilenet-... --out runs/comparison
+  python -m training tradeoff runs/cml1-... runs/cml1-... --point "A=0.991,0.255" --out runs/t
   python -m training synth var/synthetic --per-class 100 --size 224
   python -m training export-augmented DATA --out var/augmented --per-class 600
   python -m training demo-model --out models/
@@ -283,6 +284,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_tabulate)
 
     p = sub.add_parser(
+        "tradeoff",
+        help="clean accuracy against the worst colour/stain shift, per run",
+        description="Write tradeoff.json/.md/.svg: one point per run folder (its "
+        "report's robustness table), plus points given by hand with --point.",
+    )
+    p.add_argument("runs", type=Path, nargs="*", help="run folders (each with report.json)")
+    p.add_argument(
+        "--point",
+        action="append",
+        default=[],
+        metavar="LABEL=CLEAN,WORST",
+        help="a point measured elsewhere, accuracies as fractions (repeatable)",
+    )
+    p.add_argument("--out", type=Path, required=True)
+    p.set_defaults(func=cmd_tradeoff)
+
+    p = sub.add_parser(
         "synth",
         help="write a synthetic smear data set (NOT real data)",
         description="Cartoon smear fields whose white cells differ by class, "
@@ -416,6 +434,22 @@ def cmd_tabulate(args) -> int:
 
     out = tabulate_runs(args.runs, args.out)
     print((out / "comparison.md").read_text(encoding="utf-8"))
+    return 0
+
+
+def _point(text: str) -> tuple[str, float, float]:
+    label, _, values = text.rpartition("=")
+    clean, worst = (float(v) for v in values.split(","))
+    if not label or not (0 <= worst <= 1 and 0 <= clean <= 1):
+        raise ValueError(f"--point wants LABEL=CLEAN,WORST with fractions, got {text!r}")
+    return label, clean, worst
+
+
+def cmd_tradeoff(args) -> int:
+    from training.compare import tradeoff_runs
+
+    out = tradeoff_runs(args.runs, args.out, [_point(p) for p in args.point])
+    print((out / "tradeoff.md").read_text(encoding="utf-8"))
     return 0
 
 

@@ -179,6 +179,9 @@ def test_evaluate_rescores_the_artifact_on_the_saved_test_split(tiny_run, tmp_pa
     assert report["evaluation"]["test"]["accuracy"] == pytest.approx(original["accuracy"])
     assert report["evaluation"]["test"]["n"] == original["n"]
     assert (tmp_path / "ev" / "report.html").is_file()
+    # the re-evaluation opens with the same colour-blind check as the training report
+    assert report["colour_blind"] == pytest.approx(tiny_run.report["colour_blind"])
+    assert 'id="colour-blind"' in (tmp_path / "ev" / "report.html").read_text()
 
 
 @pytest.mark.slow

@@ -39,6 +39,23 @@ def test_every_report_has_robustness_and_the_guard(tiny_run):
 
 
 @pytest.mark.slow
+def test_every_trained_report_opens_with_the_colour_blind_check(tiny_run):
+    from training.cli import _summary
+    from training.report import colour_blind_line
+
+    report = tiny_run.report
+    grey = next(r for r in report["robustness"]["shifts"] if r["kind"] == "grayscale")
+    check = report["colour_blind"]
+    assert check["grayscale_accuracy"] == grey["accuracy"]
+    assert check["colour_baseline_accuracy"] == report["baselines"]["colour_stats"]["accuracy"]
+    html = (tiny_run.artifact_dir / "report.html").read_text()
+    assert 'id="colour-blind"' in html
+    assert html.index('id="colour-blind"') < html.index("<h2>Test split</h2>")
+    assert _summary(report).splitlines()[0] == colour_blind_line(check)
+    assert report["color_augmentation"]["recipe"] == "strong"  # the default recipe
+
+
+@pytest.mark.slow
 def test_the_packaged_guard_is_hashed_and_loads(tiny_run, tmp_path):
     _, manifest = load_packaged(tiny_run.artifact_dir)
     assert manifest.format_version == 3 and manifest.ood["file"] == "ood.npz"
