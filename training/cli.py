@@ -68,6 +68,15 @@ def _add_train_options(p: argparse.ArgumentParser, *, single_arch: bool = True) 
         help="early-stopping patience on validation loss (default: 15)",
     )
     p.add_argument(
+        "--max-fit-minutes",
+        type=float,
+        default=None,
+        metavar="MIN",
+        help="wall-clock budget for fitting: stop before an epoch that would end after "
+        "it, keep the best epoch's weights, then evaluate and package as usual "
+        "(default: no budget; for shared CPUs)",
+    )
+    p.add_argument(
         "--img-size",
         type=_positive,
         default=None,
@@ -361,6 +370,7 @@ def _config(args, arch: str):
         weights=args.weights,
         epochs=args.epochs,
         patience=args.patience,
+        max_fit_minutes=args.max_fit_minutes,
         img_size=args.img_size,
         batch_size=args.batch_size,
         seed=args.seed,

@@ -37,6 +37,8 @@ class TrainConfig:
     weights: str | None = None  # None (from scratch), "imagenet" or a weights file path
     epochs: int = 100
     patience: int = 15
+    # wall-clock budget for fitting: no epoch is started that would end after it (None: none)
+    max_fit_minutes: float | None = None
     img_size: int | None = None
     batch_size: int = 32
     seed: int = 42
@@ -116,8 +118,24 @@ def class_weights(y: np.ndarray, n_classes: int) -> dict[int, float]:
     return {i: float(len(y) / (n_classes * c)) if c else 0.0 for i, c in enumerate(counts)}
 
 
-def _callbacks(run_dir: Path, patience: int, append: bool):
+def _callbacks(run_dir: Path, patience: int, append: bool, deadline: float | None = None):
     import keras
+
+    class TimeBudget(keras.callbacks.Callback):
+        """Stop before an epoch that would end after ``deadline`` (time.monotonic()).
+
+        Early stopping then restores the best epoch's weights, as when patience runs
+        out, and the run evaluates and packages as usual.
+        """
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.t0 = time.monotonic()
+
+        def on_epoch_end(self, epoch, logs=None):
+            assert deadline is not None
+            if time.monotonic() + (time.monotonic() - self.t0) > deadline:
+                log.info("epoch %d: the fitting time budget is spent, stopping", epoch + 1)
+                self.model.stop_training = True
 
     class EpochLog(keras.callbacks.Callback):
         def on_epoch_begin(self, epoch, logs=None):
@@ -147,6 +165,7 @@ def _callbacks(run_dir: Path, patience: int, append: bool):
         keras.callbacks.ModelCheckpoint(ckpt / "last.keras"),
         keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=append),
         EpochLog(),
+        *([TimeBudget()] if deadline is not None else []),
     ]
 
 
@@ -211,7 +230,19 @@ def predict(model, x: np.ndarray, batch_size: int = 32) -> np.ndarray:
 
 
 def _fit_phase(
-    model, train_ds, val_ds, *, lr, epochs, initial_epoch, cw, run_dir, patience, append, verbose
+    model,
+    train_ds,
+    val_ds,
+    *,
+    lr,
+    epochs,
+    initial_epoch,
+    cw,
+    run_dir,
+    patience,
+    append,
+    verbose,
+    deadline=None,
 ):
     import keras
 
@@ -226,7 +257,7 @@ def _fit_phase(
         epochs=epochs,
         initial_epoch=initial_epoch,
         class_weight=cw,
-        callbacks=_callbacks(run_dir, patience, append),
+        callbacks=_callbacks(run_dir, patience, append, deadline),
         verbose=verbose,
         shuffle=False,  # the tf.data pipeline shuffles, seeded
     )
@@ -522,6 +553,8 @@ def _fit(
         "verbose": 1 if sys.stdout.isatty() else 2,
     }
     t_fit = time.monotonic()
+    if cfg.max_fit_minutes is not None:
+        common["deadline"] = t_fit + 60 * cfg.max_fit_minutes
     start_epoch = 0
     if weights is not None:
         frozen = backbone_layers(model)
