@@ -146,7 +146,8 @@ def colour_blind_line(check: Mapping | None) -> str | None:
         return None
     line = (
         f"Colour-blind check: {check['grayscale_accuracy']:.1%} on grayscale test images "
-        f"({check['clean_accuracy']:.1%} in colour, {check['drop'] * 100:+.1f} points lost); "
+        f"({check['clean_accuracy']:.1%} in colour, {abs(check['drop']) * 100:.1f} points "
+        f"{'lost' if check['drop'] >= 0 else 'gained'}); "
         f"colour statistics alone: {check['colour_baseline_accuracy']:.1%}"
     )
     if "largest_class_share" in check:

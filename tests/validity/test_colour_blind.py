@@ -34,10 +34,12 @@ def test_the_line_says_whether_the_model_needs_colour():
     needs = colour_blind_line(colour_blind(_report(0.31)))
     assert needs is not None
     assert "31.0% on grayscale" in needs and "colour statistics alone: 96.0%" in needs
-    assert "-68.0 points" not in needs and "68.0 points lost" in needs.replace("+", "")
+    assert "(99.0% in colour, 68.0 points lost)" in needs
     assert needs.endswith("The model depends on colour.")
     blind = colour_blind_line(colour_blind(_report(0.95)))
     assert blind is not None and blind.endswith("The model does not need colour.")
+    better = colour_blind_line(colour_blind(_report(0.995)))
+    assert better is not None and "0.5 points gained" in better
     # 5 points is the tolerance for every shift; 6 is over it
     assert colour_blind_line(colour_blind(_report(0.93))).endswith("depends on colour.")
 
