@@ -3,6 +3,9 @@ import uuid
 from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
+from simple_history.models import HistoricalRecords
+
+from audit.context import history_user
 
 
 class Patient(models.Model):
@@ -25,6 +28,8 @@ class Patient(models.Model):
         settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
     )
     created = models.DateTimeField(auto_now_add=True)
+    # Every saved version, with who saved it: a change of notes keeps the old text.
+    history = HistoricalRecords(get_user=history_user)
 
     class Meta:
         ordering = ["identifier"]
@@ -78,6 +83,8 @@ class Case(models.Model):
     withdrawn_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
+    # Every saved version (clinical notes, specimen, stain, status), with who saved it.
+    history = HistoricalRecords(get_user=history_user)
 
     class Meta:
         ordering = ["-created"]

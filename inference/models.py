@@ -1,6 +1,9 @@
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
+from simple_history.models import HistoricalRecords
+
+from audit.context import history_user
 
 
 class ModelVersionQuerySet(models.QuerySet["ModelVersion"]):
@@ -210,6 +213,8 @@ class CaseResult(models.Model):
     # those of an earlier or unfinished analysis are kept beside it, never shown as it.
     primary = models.BooleanField(default=True, db_index=True)
     created = models.DateTimeField(auto_now_add=True)
+    # The case's answer is clinical: which result was primary when is kept.
+    history = HistoricalRecords(get_user=history_user)
 
     class Meta:
         ordering = ["-created"]

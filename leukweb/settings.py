@@ -11,6 +11,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
+from csp.constants import NONE, SELF
 from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -77,10 +78,24 @@ if not DEBUG:
         raise ImproperlyConfigured("DEBUG=False needs a real SECRET_KEY (32+ characters)")
     if not ALLOWED_HOSTS:
         raise ImproperlyConfigured("DEBUG=False needs ALLOWED_HOSTS")
-    # The embedded run is plain HTTP on loopback: a secure cookie would never come back.
-    SESSION_COOKIE_SECURE = envbool("SECURE_COOKIES", "False" if EMBEDDED else "True")
-    CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+
+# A deployment is served over HTTPS, by itself or behind a proxy that ends TLS and says so
+# in X-Forwarded-Proto (the proxy must set or drop that header, never pass on a client's).
+# The embedded run and development mode are plain HTTP on loopback: a secure cookie would
+# never come back and a redirect to https:// would lead nowhere.
+HTTPS = envbool("HTTPS", "False" if DEBUG or EMBEDDED else "True")
+SESSION_COOKIE_SECURE = envbool("SECURE_COOKIES", str(HTTPS))
+CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+if HTTPS:
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SECURE_SSL_REDIRECT = envbool("SECURE_SSL_REDIRECT", "True")
+    SECURE_HSTS_SECONDS = envint("HSTS_SECONDS", str(365 * 24 * 3600))
+    # Both on, as `check --deploy` asks; a hospital domain whose other hosts still serve
+    # plain HTTP turns them off (README, "Headers and errors").
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = envbool("HSTS_INCLUDE_SUBDOMAINS", "True")
+    SECURE_HSTS_PRELOAD = envbool("HSTS_PRELOAD", "True")
+SECURE_REFERRER_POLICY = "same-origin"
+SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
 
 
 INSTALLED_APPS = [
@@ -99,6 +114,9 @@ INSTALLED_APPS = [
     "authentication.apps.LockoutsConfig",
     "django_filters",
     "drf_spectacular",
+    "csp",
+    # Old and new values of the clinical records (their ``history``), with who changed them.
+    "simple_history",
     # In the order of docs/architecture.md: each app imports only those above it.
     "accounts",
     "audit",
@@ -113,11 +131,20 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "csp.middleware.CSPMiddleware",
+    "django_permissions_policy.PermissionsPolicyMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    # Below WhiteNoise (static files stay cacheable), above everything that may answer
+    # for a signed-in user or the API.
+    "leukweb.middleware.NoStoreMiddleware",
+    # Above CSRF and every other middleware that may answer an API request with HTML.
+    "leukweb.middleware.ApiErrorShapeMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # The request's user is the actor of the audit events and field history it causes.
+    "audit.context.ActingUserMiddleware",
     "django_otp.middleware.OTPMiddleware",
     "accounts.middleware.LoginRequiredMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
@@ -129,7 +156,48 @@ MIDDLEWARE = [
     "axes.middleware.AxesMiddleware",
 ]
 
+# Scripts and styles come from our own static files only: no inline <script>, no on*=
+# handler, no style= attribute (static/js/behaviours.js applies data-* values instead), so
+# that markup an attacker slipped into a page can run nothing.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [SELF],
+        "script-src": [SELF],
+        "style-src": [SELF],
+        "img-src": [SELF],
+        "connect-src": [SELF],
+        "font-src": [SELF],
+        "object-src": [NONE],
+        "base-uri": [NONE],
+        "form-action": [SELF],
+        "frame-ancestors": [NONE],
+    }
+}
+# Browser features that no LeukWeb page uses are off for every page and anything it embeds.
+PERMISSIONS_POLICY: dict[str, list[str]] = {
+    feature: []
+    for feature in (
+        "accelerometer",
+        "autoplay",
+        "camera",
+        "display-capture",
+        "encrypted-media",
+        "geolocation",
+        "gyroscope",
+        "magnetometer",
+        "microphone",
+        "midi",
+        "payment",
+        "publickey-credentials-get",
+        "screen-wake-lock",
+        "usb",
+        "xr-spatial-tracking",
+    )
+}
+
 ROOT_URLCONF = "leukweb.urls"
+# A refused CSRF check: the site's 403 page, or the API's JSON error under /api/.
+CSRF_FAILURE_VIEW = "leukweb.views.csrf_failure"
 WSGI_APPLICATION = "leukweb.wsgi.application"
 ASGI_APPLICATION = "leukweb.asgi.application"
 
@@ -311,6 +379,9 @@ WHITENOISE_USE_FINDERS = DEBUG or EMBEDDED
 UPLOAD_MAX_BYTES = envint("UPLOAD_MAX_BYTES", str(50 * 1024 * 1024))
 UPLOAD_MAX_PIXELS = envint("UPLOAD_MAX_PIXELS", "40000000")
 UPLOAD_MAX_FILES = envint("UPLOAD_MAX_FILES", "50")
+# Pixels of all the images of one request together, read from their headers before any is
+# decoded: 50 small files each claiming 6000 x 6600 once held a web worker for 18 s.
+UPLOAD_MAX_REQUEST_PIXELS = envint("UPLOAD_MAX_REQUEST_PIXELS", "200000000")
 DATA_UPLOAD_MAX_NUMBER_FILES = UPLOAD_MAX_FILES
 
 # Seconds before a task is killed; evaluations of a whole labelled set may take longer.
@@ -422,8 +493,8 @@ REST_FRAMEWORK = {
     # 429 with Retry-After past these rates: the token endpoint per address, writes and
     # uploads per user (a view opts into "uploads" with throttle_scope).
     "DEFAULT_THROTTLE_CLASSES": [
-        "leukweb.api.throttles.WriteRateThrottle",
-        "leukweb.api.throttles.UploadRateThrottle",
+        "authentication.throttles.WriteRateThrottle",
+        "authentication.throttles.UploadRateThrottle",
     ],
     "DEFAULT_THROTTLE_RATES": {
         "token": env("API_THROTTLE_TOKEN", "10/minute"),
@@ -431,6 +502,9 @@ REST_FRAMEWORK = {
         "uploads": env("API_THROTTLE_UPLOADS", "30/minute"),
     },
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    # JSON only: DRF's browsable HTML pages need inline scripts, which the CSP forbids;
+    # people read the API's own documentation page (/api/docs/).
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",

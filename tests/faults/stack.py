@@ -278,6 +278,8 @@ class Stack:
             DEBUG="False",
             SECRET_KEY="fault-suite-secret-key-0123456789-abcdefghij",
             ALLOWED_HOSTS="127.0.0.1,localhost",
+            # Plain HTTP on loopback: no redirect to https://, no secure cookies.
+            HTTPS="False",
             SECURE_COOKIES="False",
             DATABASE_URL=self.postgres.url,
             REDIS_URL=self.redis.url,
