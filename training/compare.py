@@ -82,7 +82,7 @@ def tradeoff_runs(
     rows = []
     for run in (Path(r) for r in run_dirs):
         report = json.loads((run / "report.json").read_text(encoding="utf-8"))
-        rows.append(tradeoff_row(report, run.name))
+        rows.append(tradeoff_row(report, report.get("name") or run.name))
     rows.extend({"label": n, "clean": c, "worst": w, "given": True} for n, c, w in points)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
