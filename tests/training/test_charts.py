@@ -64,7 +64,7 @@ def test_the_tradeoff_chart_places_each_model_by_clean_and_worst_accuracy():
     root = _parse(svg)
     dots = [c for c in root.iter(f"{SVG}circle") if c.get("r") == "4"]
     # one dot in the plot and one in the legend per model
-    plotted = [(float(c.get("cx")), float(c.get("cy"))) for c in dots[::2]]
+    plotted = [(float(c.get("cx", "")), float(c.get("cy", ""))) for c in dots[::2]]
     assert plotted[0][0] == pytest.approx(plotted[1][0])  # same clean accuracy
     assert plotted[0][1] < plotted[1][1]  # the robust one higher (SVG y grows down)
     texts = " ".join(t.text or "" for t in root.iter(f"{SVG}text"))
