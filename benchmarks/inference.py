@@ -812,6 +812,11 @@ def main(argv: list[str] | None = None) -> int:
         _worker_start_child(args.artifact, args.out)
         return 0
 
+    # numpy's BLAS on one thread, as in an analysis worker (leukweb/celery.py): its own
+    # spinning pool would otherwise slow the ONNX Runtime calls after the guard's products.
+    from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
+
+    threadpool_limits(limits=1, user_api="blas")
     repeats = QUICK if args.quick else FULL
     for name, value in repeats.items():
         if getattr(args, name) is None:

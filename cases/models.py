@@ -5,9 +5,8 @@ from django.contrib.postgres.indexes import GinIndex, OpClass
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models.functions import Upper
-from simple_history.models import HistoricalRecords
 
-from audit.context import history_user
+from audit.history import field_history
 
 
 class Patient(models.Model):
@@ -31,7 +30,7 @@ class Patient(models.Model):
     )
     created = models.DateTimeField(auto_now_add=True)
     # Every saved version, with who saved it: a change of notes keeps the old text.
-    history = HistoricalRecords(get_user=history_user)
+    history = field_history()
 
     class Meta:
         ordering = ["identifier"]
@@ -96,7 +95,7 @@ class Case(models.Model):
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     # Every saved version (clinical notes, specimen, stain, status), with who saved it.
-    history = HistoricalRecords(get_user=history_user)
+    history = field_history()
 
     class Meta:
         ordering = ["-created"]

@@ -1,9 +1,8 @@
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
-from simple_history.models import HistoricalRecords
 
-from audit.context import history_user
+from audit.history import field_history
 
 
 class ModelVersionQuerySet(models.QuerySet["ModelVersion"]):
@@ -238,7 +237,7 @@ class CaseResult(models.Model):
     primary = models.BooleanField(default=True, db_index=True)
     created = models.DateTimeField(auto_now_add=True)
     # The case's answer is clinical: which result was primary when is kept.
-    history = HistoricalRecords(get_user=history_user)
+    history = field_history()
 
     class Meta:
         ordering = ["-created"]

@@ -92,6 +92,12 @@ def sweep_stale_images(older_than_s: int = 600) -> list[int]:
     return sweep.stale_images_requeue(older_than_s=older_than_s)
 
 
+@shared_task(name="inference.delete_orphan_heatmaps", acks_late=True, ignore_result=True)
+def delete_orphan_heatmaps(older_than_s: int = 3600) -> list[str]:
+    """Periodic (celery beat): overlay files that no prediction names are deleted."""
+    return heatmaps.heatmap_files_orphaned_delete(older_than_s=older_than_s)
+
+
 @worker_process_init.connect
 def _preload_deployed_model(**kwargs) -> None:
     """A new pool process warms the deployed model in the background (not in the parent,

@@ -477,6 +477,12 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": INFERENCE_SWEEP_EVERY,
         "kwargs": {"older_than_s": INFERENCE_STALE_AFTER},
     },
+    # Overlay files no prediction names (inference.services.heatmaps): a backstop.
+    "inference-delete-orphan-heatmaps": {
+        "task": "inference.delete_orphan_heatmaps",
+        "schedule": 3600,
+        "kwargs": {"older_than_s": 3600},
+    },
     # Expired API tokens are deleted (and audited) even when nobody presents them again.
     "authentication-tokens-expire": {"task": "authentication.tokens_expire", "schedule": 3600},
 }

@@ -48,21 +48,26 @@ class MahalanobisGuard:
     quantile: float = DEFAULT_QUANTILE
     shrinkage: float = 0.0
 
+    def scorer(self) -> GuardScorer:
+        """What scoring needs, without the precision matrix: a worker holds only this."""
+        # P = L L^T, so (f - mu)^T P (f - mu) = |(f - mu) L|^2: the class means move into
+        # that space once. A shrunk covariance's inverse is positive definite in exact
+        # arithmetic; features with (near) zero variance, as from a barely trained model, can
+        # leave it a rounding error short, and then its eigenvectors give the same factor.
+        precision = np.asarray(self.precision, np.float64)
+        try:
+            factor = np.linalg.cholesky(precision)
+        except np.linalg.LinAlgError:
+            values, vectors = np.linalg.eigh(precision)
+            factor = vectors * np.sqrt(np.clip(values, 0.0, None))
+        return GuardScorer(factor, np.asarray(self.means, np.float64) @ factor, self.threshold)
+
     @cached_property
-    def _whitened(self) -> tuple[np.ndarray, np.ndarray]:
-        """``P = L L^T`` (Cholesky; a shrunk covariance's inverse is positive definite) and
-        the class means in that space, where the distance is a plain Euclidean one."""
-        factor = np.linalg.cholesky(np.asarray(self.precision, np.float64))
-        return factor, np.asarray(self.means, np.float64) @ factor
+    def _scorer(self) -> GuardScorer:
+        return self.scorer()
 
     def score(self, features: np.ndarray) -> np.ndarray:
-        # (f - mu)^T P (f - mu) = |(f - mu) L|^2: one (n, d) x (d, d) product per batch
-        # instead of a (d, d) form per image and class, which cost a ResNet-50 worker a
-        # third of a second per case of 16 (#13), and the sum of squares is never negative.
-        factor, means = self._whitened
-        z = np.asarray(features, np.float64).reshape(len(features), -1) @ factor
-        d2 = ((z[:, None, :] - means[None, :, :]) ** 2).sum(axis=2)  # (n, k)
-        return np.sqrt(d2.min(axis=1))
+        return self._scorer.score(features)
 
     def flag(self, features: np.ndarray) -> np.ndarray:
         return self.score(features) > self.threshold
@@ -102,3 +107,21 @@ class MahalanobisGuard:
             "file": OOD_FILE,
             "sha256": file_hash,
         }
+
+
+@dataclass(frozen=True)
+class GuardScorer:
+    """A fitted guard reduced to scoring: the precision's Cholesky factor ``L`` and the class
+    means times ``L``. The distance is then a plain Euclidean one: one (n, d) x (d, d)
+    product per batch instead of a (d, d) quadratic form per image and class, which cost a
+    ResNet-50 worker a third of a second per case of 16 (#13), and never negative. It
+    holds one d x d matrix, as the guard it came from did."""
+
+    factor: np.ndarray
+    whitened_means: np.ndarray
+    threshold: float
+
+    def score(self, features: np.ndarray) -> np.ndarray:
+        z = np.asarray(features, np.float64).reshape(len(features), -1) @ self.factor
+        d2 = ((z[:, None, :] - self.whitened_means[None, :, :]) ** 2).sum(axis=2)  # (n, k)
+        return np.sqrt(d2.min(axis=1))

@@ -1,4 +1,5 @@
-"""Keras layers that live inside packaged models: stain normalisation (Reinhard, Macenko).
+"""Keras layers that live inside packaged models: stain normalisation (Reinhard, Macenko)
+and grayscale input.
 
 Importing this module registers them, which a saved model that contains one needs in
 order to load (``runtime.artifact.load_packaged`` does it). The constants here are the
@@ -11,6 +12,33 @@ from __future__ import annotations
 import keras
 import numpy as np
 import tensorflow as tf
+
+# --- grayscale input (de-colouring) ------------------------------------------------------
+
+#: ITU-R 601 luma weights, as ``tf.image.rgb_to_grayscale`` and the robustness table's
+#: grayscale shift use.
+LUMA = (0.2989, 0.5870, 0.1140)
+
+
+@keras.saving.register_keras_serializable(package="leukweb")
+class Grayscale(keras.layers.Layer):
+    """ITU-R 601 luma copied into all three channels (0-255 RGB in and out).
+
+    First inside a packaged model (``--stain-normalize grayscale``) it hides colour from
+    the network: a grayscale image and its colour original give the same prediction, and
+    hue, saturation or stain changes reach the network only through the luma they move.
+    Three channels out, so every architecture takes it unchanged. One 1x1 matrix product:
+    converts to ONNX exactly.
+    """
+
+    def call(self, x):
+        luma = tf.constant(np.array(LUMA, np.float32).reshape(3, 1))
+        grey = tf.linalg.matmul(tf.cast(x, tf.float32), luma)
+        return tf.concat([grey, grey, grey], axis=-1)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
 
 # --- Reinhard normalisation (l-alpha-beta space, Reinhard et al. 2001) -------------------
 

@@ -37,6 +37,8 @@ class TrainConfig:
     weights: str | None = None  # None (from scratch), "imagenet" or a weights file path
     epochs: int = 100
     patience: int = 15
+    # wall-clock budget for fitting: no epoch is started that would end after it (None: none)
+    max_fit_minutes: float | None = None
     img_size: int | None = None
     batch_size: int = 32
     seed: int = 42
@@ -49,8 +51,10 @@ class TrainConfig:
     finetune_learning_rate: float = 1e-5
     head_epochs: int = 10  # frozen-backbone epochs before fine-tuning (pretrained only)
     augment: bool = True
-    stain_augment: bool = False  # HED + hue/saturation jitter on the training split
-    stain_normalize: str | None = None  # reinhard | macenko: a layer inside the packaged model
+    # colour recipe on the training split (training.stain.COLOR_RECIPES): strong | light | none
+    color_augment: str = "strong"
+    # reinhard | grayscale | macenko (refused): a layer inside the packaged model
+    stain_normalize: str | None = None
     recompute_bn: bool = True
     review_target: float = REVIEW_TARGET_ACCURACY
     int8: bool = False  # also package the int8 variant, when it keeps the accuracy
@@ -76,6 +80,21 @@ def parse_weights(value: str | None) -> str | None:
     return "imagenet" if value.lower() == "imagenet" else value
 
 
+def color_recipe(name: str):
+    """The ``training.stain.StainAugmentConfig`` a recipe name stands for (None: "none")."""
+    from training.stain import COLOR_RECIPES
+
+    if name not in COLOR_RECIPES:
+        raise ValueError(f"unknown colour augmentation {name!r}; one of {sorted(COLOR_RECIPES)}")
+    return COLOR_RECIPES[name]
+
+
+def color_augmentation_facts(name: str) -> dict:
+    """The recipe's name and ranges, for the report (the name alone would not say them)."""
+    recipe = color_recipe(name)
+    return {"recipe": name, **({} if recipe is None else asdict(recipe))}
+
+
 def _setup_logging(run_dir: Path) -> list[logging.Handler]:
     """Log to <run>/train.log and, unless something already does, to stderr."""
     handler = logging.FileHandler(run_dir / "train.log", encoding="utf-8")
@@ -99,8 +118,24 @@ def class_weights(y: np.ndarray, n_classes: int) -> dict[int, float]:
     return {i: float(len(y) / (n_classes * c)) if c else 0.0 for i, c in enumerate(counts)}
 
 
-def _callbacks(run_dir: Path, patience: int, append: bool):
+def _callbacks(run_dir: Path, patience: int, append: bool, deadline: float | None = None):
     import keras
+
+    class TimeBudget(keras.callbacks.Callback):
+        """Stop before an epoch that would end after ``deadline`` (time.monotonic()).
+
+        Early stopping then restores the best epoch's weights, as when patience runs
+        out, and the run evaluates and packages as usual.
+        """
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.t0 = time.monotonic()
+
+        def on_epoch_end(self, epoch, logs=None):
+            assert deadline is not None
+            if time.monotonic() + (time.monotonic() - self.t0) > deadline:
+                log.info("epoch %d: the fitting time budget is spent, stopping", epoch + 1)
+                self.model.stop_training = True
 
     class EpochLog(keras.callbacks.Callback):
         def on_epoch_begin(self, epoch, logs=None):
@@ -130,6 +165,7 @@ def _callbacks(run_dir: Path, patience: int, append: bool):
         keras.callbacks.ModelCheckpoint(ckpt / "last.keras"),
         keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=append),
         EpochLog(),
+        *([TimeBudget()] if deadline is not None else []),
     ]
 
 
@@ -194,7 +230,19 @@ def predict(model, x: np.ndarray, batch_size: int = 32) -> np.ndarray:
 
 
 def _fit_phase(
-    model, train_ds, val_ds, *, lr, epochs, initial_epoch, cw, run_dir, patience, append, verbose
+    model,
+    train_ds,
+    val_ds,
+    *,
+    lr,
+    epochs,
+    initial_epoch,
+    cw,
+    run_dir,
+    patience,
+    append,
+    verbose,
+    deadline=None,
 ):
     import keras
 
@@ -209,7 +257,7 @@ def _fit_phase(
         epochs=epochs,
         initial_epoch=initial_epoch,
         class_weight=cw,
-        callbacks=_callbacks(run_dir, patience, append),
+        callbacks=_callbacks(run_dir, patience, append, deadline),
         verbose=verbose,
         shuffle=False,  # the tf.data pipeline shuffles, seeded
     )
@@ -357,8 +405,9 @@ def run_training(
         keras.utils.set_random_seed(cfg.seed)
         prepared = prepared if prepared is not None else _prepare_split(cfg)
         prepared.save(run_dir / "split.json")
-        if cfg.stain_normalize not in (None, "reinhard", "macenko"):
+        if cfg.stain_normalize not in (None, "reinhard", "grayscale", "macenko"):
             raise ValueError(f"unknown stain normalisation {cfg.stain_normalize!r}")
+        color_recipe(cfg.color_augment)
         # Build first: a missing weights file should fail before minutes of decoding.
         model = build_model(cfg.arch, len(prepared.classes), size, weights)
         log.info(
@@ -452,12 +501,16 @@ def _build_with_stain_normalisation(
     """
     import keras
 
-    from runtime.layers import MacenkoNormalization, ReinhardNormalization
+    from runtime.layers import LUMA, Grayscale, MacenkoNormalization, ReinhardNormalization
     from training import stain
 
+    layer: keras.Layer
     if cfg.stain_normalize == "reinhard":
         reference = stain.reinhard_reference(x_train)
         layer = ReinhardNormalization(reference["mean"], reference["std"], name="stain_normalize")
+    elif cfg.stain_normalize == "grayscale":
+        reference = {"luma": list(LUMA)}  # nothing fitted: the same for every training set
+        layer = Grayscale(name="stain_normalize")
     else:
         reference = stain.macenko_reference(x_train)
         layer = MacenkoNormalization(
@@ -489,7 +542,7 @@ def _fit(
         batch_size=cfg.batch_size,
         seed=cfg.seed,
         augment=cfg.augment,
-        stain=cfg.stain_augment,
+        stain=color_recipe(cfg.color_augment),
     )
     val_ds = eval_dataset(x_va, y_va, batch_size=cfg.batch_size)
     fit = _Fit(history={}, phases=[], seconds=0.0, class_weights=cw)
@@ -500,6 +553,8 @@ def _fit(
         "verbose": 1 if sys.stdout.isatty() else 2,
     }
     t_fit = time.monotonic()
+    if cfg.max_fit_minutes is not None:
+        common["deadline"] = t_fit + 60 * cfg.max_fit_minutes
     start_epoch = 0
     if weights is not None:
         frozen = backbone_layers(model)
@@ -638,8 +693,10 @@ def _report(
     wall_seconds: float,
 ) -> dict:
     """report.json's content: everything a reader needs to audit or repeat the run."""
+    from training.report import colour_blind
+
     classes = prepared.classes
-    return {
+    report = {
         "name": name,
         "version": version,
         "architecture": cfg.arch,
@@ -663,10 +720,13 @@ def _report(
         "baseline_warning": warning,
         "evaluation": evaluation,
         **validity,
+        "color_augmentation": color_augmentation_facts(cfg.color_augment),
         "stain_normalization": None
         if stain_reference is None
         else {"method": cfg.stain_normalize, "layer": "stain_normalize", **stain_reference},
     }
+    report["colour_blind"] = colour_blind(report)
+    return report
 
 
 def _write_report(report: dict, run_dir: Path) -> list[Path]:

@@ -147,7 +147,7 @@ def case_heatmaps_make(*, case_id: int, model_version_id: int, holder: str) -> H
 
     claimed = heatmaps_claim(case_id=case_id, version=version, holder=holder)
     if not claimed:
-        return HeatmapOutcome(case_id, str(version), note="nothing missing")
+        return HeatmapOutcome(case_id, str(version), note="the rest is held by other runs")
     if pending.filter(claim_open(prefix=CLAIM)).exists():
         # The rest of the case in another short message, which another worker may take now.
         dispatch.case_heatmaps_request(case_id, version.pk)
@@ -244,13 +244,20 @@ def heatmaps_requeue(*, older_than_s: int) -> list[tuple[int, int]]:
     lapsed = list(
         Prediction.objects.filter(
             heatmap_state=HeatmapState.PENDING, heatmap_lease_expires__lt=now
-        ).only("pk", "heatmap_draft")
+        ).only("pk", "heatmap_claimed_by", "heatmap_draft")
     )
-    if lapsed:
-        _drafts_delete([p for p in lapsed if p.heatmap_draft])
-        Prediction.objects.filter(
-            pk__in=[p.pk for p in lapsed], heatmap_lease_expires__lt=now
+    for prediction in lapsed:
+        # The claim is taken back first: from then on the run that held it cannot attach
+        # its file (its attach needs the claim), so deleting that file is safe.
+        taken = Prediction.objects.filter(
+            pk=prediction.pk,
+            heatmap_state=HeatmapState.PENDING,
+            heatmap_claimed_by=prediction.heatmap_claimed_by,
+            heatmap_lease_expires__lt=now,
         ).update(heatmap_claimed_by="", heatmap_lease_expires=None, heatmap_changed=None)
+        if taken and prediction.heatmap_draft:
+            _drafts_delete([prediction])
+    if lapsed:
         logger.warning("sweep: %d heatmap claim(s) lapsed; queued again", len(lapsed))
     due = Q(heatmap_changed__isnull=True) | Q(
         heatmap_changed__lt=now - timedelta(seconds=older_than_s)
@@ -269,6 +276,39 @@ def heatmaps_requeue(*, older_than_s: int) -> list[tuple[int, int]]:
     if queued:
         logger.info("sweep: queued the heatmaps of %d case(s) again: %s", len(queued), queued)
     return queued
+
+
+def heatmap_files_orphaned_delete(*, older_than_s: int) -> list[str]:
+    """Delete overlay files that no prediction names, as its heatmap or as a run's draft,
+    and that are older than ``older_than_s`` seconds; return their names.
+
+    The backstop behind drafts (periodic, settings.CELERY_BEAT_SCHEDULE): files left by a
+    run that stalled past its lease and then died between its write and its attach, or
+    by versions before heatmaps had drafts. The age spares a file whose row commits now.
+    """
+    storage = _storage()
+    try:
+        _, names = storage.listdir("heatmaps")
+    except FileNotFoundError:
+        return []
+    cutoff = timezone.now() - timedelta(seconds=older_than_s)
+    found = sorted(f"heatmaps/{name}" for name in names)
+    named: set[str] = set()
+    for start in range(0, len(found), 1000):  # bounded queries, whatever the folder holds
+        chunk = found[start : start + 1000]
+        named.update(Prediction.objects.filter(heatmap__in=chunk).values_list("heatmap", flat=True))
+        named.update(
+            Prediction.objects.filter(heatmap_draft__in=chunk).values_list(
+                "heatmap_draft", flat=True
+            )
+        )
+    orphans = [
+        name for name in found if name not in named and storage.get_modified_time(name) < cutoff
+    ]
+    left = files_delete(storage, orphans)
+    if orphans:
+        logger.warning("deleted %d heatmap file(s) that no prediction names", len(orphans))
+    return [name for name in orphans if name not in left]
 
 
 def deployed_heatmap_model_preload() -> None:

@@ -1,6 +1,8 @@
 """The heatmap task: Grad-CAM overlays made after the predictions, at most one each, each
 heatmap pending until made or impossible with its reason, and no file left without its row."""
 
+import os
+import time
 from datetime import timedelta
 
 import pytest
@@ -14,7 +16,7 @@ from inference import dispatch
 from inference.models import HeatmapState, Prediction
 from inference.services import heatmaps, sweep
 from inference.services.registry import model_version_deploy, model_version_import
-from inference.tasks import analyse_case, make_heatmaps
+from inference.tasks import analyse_case, delete_orphan_heatmaps, make_heatmaps
 from runtime.artifact import ArtifactError
 from tests.factories import case_with_images
 from tests.helpers import noise_png, smear_bytes, stored_files
@@ -195,3 +197,21 @@ def test_the_sweep_queues_pending_heatmaps_whose_message_was_lost_but_not_behind
     assert sent == [(case.pk, version.pk)]
     heatmaps.heatmaps_requeue(older_than_s=600)  # its clock restarted: not queued twice
     assert sent == [(case.pk, version.pk)]
+
+
+def test_overlay_files_that_no_prediction_names_are_deleted_once_old(analysed, tmp_path):
+    case, version = analysed
+    make_heatmaps.apply(args=(case.pk, version.pk)).get()
+    storage = heatmaps._storage()
+    draft = storage.save("heatmaps/draft-of-a-live-run.png", ContentFile(b"x"))
+    first = Prediction.objects.filter(image__case=case).values_list("pk", flat=True)[0]
+    Prediction.objects.filter(pk=first).update(heatmap_draft=draft)
+    old_orphan = storage.save("heatmaps/left-by-a-dead-run.png", ContentFile(b"x"))
+    new_orphan = storage.save("heatmaps/being-attached-now.png", ContentFile(b"x"))
+    an_hour_ago = time.time() - 3700
+    for name in (draft, old_orphan, *heatmap_names(case)):
+        os.utime(storage.path(name), (an_hour_ago, an_hour_ago))
+
+    assert delete_orphan_heatmaps.apply(kwargs={"older_than_s": 3600}).get() == [old_orphan]
+    assert not storage.exists(old_orphan)
+    assert all(storage.exists(name) for name in (draft, new_orphan, *heatmap_names(case)))
