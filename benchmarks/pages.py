@@ -307,7 +307,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cases", type=int, default=100_000)
     parser.add_argument("--requests", type=int, default=50, help="timed requests per page")
-    parser.add_argument("--warmup", type=int, default=5)
+    # Enough for each of the 3 workers to have served every page once (templates compiled).
+    parser.add_argument("--warmup", type=int, default=15)
     parser.add_argument("--record", choices=["before", "after"], default="after")
     parser.add_argument("--var-dir", type=Path, default=ROOT / "var" / "bench-pages")
     parser.add_argument("--md", type=Path, default=ROOT / "docs" / "benchmarks.md")
