@@ -58,8 +58,9 @@ test-api-fuzz: $(STAMP)
 		$(BIN)/pytest -m api_fuzz tests/api_fuzz
 
 # Real faults against a private production-shaped stack (PostgreSQL cluster, Redis, gunicorn,
-# two workers, the sweeper) that the suite starts on free ports: needs root (a tmpfs, the
-# postgres user) and the PostgreSQL and Redis server binaries. Bounded to 10 minutes.
+# two analysis workers, a heatmap worker, the sweeper) that the suite starts on free ports:
+# needs root (a tmpfs, the postgres user) and the PostgreSQL and Redis server binaries.
+# Bounded to 10 minutes.
 test-faults: $(STAMP)
 	timeout 600 $(BIN)/pytest -m faults tests/faults
 

@@ -97,3 +97,19 @@ class AuditEvent(models.Model):
 
     def delete(self, *args, **kwargs):
         raise AppendOnly("audit events are append-only")
+
+
+class AppendOnlyHistory(models.Model):
+    """Base of the clinical models' historical rows (django-simple-history): a saved
+    version is never rewritten or removed through its row."""
+
+    class Meta:
+        abstract = True
+
+    def save(self, *args, **kwargs) -> None:
+        if not self._state.adding:
+            raise AppendOnly("field history is append-only")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args, **kwargs):
+        raise AppendOnly("field history is append-only")

@@ -5,7 +5,6 @@ from http import HTTPStatus
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.files.storage import default_storage
-from django.core.paginator import Paginator
 from django.db.models.fields.files import FieldFile
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
@@ -21,6 +20,7 @@ from authentication.throttles import upload_wait
 from cases import selectors as case_selectors
 from cases import services
 from cases.models import Case, Patient, SmearImage
+from cases.pagination import paginate
 from clinic import presenters, selectors
 from clinic.forms import CaseCreateForm, CaseEditForm, CaseFilterForm, ImagesForm, PatientForm
 from inference import selectors as answers
@@ -96,7 +96,7 @@ def case_list(request: AuthenticatedHttpRequest) -> HttpResponse:
     cases = selectors.case_list(
         user=request.user, filters=filters, predicted=data.get("predicted", "")
     )
-    page = Paginator(cases, CASES_PER_PAGE).get_page(request.GET.get("page"))
+    page = paginate(cases, CASES_PER_PAGE, request.GET.get("page"))
     audit_record_read(
         actor=request.user, model=Case, ids=[c.pk for c in page], where=request.get_full_path()
     )
@@ -188,6 +188,11 @@ def case_status(request: AuthenticatedHttpRequest, pk: int) -> JsonResponse:
     """Polled by the case page while workers may still change it (not audited: no new data)."""
     case = selectors.case_get(user=request.user, pk=pk)
     context = presenters.analysis_panel(user=request.user, case=case)
+    if context.get("result"):
+        # The panel now carries the model's answer: a reviewer watching has seen it.
+        review_services.answer_shown_record(
+            user=request.user, case_ids=[case.pk], where=request.get_full_path()
+        )
     return JsonResponse(
         {
             "status": case.status,
@@ -284,7 +289,10 @@ def case_reanalyse(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     policies.require_admin(request.user)
     chosen = request.POST.get("model_version", "")
     version = (
-        answers.model_version_list().filter(pk=int(chosen)).first() if chosen.isdigit() else None
+        # isdigit() alone takes "²", which int() refuses.
+        answers.model_version_list().filter(pk=int(chosen)).first()
+        if chosen.isascii() and chosen.isdigit()
+        else None
     )
     if version is None:
         messages.error(request, "Choose a model version.")
@@ -329,8 +337,8 @@ def image_response(image: SmearImage, file: FieldFile, *, thumbnail: bool) -> Fi
     response["Content-Disposition"] = (
         "inline" if thumbnail else f'inline; filename="smear-{image.pk}.{image.format.lower()}"'
     )
-    # Clinical images: kept by the browser only, never by a shared cache.
-    response["Cache-Control"] = "private, max-age=3600"
+    # No Cache-Control here: leukweb.middleware.NoStoreMiddleware says no-store, as for every
+    # response with patient data (a ward computer's browser keeps no copy).
     response["X-Content-Type-Options"] = "nosniff"
     return response
 
@@ -363,7 +371,7 @@ def image_thumbnail(request: AuthenticatedHttpRequest, pk: int) -> FileResponse:
 def patient_list(request: AuthenticatedHttpRequest) -> HttpResponse:
     search = request.GET.get("q", "")
     patients = case_selectors.patient_list(user=request.user, search=search)
-    page = Paginator(patients, CASES_PER_PAGE).get_page(request.GET.get("page"))
+    page = paginate(patients, CASES_PER_PAGE, request.GET.get("page"))
     audit_record_read(
         actor=request.user, model=Patient, ids=[p.pk for p in page], where=request.get_full_path()
     )

@@ -63,6 +63,11 @@ API_ERRORS = {
     HTTPStatus.NOT_FOUND: ("not_found", "No such endpoint."),
     HTTPStatus.METHOD_NOT_ALLOWED: ("method_not_allowed", "This method is not allowed here."),
     HTTPStatus.REQUEST_ENTITY_TOO_LARGE: ("too_large", "The request is too large."),
+    HTTPStatus.TOO_MANY_REQUESTS: ("throttled", "Too many requests. Please try again later."),
+    HTTPStatus.SERVICE_UNAVAILABLE: (
+        "unavailable",
+        "The service is unavailable; nothing was changed. Please try again later.",
+    ),
 }
 # Headers of the replaced response that still hold for the JSON one.
 API_KEPT_HEADERS = ("Allow", "Retry-After", "WWW-Authenticate")

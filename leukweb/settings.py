@@ -94,6 +94,8 @@ if HTTPS:
     # plain HTTP turns them off (README, "Headers and errors").
     SECURE_HSTS_INCLUDE_SUBDOMAINS = envbool("HSTS_INCLUDE_SUBDOMAINS", "True")
     SECURE_HSTS_PRELOAD = envbool("HSTS_PRELOAD", "True")
+# Load balancers and orchestrators probe over plain HTTP; the answer is the status alone.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
 SECURE_REFERRER_POLICY = "same-origin"
 SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
 
@@ -105,6 +107,8 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    # PostgreSQL's index types (the trigram index for `?q=`): harmless on SQLite.
+    "django.contrib.postgres",
     "rest_framework",
     # Sign-in libraries, named for the Django admin in authentication.apps.
     "authentication.apps.ApiTokensConfig",
@@ -387,6 +391,9 @@ DATA_UPLOAD_MAX_NUMBER_FILES = UPLOAD_MAX_FILES
 # Seconds before a task is killed; evaluations of a whole labelled set may take longer.
 CELERY_TASK_TIME_LIMIT = envint("CELERY_TASK_TIME_LIMIT", "600")
 EVALUATION_TIME_LIMIT = envint("EVALUATION_TIME_LIMIT", "3600")
+# Half a minute before the hard limit a task is told (SoftTimeLimitExceeded), so that it
+# hands its claims back instead of being killed holding them.
+CELERY_TASK_SOFT_TIME_LIMIT = CELERY_TASK_TIME_LIMIT - 30
 
 REDIS_URL = env("REDIS_URL", "")
 CELERY_BROKER_URL = env("CELERY_BROKER_URL", REDIS_URL or "filesystem://")
@@ -421,6 +428,8 @@ CACHES = {
         "LOCATION": VAR_DIR / "cache",
     }
 }
+# The agreement page's counts stay in the cache until the next sign-off, or this long.
+AGREEMENT_CACHE_SECONDS = envint("AGREEMENT_CACHE_SECONDS", "300")
 CELERY_RESULT_EXPIRES = 3600
 CELERY_TASK_DEFAULT_QUEUE = env("CELERY_QUEUE", "leukweb")
 # The sweep has a queue of its own, so that a backlog of analyses cannot delay it. Grad-CAM
@@ -435,6 +444,11 @@ CELERY_TASK_ROUTES = ("leukweb.celery.task_route",)
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# A task still running when the broker connection is lost is cancelled: its message was
+# not acknowledged and is delivered again (Celery 6's default), and its claims come back
+# through the sweep. SIGTERM is a warm shutdown: the running task finishes (each message
+# is short; docker-compose.yml's stop_grace_period is the bound), no new one is taken.
+CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = True
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # A web request that queues work must not hang on a dead broker: fail fast, the
 # sweeper re-queues what is left pending.
@@ -463,6 +477,12 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": INFERENCE_SWEEP_EVERY,
         "kwargs": {"older_than_s": INFERENCE_STALE_AFTER},
     },
+    # Overlay files no prediction names (inference.services.heatmaps): a backstop.
+    "inference-delete-orphan-heatmaps": {
+        "task": "inference.delete_orphan_heatmaps",
+        "schedule": 3600,
+        "kwargs": {"older_than_s": 3600},
+    },
     # Expired API tokens are deleted (and audited) even when nobody presents them again.
     "authentication-tokens-expire": {"task": "authentication.tokens_expire", "schedule": 3600},
 }
@@ -482,6 +502,9 @@ CLINICAL_DIAGNOSES = envlist("CLINICAL_DIAGNOSES", "healthy,ALL,AML,CLL,CML")
 
 # Grad-CAM overlays for reviewers, made by a heatmap worker after the predictions.
 INFERENCE_HEATMAPS = envbool("INFERENCE_HEATMAPS", "True")
+# Overlays one heatmap message makes (it queues the rest of its case again): short tasks,
+# so a worker told to stop finishes its task within the grace period.
+INFERENCE_HEATMAP_BATCH = envint("INFERENCE_HEATMAP_BATCH", "4")
 
 REST_FRAMEWORK = {
     # Token first: an anonymous request then gets 401 with a "WWW-Authenticate: Token"

@@ -1,8 +1,7 @@
 from django.conf import settings
 from django.db import models
-from simple_history.models import HistoricalRecords
 
-from audit.context import history_user
+from audit.history import field_history
 
 # Beside the model's classes a reviewer may conclude that the smear does not decide.
 INCONCLUSIVE = "inconclusive"
@@ -38,7 +37,7 @@ class Review(models.Model):
     # verdict, whatever was asked for; None for verdicts filed before this was recorded.
     answer_shown_before = models.BooleanField(null=True)
     created = models.DateTimeField(auto_now_add=True, db_index=True)
-    history = HistoricalRecords(get_user=history_user)
+    history = field_history()
 
     class Meta:
         ordering = ["-created", "-pk"]
@@ -56,7 +55,7 @@ class SignOff(models.Model):
         settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="sign_offs"
     )
     created = models.DateTimeField(auto_now_add=True, db_index=True)
-    history = HistoricalRecords(get_user=history_user)
+    history = field_history()
 
     class Meta:
         ordering = ["-created"]

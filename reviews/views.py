@@ -7,7 +7,6 @@ from collections.abc import Iterator
 
 from django.contrib import messages
 from django.core.exceptions import ValidationError
-from django.core.paginator import Paginator
 from django.http import FileResponse, Http404, HttpResponse, StreamingHttpResponse
 from django.shortcuts import redirect, render
 from django.utils import timezone
@@ -20,6 +19,7 @@ from audit.models import AuditEvent
 from audit.services import audit_record, audit_record_read
 from cases import selectors as case_selectors
 from cases.models import Case
+from cases.pagination import paginate
 from inference import selectors as answers
 from inference.models import ModelVersion, Prediction
 from reviews import presenters, selectors, services
@@ -53,8 +53,8 @@ def queue(request: AuthenticatedHttpRequest) -> HttpResponse:
             created_from=data["created_from"],
             created_to=data["created_to"],
         )
-    paginator = Paginator(selectors.review_queue(user=request.user, filters=filters), PER_PAGE)
-    page = paginator.get_page(request.GET.get("page"))
+    queue = selectors.review_queue(user=request.user, filters=filters)
+    page = paginate(queue, PER_PAGE, request.GET.get("page"))
     audit_record_read(
         actor=request.user, model=Case, ids=[c.pk for c in page], where=request.get_full_path()
     )
@@ -218,7 +218,6 @@ def heatmap(request: AuthenticatedHttpRequest, pk: int) -> FileResponse:
     except FileNotFoundError as exc:
         raise Http404("The heatmap file is missing.") from exc
     response = FileResponse(handle, content_type="image/png")
-    response["Cache-Control"] = "private, max-age=3600"
     response["X-Content-Type-Options"] = "nosniff"
     return response
 
@@ -230,7 +229,7 @@ def heatmap(request: AuthenticatedHttpRequest, pk: int) -> FileResponse:
 def prediction_audit(request: AuthenticatedHttpRequest) -> HttpResponse:
     search = request.GET.get("q", "")
     predictions = selectors.prediction_audit_list(user=request.user, search=search)
-    page = Paginator(predictions, PER_PAGE).get_page(request.GET.get("page"))
+    page = paginate(predictions, PER_PAGE, request.GET.get("page"))
     audit_record_read(
         actor=request.user,
         model=Prediction,

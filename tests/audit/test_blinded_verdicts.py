@@ -72,7 +72,7 @@ def test_a_verdict_filed_without_ever_seeing_the_answer_is_blinded(client_for, b
 
 
 @pytest.mark.parametrize(
-    "where", ["api-case", "api-cases", "api-predictions", "case-page", "report"]
+    "where", ["api-case", "api-cases", "api-predictions", "case-page", "case-status", "report"]
 )
 def test_an_answer_seen_anywhere_else_makes_the_verdict_not_blind(
     client_for, api_for, bob, case, where
@@ -87,7 +87,10 @@ def test_an_answer_seen_anywhere_else_makes_the_verdict_not_blind(
         client = client_for(bob)
     else:
         client = client_for(bob)
-        path = f"/cases/{case.pk}/" if where == "case-page" else f"/reviews/cases/{case.pk}/report/"
+        path = {
+            "case-page": f"/cases/{case.pk}/",
+            "case-status": f"/cases/{case.pk}/status/",
+        }.get(where, f"/reviews/cases/{case.pk}/report/")
         assert "87.3%" in client.get(path).content.decode()
     client.post(
         f"/reviews/cases/{case.pk}/verdict/?blinded=1", {"diagnosis": "CML", "blinded": "1"}

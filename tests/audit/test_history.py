@@ -7,7 +7,7 @@ from http import HTTPStatus
 import pytest
 from django.utils import timezone
 
-from audit.models import AuditEvent
+from audit.models import AppendOnly, AuditEvent
 from cases import services
 from inference.models import CaseResult
 from reviews.models import Review
@@ -92,3 +92,16 @@ def test_an_admin_reads_old_and_new_notes_in_the_django_admin_and_cannot_edit_th
     for path, data in (("change", {"clinical_notes": "x"}), ("delete", {"post": "yes"})):
         assert client.post(f"{url}/{path}/", data).status_code == HTTPStatus.FORBIDDEN
     assert case.history.latest().clinical_notes == "afebrile"
+
+
+def test_rewriting_or_erasing_an_old_version_is_refused(alice, alice_patient):
+    """The attack: edit the history row that holds the old notes."""
+    case = services.case_create(user=alice, patient=alice_patient, clinical_notes="fever 38.5")
+    services.case_update(user=alice, case=case, clinical_notes="afebrile")
+    first = case.history.earliest()
+    first.clinical_notes = "afebrile"
+    with pytest.raises(AppendOnly):
+        first.save()
+    with pytest.raises(AppendOnly):
+        first.delete()
+    assert case.history.earliest().clinical_notes == "fever 38.5"

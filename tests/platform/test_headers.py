@@ -2,6 +2,7 @@
 with no inline script or style, HSTS and the redirect to HTTPS behind a TLS proxy, a
 Permissions-Policy, and no copy of patient data left in a browser's or a proxy's cache."""
 
+import json
 import os
 import re
 import secrets
@@ -51,41 +52,78 @@ def test_no_template_needs_inline_script_or_style_that_the_csp_would_block(kind)
     assert offenders == [], f"{kind} in {offenders}: use data-* and static/js/behaviours.js"
 
 
+HTTPS_SETTINGS = (
+    "SECURE_PROXY_SSL_HEADER",
+    "SECURE_SSL_REDIRECT",
+    "SECURE_HSTS_SECONDS",
+    "SECURE_HSTS_INCLUDE_SUBDOMAINS",
+    "SECURE_HSTS_PRELOAD",
+    "SESSION_COOKIE_SECURE",
+    "CSRF_COOKIE_SECURE",
+)
+SHOW_HTTPS = (
+    "import json, django; django.setup(); from django.conf import settings as s; "
+    f"print(json.dumps({{n: getattr(s, n) for n in {HTTPS_SETTINGS!r}}}))"
+)
+
+
+def _https_settings(**env: str) -> dict:
+    """The HTTPS settings leukweb.settings makes of this environment, in a fresh process."""
+    result = subprocess.run(
+        [sys.executable, "-c", SHOW_HTTPS],
+        cwd=ROOT,
+        env={**_clean_env(), "DJANGO_SETTINGS_MODULE": "leukweb.settings", **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+@pytest.fixture
+def deployed(settings, tmp_path) -> None:
+    """This test process behaves as a deployment's web server would (HTTPS on by default)."""
+    production = _https_settings(
+        DATABASE_URL="postgres://leukweb@db.invalid:5432/leukweb",
+        SECRET_KEY=secrets.token_urlsafe(50),
+        ALLOWED_HOSTS="testserver",
+        VAR_DIR=str(tmp_path),
+    )
+    assert production["SECURE_PROXY_SSL_HEADER"] == ["HTTP_X_FORWARDED_PROTO", "https"]
+    for name, value in production.items():
+        setattr(settings, name, tuple(value) if isinstance(value, list) else value)
+
+
 @pytest.mark.django_db
-def test_plain_http_is_redirected_to_https_behind_the_tls_proxy(client, settings):
-    settings.SECURE_SSL_REDIRECT = True
+def test_plain_http_is_redirected_to_https_in_a_deployment(client, deployed):
     response = client.get("/login/")
     assert response.status_code == HTTPStatus.MOVED_PERMANENTLY
     assert response["Location"] == "https://testserver/login/"
 
 
 @pytest.mark.django_db
-def test_https_responses_pin_the_browser_to_https_with_hsts(client, settings):
-    settings.SECURE_SSL_REDIRECT = True
+def test_a_load_balancers_plain_http_probe_of_healthz_is_answered_not_redirected(client, deployed):
+    response = client.get("/healthz", REMOTE_ADDR="203.0.113.9")
+    assert response.status_code in {HTTPStatus.OK, HTTPStatus.SERVICE_UNAVAILABLE}
+    assert set(response.json()) == {"status"}
+
+
+@pytest.mark.django_db
+def test_https_through_the_tls_proxy_pins_the_browser_to_https_with_hsts(client, deployed):
     response = client.get("/login/", headers={"X-Forwarded-Proto": "https"})
     assert response.status_code == HTTPStatus.OK
-    assert response["Strict-Transport-Security"] == ("max-age=31536000; includeSubDomains; preload")
+    assert response["Strict-Transport-Security"] == "max-age=31536000; includeSubDomains; preload"
+    assert response.cookies and all(c["secure"] for c in response.cookies.values())
 
 
-def test_the_embedded_run_trusts_no_forwarded_proto_header_and_never_redirects():
+def test_the_embedded_run_trusts_no_forwarded_proto_header_and_never_redirects(tmp_path):
     """The embedded run (HTTPS off) has no proxy in front: a client's X-Forwarded-Proto must
     not pass for HTTPS, and a redirect to https:// on loopback would lead nowhere."""
-    result = subprocess.run(
-        [sys.executable, "-c", SHOW_HTTPS],
-        cwd=ROOT,
-        env={**_clean_env(), "DJANGO_SETTINGS_MODULE": "leukweb.settings"},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.split() == ["False", "None", "False", "0"]
-
-
-SHOW_HTTPS = (
-    "import django; django.setup(); from django.conf import settings as s; "
-    "print(s.HTTPS, s.SECURE_PROXY_SSL_HEADER, s.SECURE_SSL_REDIRECT, s.SECURE_HSTS_SECONDS)"
-)
+    embedded = _https_settings(VAR_DIR=str(tmp_path))
+    assert embedded["SECURE_PROXY_SSL_HEADER"] is None
+    assert not embedded["SECURE_SSL_REDIRECT"] and embedded["SECURE_HSTS_SECONDS"] == 0
+    assert not embedded["SESSION_COOKIE_SECURE"]
 
 
 @pytest.mark.django_db
