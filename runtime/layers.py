@@ -1,9 +1,10 @@
-"""Keras layers that live inside packaged models: stain normalisation (Reinhard, Macenko).
+"""Keras layers of packaged models (stain normalisation) and of the guard's graph.
 
 Importing this module registers them, which a saved model that contains one needs in
 order to load (``runtime.artifact.load_packaged`` does it). The constants here are the
 ones both the layers and training's numpy references (``training.stain``) compute with,
-so the two cannot disagree. All layers take and return float 0-255 RGB.
+so the two cannot disagree. The stain layers take and return float 0-255 RGB;
+:class:`InputStatistics` (the guard's input-level checks) takes 0-255 RGB.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from __future__ import annotations
 import keras
 import numpy as np
 import tensorflow as tf
+
+from runtime.guard import INPUT_STATISTICS
 
 # --- Reinhard normalisation (l-alpha-beta space, Reinhard et al. 2001) -------------------
 
@@ -142,3 +145,53 @@ class MacenkoNormalization(keras.layers.Layer):
             "stains": self.stains,
             "max_concentrations": self.max_concentrations,
         }
+
+
+# --- input-level checks of the out-of-scope guard ----------------------------------------
+
+LUMA = (0.299, 0.587, 0.114)  # ITU-R 601, as training.stain.grayscale
+NEAR_WHITE = 225.0  # every channel at or above this: paper, glass, an empty field
+_LAPLACIAN = np.array([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]], np.float32)
+
+
+@keras.saving.register_keras_serializable(package="leukweb")
+class InputStatistics(keras.layers.Layer):
+    """Three numbers per 0-255 RGB image that say whether it looks like a focused smear.
+
+    ``focus``: log10 of the variance of the luma's 3x3 Laplacian over the luma's own
+    variance (plus 1): blur removes fine detail relative to the overall contrast, and the
+    ratio does not move with a brighter lamp. ``contrast``: log10 of the luma's
+    coefficient of variation: a solid colour or an empty field has almost none.
+    ``near_white``: the fraction of pixels with every channel >= 225 (paper, an empty
+    slide). Built into the guard's graph, so the worker computes them in the same
+    compiled call as the probabilities.
+    """
+
+    def call(self, x):
+        x = tf.cast(x, tf.float32)
+        y = tf.reduce_sum(x * tf.constant(LUMA, tf.float32), axis=-1, keepdims=True)
+        lap = tf.nn.conv2d(y, tf.constant(_LAPLACIAN[:, :, None, None]), 1, "VALID")
+        _, var_y = tf.nn.moments(y, axes=[1, 2, 3])
+        mean_y = tf.reduce_mean(y, axis=[1, 2, 3])
+        _, var_lap = tf.nn.moments(lap, axes=[1, 2, 3])
+        log10 = np.log(10.0)
+        focus = tf.math.log((var_lap + 1.0) / (var_y + 1.0)) / log10
+        contrast = tf.math.log((tf.sqrt(var_y) + 0.5) / (mean_y + 1.0)) / log10
+        white = tf.cast(tf.reduce_min(x, axis=-1) >= NEAR_WHITE, tf.float32)
+        near_white = tf.reduce_mean(white, axis=[1, 2])
+        return tf.stack([focus, contrast, near_white], axis=-1)
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], len(INPUT_STATISTICS))  # the order runtime.guard reads
+
+
+def input_statistics_np(images: np.ndarray) -> np.ndarray:
+    """:class:`InputStatistics` in numpy (N, 3), for tests and offline checks."""
+    x = np.asarray(images, np.float64)
+    y = x @ np.asarray(LUMA)
+    lap = y[:, :-2, 1:-1] + y[:, 2:, 1:-1] + y[:, 1:-1, :-2] + y[:, 1:-1, 2:] - 4 * y[:, 1:-1, 1:-1]
+    var_y = y.var(axis=(1, 2))
+    focus = np.log10((lap.var(axis=(1, 2)) + 1.0) / (var_y + 1.0))
+    contrast = np.log10((np.sqrt(var_y) + 0.5) / (y.mean(axis=(1, 2)) + 1.0))
+    near_white = (x.min(axis=-1) >= NEAR_WHITE).mean(axis=(1, 2))
+    return np.stack([focus, contrast, near_white], axis=-1)

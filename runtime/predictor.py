@@ -47,7 +47,7 @@ from runtime.export import (
     onnx_session,
     outputs_compare,
 )
-from runtime.guard import MahalanobisGuard
+from runtime.guard import Guard
 from runtime.preprocess import ImageDecodeError, load_for_model
 
 __all__ = ["ImagePrediction", "Predictor", "cached_predictor"]
@@ -81,7 +81,7 @@ class Predictor:
         self,
         session,
         manifest: Manifest,
-        guard: MahalanobisGuard | None = None,
+        guard: Guard | None = None,
         *,
         variant: str = "fp32",
     ) -> None:

@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -177,7 +178,7 @@ def ood_check(
     """
     from runtime.preprocess import load_for_model
     from training.nonsmear import KINDS, generate
-    from training.ood import FeatureExtractor
+    from training.ood import FeatureExtractor, reason_counts
 
     model, manifest = load_packaged(artifact)
     guard = load_guard(artifact, manifest)
@@ -197,23 +198,31 @@ def ood_check(
             if files
             else np.zeros((0, size, size, 3), np.uint8)
         )
+    smears = sets.get("test split")
     for kind in KINDS:
-        sets[f"generated {kind}"] = generate(kind, per_kind, size, seed=seed)
-    rows = {}
-    extract = FeatureExtractor(model, guard.layer)
+        sets[f"generated {kind}"] = generate(kind, per_kind, size, seed=seed, smears=smears)
+    rows: dict[str, dict[str, Any]] = {}
+    extract = FeatureExtractor(model, guard.spec)
     for name, x in sets.items():
         t0 = time.monotonic()
-        scores = guard.score(extract(x)[0]) if len(x) else np.zeros(0)
+        feats = extract(x)[0] if len(x) else None
+        scores = guard.score(feats) if feats is not None else np.zeros(0)
+        flags = scores > guard.threshold
         rows[name] = {
             "n": len(x),
-            "flagged": int((scores > guard.threshold).sum()),
-            "rate": float((scores > guard.threshold).mean()) if len(x) else 0.0,
+            "flagged": int(flags.sum()),
+            "rate": float(flags.mean()) if len(x) else 0.0,
             "score_median": float(np.median(scores)) if len(x) else None,
             "score_p05": float(np.quantile(scores, 0.05)) if len(x) else None,
+            "reasons": reason_counts(guard.reasons(feats)) if feats is not None else {},
             "seconds": time.monotonic() - t0,
         }
         if progress:
-            progress(f"{name}: {rows[name]['flagged']}/{len(x)} flagged")
+            reasons = ", ".join(f"{k} {v}" for k, v in rows[name]["reasons"].items())
+            progress(
+                f"{name}: {rows[name]['flagged']}/{len(x)} flagged"
+                + (f" ({reasons})" if reasons else "")
+            )
     return {
         "artifact": str(artifact),
         "threshold": guard.threshold,
