@@ -7,11 +7,12 @@ Two kinds of guard, told apart by the manifest's ``ood.method``:
   with one precision matrix ``P`` shared by all classes (:class:`MahalanobisGuard`).
 - ``multi-check`` (:class:`MultiGuard`): the same distance on the globally pooled
   outputs of several blocks and on the penultimate features, one check per layer, plus
-  input-level checks on :data:`INPUT_STATISTICS` (blur, flat, blank, and too much fine
-  texture such as noise or a screen's pixel grid). Each check's score is put on one
-  scale, ``(raw - centre) / (threshold - centre)`` (validation median and threshold), so
-  1.0 is every check's threshold; the image's score is the largest, and the check
-  behind it is the reason it was flagged.
+  input-level checks on :data:`INPUT_STATISTICS` (blur; too much fine texture, such as
+  noise or a screen's pixel grid; contrast far above a smear's, such as a dark bezel or
+  a landscape; next to no dark (stained) pixels, such as an empty field). Each
+  check's score is put on one scale, ``(raw - centre) / (threshold - centre)``
+  (validation median and threshold), so 1.0 is every check's threshold; the image's
+  score is the largest, and the check behind it is the reason it was flagged.
 
 The guard's graph (:func:`feature_network`) outputs every feature the checks need and
 the probabilities together, so the worker's ONNX graph stays one call. Fitting is
@@ -31,13 +32,15 @@ MULTI_METHOD = "multi-check"
 DEFAULT_QUANTILE = 0.99
 OUTPUT_LAYER = "probabilities"
 #: Outputs of ``runtime.layers.InputStatistics``, in order.
-INPUT_STATISTICS = ("focus", "contrast", "near_white")
-#: Input-level checks: (name, statistic, sign); sign +1 flags high values, -1 low ones.
-INPUT_CHECKS = (
-    ("blur", "focus", -1.0),
-    ("fine texture", "focus", 1.0),
-    ("flat", "contrast", -1.0),
-    ("blank", "near_white", 1.0),
+INPUT_STATISTICS = ("focus", "contrast", "dark")
+#: Input-level checks: (name, weights on INPUT_STATISTICS); the check's raw score is the
+#: weighted sum, larger is stranger. "blank" sums two: an empty field has both little
+#: contrast and few dark pixels, while a pale smear is low in only one of them.
+INPUT_CHECKS: tuple[tuple[str, tuple[float, float, float]], ...] = (
+    ("blur", (-1.0, 0.0, 0.0)),
+    ("fine texture", (1.0, 0.0, 0.0)),
+    ("high contrast", (0.0, 1.0, 0.0)),
+    ("blank", (0.0, -1.0, -1.0)),
 )
 
 
@@ -170,14 +173,14 @@ class MahalanobisGuard:
 class Check:
     """One named check: a raw score per image (larger is stranger), its validation
     median (``centre``) and its threshold. Layer checks carry their class means and
-    precision; input checks a sign on one input statistic."""
+    precision; input checks their weights on the input statistics."""
 
     name: str
     kind: str  # "layer" or "input"
-    index: int  # position in the spec's layers, or in INPUT_STATISTICS
+    index: int  # layer checks: position in the spec's layers
     centre: float
     threshold: float
-    sign: float = 1.0
+    weights: tuple[float, ...] = ()  # input checks: one weight per INPUT_STATISTICS
     means: np.ndarray | None = None
     precision: np.ndarray | None = None
 
@@ -220,7 +223,7 @@ class MultiGuard:
                 assert c.means is not None and c.precision is not None
                 cols.append(_nearest_mean_distance(parts[c.index], c.means, c.precision))
             else:
-                cols.append(c.sign * parts[-1][:, c.index])
+                cols.append(parts[-1] @ np.asarray(c.weights, np.float64))
         return np.stack(cols, axis=1) if cols else np.zeros((len(features), 0))
 
     def check_scores(self, features: np.ndarray) -> np.ndarray:
@@ -255,7 +258,9 @@ class MultiGuard:
             "index": np.array([c.index for c in self.checks], np.int64),
             "centre": np.array([c.centre for c in self.checks], np.float64),
             "threshold": np.array([c.threshold for c in self.checks], np.float64),
-            "sign": np.array([c.sign for c in self.checks], np.float64),
+            "weights": np.array(
+                [c.weights or (0.0,) * len(INPUT_STATISTICS) for c in self.checks], np.float64
+            ),
             "quantile": np.array(self.quantile, np.float64),
             "target": np.array(self.target, np.float64),
             "stain_augmented": np.array(self.stain_augmented),
@@ -278,7 +283,9 @@ class MultiGuard:
                     index=int(z["index"][i]),
                     centre=float(z["centre"][i]),
                     threshold=float(z["threshold"][i]),
-                    sign=float(z["sign"][i]),
+                    weights=tuple(float(w) for w in z["weights"][i])
+                    if str(z["kinds"][i]) == "input"
+                    else (),
                     means=z[f"means_{i}"] if f"means_{i}" in z.files else None,
                     precision=z[f"precision_{i}"] if f"precision_{i}" in z.files else None,
                 )

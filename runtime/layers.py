@@ -150,8 +150,12 @@ class MacenkoNormalization(keras.layers.Layer):
 # --- input-level checks of the out-of-scope guard ----------------------------------------
 
 LUMA = (0.299, 0.587, 0.114)  # ITU-R 601, as training.stain.grayscale
-NEAR_WHITE = 225.0  # every channel at or above this: paper, glass, an empty field
 _LAPLACIAN = np.array([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]], np.float32)
+#: ``dark`` counts pixels darker than this fraction of the image's mean luma: stained
+#: cells and nuclei on a smear; an empty field, a solid colour or a blurred smear has
+#: almost none, and the ratio does not move with the lamp's brightness.
+DARK_RATIO = 0.8
+DARK_FLOOR = 1e-3  # log10 of a fraction needs a floor: an image with no dark pixel
 
 
 @keras.saving.register_keras_serializable(package="leukweb")
@@ -159,12 +163,13 @@ class InputStatistics(keras.layers.Layer):
     """Three numbers per 0-255 RGB image that say whether it looks like a focused smear.
 
     ``focus``: log10 of the variance of the luma's 3x3 Laplacian over the luma's own
-    variance (plus 1): blur removes fine detail relative to the overall contrast, and the
-    ratio does not move with a brighter lamp. ``contrast``: log10 of the luma's
-    coefficient of variation: a solid colour or an empty field has almost none.
-    ``near_white``: the fraction of pixels with every channel >= 225 (paper, an empty
-    slide). Built into the guard's graph, so the worker computes them in the same
-    compiled call as the probabilities.
+    variance (each plus 1): blur removes fine detail relative to the overall contrast,
+    and the ratio does not move with a brighter lamp; noise and a screen's pixel grid
+    raise it. ``contrast``: log10 of the luma's coefficient of variation (a dark bezel,
+    a desk, a landscape have far more than a smear). ``dark``: log10 of the fraction of
+    pixels darker than ``DARK_RATIO`` of the mean luma (see there). Built into the
+    guard's graph, so the worker computes them in the same compiled call as the
+    probabilities.
     """
 
     def call(self, x):
@@ -174,12 +179,13 @@ class InputStatistics(keras.layers.Layer):
         _, var_y = tf.nn.moments(y, axes=[1, 2, 3])
         mean_y = tf.reduce_mean(y, axis=[1, 2, 3])
         _, var_lap = tf.nn.moments(lap, axes=[1, 2, 3])
+        dark = tf.reduce_mean(
+            tf.cast(y < DARK_RATIO * mean_y[:, None, None, None], tf.float32), axis=[1, 2, 3]
+        )
         log10 = np.log(10.0)
         focus = tf.math.log((var_lap + 1.0) / (var_y + 1.0)) / log10
         contrast = tf.math.log((tf.sqrt(var_y) + 0.5) / (mean_y + 1.0)) / log10
-        white = tf.cast(tf.reduce_min(x, axis=-1) >= NEAR_WHITE, tf.float32)
-        near_white = tf.reduce_mean(white, axis=[1, 2])
-        return tf.stack([focus, contrast, near_white], axis=-1)
+        return tf.stack([focus, contrast, tf.math.log(dark + DARK_FLOOR) / log10], axis=-1)
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0], len(INPUT_STATISTICS))  # the order runtime.guard reads
@@ -191,7 +197,8 @@ def input_statistics_np(images: np.ndarray) -> np.ndarray:
     y = x @ np.asarray(LUMA)
     lap = y[:, :-2, 1:-1] + y[:, 2:, 1:-1] + y[:, 1:-1, :-2] + y[:, 1:-1, 2:] - 4 * y[:, 1:-1, 1:-1]
     var_y = y.var(axis=(1, 2))
+    mean_y = y.mean(axis=(1, 2))
+    dark = (y < DARK_RATIO * mean_y[:, None, None]).mean(axis=(1, 2))
     focus = np.log10((lap.var(axis=(1, 2)) + 1.0) / (var_y + 1.0))
-    contrast = np.log10((np.sqrt(var_y) + 0.5) / (y.mean(axis=(1, 2)) + 1.0))
-    near_white = (x.min(axis=-1) >= NEAR_WHITE).mean(axis=(1, 2))
-    return np.stack([focus, contrast, near_white], axis=-1)
+    contrast = np.log10((np.sqrt(var_y) + 0.5) / (mean_y + 1.0))
+    return np.stack([focus, contrast, np.log10(dark + DARK_FLOOR)], axis=-1)

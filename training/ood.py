@@ -32,7 +32,6 @@ import numpy as np
 from runtime.guard import (
     DEFAULT_QUANTILE,
     INPUT_CHECKS,
-    INPUT_STATISTICS,
     METHOD,
     MULTI_METHOD,
     Check,
@@ -167,11 +166,11 @@ def fit_checks(
     y = np.asarray(train_y)
     for i, (name, size) in enumerate(zip(spec.layers, layer_sizes, strict=True)):
         means, precision, _ = _class_gaussian(f_tr[:, at : at + size], y, n_classes)
-        checks.append(Check(f"layer {name}", "layer", i, 0.0, 1.0, 1.0, means, precision))
+        checks.append(Check(f"layer {name}", "layer", i, 0.0, 1.0, (), means, precision))
         at += size
     if spec.input_statistics:
-        for name, stat, sign in INPUT_CHECKS:
-            checks.append(Check(name, "input", INPUT_STATISTICS.index(stat), 0.0, 1.0, sign))
+        for name, weights in INPUT_CHECKS:
+            checks.append(Check(name, "input", -1, 0.0, 1.0, weights))
     guard = MultiGuard(spec, checks, quantile=1.0, target=target, stain_augmented=stain_augmented)
     raw = guard.raw_scores(val_features)
     guard.quantile = _common_quantile(raw, target)

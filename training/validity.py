@@ -178,7 +178,7 @@ def ood_check(
     """
     from runtime.preprocess import load_for_model
     from training.nonsmear import KINDS, generate
-    from training.ood import FeatureExtractor, reason_counts
+    from training.ood import FeatureExtractor, guard_facts, reason_counts
 
     model, manifest = load_packaged(artifact)
     guard = load_guard(artifact, manifest)
@@ -225,6 +225,8 @@ def ood_check(
             )
     return {
         "artifact": str(artifact),
+        "method": guard_facts(guard)["method"],
+        "checks": guard_facts(guard)["checks"],
         "threshold": guard.threshold,
         "layer": guard.layer,
         "quantile": guard.quantile,
