@@ -116,8 +116,8 @@ def fit_features(
 
 
 def stain_augmented(x: np.ndarray, seed: int = 0) -> np.ndarray:
-    """A copy of uint8 images with the training recipe's stain jitter and the study's
-    brightness range (x U(0.8, 1.2), ``training.augment``), one draw per image."""
+    """A copy of uint8 images with the training recipe's stain jitter
+    (``training.stain.random_stain``), one draw per image."""
     import tensorflow as tf
 
     from training.stain import random_stain
@@ -125,10 +125,7 @@ def stain_augmented(x: np.ndarray, seed: int = 0) -> np.ndarray:
     seeds = np.stack([np.full(len(x), seed), np.arange(len(x))], axis=1).astype(np.int64)
     ds = tf.data.Dataset.from_tensor_slices((x, seeds)).map(random_stain).batch(256)
     parts = [np.asarray(b) for b in ds]
-    if not parts:
-        return x.copy()
-    light = np.random.default_rng([seed, 1]).uniform(0.8, 1.2, (len(x), 1, 1, 1))
-    return np.clip(np.concatenate(parts) * light + 0.5, 0, 255).astype(np.uint8)
+    return np.concatenate(parts) if parts else x.copy()
 
 
 def _common_quantile(raw_val: np.ndarray, target: float) -> float:

@@ -106,7 +106,7 @@ def test_layer_and_input_checks_share_one_feature_vector_and_save_exactly(tmp_pa
     f = np.c_[layer, stats]
     spec = FeatureSpec(("dense",), input_statistics=True)
     guard = fit_checks(spec, f[:200], y[:200], f[200:], layer_sizes=[d], n_classes=3)
-    assert [c.name for c in guard.checks][0] == "layer dense"
+    assert guard.checks[0].name == "layer dense"
     far = f[:5].copy()
     far[:, :d] += 30  # far from every class in the layer, ordinary input statistics
     assert guard.reasons(far) == ["layer dense"] * 5
