@@ -173,19 +173,20 @@ class InputStatistics(keras.layers.Layer):
     """
 
     def call(self, x):
+        # Every statistic stays (N, 1) and they are concatenated, not stacked: ONNX
+        # Runtime's symbolic shape inference (int8 quantisation) cannot follow a stack of
+        # batch-sized vectors.
         x = tf.cast(x, tf.float32)
         y = tf.reduce_sum(x * tf.constant(LUMA, tf.float32), axis=-1, keepdims=True)
         lap = tf.nn.conv2d(y, tf.constant(_LAPLACIAN[:, :, None, None]), 1, "VALID")
-        _, var_y = tf.nn.moments(y, axes=[1, 2, 3])
-        mean_y = tf.reduce_mean(y, axis=[1, 2, 3])
-        _, var_lap = tf.nn.moments(lap, axes=[1, 2, 3])
-        dark = tf.reduce_mean(
-            tf.cast(y < DARK_RATIO * mean_y[:, None, None, None], tf.float32), axis=[1, 2, 3]
-        )
+        mean_y, var_y = tf.nn.moments(y, axes=[1, 2])  # (N, 1) each
+        _, var_lap = tf.nn.moments(lap, axes=[1, 2])
+        mean_4d = tf.reduce_mean(y, axis=[1, 2], keepdims=True)  # (N, 1, 1, 1): no slicing
+        dark = tf.reduce_mean(tf.cast(y < DARK_RATIO * mean_4d, tf.float32), axis=[1, 2])
         log10 = np.log(10.0)
         focus = tf.math.log((var_lap + 1.0) / (var_y + 1.0)) / log10
         contrast = tf.math.log((tf.sqrt(var_y) + 0.5) / (mean_y + 1.0)) / log10
-        return tf.stack([focus, contrast, tf.math.log(dark + DARK_FLOOR) / log10], axis=-1)
+        return tf.concat([focus, contrast, tf.math.log(dark + DARK_FLOOR) / log10], axis=-1)
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0], len(INPUT_STATISTICS))  # the order runtime.guard reads

@@ -150,6 +150,7 @@ def test_the_exported_graph_outputs_the_guard_features_in_one_call(tmp_path):
         verification=verification_batch(32),
         guard=guard,
     )
+    assert manifest.ood is not None and manifest.onnx is not None
     assert manifest.ood["method"] == "multi-check"
     assert manifest.onnx["verification"]["feature_rel_diff"] < 1e-4
     predictor = Predictor.load(folder)

@@ -103,7 +103,8 @@ def test_the_new_version_has_its_own_version_lineage_graph_and_evaluation(calibr
     assert new.extra["calibrated_from"] == f"{old.name} {old.version}"
     origin = new.extra["site_calibration"]["calibrated_from"]
     assert origin == {"name": old.name, "version": old.version, "content_hash": old.content_hash}
-    assert new.onnx is not None and new.onnx["sha256"] != old.onnx["sha256"]
+    assert new.onnx is not None and old.onnx is not None
+    assert new.onnx["sha256"] != old.onnx["sha256"]
     assert "generated smears" in new.onnx["verification"]["source"]  # not the site's images
     Predictor.load(folder)  # its own graph, verified against its own Keras model
     report = json.loads((folder / "report.json").read_text())
