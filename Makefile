@@ -9,7 +9,8 @@ RESOLVE := --generate-hashes --python-version 3.11 --python-platform linux --qui
 # What mypy checks (configured in pyproject.toml); packages join here once they pass.
 TYPED := accounts audit authentication cases clinic inference reviews registry leukweb runtime training benchmarks tests manage.py
 
-.PHONY: setup run test test-fast test-embedded test-browser test-faults lint lock clean-var
+.PHONY: setup run test test-fast test-embedded test-browser test-faults test-api-fuzz lint lock \
+	clean-var
 
 # Exactly the locked versions, each checked against its hash; the project itself is not
 # installed: it runs from this checkout.
@@ -37,7 +38,7 @@ test: lint
 
 # The edit-test loop: everything but the tests marked slow (real training runs, big models).
 test-fast: lint
-	$(BIN)/pytest -m "not slow and not browser and not faults"
+	$(BIN)/pytest -m "not slow and not browser and not faults and not api_fuzz"
 
 # The embedded defaults (SQLite, filesystem broker), whatever the environment says.
 test-embedded: $(STAMP)
@@ -50,9 +51,16 @@ test-browser: $(STAMP)
 	env -u DATABASE_URL -u REDIS_URL -u CELERY_BROKER_URL -u CELERY_RESULT_BACKEND \
 		$(BIN)/pytest -m browser tests/browser
 
+# Schemathesis against the OpenAPI schema of a real server (gunicorn, embedded defaults) with
+# a clinician's API token: no server error, no response outside the schema. A few minutes.
+test-api-fuzz: $(STAMP)
+	env -u DATABASE_URL -u REDIS_URL -u CELERY_BROKER_URL -u CELERY_RESULT_BACKEND \
+		$(BIN)/pytest -m api_fuzz tests/api_fuzz
+
 # Real faults against a private production-shaped stack (PostgreSQL cluster, Redis, gunicorn,
-# two workers, the sweeper) that the suite starts on free ports: needs root (a tmpfs, the
-# postgres user) and the PostgreSQL and Redis server binaries. Bounded to 10 minutes.
+# two analysis workers, a heatmap worker, the sweeper) that the suite starts on free ports:
+# needs root (a tmpfs, the postgres user) and the PostgreSQL and Redis server binaries.
+# Bounded to 10 minutes.
 test-faults: $(STAMP)
 	timeout 600 $(BIN)/pytest -m faults tests/faults
 

@@ -8,7 +8,10 @@ exist (the callers answer 404); inside them a role may still be refused (403).
 
 from __future__ import annotations
 
+import ipaddress
+
 from django.conf import settings
+from django.contrib.auth.models import AnonymousUser
 from django.core.exceptions import PermissionDenied
 from django.db.models import Q, QuerySet
 
@@ -73,3 +76,20 @@ def second_factor_required(user: User) -> bool:
 def second_factor_optional(user: User) -> bool:
     """Whether the user may turn the second factor off again."""
     return not second_factor_required(user)
+
+
+def health_details_visible(
+    user: User | AnonymousUser, *, address: str, proxied: bool, second_factor_passed: bool
+) -> bool:
+    """Whether /healthz may say what it checked (database type, worker host names, the
+    deployed model, the queue, the storage) beside its status: to administrators past their
+    second factor, and to callers on this machine's loopback (an operator's curl, a
+    container's probe) unless a proxy forwarded the request, as then anyone may be behind
+    it. Anonymous callers elsewhere learn only whether the site is up."""
+    if user.is_authenticated and isinstance(user, User) and user.is_admin:
+        return second_factor_passed
+    try:
+        loopback = ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return False
+    return loopback and not proxied

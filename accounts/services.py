@@ -59,3 +59,14 @@ def user_blinded_review_set(*, user: User, blinded: bool) -> User:
     user.blinded_review = blinded
     user.save(update_fields=["blinded_review"])
     return user
+
+
+def user_deactivate(*, actor: User | None, user: User) -> User:
+    """Users are deactivated, never deleted, so that the audit log keeps who did what.
+    The change is audited and revokes the user's API tokens (receivers of the save)."""
+    if user.is_active:
+        user.is_active = False
+        # The acting user of the audit event and the token revocations.
+        user._history_user = actor  # type: ignore[attr-defined]
+        user.save(update_fields=["is_active"])
+    return user

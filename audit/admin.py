@@ -32,9 +32,9 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 class AuditEventAdmin(ReadOnlyAdmin):
     """Read-only: admins browse and filter the log, nobody edits or deletes it."""
 
-    list_display = ("created", "actor", "event", "target_type", "target_repr", "case")
+    list_display = ("created", "actor_username", "event", "target_type", "target_repr", "case")
     list_filter = ("action", "target_type", "created", "actor")
-    search_fields = ("target_repr", "target_id", "actor__username", "case__patient__identifier")
+    search_fields = ("target_repr", "target_id", "actor_username", "case__patient__identifier")
     date_hierarchy = "created"
     list_select_related = ("actor", "case__patient")
 
@@ -57,3 +57,26 @@ class AuditEventAdmin(ReadOnlyAdmin):
         if actions or events:
             queryset |= filtered.filter(Q(action__in=actions) | Q(detail__event__in=events))
         return queryset, may_have_duplicates
+
+
+class FieldHistoryAdmin(ReadOnlyAdmin):
+    """A clinical model's saved versions (django-simple-history): when, who, and each
+    changed field's old and new value. Register with ``Model.history.model``."""
+
+    list_display = ("history_date", "history_user", "history_type", "record", "changes")
+    list_filter = ("history_type", "history_date")
+    search_fields = ("history_user__username",)
+    date_hierarchy = "history_date"
+    list_select_related = ("history_user",)
+
+    @admin.display(description="Record")
+    def record(self, obj) -> str:
+        return f"{obj.instance_type._meta.verbose_name} {obj.id}"
+
+    @admin.display(description="Changes (old → new)")
+    def changes(self, obj) -> str:
+        previous = obj.prev_record
+        if previous is None:
+            return "created"
+        delta = obj.diff_against(previous)
+        return "; ".join(f"{c.field}: {c.old!r} → {c.new!r}" for c in delta.changes) or "-"

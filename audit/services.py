@@ -1,5 +1,7 @@
 """The one way to write the audit log."""
 
+from collections.abc import Iterable
+
 from django.db import models
 
 from audit.models import AuditEvent
@@ -42,4 +44,26 @@ def audit_record_about_name(
         target_id=target_id,
         target_repr=name[:255],
         detail=detail,
+    )
+
+
+def audit_record_read(
+    *,
+    actor,
+    model: type[models.Model],
+    ids: Iterable[object],
+    where: str,
+    detail: dict | None = None,
+) -> AuditEvent:
+    """One event for a read of many records (a list page, an API list): the ids returned,
+    in the event's JSON. One INSERT per request, however long the list."""
+    ids = [int(pk) if isinstance(pk, int) else str(pk) for pk in ids]
+    label = model._meta.verbose_name_plural if len(ids) != 1 else model._meta.verbose_name
+    return AuditEvent.objects.create(
+        actor=known_actor(actor),
+        action=AuditEvent.Action.VIEW,
+        target_type=model._meta.label_lower,
+        target_id="",
+        target_repr=f"{len(ids)} {label} ({where})"[:255],
+        detail={"ids": ids, "where": where, **(detail or {})},
     )

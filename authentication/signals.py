@@ -7,6 +7,7 @@ from django.conf import settings
 from django.http import HttpRequest
 
 from accounts.models import User
+from audit.context import acting_user
 from audit.models import AuditEvent
 from audit.services import audit_record
 from authentication import services
@@ -108,4 +109,7 @@ def user_change_revokes_tokens(sender, instance: User, raw: bool = False, **kwar
         ):
             reasons.append("administrator rights changed")
     if reasons:
-        services.tokens_revoke_all(user=instance, actor=None, reason=", ".join(reasons))
+        # The administrator who changed the user (or the user), not "the system".
+        services.tokens_revoke_all(
+            user=instance, actor=acting_user(instance), reason=", ".join(reasons)
+        )

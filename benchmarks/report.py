@@ -1,7 +1,14 @@
-"""docs/benchmarks.md holds one section per benchmark; each run rewrites only its own."""
+"""docs/benchmarks.md holds one section per benchmark; each run rewrites only its own.
 
+docs/benchmarks.json likewise: the inference benchmark's figures are its top level (they
+came first), every other benchmark's sit under a key of its own (JSON_SECTIONS).
+"""
+
+import json
 from pathlib import Path
+from typing import Any
 
+JSON_SECTIONS = ("pages", "load")
 TITLE = "# Benchmarks\n\nEach section is written by the command it names; rerun it to refresh it.\n"
 
 
@@ -23,3 +30,23 @@ def section_write(path: Path, key: str, markdown: str) -> None:
         text = text.rstrip("\n") + "\n\n" + block + "\n"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text, encoding="utf-8")
+
+
+def _json_read(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+
+
+def _json_write(path: Path, data: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
+
+
+def json_section_write(path: Path, key: str, value: Any) -> None:
+    """Replace one benchmark's figures (``key`` in JSON_SECTIONS), keeping the rest."""
+    _json_write(path, {**_json_read(path), key: value})
+
+
+def json_top_write(path: Path, figures: dict[str, Any]) -> None:
+    """Replace the inference figures (the top level), keeping the other benchmarks' keys."""
+    kept = {key: value for key, value in _json_read(path).items() if key in JSON_SECTIONS}
+    _json_write(path, {**figures, **kept})

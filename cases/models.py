@@ -1,8 +1,12 @@
 import uuid
 
 from django.conf import settings
+from django.contrib.postgres.indexes import GinIndex, OpClass
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
+from django.db.models.functions import Upper
+
+from audit.history import field_history
 
 
 class Patient(models.Model):
@@ -25,11 +29,23 @@ class Patient(models.Model):
         settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
     )
     created = models.DateTimeField(auto_now_add=True)
+    # Every saved version, with who saved it: a change of notes keeps the old text.
+    history = field_history()
 
     class Meta:
         ordering = ["identifier"]
         constraints = [
             models.UniqueConstraint(fields=["team", "identifier"], name="unique_patient_per_team")
+        ]
+        indexes = [
+            # `?q=` finds part of an identifier anywhere in it (icontains compares
+            # UPPER(identifier)): trigrams of that expression, on PostgreSQL only (the
+            # migration skips it elsewhere; SQLite scans, fine at its scale).
+            GinIndex(
+                OpClass(Upper("identifier"), name="gin_trgm_ops"), name="patient_identifier_trgm"
+            ),
+            # The patients page: one team's (or all) patients in identifier order.
+            models.Index(fields=["identifier", "id"], name="patient_identifier_order"),
         ]
 
     def __str__(self) -> str:
@@ -78,10 +94,25 @@ class Case(models.Model):
     withdrawn_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
+    # Every saved version (clinical notes, specimen, stain, status), with who saved it.
+    history = field_history()
 
     class Meta:
         ordering = ["-created"]
-        indexes = [models.Index(fields=["team", "-created"])]
+        indexes = [
+            models.Index(fields=["team", "-created"]),
+            # Case lists newest first (ties by id), and the same for one status: what
+            # the case list, its status filter and a blinded reviewer's queue walk.
+            models.Index(fields=["-created", "-id"], name="case_newest"),
+            models.Index(fields=["status", "-created", "-id"], name="case_status_newest"),
+            models.Index(fields=["team", "status", "-created"], name="case_team_status_newest"),
+            # The API's exact count of a user's cases, read from the index alone.
+            models.Index(
+                fields=["team"],
+                condition=models.Q(withdrawn__isnull=True),
+                name="case_current_team",
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"Case {self.pk} ({self.patient})"

@@ -12,7 +12,7 @@ from datetime import date
 from typing import TypeVar
 
 from django.core.exceptions import ObjectDoesNotExist, PermissionDenied
-from django.db.models import Count, Model, OuterRef, QuerySet, Subquery
+from django.db.models import Count, Model, OuterRef, Q, QuerySet, Subquery
 from django.db.models.functions import Coalesce
 from django.http import Http404
 
@@ -57,7 +57,7 @@ def case_list(*, user: User, filters: CaseFilters | None = None) -> QuerySet[Cas
     """Visible cases with their patient and image count, newest first, in one query."""
     filters = filters or CaseFilters()
     cases = (
-        Case.objects.filter(policies.team_scope(user, "team"), withdrawn__isnull=True)
+        Case.objects.filter(cases_visible(user))
         .select_related("patient", "team", "submitted_by")
         .annotate(
             # A case without images counts 0, not NULL (the API promises an integer).
@@ -89,6 +89,14 @@ def case_list(*, user: User, filters: CaseFilters | None = None) -> QuerySet[Cas
     return cases
 
 
+def cases_visible(user: User, path: str = "") -> Q:
+    """The condition on the case at ``path`` ("" for cases themselves) that case_list
+    applies: a case of the user's teams, not withdrawn. For records about cases that are
+    counted or ordered by their own columns (answers, for agreement), as a join."""
+    prefix = f"{path}__" if path else ""
+    return Q(policies.team_scope(user, f"{prefix}team"), **{f"{prefix}withdrawn__isnull": True})
+
+
 def case_get(*, user: User, pk: PrimaryKey) -> Case:
     return get_or_404(case_list(user=user), pk)
 
@@ -117,9 +125,18 @@ def image_get_withdrawable(*, user: User, pk: PrimaryKey) -> SmearImage:
 
 def image_list(*, user: User) -> QuerySet[SmearImage]:
     """Current images (not withdrawn) of the cases the user sees."""
-    return SmearImage.objects.filter(
-        policies.team_scope(user, "case__team"), case__withdrawn__isnull=True
-    ).select_related("case", "uploaded_by")
+    return SmearImage.objects.filter(images_visible(user)).select_related("case", "uploaded_by")
+
+
+def images_visible(user: User, path: str = "") -> Q:
+    """The condition on the image at ``path`` (a record's relation to it; "" for images
+    themselves) that image_list applies: a current image of a case the user sees. As a
+    join, for lists of records about images (predictions) that are ordered by their own
+    columns: the database then walks their index and checks each row's image and case."""
+    prefix = f"{path}__" if path else ""
+    visible = cases_visible(user, f"{prefix}case")
+    # Images themselves go through their manager, which leaves withdrawn ones out already.
+    return visible & Q(**{f"{prefix}withdrawn__isnull": True}) if path else visible
 
 
 def image_get(*, user: User, pk: PrimaryKey) -> SmearImage:

@@ -24,7 +24,7 @@ from audit.services import audit_record
 from cases.files import field_file_save, files_delete, storage_trouble
 from cases.models import Case, Patient, SmearImage
 from cases.signals import case_submitted
-from cases.uploads import CleanImage, UploadRejected, image_clean
+from cases.uploads import CleanImage, UploadRejected, image_clean, image_header_pixels
 
 CASE_EDITABLE_FIELDS = ("specimen", "stain", "clinical_notes")
 CASE_LOCKED = "A reviewed case can no longer be changed: its diagnosis is signed off."
@@ -100,6 +100,7 @@ def _patient_build(*, user: User, team: Team, identifier: str, **fields) -> Pati
 
 
 def _patient_save(*, patient: Patient, user: User) -> None:
+    patient._history_user = user  # type: ignore[attr-defined]
     try:
         with transaction.atomic():
             patient.save()
@@ -115,6 +116,8 @@ def patient_update(*, user: User, patient: Patient, **changes) -> Patient:
     changed = _apply_changes(patient, changes, PATIENT_EDITABLE_FIELDS)
     if changed:
         patient.full_clean(validate_unique=False, validate_constraints=False)
+        # The field history names who changed it, called from a request or not.
+        patient._history_user = user  # type: ignore[attr-defined]
         with transaction.atomic():
             patient.save(update_fields=list(changed))
             audit_record(
@@ -166,6 +169,7 @@ def case_create(
             _patient_save(patient=patient, user=user)
         case.patient = patient
         case.team_id = patient.team_id
+        case._history_user = user  # type: ignore[attr-defined]
         case.save()
         audit_record(actor=user, action=AuditEvent.Action.CREATE, target=case, case=case)
         _store_images(case=case, user=user, cleaned=cleaned, stored=stored)
@@ -182,6 +186,8 @@ def case_update(*, user: User, case: Case, **changes) -> Case:
     changed = _apply_changes(case, changes, CASE_EDITABLE_FIELDS)
     if changed:
         case.full_clean(exclude=["patient", "team", "submitted_by"])
+        # The field history names who changed it, called from a request or not.
+        case._history_user = user  # type: ignore[attr-defined]
         with transaction.atomic():
             case.save(update_fields=[*changed, "updated"])
             audit_record(
@@ -294,6 +300,15 @@ def _clean_all(uploads: Sequence[Upload]) -> list[tuple[Upload, CleanImage]]:
     """Validate every upload, and refuse duplicates within the request itself."""
     if len(uploads) > settings.UPLOAD_MAX_FILES:
         raise ValidationError(f"At most {settings.UPLOAD_MAX_FILES} images at once.")
+    # Decoding costs by the pixel, whatever the file size: small files whose headers claim
+    # huge images are refused together before any of them is decoded.
+    pixels = sum(image_header_pixels(upload.stream) for upload in uploads)
+    if pixels > settings.UPLOAD_MAX_REQUEST_PIXELS:
+        raise ValidationError(
+            f"These {len(uploads)} images have {pixels:,} pixels together; at most "
+            f"{settings.UPLOAD_MAX_REQUEST_PIXELS:,} are accepted in one upload. "
+            "Upload them in smaller groups."
+        )
     cleaned: list[tuple[Upload, CleanImage]] = []
     seen: dict[str, str] = {}
     for upload in uploads:

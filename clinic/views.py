@@ -5,7 +5,6 @@ from http import HTTPStatus
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.files.storage import default_storage
-from django.core.paginator import Paginator
 from django.db.models.fields.files import FieldFile
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
@@ -16,14 +15,17 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from accounts import policies
 from accounts.http import AuthenticatedHttpRequest
 from audit.models import AuditEvent
-from audit.services import audit_record
+from audit.services import audit_record, audit_record_read
+from authentication.throttles import upload_wait
 from cases import selectors as case_selectors
 from cases import services
-from cases.models import Case, SmearImage
+from cases.models import Case, Patient, SmearImage
+from cases.pagination import paginate
 from clinic import presenters, selectors
 from clinic.forms import CaseCreateForm, CaseEditForm, CaseFilterForm, ImagesForm, PatientForm
 from inference import selectors as answers
 from inference.services import versions
+from reviews import services as review_services
 
 CASES_PER_PAGE = 25
 IMAGE_TYPES = {"JPEG": "image/jpeg", "PNG": "image/png"}
@@ -63,6 +65,22 @@ def _invalid(
     return render(request, template, context, status=status)
 
 
+def _rate_error(wait: int) -> ValidationError:
+    return ValidationError(
+        f"You have uploaded images too often in a short time. Try again in {wait} seconds.",
+        code="throttled",
+    )
+
+
+def _throttled(request: HttpRequest, template: str, context: dict, wait: int) -> HttpResponse:
+    """429 past the user's upload rate (the API's, on the same counter): the form, with a
+    message saying when to try again."""
+    context["form"].add_error(None, _rate_error(wait))
+    response = _invalid(request, template, context, status=HTTPStatus.TOO_MANY_REQUESTS)
+    response["Retry-After"] = str(wait)
+    return response
+
+
 @require_GET
 def case_list(request: AuthenticatedHttpRequest) -> HttpResponse:
     labels = answers.predicted_label_choices()
@@ -78,7 +96,10 @@ def case_list(request: AuthenticatedHttpRequest) -> HttpResponse:
     cases = selectors.case_list(
         user=request.user, filters=filters, predicted=data.get("predicted", "")
     )
-    page = Paginator(cases, CASES_PER_PAGE).get_page(request.GET.get("page"))
+    page = paginate(cases, CASES_PER_PAGE, request.GET.get("page"))
+    audit_record_read(
+        actor=request.user, model=Case, ids=[c.pk for c in page], where=request.get_full_path()
+    )
     query = request.GET.copy()
     query.pop("page", None)
     return render(
@@ -108,7 +129,8 @@ def case_new(request: AuthenticatedHttpRequest) -> HttpResponse:
     )
     context = {"form": form}
     if request.method == "POST":
-        if form.is_valid():
+        wait = upload_wait(request) if request.FILES else None
+        if form.is_valid() and wait is None:
             data = form.cleaned_data
             try:
                 case = services.case_create(
@@ -129,6 +151,8 @@ def case_new(request: AuthenticatedHttpRequest) -> HttpResponse:
             else:
                 messages.success(request, f"Case {case.pk} opened for {case.patient}.")
                 return _done(request, reverse("clinic:case_detail", args=[case.pk]))
+        if wait is not None:
+            return _throttled(request, "clinic/case_new.html", context, wait)
         return _invalid(request, "clinic/case_new.html", context)
     return render(request, "clinic/case_new.html", context)
 
@@ -152,6 +176,10 @@ def case_detail(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
         user=request.user, case=case, access_history=request.GET.get("history") == "all"
     )
     context["images_form"] = ImagesForm()
+    if context.get("result"):
+        review_services.answer_shown_record(
+            user=request.user, case_ids=[case.pk], where=request.get_full_path()
+        )
     return render(request, "clinic/case_detail.html", context)
 
 
@@ -160,6 +188,11 @@ def case_status(request: AuthenticatedHttpRequest, pk: int) -> JsonResponse:
     """Polled by the case page while workers may still change it (not audited: no new data)."""
     case = selectors.case_get(user=request.user, pk=pk)
     context = presenters.analysis_panel(user=request.user, case=case)
+    if context.get("result"):
+        # The panel now carries the model's answer: a reviewer watching has seen it.
+        review_services.answer_shown_record(
+            user=request.user, case_ids=[case.pk], where=request.get_full_path()
+        )
     return JsonResponse(
         {
             "status": case.status,
@@ -195,7 +228,12 @@ def case_images_add(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     case = case_selectors.case_get_editable(user=request.user, pk=pk)
     form = ImagesForm(request.POST, request.FILES)
     status = HTTPStatus.BAD_REQUEST
-    if form.is_valid():
+    wait = upload_wait(request) if request.FILES else None
+    if wait is not None:
+        form.is_valid()
+        form.add_error(None, _rate_error(wait))
+        status = HTTPStatus.TOO_MANY_REQUESTS
+    elif form.is_valid():
         try:
             images = services.case_images_add(
                 user=request.user, case=case, uploads=_uploads(form.cleaned_data["images"])
@@ -209,7 +247,10 @@ def case_images_add(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
             messages.success(request, f"{len(images)} image(s) added.")
             return _done(request, reverse("clinic:case_detail", args=[case.pk]))
     if _wants_json(request):
-        return JsonResponse({"errors": form.errors.get_json_data()}, status=status)
+        response = JsonResponse({"errors": form.errors.get_json_data()}, status=status)
+        if wait is not None:
+            response["Retry-After"] = str(wait)
+        return response
     for error in form.errors.get("images", []) + form.non_field_errors():
         # An ErrorList yields messages (its __getitem__ unwraps each ValidationError); the
         # stubs type its items as ValidationError | str.
@@ -248,7 +289,10 @@ def case_reanalyse(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     policies.require_admin(request.user)
     chosen = request.POST.get("model_version", "")
     version = (
-        answers.model_version_list().filter(pk=int(chosen)).first() if chosen.isdigit() else None
+        # isdigit() alone takes "²", which int() refuses.
+        answers.model_version_list().filter(pk=int(chosen)).first()
+        if chosen.isascii() and chosen.isdigit()
+        else None
     )
     if version is None:
         messages.error(request, "Choose a model version.")
@@ -293,8 +337,8 @@ def image_response(image: SmearImage, file: FieldFile, *, thumbnail: bool) -> Fi
     response["Content-Disposition"] = (
         "inline" if thumbnail else f'inline; filename="smear-{image.pk}.{image.format.lower()}"'
     )
-    # Clinical images: kept by the browser only, never by a shared cache.
-    response["Cache-Control"] = "private, max-age=3600"
+    # No Cache-Control here: leukweb.middleware.NoStoreMiddleware says no-store, as for every
+    # response with patient data (a ward computer's browser keeps no copy).
     response["X-Content-Type-Options"] = "nosniff"
     return response
 
@@ -311,6 +355,13 @@ def image_file(request: AuthenticatedHttpRequest, pk: int) -> FileResponse:
 @require_GET
 def image_thumbnail(request: AuthenticatedHttpRequest, pk: int) -> FileResponse:
     image = case_selectors.image_get(user=request.user, pk=pk)
+    audit_record(
+        actor=request.user,
+        action=AuditEvent.Action.VIEW,
+        target=image,
+        case=image.case,
+        detail={"thumbnail": True},
+    )
     if not image.thumbnail:
         return image_response(image, image.file, thumbnail=False)
     return image_response(image, image.thumbnail, thumbnail=True)
@@ -320,7 +371,10 @@ def image_thumbnail(request: AuthenticatedHttpRequest, pk: int) -> FileResponse:
 def patient_list(request: AuthenticatedHttpRequest) -> HttpResponse:
     search = request.GET.get("q", "")
     patients = case_selectors.patient_list(user=request.user, search=search)
-    page = Paginator(patients, CASES_PER_PAGE).get_page(request.GET.get("page"))
+    page = paginate(patients, CASES_PER_PAGE, request.GET.get("page"))
+    audit_record_read(
+        actor=request.user, model=Patient, ids=[p.pk for p in page], where=request.get_full_path()
+    )
     return render(
         request,
         "clinic/patient_list.html",

@@ -3,7 +3,7 @@ pages (/registry/), which these link to. Model versions are immutable once impor
 
 from django.contrib import admin
 
-from audit.admin import ReadOnlyAdmin
+from audit.admin import FieldHistoryAdmin, ReadOnlyAdmin
 from inference.models import (
     CaseResult,
     DeploymentEvent,
@@ -97,3 +97,7 @@ class CaseResultAdmin(ReadOnlyAdmin):
     list_display = ["case", "model_version", "label", "confidence", "needs_review", "primary"]
     list_filter = ["model_version", "needs_review", "primary"]
     list_select_related = ["case", "model_version"]
+
+
+# Which result was the case's answer when: its field history, read-only.
+admin.site.register(CaseResult.history.model, FieldHistoryAdmin)

@@ -52,6 +52,16 @@ def case_submitted_receive(sender, *, case_id: int, **kwargs) -> None:
 
 def analysis_queue_depth() -> int | None:
     """Messages waiting in the broker's analysis queue; None when the broker is unreachable."""
+    return queue_depth(settings.CELERY_TASK_DEFAULT_QUEUE)
+
+
+def heatmap_queue_depth() -> int | None:
+    """Messages waiting in the broker's heatmap queue; None when the broker is unreachable."""
+    return queue_depth(settings.CELERY_HEATMAP_QUEUE)
+
+
+def queue_depth(queue: str) -> int | None:
+    """Messages waiting in one of the broker's queues; None when the broker is unreachable."""
     try:
         with current_app.connection_for_read() as conn:
             conn.ensure_connection(max_retries=1, interval_start=0, timeout=2)
@@ -59,12 +69,10 @@ def analysis_queue_depth() -> int | None:
             # passive declare would refuse an empty Redis queue (Redis keeps no empty list).
             # The stubs know the abstract channel only; every transport's has queue_declare.
             channel: Any = conn.default_channel
-            declared = channel.queue_declare(
-                queue=settings.CELERY_TASK_DEFAULT_QUEUE, durable=True, auto_delete=False
-            )
+            declared = channel.queue_declare(queue=queue, durable=True, auto_delete=False)
             return int(declared.message_count)
     except Exception:
-        logger.warning("could not read the analysis queue's length", exc_info=True)
+        logger.warning("could not read the length of queue %s", queue, exc_info=True)
         return None
 
 

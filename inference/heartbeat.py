@@ -22,6 +22,11 @@ def consumes_analyses(celery_app: Celery) -> bool:
     return settings.CELERY_TASK_DEFAULT_QUEUE in celery_app.amqp.queues.consume_from
 
 
+def consumes_heatmaps(celery_app: Celery) -> bool:
+    """Whether this worker makes heatmaps (it has TensorFlow and warms the Keras model)."""
+    return settings.CELERY_HEATMAP_QUEUE in celery_app.amqp.queues.consume_from
+
+
 def beat(hostname: str, started) -> None:
     WorkerHeartbeat.objects.update_or_create(
         hostname=hostname,

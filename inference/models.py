@@ -2,6 +2,8 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
+from audit.history import field_history
+
 
 class ModelVersionQuerySet(models.QuerySet["ModelVersion"]):
     def deployed(self) -> "ModelVersion | None":
@@ -160,8 +162,14 @@ class ModelEvaluation(models.Model):
         return f"{self.model_version} on {self.dataset}"
 
 
+class HeatmapState(models.TextChoices):
+    PENDING = "pending", "Pending"
+    MADE = "made", "Made"
+    IMPOSSIBLE = "impossible", "Impossible"
+
+
 class Prediction(models.Model):
-    """One model version's answer for one image. Never overwritten."""
+    """One model version's answer for one image. Never overwritten (its heatmap is added)."""
 
     image = models.ForeignKey(
         "cases.SmearImage", on_delete=models.PROTECT, related_name="predictions"
@@ -176,6 +184,19 @@ class Prediction(models.Model):
     ood_score = models.FloatField(null=True, blank=True)
     out_of_scope = models.BooleanField(default=False)
     heatmap = models.FileField(upload_to="heatmaps/", blank=True, max_length=255)
+    # The Grad-CAM overlay's own life (inference.services.heatmaps): pending until a heatmap
+    # worker attaches it, or impossible with the reason a reviewer is shown. The sweep
+    # queues pending ones again by heatmap_changed, and by their claim's lease like images.
+    heatmap_state = models.CharField(
+        max_length=12, choices=HeatmapState.choices, default=HeatmapState.PENDING, db_index=True
+    )
+    heatmap_reason = models.TextField(blank=True)
+    heatmap_changed = models.DateTimeField(null=True, blank=True)
+    heatmap_claimed_by = models.CharField(max_length=255, blank=True)
+    heatmap_lease_expires = models.DateTimeField(null=True, blank=True)
+    # The file a claimed run is writing, named in the database before the write: what a run
+    # that died between its write and its attach left behind is found and deleted by name.
+    heatmap_draft = models.CharField(max_length=255, blank=True)
     inference_ms = models.FloatField()
     worker_host = models.CharField(max_length=255)
     created = models.DateTimeField(auto_now_add=True)
@@ -186,6 +207,11 @@ class Prediction(models.Model):
             models.UniqueConstraint(
                 fields=["image", "model_version"], name="one_prediction_per_image_and_model"
             )
+        ]
+        indexes = [
+            # The reviewers' audit of predictions, newest first, and one version's.
+            models.Index(fields=["-created", "-id"], name="prediction_newest"),
+            models.Index(fields=["model_version", "-created"], name="prediction_version_newest"),
         ]
 
     def __str__(self) -> str:
@@ -210,6 +236,8 @@ class CaseResult(models.Model):
     # those of an earlier or unfinished analysis are kept beside it, never shown as it.
     primary = models.BooleanField(default=True, db_index=True)
     created = models.DateTimeField(auto_now_add=True)
+    # The case's answer is clinical: which result was primary when is kept.
+    history = field_history()
 
     class Meta:
         ordering = ["-created"]
@@ -219,6 +247,14 @@ class CaseResult(models.Model):
             ),
             models.UniqueConstraint(
                 fields=["case"], condition=Q(primary=True), name="one_primary_result_per_case"
+            ),
+        ]
+        indexes = [
+            # The review queue's order: cases needing review first, then least confident.
+            models.Index(
+                fields=["-needs_review", "confidence"],
+                condition=Q(primary=True),
+                name="caseresult_queue_order",
             ),
         ]
 

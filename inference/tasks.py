@@ -58,11 +58,16 @@ def analyse_case(self, case_id: int) -> dict:
     max_retries=8,
 )
 def make_heatmaps(self, case_id: int, model_version_id: int) -> dict:
-    """Grad-CAM overlays for a case's predictions by one version that have none yet.
+    """Grad-CAM overlays for the next few of a case's predictions by one version that have
+    none yet (the task queues the rest again: each message is short).
 
     Routed to the heatmap queue (leukweb.celery.task_route): only workers with
     TensorFlow consume it."""
-    return asdict(heatmaps.case_heatmaps_make(case_id=case_id, model_version_id=model_version_id))
+    return asdict(
+        heatmaps.case_heatmaps_make(
+            case_id=case_id, model_version_id=model_version_id, holder=claim_holder(self)
+        )
+    )
 
 
 @shared_task(
@@ -74,6 +79,7 @@ def make_heatmaps(self, case_id: int, model_version_id: int) -> dict:
     retry_backoff=2,
     max_retries=5,
     time_limit=settings.EVALUATION_TIME_LIMIT,
+    soft_time_limit=settings.EVALUATION_TIME_LIMIT - 30,
 )
 def evaluate_model(self, evaluation_id: int) -> None:
     """A local evaluation asked for from the registry page."""
@@ -86,13 +92,23 @@ def sweep_stale_images(older_than_s: int = 600) -> list[int]:
     return sweep.stale_images_requeue(older_than_s=older_than_s)
 
 
+@shared_task(name="inference.delete_orphan_heatmaps", acks_late=True, ignore_result=True)
+def delete_orphan_heatmaps(older_than_s: int = 3600) -> list[str]:
+    """Periodic (celery beat): overlay files that no prediction names are deleted."""
+    return heatmaps.heatmap_files_orphaned_delete(older_than_s=older_than_s)
+
+
 @worker_process_init.connect
 def _preload_deployed_model(**kwargs) -> None:
     """A new pool process warms the deployed model in the background (not in the parent,
     which forks the pool and should not hold TensorFlow). A task arriving meanwhile waits
-    for the same load instead of starting another. A worker that only sweeps loads nothing."""
-    if not heartbeat.consumes_analyses(current_app):
-        return
-    threading.Thread(
-        target=analysis.deployed_model_preload, name="model-preload", daemon=True
-    ).start()
+    for the same load instead of starting another. A heatmap worker warms the Keras model
+    the same way; a worker that only sweeps loads nothing."""
+    if heartbeat.consumes_analyses(current_app):
+        threading.Thread(
+            target=analysis.deployed_model_preload, name="model-preload", daemon=True
+        ).start()
+    if heartbeat.consumes_heatmaps(current_app):
+        threading.Thread(
+            target=heatmaps.deployed_heatmap_model_preload, name="heatmap-preload", daemon=True
+        ).start()

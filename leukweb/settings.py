@@ -11,6 +11,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
+from csp.constants import NONE, SELF
 from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -77,10 +78,26 @@ if not DEBUG:
         raise ImproperlyConfigured("DEBUG=False needs a real SECRET_KEY (32+ characters)")
     if not ALLOWED_HOSTS:
         raise ImproperlyConfigured("DEBUG=False needs ALLOWED_HOSTS")
-    # The embedded run is plain HTTP on loopback: a secure cookie would never come back.
-    SESSION_COOKIE_SECURE = envbool("SECURE_COOKIES", "False" if EMBEDDED else "True")
-    CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+
+# A deployment is served over HTTPS, by itself or behind a proxy that ends TLS and says so
+# in X-Forwarded-Proto (the proxy must set or drop that header, never pass on a client's).
+# The embedded run and development mode are plain HTTP on loopback: a secure cookie would
+# never come back and a redirect to https:// would lead nowhere.
+HTTPS = envbool("HTTPS", "False" if DEBUG or EMBEDDED else "True")
+SESSION_COOKIE_SECURE = envbool("SECURE_COOKIES", str(HTTPS))
+CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+if HTTPS:
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SECURE_SSL_REDIRECT = envbool("SECURE_SSL_REDIRECT", "True")
+    SECURE_HSTS_SECONDS = envint("HSTS_SECONDS", str(365 * 24 * 3600))
+    # Both on, as `check --deploy` asks; a hospital domain whose other hosts still serve
+    # plain HTTP turns them off (README, "Headers and errors").
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = envbool("HSTS_INCLUDE_SUBDOMAINS", "True")
+    SECURE_HSTS_PRELOAD = envbool("HSTS_PRELOAD", "True")
+# Load balancers and orchestrators probe over plain HTTP; the answer is the status alone.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
+SECURE_REFERRER_POLICY = "same-origin"
+SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
 
 
 INSTALLED_APPS = [
@@ -90,6 +107,8 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    # PostgreSQL's index types (the trigram index for `?q=`): harmless on SQLite.
+    "django.contrib.postgres",
     "rest_framework",
     # Sign-in libraries, named for the Django admin in authentication.apps.
     "authentication.apps.ApiTokensConfig",
@@ -99,6 +118,9 @@ INSTALLED_APPS = [
     "authentication.apps.LockoutsConfig",
     "django_filters",
     "drf_spectacular",
+    "csp",
+    # Old and new values of the clinical records (their ``history``), with who changed them.
+    "simple_history",
     # In the order of docs/architecture.md: each app imports only those above it.
     "accounts",
     "audit",
@@ -113,11 +135,20 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "csp.middleware.CSPMiddleware",
+    "django_permissions_policy.PermissionsPolicyMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    # Below WhiteNoise (static files stay cacheable), above everything that may answer
+    # for a signed-in user or the API.
+    "leukweb.middleware.NoStoreMiddleware",
+    # Above CSRF and every other middleware that may answer an API request with HTML.
+    "leukweb.middleware.ApiErrorShapeMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # The request's user is the actor of the audit events and field history it causes.
+    "audit.context.ActingUserMiddleware",
     "django_otp.middleware.OTPMiddleware",
     "accounts.middleware.LoginRequiredMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
@@ -129,7 +160,48 @@ MIDDLEWARE = [
     "axes.middleware.AxesMiddleware",
 ]
 
+# Scripts and styles come from our own static files only: no inline <script>, no on*=
+# handler, no style= attribute (static/js/behaviours.js applies data-* values instead), so
+# that markup an attacker slipped into a page can run nothing.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [SELF],
+        "script-src": [SELF],
+        "style-src": [SELF],
+        "img-src": [SELF],
+        "connect-src": [SELF],
+        "font-src": [SELF],
+        "object-src": [NONE],
+        "base-uri": [NONE],
+        "form-action": [SELF],
+        "frame-ancestors": [NONE],
+    }
+}
+# Browser features that no LeukWeb page uses are off for every page and anything it embeds.
+PERMISSIONS_POLICY: dict[str, list[str]] = {
+    feature: []
+    for feature in (
+        "accelerometer",
+        "autoplay",
+        "camera",
+        "display-capture",
+        "encrypted-media",
+        "geolocation",
+        "gyroscope",
+        "magnetometer",
+        "microphone",
+        "midi",
+        "payment",
+        "publickey-credentials-get",
+        "screen-wake-lock",
+        "usb",
+        "xr-spatial-tracking",
+    )
+}
+
 ROOT_URLCONF = "leukweb.urls"
+# A refused CSRF check: the site's 403 page, or the API's JSON error under /api/.
+CSRF_FAILURE_VIEW = "leukweb.views.csrf_failure"
 WSGI_APPLICATION = "leukweb.wsgi.application"
 ASGI_APPLICATION = "leukweb.asgi.application"
 
@@ -311,11 +383,17 @@ WHITENOISE_USE_FINDERS = DEBUG or EMBEDDED
 UPLOAD_MAX_BYTES = envint("UPLOAD_MAX_BYTES", str(50 * 1024 * 1024))
 UPLOAD_MAX_PIXELS = envint("UPLOAD_MAX_PIXELS", "40000000")
 UPLOAD_MAX_FILES = envint("UPLOAD_MAX_FILES", "50")
+# Pixels of all the images of one request together, read from their headers before any is
+# decoded: 50 small files each claiming 6000 x 6600 once held a web worker for 18 s.
+UPLOAD_MAX_REQUEST_PIXELS = envint("UPLOAD_MAX_REQUEST_PIXELS", "200000000")
 DATA_UPLOAD_MAX_NUMBER_FILES = UPLOAD_MAX_FILES
 
 # Seconds before a task is killed; evaluations of a whole labelled set may take longer.
 CELERY_TASK_TIME_LIMIT = envint("CELERY_TASK_TIME_LIMIT", "600")
 EVALUATION_TIME_LIMIT = envint("EVALUATION_TIME_LIMIT", "3600")
+# Half a minute before the hard limit a task is told (SoftTimeLimitExceeded), so that it
+# hands its claims back instead of being killed holding them.
+CELERY_TASK_SOFT_TIME_LIMIT = CELERY_TASK_TIME_LIMIT - 30
 
 REDIS_URL = env("REDIS_URL", "")
 CELERY_BROKER_URL = env("CELERY_BROKER_URL", REDIS_URL or "filesystem://")
@@ -350,6 +428,8 @@ CACHES = {
         "LOCATION": VAR_DIR / "cache",
     }
 }
+# The agreement page's counts stay in the cache until the next sign-off, or this long.
+AGREEMENT_CACHE_SECONDS = envint("AGREEMENT_CACHE_SECONDS", "300")
 CELERY_RESULT_EXPIRES = 3600
 CELERY_TASK_DEFAULT_QUEUE = env("CELERY_QUEUE", "leukweb")
 # The sweep has a queue of its own, so that a backlog of analyses cannot delay it. Grad-CAM
@@ -364,6 +444,11 @@ CELERY_TASK_ROUTES = ("leukweb.celery.task_route",)
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# A task still running when the broker connection is lost is cancelled: its message was
+# not acknowledged and is delivered again (Celery 6's default), and its claims come back
+# through the sweep. SIGTERM is a warm shutdown: the running task finishes (each message
+# is short; docker-compose.yml's stop_grace_period is the bound), no new one is taken.
+CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = True
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # A web request that queues work must not hang on a dead broker: fail fast, the
 # sweeper re-queues what is left pending.
@@ -392,6 +477,12 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": INFERENCE_SWEEP_EVERY,
         "kwargs": {"older_than_s": INFERENCE_STALE_AFTER},
     },
+    # Overlay files no prediction names (inference.services.heatmaps): a backstop.
+    "inference-delete-orphan-heatmaps": {
+        "task": "inference.delete_orphan_heatmaps",
+        "schedule": 3600,
+        "kwargs": {"older_than_s": 3600},
+    },
     # Expired API tokens are deleted (and audited) even when nobody presents them again.
     "authentication-tokens-expire": {"task": "authentication.tokens_expire", "schedule": 3600},
 }
@@ -411,6 +502,9 @@ CLINICAL_DIAGNOSES = envlist("CLINICAL_DIAGNOSES", "healthy,ALL,AML,CLL,CML")
 
 # Grad-CAM overlays for reviewers, made by a heatmap worker after the predictions.
 INFERENCE_HEATMAPS = envbool("INFERENCE_HEATMAPS", "True")
+# Overlays one heatmap message makes (it queues the rest of its case again): short tasks,
+# so a worker told to stop finishes its task within the grace period.
+INFERENCE_HEATMAP_BATCH = envint("INFERENCE_HEATMAP_BATCH", "4")
 
 REST_FRAMEWORK = {
     # Token first: an anonymous request then gets 401 with a "WWW-Authenticate: Token"
@@ -422,8 +516,8 @@ REST_FRAMEWORK = {
     # 429 with Retry-After past these rates: the token endpoint per address, writes and
     # uploads per user (a view opts into "uploads" with throttle_scope).
     "DEFAULT_THROTTLE_CLASSES": [
-        "leukweb.api.throttles.WriteRateThrottle",
-        "leukweb.api.throttles.UploadRateThrottle",
+        "authentication.throttles.WriteRateThrottle",
+        "authentication.throttles.UploadRateThrottle",
     ],
     "DEFAULT_THROTTLE_RATES": {
         "token": env("API_THROTTLE_TOKEN", "10/minute"),
@@ -431,6 +525,9 @@ REST_FRAMEWORK = {
         "uploads": env("API_THROTTLE_UPLOADS", "30/minute"),
     },
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    # JSON only: DRF's browsable HTML pages need inline scripts, which the CSP forbids;
+    # people read the API's own documentation page (/api/docs/).
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",

@@ -17,6 +17,10 @@ finally:
     for _name in _added:
         del os.environ[_name]
 
+# The test client and the servers the tests start speak plain HTTP on loopback; HSTS and the
+# rest of the HTTPS settings stay as a deployment has them (tests/platform/test_headers.py
+# turns the redirect back on).
+SECURE_SSL_REDIRECT = False
 # Keep test messages away from a `make run` worker sharing the same broker.
 CELERY_TASK_DEFAULT_QUEUE = "leukweb-test"
 CELERY_SWEEP_QUEUE = "leukweb-test-sweep"

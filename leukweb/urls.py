@@ -10,6 +10,8 @@ from leukweb.api.errors import api_not_found
 admin.site.site_header = "LeukWeb administration"
 # An outage of the database or the storage answers 503, anything else 500.
 handler500 = "leukweb.views.server_error"
+# Refused before any view (too many files, a malformed request): said plainly.
+handler400 = "leukweb.views.bad_request"
 
 urlpatterns = [
     path("", views.home, name="home"),

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from training.charts import heat_rows, line_chart_svg, reliability_svg
-from training.report import caveats
+from training.report import caveats, colour_blind, colour_blind_line
 
 PER_CLASS_METRICS = ("precision", "recall", "specificity", "f1", "roc_auc", "support")
 HEADLINE = (
@@ -175,6 +175,7 @@ def report_sections(report: Mapping) -> dict[str, Any]:
     return {
         "present": bool(report),
         "caveats": caveats(report) if report else [],
+        "colour_blind": colour_blind_line(colour_blind(report)) if report else None,
         "headline": headline,
         "per_class_columns": PER_CLASS_METRICS,
         "per_class": per_class,

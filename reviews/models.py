@@ -1,6 +1,8 @@
 from django.conf import settings
 from django.db import models
 
+from audit.history import field_history
+
 # Beside the model's classes a reviewer may conclude that the smear does not decide.
 INCONCLUSIVE = "inconclusive"
 
@@ -28,9 +30,14 @@ class Review(models.Model):
     verdict = models.CharField(max_length=16, choices=Verdict.choices)
     diagnosis = models.CharField(max_length=64, help_text="The reviewer's final diagnosis.")
     comment = models.TextField(blank=True)
-    # Recorded before the reviewer was shown the model's answer.
+    # Recorded before the reviewer was shown the model's answer: asked for, and true (the
+    # answer was never shown to this reviewer on this case before, see AnswerShown).
     blinded = models.BooleanField(default=False)
+    # Whether the model's answer had been shown to this reviewer on this case before the
+    # verdict, whatever was asked for; None for verdicts filed before this was recorded.
+    answer_shown_before = models.BooleanField(null=True)
     created = models.DateTimeField(auto_now_add=True, db_index=True)
+    history = field_history()
 
     class Meta:
         ordering = ["-created", "-pk"]
@@ -48,9 +55,32 @@ class SignOff(models.Model):
         settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="sign_offs"
     )
     created = models.DateTimeField(auto_now_add=True, db_index=True)
+    history = field_history()
 
     class Meta:
         ordering = ["-created"]
 
     def __str__(self) -> str:
         return f"Sign-off of case {self.case_id} by {self.reviewer}"
+
+
+class AnswerShown(models.Model):
+    """The model's answer for a case was shown to a reviewer (a page or an API response
+    that carries it): what a verdict's ``answer_shown_before`` is computed from, so that a
+    peek (``?blinded=0``, the case page, the API) cannot pass for a blinded verdict."""
+
+    case = models.ForeignKey("cases.Case", on_delete=models.PROTECT, related_name="+")
+    reviewer = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+"
+    )
+    # Where it was shown: the request's path.
+    where = models.CharField(max_length=255)
+    created = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["case", "reviewer"])]
+        verbose_name = "answer shown to a reviewer"
+        verbose_name_plural = "answers shown to reviewers"
+
+    def __str__(self) -> str:
+        return f"Case {self.case_id}'s answer shown to {self.reviewer_id} ({self.where})"

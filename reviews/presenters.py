@@ -8,8 +8,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.conf import settings
-
 from accounts.models import User
 from audit import selectors as audit_selectors
 from cases.models import Case
@@ -64,8 +62,6 @@ def case_page(
         history=history.events,
         history_access_hidden=history.access_hidden,
         history_all=access_history,
-        # A prediction without its overlay yet: a heatmap worker makes it after storing.
-        heatmaps_on=settings.INFERENCE_HEATMAPS,
     )
     return context
 

@@ -12,7 +12,18 @@ from dataclasses import dataclass
 from datetime import date
 
 from django.conf import settings
-from django.db.models import Exists, OuterRef, Q, QuerySet, Subquery
+from django.core.cache import cache
+from django.db.models import (
+    BooleanField,
+    Count,
+    Exists,
+    ExpressionWrapper,
+    Max,
+    OuterRef,
+    Q,
+    QuerySet,
+    Subquery,
+)
 from django.shortcuts import get_object_or_404
 
 from accounts import policies
@@ -91,13 +102,12 @@ def review_queue(*, user: User, filters: QueueFilters | None = None) -> QuerySet
     policies.require_reviewer(user)
     filters = filters or QueueFilters()
     visible = answers_visible(user, "case")
-    cases = answers.cases_with_results(
-        answers.cases_with_answer(case_selectors.case_list(user=user)), visible=visible
-    ).filter(status=Case.Status.ANALYSED)
+    cases = case_selectors.case_list(user=user).filter(status=Case.Status.ANALYSED)
     if visible is None:
-        cases = cases.order_by("-needs_review", "predicted_confidence", "created", "pk")
+        cases = answers.cases_by_need_of_review(cases)
     else:
-        cases = cases.order_by("created", "pk")
+        cases = answers.cases_with_answer(cases).order_by("created", "pk")
+    cases = answers.cases_with_results(cases, visible=visible)
     if filters.team_id:
         cases = cases.filter(team_id=filters.team_id)
     if filters.subtype:
@@ -162,16 +172,20 @@ def prediction_audit_list(*, user: User, search: str = "") -> QuerySet[Predictio
     """
     policies.require_reviewer(user)
     latest = Review.objects.filter(case=OuterRef("image__case")).order_by("-created", "-pk")
-    visible = answers.predictions_of(case_selectors.image_list(user=user))
+    visible = Prediction.objects.filter(case_selectors.images_visible(user, "image"))
     if policies.answers_blinded(user):
         # Blinded: only cases this reviewer has already diagnosed show their answers.
-        visible = visible.filter(image__case__reviews__reviewer=user).distinct()
+        visible = visible.filter(diagnosed_by(user, "image__case"))
     predictions = (
         visible.select_related("image__case__patient", "image__case__team", "model_version")
         .annotate(
             review_verdict=Subquery(latest.values("verdict")[:1]),
             review_diagnosis=Subquery(latest.values("diagnosis")[:1]),
-            signed_off=Exists(SignOff.objects.filter(case=OuterRef("image__case"))),
+            # A join (one sign-off per case at most) that each row of a page probes by
+            # index; an EXISTS here becomes a hash of every sign-off, built per request.
+            signed_off=ExpressionWrapper(
+                Q(image__case__sign_off__isnull=False), output_field=BooleanField()
+            ),
         )
         .order_by("-created", "-pk")
     )
@@ -192,17 +206,38 @@ def prediction_audit_list(*, user: User, search: str = "") -> QuerySet[Predictio
 
 
 def agreement_for_model_version(*, user: User, model_version: ModelVersion) -> Agreement:
-    """Model versus signed-off diagnosis, over the signed-off cases the user sees."""
+    """Model versus signed-off diagnosis, over the signed-off cases the user sees, counted
+    by the database: one row per (label, diagnosis) whatever the number of cases.
+
+    The counts are kept in the cache under the newest sign-off: only a sign-off brings a
+    case into them, and a signed-off case's answers no longer change (it accepts no
+    re-analysis and cannot be withdrawn), so a new sign-off is counted at once and
+    nothing else is missed. Counting 40,000 signed-off cases costs more than a page;
+    reading the newest sign-off costs an index probe. AGREEMENT_CACHE_SECONDS bounds
+    the life of an entry all the same.
+    """
     policies.require_reviewer(user)
-    pairs = (
-        CaseResult.objects.filter(
-            model_version=model_version,
-            case__in=case_selectors.case_list(user=user).values("pk"),
-            case__sign_off__isnull=False,
-        )
-        .order_by()
-        .values_list("label", "case__sign_off__review__diagnosis")
+    teams = (
+        "all"
+        if user.is_admin
+        else ",".join(map(str, sorted(user.teams.values_list("pk", flat=True))))
     )
-    # In the reviewers' vocabulary: a label stands for the diagnosis it maps to.
-    mapped = [(model_version.clinical_label(label) or label, dx) for label, dx in pairs]
+    newest = SignOff.objects.aggregate(newest=Max("pk"))["newest"] or 0
+    key = f"agreement:{model_version.pk}:{teams}:{newest}"
+    counts = cache.get(key)
+    if counts is None:
+        counts = list(
+            CaseResult.objects.filter(
+                case_selectors.cases_visible(user, "case"),
+                model_version=model_version,
+                case__sign_off__isnull=False,
+            )
+            .order_by()
+            .values_list("label", "case__sign_off__review__diagnosis")
+            .annotate(n=Count("pk"))
+        )
+        cache.set(key, counts, settings.AGREEMENT_CACHE_SECONDS)
+    # In the reviewers' vocabulary: a label stands for the diagnosis it maps to (two
+    # labels may map to one diagnosis: agreement_compute adds their counts up).
+    mapped = [(model_version.clinical_label(label) or label, dx, n) for label, dx, n in counts]
     return agreement_compute(mapped, settings.CLINICAL_DIAGNOSES)

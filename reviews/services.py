@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
@@ -12,7 +14,7 @@ from audit.models import AuditEvent
 from audit.services import audit_record
 from cases.models import Case
 from inference.models import CaseResult
-from reviews.models import INCONCLUSIVE, Review, SignOff
+from reviews.models import INCONCLUSIVE, AnswerShown, Review, SignOff
 
 
 def diagnosis_choices() -> list[str]:
@@ -32,6 +34,17 @@ def _locked_case(case: Case, reviewer: User) -> Case:
             f"The case is {case.get_status_display().lower()}; only analysed cases are reviewed."
         )
     return case
+
+
+def answer_shown_record(*, user: User, case_ids: Iterable[int], where: str) -> int:
+    """Note that the model's answers (a case result or per-image predictions) for these
+    cases were just shown to ``user`` (at ``where``), when they may review: their later
+    verdicts on them are not blind. Returns how many rows were added (one INSERT)."""
+    if not policies.can_review(user):
+        return 0
+    rows = [AnswerShown(case_id=pk, reviewer=user, where=where[:255]) for pk in set(case_ids)]
+    AnswerShown.objects.bulk_create(rows)
+    return len(rows)
 
 
 def review_create(
@@ -65,6 +78,9 @@ def review_create(
         # a label that stands for none can only be overridden.
         agrees = diagnosis == result.model_version.clinical_label(result.label)
         verdict = Review.Verdict.AGREE if agrees else Review.Verdict.OVERRIDE
+        # Asked-for blinding counts only if the answer was really never shown to them.
+        shown_before = AnswerShown.objects.filter(case=case, reviewer=reviewer).exists()
+        blinded = blinded and not shown_before
         if verdict == Review.Verdict.OVERRIDE and not blinded and not comment:
             raise ValidationError({"comment": "Say why you override the model's answer."})
         review = Review.objects.create(
@@ -77,6 +93,7 @@ def review_create(
             diagnosis=diagnosis,
             comment=comment,
             blinded=blinded,
+            answer_shown_before=shown_before,
         )
         audit_record(
             actor=reviewer,
@@ -89,6 +106,7 @@ def review_create(
                 "model_label": result.label,
                 "model_version": str(result.model_version),
                 "blinded": blinded,
+                "answer_shown_before": shown_before,
             },
         )
     return review

@@ -1,4 +1,5 @@
-"""Agreement between a model and its reviewers: a pure function over (model, reviewer) labels."""
+"""Agreement between a model and its reviewers: a pure function over counted
+(model label, reviewer diagnosis) pairs."""
 
 from __future__ import annotations
 
@@ -33,24 +34,26 @@ class Agreement:
         return self.agreed / decided if decided else None
 
 
-def agreement_compute(pairs: Iterable[tuple[str, str]], classes: Sequence[str]) -> Agreement:
-    """Count (model label, reviewer diagnosis) pairs over the model's classes + inconclusive.
+def agreement_compute(counts: Iterable[tuple[str, str, int]], classes: Sequence[str]) -> Agreement:
+    """From (model label, reviewer diagnosis, how many cases) counts, which the database
+    groups and counts (a few dozen rows however many cases were signed off), over the
+    model's classes + inconclusive. A pair may come more than once; its counts add up.
 
     A label outside those (a diagnosis made against another model's classes, when a
     shadow model has different ones) gets its own row and column rather than vanishing.
     """
-    pairs = list(pairs)
+    counts = [(model, reviewer, n) for model, reviewer, n in counts if n]
     labels = [*classes, INCONCLUSIVE]
-    for label in sorted({label for pair in pairs for label in pair} - set(labels)):
+    for label in sorted({label for m, r, _ in counts for label in (m, r)} - set(labels)):
         labels.append(label)
     index = {label: i for i, label in enumerate(labels)}
     matrix = [[0] * len(labels) for _ in labels]
-    for model_label, diagnosis in pairs:
-        matrix[index[model_label]][index[diagnosis]] += 1
+    for model_label, diagnosis, n in counts:
+        matrix[index[model_label]][index[diagnosis]] += n
     return Agreement(
         labels=tuple(labels),
         matrix=tuple(tuple(row) for row in matrix),
-        reviewed=len(pairs),
-        agreed=sum(model == reviewer for model, reviewer in pairs),
-        inconclusive=sum(reviewer == INCONCLUSIVE for _, reviewer in pairs),
+        reviewed=sum(n for _, _, n in counts),
+        agreed=sum(n for model, reviewer, n in counts if model == reviewer),
+        inconclusive=sum(n for _, reviewer, n in counts if reviewer == INCONCLUSIVE),
     )

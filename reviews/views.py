@@ -7,7 +7,6 @@ from collections.abc import Iterator
 
 from django.contrib import messages
 from django.core.exceptions import ValidationError
-from django.core.paginator import Paginator
 from django.http import FileResponse, Http404, HttpResponse, StreamingHttpResponse
 from django.shortcuts import redirect, render
 from django.utils import timezone
@@ -17,10 +16,12 @@ from accounts import policies
 from accounts.http import AuthenticatedHttpRequest
 from accounts.services import user_blinded_review_set
 from audit.models import AuditEvent
-from audit.services import audit_record
+from audit.services import audit_record, audit_record_read
 from cases import selectors as case_selectors
+from cases.models import Case
+from cases.pagination import paginate
 from inference import selectors as answers
-from inference.models import ModelVersion
+from inference.models import ModelVersion, Prediction
 from reviews import presenters, selectors, services
 from reviews.forms import QueueFilterForm, VerdictForm
 
@@ -52,8 +53,11 @@ def queue(request: AuthenticatedHttpRequest) -> HttpResponse:
             created_from=data["created_from"],
             created_to=data["created_to"],
         )
-    paginator = Paginator(selectors.review_queue(user=request.user, filters=filters), PER_PAGE)
-    page = paginator.get_page(request.GET.get("page"))
+    queue = selectors.review_queue(user=request.user, filters=filters)
+    page = paginate(queue, PER_PAGE, request.GET.get("page"))
+    audit_record_read(
+        actor=request.user, model=Case, ids=[c.pk for c in page], where=request.get_full_path()
+    )
     by_pk = {v.pk: v for v in versions}
     for case in page:
         # result_model_version_id is annotated by the queue's query; the template reads the
@@ -102,6 +106,15 @@ def _case_context(request: AuthenticatedHttpRequest, case) -> dict:
     )
 
 
+def _answer_shown(request: AuthenticatedHttpRequest, case, context: dict) -> None:
+    """The page carries the model's answer: this reviewer's verdicts from now on are not
+    blind, whatever ``?blinded=`` says."""
+    if context.get("revealed") and context.get("results"):
+        services.answer_shown_record(
+            user=request.user, case_ids=[case.pk], where=request.get_full_path()
+        )
+
+
 def _verdict_form(request: AuthenticatedHttpRequest, case, data=None) -> VerdictForm | None:
     results = selectors.case_results(user=request.user, case=case)
     result = next((r for r in results if r.primary), None)
@@ -115,6 +128,7 @@ def case_review(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     case = selectors.review_case_get(user=request.user, pk=pk)
     audit_record(actor=request.user, action=AuditEvent.Action.VIEW, target=case, case=case)
     context = _case_context(request, case)
+    _answer_shown(request, case, context)
     context["form"] = None if context["locked"] else _verdict_form(request, case)
     return render(request, "reviews/case_review.html", context)
 
@@ -142,6 +156,7 @@ def case_verdict(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
             messages.success(request, "Verdict recorded.")
             return redirect("reviews:case_review", pk=case.pk)
     context = _case_context(request, case)
+    _answer_shown(request, case, context)
     context["form"] = form
     return render(request, "reviews/case_review.html", context, status=400)
 
@@ -179,6 +194,7 @@ def case_report(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
         detail={"page": "printable report"},
     )
     context = _case_context(request, case)
+    _answer_shown(request, case, context)
     context["printed"] = timezone.now()
     # Grad-CAM overlays are a reviewer's aid, served to reviewers only.
     context["can_review"] = policies.can_review(request.user)
@@ -188,6 +204,13 @@ def case_report(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
 @require_GET
 def heatmap(request: AuthenticatedHttpRequest, pk: int) -> FileResponse:
     prediction = selectors.prediction_get_with_heatmap(user=request.user, pk=pk)
+    audit_record(
+        actor=request.user,
+        action=AuditEvent.Action.VIEW,
+        target=prediction,
+        case=prediction.image.case,
+        detail={"heatmap": True},
+    )
     # The selector keeps only predictions with a heatmap.
     assert prediction.heatmap.name
     try:
@@ -195,7 +218,6 @@ def heatmap(request: AuthenticatedHttpRequest, pk: int) -> FileResponse:
     except FileNotFoundError as exc:
         raise Http404("The heatmap file is missing.") from exc
     response = FileResponse(handle, content_type="image/png")
-    response["Cache-Control"] = "private, max-age=3600"
     response["X-Content-Type-Options"] = "nosniff"
     return response
 
@@ -207,7 +229,18 @@ def heatmap(request: AuthenticatedHttpRequest, pk: int) -> FileResponse:
 def prediction_audit(request: AuthenticatedHttpRequest) -> HttpResponse:
     search = request.GET.get("q", "")
     predictions = selectors.prediction_audit_list(user=request.user, search=search)
-    page = Paginator(predictions, PER_PAGE).get_page(request.GET.get("page"))
+    page = paginate(predictions, PER_PAGE, request.GET.get("page"))
+    audit_record_read(
+        actor=request.user,
+        model=Prediction,
+        ids=[p.pk for p in page],
+        where=request.get_full_path(),
+    )
+    services.answer_shown_record(
+        user=request.user,
+        case_ids=[p.image.case_id for p in page],
+        where=request.get_full_path(),
+    )
     return render(request, "reviews/prediction_audit.html", {"page": page, "q": search})
 
 
@@ -277,6 +310,11 @@ def prediction_export(request: AuthenticatedHttpRequest) -> StreamingHttpRespons
         action=AuditEvent.Action.EXPORT,
         target=request.user,
         detail={"what": "predictions", "search": search, "rows": predictions.count()},
+    )
+    services.answer_shown_record(
+        user=request.user,
+        case_ids=predictions.values_list("image__case_id", flat=True).distinct(),
+        where=request.get_full_path(),
     )
     stamp = timezone.now().strftime("%Y%m%d-%H%M%S")
     response = StreamingHttpResponse(_csv_rows(predictions), content_type="text/csv")

@@ -55,13 +55,16 @@ class KerasOutputs:
     features: np.ndarray | None
 
 
-def _network(model, features: FeatureSpec | None):
+def _network(model, features: FeatureSpec | str | None):
+    """The model, or the guard's two-output graph; a layer name is a one-layer guard's."""
     from runtime.guard import feature_network
 
+    if isinstance(features, str):
+        features = FeatureSpec((features,), input_statistics=False)
     return model if features is None else feature_network(model, features)
 
 
-def keras_outputs(model, images: np.ndarray, features: FeatureSpec | None) -> KerasOutputs:
+def keras_outputs(model, images: np.ndarray, features: FeatureSpec | str | None) -> KerasOutputs:
     """The Keras model's own answers for ``images`` (uint8, N x size x size x 3)."""
     net = _network(model, features)
     out = net(np.asarray(images, np.float32), training=False)
@@ -71,7 +74,7 @@ def keras_outputs(model, images: np.ndarray, features: FeatureSpec | None) -> Ke
     return KerasOutputs(np.asarray(probs, np.float32), np.asarray(feats, np.float32))
 
 
-def onnx_convert(model, size: int, features: FeatureSpec | None) -> bytes:
+def onnx_convert(model, size: int, features: FeatureSpec | str | None) -> bytes:
     """The serialised ONNX graph of ``model``: raw uint8 RGB in (any batch size), the
     probabilities out, and the guard's features (pooled layer outputs and input
     statistics, as ``features`` says) as a second output when it has a guard.

@@ -21,7 +21,8 @@ offline work (``training.ood``); this module scores, saves and loads a fitted gu
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -100,12 +101,6 @@ def feature_network(model, spec: FeatureSpec):
     return keras.Model(model.input, [features, model.output])
 
 
-def _nearest_mean_distance(f: np.ndarray, means: np.ndarray, precision: np.ndarray):
-    diff = f[:, None, :] - means[None, :, :]  # (n, k, d)
-    d2 = np.einsum("nkd,de,nke->nk", diff, precision, diff)
-    return np.sqrt(np.maximum(d2.min(axis=1), 0.0))
-
-
 @dataclass
 class MahalanobisGuard:
     """Fitted guard parameters; ``score`` is the distance, ``flag`` compares it."""
@@ -121,9 +116,16 @@ class MahalanobisGuard:
     def spec(self) -> FeatureSpec:
         return FeatureSpec((self.layer,), input_statistics=False)
 
+    def scorer(self) -> GuardScorer:
+        """What scoring needs, without the precision matrix: a worker holds only this."""
+        return _whitened(self.means, self.precision, self.threshold)
+
+    @cached_property
+    def _scorer(self) -> GuardScorer:
+        return self.scorer()
+
     def score(self, features: np.ndarray) -> np.ndarray:
-        f = np.asarray(features, np.float64).reshape(len(features), -1)
-        return _nearest_mean_distance(f, self.means, self.precision)
+        return self._scorer.score(features)
 
     def reasons(self, features: np.ndarray) -> list[str | None]:
         """The check that flagged each image (None where none did)."""
@@ -183,6 +185,15 @@ class Check:
     weights: tuple[float, ...] = ()  # input checks: one weight per INPUT_STATISTICS
     means: np.ndarray | None = None
     precision: np.ndarray | None = None
+    #: Layer checks: the whitened form that scores (made from ``precision`` on first use;
+    #: a worker's copy keeps only this, see :meth:`MultiGuard.scorer`).
+    whitened: GuardScorer | None = None
+
+    def layer_scorer(self) -> GuardScorer:
+        if self.whitened is None:
+            assert self.means is not None and self.precision is not None
+            self.whitened = _whitened(self.means, self.precision, self.threshold)
+        return self.whitened
 
 
 @dataclass
@@ -220,11 +231,19 @@ class MultiGuard:
         cols = []
         for c in self.checks:
             if c.kind == "layer":
-                assert c.means is not None and c.precision is not None
-                cols.append(_nearest_mean_distance(parts[c.index], c.means, c.precision))
+                cols.append(c.layer_scorer().score(parts[c.index]))
             else:
                 cols.append(parts[-1] @ np.asarray(c.weights, np.float64))
         return np.stack(cols, axis=1) if cols else np.zeros((len(features), 0))
+
+    def scorer(self) -> MultiGuard:
+        """What scoring needs: the same guard with each layer's precision matrix replaced
+        by its Cholesky factor (a worker holds one d x d matrix per layer, not two)."""
+        checks = [
+            replace(c, precision=None, whitened=c.layer_scorer()) if c.kind == "layer" else c
+            for c in self.checks
+        ]
+        return replace(self, checks=checks)
 
     def check_scores(self, features: np.ndarray) -> np.ndarray:
         """(N, checks) scores on the common scale: 1.0 is each check's threshold."""
@@ -324,3 +343,32 @@ def guard_load(path: Path, method: str) -> Guard:
     if method == MULTI_METHOD:
         return MultiGuard.load(path)
     raise ValueError(f"unknown out-of-scope method {method!r}")
+
+
+@dataclass(frozen=True)
+class GuardScorer:
+    """A fitted guard reduced to scoring: the precision's Cholesky factor ``L`` and the class
+    means times ``L``. The distance is then a plain Euclidean one: one (n, d) x (d, d)
+    product per batch instead of a (d, d) quadratic form per image and class, which cost a
+    ResNet-50 worker a third of a second per case of 16 (#13), and never negative. It
+    holds one d x d matrix, as the guard it came from did."""
+
+    factor: np.ndarray
+    whitened_means: np.ndarray
+    threshold: float
+
+    def score(self, features: np.ndarray) -> np.ndarray:
+        z = np.asarray(features, np.float64).reshape(len(features), -1) @ self.factor
+        d2 = ((z[:, None, :] - self.whitened_means[None, :, :]) ** 2).sum(axis=2)  # (n, k)
+        return np.sqrt(d2.min(axis=1))
+
+
+#: What a worker's predictor keeps of a guard (``Guard.scorer()``).
+Scorer = GuardScorer | MultiGuard
+
+
+def _whitened(means: np.ndarray, precision: np.ndarray, threshold: float) -> GuardScorer:
+    # P = L L^T (a shrunk covariance's inverse is positive definite), so
+    # (f - mu)^T P (f - mu) = |(f - mu) L|^2: the class means move into that space once.
+    factor = np.linalg.cholesky(np.asarray(precision, np.float64))
+    return GuardScorer(factor, np.asarray(means, np.float64) @ factor, threshold)

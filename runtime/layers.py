@@ -1,4 +1,5 @@
-"""Keras layers of packaged models (stain normalisation) and of the guard's graph.
+"""Keras layers of packaged models (stain normalisation, grayscale input) and of the
+guard's graph (input statistics).
 
 Importing this module registers them, which a saved model that contains one needs in
 order to load (``runtime.artifact.load_packaged`` does it). The constants here are the
@@ -14,6 +15,33 @@ import numpy as np
 import tensorflow as tf
 
 from runtime.guard import INPUT_STATISTICS
+
+# --- grayscale input (de-colouring) ------------------------------------------------------
+
+#: ITU-R 601 luma weights, as ``tf.image.rgb_to_grayscale`` and the robustness table's
+#: grayscale shift use.
+LUMA = (0.2989, 0.5870, 0.1140)
+
+
+@keras.saving.register_keras_serializable(package="leukweb")
+class Grayscale(keras.layers.Layer):
+    """ITU-R 601 luma copied into all three channels (0-255 RGB in and out).
+
+    First inside a packaged model (``--stain-normalize grayscale``) it hides colour from
+    the network: a grayscale image and its colour original give the same prediction, and
+    hue, saturation or stain changes reach the network only through the luma they move.
+    Three channels out, so every architecture takes it unchanged. One 1x1 matrix product:
+    converts to ONNX exactly.
+    """
+
+    def call(self, x):
+        luma = tf.constant(np.array(LUMA, np.float32).reshape(3, 1))
+        grey = tf.linalg.matmul(tf.cast(x, tf.float32), luma)
+        return tf.concat([grey, grey, grey], axis=-1)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
 
 # --- Reinhard normalisation (l-alpha-beta space, Reinhard et al. 2001) -------------------
 
@@ -149,7 +177,6 @@ class MacenkoNormalization(keras.layers.Layer):
 
 # --- input-level checks of the out-of-scope guard ----------------------------------------
 
-LUMA = (0.299, 0.587, 0.114)  # ITU-R 601, as training.stain.grayscale
 _LAPLACIAN = np.array([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]], np.float32)
 #: ``dark`` counts pixels darker than this fraction of the image's mean luma: stained
 #: cells and nuclei on a smear; an empty field, a solid colour or a blurred smear has

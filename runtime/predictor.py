@@ -47,16 +47,18 @@ from runtime.export import (
     onnx_session,
     outputs_compare,
 )
-from runtime.guard import Guard
+from runtime.guard import Guard, Scorer
 from runtime.preprocess import ImageDecodeError, load_for_model
 
 __all__ = ["ImagePrediction", "Predictor", "cached_predictor"]
 
-# Images per ONNX Runtime call. ORT's throughput on these CPUs is about the same from 1
-# to 16 images a call (#13 measured batch 1 faster for MobileNet), but its arena stays
-# reserved at the largest batch run: ResNet-50 at 16 images holds ~270 MB more, at 4
-# about 75 MB, which keeps a worker with it under 350 MB (docs/benchmarks.md).
-RUN_BATCH = 4
+# Images per ONNX Runtime call. ORT's work per image is the same from 1 to 16 images a
+# call (ResNet-50, MobileNet and CML-1 on one thread here; #13 measured batch 1 faster
+# for MobileNet), but its arena stays reserved at the largest batch run: ResNet-50 at 16
+# images holds ~270 MB more, at 4 ~67 MB, at 2 ~34 MB. At 2, a worker with ResNet-50 and
+# its out-of-scope guard (one more 2048x2048 matrix) stays under 350 MB
+# (docs/benchmarks.md), for ~3 % more CPU per image than at 4 (within the noise here).
+RUN_BATCH = 2
 # Deployed, shadow, and the one being replaced during a hot swap.
 CACHE_SIZE = 3
 # Verification images the self-test on load runs (the import ran them all).
@@ -87,7 +89,8 @@ class Predictor:
     ) -> None:
         self.session = session
         self.manifest = manifest
-        self.guard = guard
+        # Only what scoring needs: the guard's precision matrix is not kept beside its factor.
+        self.guard: Scorer | None = None if guard is None else guard.scorer()
         self.variant = variant
         self.classes: tuple[str, ...] = tuple(manifest.classes)
         self.input_size = int(manifest.input_size)

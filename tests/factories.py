@@ -13,7 +13,7 @@ from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from accounts.models import Role, Team, User
 from cases.models import Case, Patient, SmearImage
-from inference.models import CaseResult, ModelVersion, Prediction
+from inference.models import CaseResult, HeatmapState, ModelVersion, Prediction
 from tests.helpers import persona_password
 
 SUBTYPES = ["ALL", "AML", "CLL", "CML"]
@@ -136,7 +136,8 @@ class PredictionFactory(factory.django.DjangoModelFactory[Prediction]):
 
     class Params:
         with_heatmap = factory.Trait(
-            heatmap=factory.django.FileField(data=b"\x89PNG-heatmap", filename="heat.png")
+            heatmap=factory.django.FileField(data=b"\x89PNG-heatmap", filename="heat.png"),
+            heatmap_state=HeatmapState.MADE,
         )
 
     image = factory.SubFactory(SmearImageFactory)
@@ -215,6 +216,7 @@ def analysed_case(
 
 def heatmap_attach(prediction: Prediction, data: bytes = b"\x89PNG-heatmap") -> Prediction:
     """Store a heatmap file for the prediction, as the worker's overlay step does."""
+    prediction.heatmap_state = HeatmapState.MADE
     prediction.heatmap.save(f"{prediction.pk}.png", ContentFile(data), save=True)
     return prediction
 

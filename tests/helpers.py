@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from PIL import Image
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -293,3 +294,11 @@ def training_report(classes=("ALL", "AML", "CLL", "CML"), *, synthetic: bool = F
         "evaluation": full_evaluation(probs, y, probs, y, classes),
     }
     return json.loads(json.dumps(report))
+
+
+def compose_grace_s(service: str) -> int:
+    """A docker-compose.yml service's stop_grace_period ("30s", "1m30s") in seconds."""
+    services = yaml.safe_load((REPO_ROOT / "docker-compose.yml").read_text())["services"]
+    grace = str(services[service]["stop_grace_period"])
+    minutes, _, seconds = grace.rpartition("m")
+    return int(minutes or 0) * 60 + int(seconds.rstrip("s") or 0)

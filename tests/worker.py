@@ -57,8 +57,10 @@ def start_worker(
     queues: str | None = None,
     python_options: tuple[str, ...] = (),
     prefix: Sequence[str] = (),
+    pool: str = "solo",
 ) -> WorkerProcess:
-    """Start a solo-pool worker on the test queue (or ``queues``, comma-separated), with
+    """Start a worker (solo pool unless ``pool`` says "prefork": one child, as in
+    production) on the test queue (or ``queues``, comma-separated), with
     ``env`` added to its environment, ``python_options`` to its interpreter's command
     line, and its command run through ``prefix`` (``ip netns exec NAME``); the caller
     stops it."""
@@ -66,7 +68,8 @@ def start_worker(
     log_path = log_path or Path(tempfile.mkstemp(prefix=f"{name}-", suffix=".log")[1])
     command = [
         *prefix,
-        sys.executable, *python_options, "-m", "celery", "-A", "leukweb", "worker", "--pool=solo",
+        sys.executable, *python_options, "-m", "celery", "-A", "leukweb", "worker",
+        f"--pool={pool}", "--concurrency=1",
         "-Q", queues or settings.CELERY_TASK_DEFAULT_QUEUE, "-n", f"{name}@%h",
         "--without-mingle", "--without-gossip", "--loglevel=INFO",
     ]  # fmt: skip
@@ -108,12 +111,15 @@ def running_worker(
     purge: bool = True,
     python_options: tuple[str, ...] = (),
     prefix: Sequence[str] = (),
+    pool: str = "solo",
 ) -> Iterator[WorkerProcess]:
     """A worker that is ready (it answered a ping, or, on queues without the test queue
     the ping goes to, it said so), stopped on exit; its log is shown on failure."""
     if purge:
         purge_test_queues()  # messages left by an aborted earlier run
-    process = start_worker(env=env, queues=queues, python_options=python_options, prefix=prefix)
+    process = start_worker(
+        env=env, queues=queues, python_options=python_options, prefix=prefix, pool=pool
+    )
     pingable = queues is None or settings.CELERY_TASK_DEFAULT_QUEUE in queues.split(",")
     try:
         deadline = time.monotonic() + ready_timeout

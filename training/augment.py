@@ -19,9 +19,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import tensorflow as tf
+
+if TYPE_CHECKING:
+    from training.stain import StainAugmentConfig
 
 
 @dataclass(frozen=True)
@@ -235,25 +239,28 @@ def train_dataset(
     seed: int,
     augment: bool = True,
     cfg: AugmentConfig = STUDY,
-    stain: bool = False,
+    stain: StainAugmentConfig | None = None,
 ) -> tf.data.Dataset:
     """Shuffled (and augmented) batches of (float32 0-255 images, int labels), new every epoch.
 
-    ``stain`` adds :func:`training.stain.random_stain` (HED, hue, saturation jitter) after
-    the study's augmentations; it only ever touches the training split.
+    ``stain`` (a colour recipe, ``training.stain.COLOR_RECIPES``) adds
+    :func:`training.stain.random_stain` after the study's augmentations; it only ever
+    touches the training split, and never becomes part of the model.
     """
     from training.stain import random_stain
 
     ds = tf.data.Dataset.from_tensor_slices((x, y)).shuffle(
         len(x), seed=seed, reshuffle_each_iteration=True
     )
-    if augment or stain:
+    if augment or stain is not None:
 
         def one(xy, s):
             image = augment_image(xy[0], s, cfg) if augment else xy[0]
-            if stain:
+            if stain is not None:
                 image = random_stain(
-                    image, tf.random.experimental.stateless_fold_in(tf.cast(s, tf.int64), 200)
+                    image,
+                    tf.random.experimental.stateless_fold_in(tf.cast(s, tf.int64), 200),
+                    stain,
                 )
             return image, xy[1]
 

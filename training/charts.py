@@ -350,6 +350,57 @@ def comparison_svg(rows: Sequence[Mapping], baselines: Mapping | None = None) ->
     )
 
 
+def tradeoff_svg(
+    points: Sequence[tuple[str, float, float]],
+    *,
+    title: str = "Clean accuracy against the worst shift (test split)",
+    tolerance: float = 0.05,
+    size: int = 340,
+) -> str:
+    """One dot per model: unshifted accuracy (x) against its worst shifted accuracy (y).
+
+    The dashed line is worst = clean - ``tolerance``: a model on or above it loses at
+    most that much under every shift. Axes run from the lowest value shown to 1.
+    """
+    if not points:
+        return ""
+    left, top, bottom, right = 44, 24, 44 + 13 * len(points), 12
+    plot = size - left - right
+    low = min(0.9, *(min(c, w) for _, c, w in points))
+    low = max(0.0, float(int(low * 10)) / 10)  # down to a tenth
+
+    def pt(clean: float, worst: float) -> tuple[float, float]:
+        return (
+            left + plot * (clean - low) / (1 - low),
+            top + plot * (1 - (worst - low) / (1 - low)),
+        )
+
+    x0, y0 = pt(low + tolerance, low)
+    x1, y1 = pt(1.0, 1.0 - tolerance)
+    parts = [
+        f'<text x="{left}" y="16" class="chart-title">{html.escape(title)}</text>',
+        f'<rect x="{left}" y="{top}" width="{plot}" height="{plot}" class="chart-frame"/>',
+        f'<line x1="{x0:.1f}" y1="{y0:.1f}" x2="{x1:.1f}" y2="{y1:.1f}" class="chart-diagonal"/>',
+        f'<text x="{left - 4}" y="{top + 8}" text-anchor="end" class="chart-tick">1</text>',
+        f'<text x="{left - 4}" y="{top + plot}" text-anchor="end" class="chart-tick">'
+        f"{low:.1f}</text>",
+        f'<text x="{left + plot}" y="{top + plot + 14}" text-anchor="end" class="chart-tick">'
+        f"clean accuracy → 1</text>",
+        f'<text x="{left}" y="{top + plot + 14}" class="chart-tick">worst shift ↑</text>',
+    ]
+    for n, (name, clean, worst) in enumerate(points):
+        colour = PALETTE[n % len(PALETTE)]
+        cx, cy = pt(clean, worst)
+        legend_y = top + plot + 30 + 13 * n
+        parts.append(
+            f'<circle cx="{cx:.1f}" cy="{cy:.1f}" r="4" fill="{colour}"/>'
+            f'<circle cx="{left + 6}" cy="{legend_y - 4}" r="4" fill="{colour}"/>'
+            f'<text x="{left + 16}" y="{legend_y}" class="chart-tick">'
+            f"{html.escape(name)} ({clean:.1%}, {worst:.1%})</text>"
+        )
+    return _frame(size, top + plot + bottom, title, "".join(parts))
+
+
 def save_svg(svg: str, path: Path) -> Path:
     """Write a figure as a standalone ``.svg`` file, with the styles the pages would give it."""
     # The first ">" closes the <svg ...> tag: labels are escaped, so none comes earlier.

@@ -26,6 +26,7 @@ EPILOG = """examples:
   python -m training evaluate runs/cml1-.../leukweb-cml1-... --run runs/cml1-...
   python -m training compare DATA --archs cml1 mobilenet --img-size 64 --epochs 5
   python -m training tabulate runs/cml1-... runs/mobilenet-... --out runs/comparison
+  python -m training tradeoff runs/cml1-... runs/cml1-... --point "A=0.991,0.255" --out runs/t
   python -m training synth var/synthetic --per-class 100 --size 224
   python -m training export-augmented DATA --out var/augmented --per-class 600
   python -m training demo-model --out models/
@@ -34,6 +35,10 @@ EPILOG = """examples:
   python -m training ood-check ARTIFACT ../shared/data/bccd-smears/images --run runs/cml1-...
   python -m training site-calibrate ARTIFACT SITE_IMAGES --labelled SITE_LABELLED --out models/
 """
+
+
+#: ``training.stain.COLOR_RECIPES``' names, here so that --help needs no TensorFlow.
+COLOR_AUGMENT_CHOICES = ("strong", "light", "none")
 
 
 def _positive(value: str) -> int:
@@ -62,6 +67,15 @@ def _add_train_options(p: argparse.ArgumentParser, *, single_arch: bool = True) 
         type=_positive,
         default=15,
         help="early-stopping patience on validation loss (default: 15)",
+    )
+    p.add_argument(
+        "--max-fit-minutes",
+        type=float,
+        default=None,
+        metavar="MIN",
+        help="wall-clock budget for fitting: stop before an epoch that would end after "
+        "it, keep the best epoch's weights, then evaluate and package as usual "
+        "(default: no budget; for shared CPUs)",
     )
     p.add_argument(
         "--img-size",
@@ -93,19 +107,34 @@ def _add_train_options(p: argparse.ArgumentParser, *, single_arch: bool = True) 
     )
     p.add_argument("--no-augment", action="store_true", help="train without augmentation")
     p.add_argument(
+        "--color-augment",
+        choices=COLOR_AUGMENT_CHOICES,
+        default="strong",
+        help="colour and stain jitter on the training split, after the study's "
+        "augmentations (ranges in training/stain.py): 'strong' (default) on half of "
+        "the images HED stain amounts sigma 0.2, hue +-72 degrees, saturation "
+        "x0.4-1.6, brightness x0.75-1.25, and grayscale for 20%% of all images; "
+        "'light' HED 0.1, hue +-18 degrees, saturation x0.7-1.3 (the old "
+        "--stain-augment); 'none' the study's "
+        "augmentations only (the default before issue #14)",
+    )
+    p.add_argument(
         "--stain-augment",
-        action="store_true",
-        help="also jitter stains on the training split: HED stain amounts, hue "
-        "and saturation (see training/stain.py for the ranges)",
+        dest="color_augment",
+        action="store_const",
+        const="light",
+        help="the same as --color-augment light (kept for old commands)",
     )
     p.add_argument(
         "--stain-normalize",
-        choices=("reinhard", "macenko"),
+        choices=("reinhard", "grayscale", "macenko"),
         default=None,
-        help="normalise each image's colour to a reference computed from the "
-        "training split, as a layer inside the packaged model (macenko is "
-        "refused: it did not train on Taleqani, see docs/clinical-validity.md, and "
-        "its layer cannot be exported to ONNX, which the workers serve)",
+        help="a colour-normalising layer first inside the packaged model, so inference "
+        "does the same: 'reinhard' matches each image's l-alpha-beta mean and std to "
+        "the training split's; 'grayscale' gives the network only the luma (no colour "
+        "at all). 'macenko' is refused: tf2onnx cannot convert its eigen-decomposition "
+        "and SVD, so the workers (which serve the ONNX graph) could not run it, and two "
+        "Taleqani runs with it collapsed to chance (docs/clinical-validity.md)",
     )
     p.add_argument(
         "--int8",
@@ -288,6 +317,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_tabulate)
 
     p = sub.add_parser(
+        "tradeoff",
+        help="clean accuracy against the worst colour/stain shift, per run",
+        description="Write tradeoff.json/.md/.svg: one point per run folder (its "
+        "report's robustness table), plus points given by hand with --point.",
+    )
+    p.add_argument("runs", type=Path, nargs="*", help="run folders (each with report.json)")
+    p.add_argument(
+        "--point",
+        action="append",
+        default=[],
+        metavar="LABEL=CLEAN,WORST",
+        help="a point measured elsewhere, accuracies as fractions (repeatable)",
+    )
+    p.add_argument("--out", type=Path, required=True)
+    p.set_defaults(func=cmd_tradeoff)
+
+    p = sub.add_parser(
         "synth",
         help="write a synthetic smear data set (NOT real data)",
         description="Cartoon smear fields whose white cells differ by class, "
@@ -348,6 +394,7 @@ def _config(args, arch: str):
         weights=args.weights,
         epochs=args.epochs,
         patience=args.patience,
+        max_fit_minutes=args.max_fit_minutes,
         img_size=args.img_size,
         batch_size=args.batch_size,
         seed=args.seed,
@@ -358,7 +405,7 @@ def _config(args, arch: str):
         version=getattr(args, "version", None),
         augment=not args.no_augment,
         recompute_bn=not args.no_bn_recompute,
-        stain_augment=args.stain_augment,
+        color_augment=args.color_augment,
         stain_normalize=args.stain_normalize,
         review_target=args.review_target,
         int8=args.int8,
@@ -375,6 +422,11 @@ def _summary(report: dict) -> str:
     ]
     if report.get("baseline_warning"):
         lines.append("WARNING: " + report["baseline_warning"])
+    from training.report import colour_blind_line
+
+    blind = colour_blind_line(report.get("colour_blind"))
+    if blind:
+        lines.insert(0, blind)
     return "\n".join(lines)
 
 
@@ -416,6 +468,22 @@ def cmd_tabulate(args) -> int:
 
     out = tabulate_runs(args.runs, args.out)
     print((out / "comparison.md").read_text(encoding="utf-8"))
+    return 0
+
+
+def _point(text: str) -> tuple[str, float, float]:
+    label, _, values = text.rpartition("=")
+    clean, worst = (float(v) for v in values.split(","))
+    if not label or not (0 <= worst <= 1 and 0 <= clean <= 1):
+        raise ValueError(f"--point wants LABEL=CLEAN,WORST with fractions, got {text!r}")
+    return label, clean, worst
+
+
+def cmd_tradeoff(args) -> int:
+    from training.compare import tradeoff_runs
+
+    out = tradeoff_runs(args.runs, args.out, [_point(p) for p in args.point])
+    print((out / "tradeoff.md").read_text(encoding="utf-8"))
     return 0
 
 

@@ -53,6 +53,59 @@ def _split_key(run_dir: Path) -> tuple:
     return tuple(tuple(sorted(s["sha256"] for s in split["splits"][p])) for p in data_mod.SPLITS)
 
 
+def tradeoff_row(report: dict, label: str) -> dict:
+    """A run's point on the trade-off curve: clean accuracy, its worst shift and the recipe."""
+    rob = report["robustness"]
+    worst = min(rob["shifts"], key=lambda r: r["accuracy"])
+    recipe = (report.get("color_augmentation") or {}).get("recipe")
+    config = report.get("config") or {}
+    return {
+        "label": label,
+        "input_size": report.get("input_size"),
+        "recipe": recipe or ("light" if config.get("stain_augment") else None),
+        "stain_normalize": config.get("stain_normalize"),
+        "epochs_run": (report.get("training") or {}).get("epochs_run"),
+        "clean": rob["clean"]["accuracy"],
+        "worst": worst["accuracy"],
+        "worst_label": worst["label"],
+        "shifts": {r["label"]: r["accuracy"] for r in rob["shifts"]},
+    }
+
+
+def tradeoff_runs(
+    run_dirs: Sequence[Path], out: Path, points: Sequence[tuple[str, float, float]] = ()
+) -> Path:
+    """tradeoff.{json,md,svg}: each run's clean accuracy against its worst colour/stain
+    shift, plus ``points`` (label, clean, worst) measured elsewhere (e.g. older runs)."""
+    from training import charts
+
+    rows = []
+    for run in (Path(r) for r in run_dirs):
+        report = json.loads((run / "report.json").read_text(encoding="utf-8"))
+        rows.append(tradeoff_row(report, report.get("name") or run.name))
+    rows.extend({"label": n, "clean": c, "worst": w, "given": True} for n, c, w in points)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "tradeoff.json").write_text(json.dumps(rows, indent=1), encoding="utf-8")
+    lines = [
+        "| model | px | recipe | epochs | clean | worst shift | which | within 5 points |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['label']} | {r.get('input_size') or '-'} | {r.get('recipe') or '-'}"
+            f"{' + ' + r['stain_normalize'] if r.get('stain_normalize') else ''} | "
+            f"{r.get('epochs_run') or '-'} | {r['clean']:.1%} | {r['worst']:.1%} | "
+            f"{r.get('worst_label', '-')} | {'yes' if r['clean'] - r['worst'] <= 0.05 else 'no'} |"
+        )
+    (out / "tradeoff.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    charts.save_svg(
+        charts.tradeoff_svg([(r["label"], r["clean"], r["worst"]) for r in rows]),
+        out / "tradeoff.svg",
+    )
+    return out
+
+
 def tabulate_runs(run_dirs: Sequence[Path], out: Path) -> Path:
     """Tabulate finished runs made on the identical split: comparison.{json,md,svg}."""
     from training import charts

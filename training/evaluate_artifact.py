@@ -101,6 +101,7 @@ def evaluate_artifact(
         "evaluation": evaluation,
         **validity,
     }
+    report["colour_blind"] = report_mod.colour_blind(report)
     report_mod.write_figures(report, out)
     report_mod.write_json(report, out / "report.json")
     report_mod.write_html(report, out / "report.html")

@@ -115,15 +115,20 @@ def fit_features(
     return guard
 
 
-def stain_augmented(x: np.ndarray, seed: int = 0) -> np.ndarray:
-    """A copy of uint8 images with the training recipe's stain jitter
-    (``training.stain.random_stain``), one draw per image."""
+def stain_augmented(x: np.ndarray, seed: int = 0, recipe=None) -> np.ndarray:
+    """A copy of uint8 images with a colour recipe's jitter (``training.stain.random_stain``;
+    ``recipe`` a ``StainAugmentConfig``, the light one by default), one draw per image."""
     import tensorflow as tf
 
-    from training.stain import random_stain
+    from training.stain import STAIN_AUGMENT, random_stain
 
+    cfg = recipe or STAIN_AUGMENT
     seeds = np.stack([np.full(len(x), seed), np.arange(len(x))], axis=1).astype(np.int64)
-    ds = tf.data.Dataset.from_tensor_slices((x, seeds)).map(random_stain).batch(256)
+    ds = (
+        tf.data.Dataset.from_tensor_slices((x, seeds))
+        .map(lambda image, s: random_stain(image, s, cfg))
+        .batch(256)
+    )
     parts = [np.asarray(b) for b in ds]
     return np.concatenate(parts) if parts else x.copy()
 
@@ -188,17 +193,20 @@ def fit_guard(
     target: float = DEFAULT_TARGET,
     *,
     stain_augment: bool = True,
+    recipe=None,
     seed: int = 0,
 ) -> MultiGuard:
     """Fit the multi-check guard: Gaussians on the training split, thresholds on
-    validation, both with a stain-augmented copy unless ``stain_augment`` is False."""
+    validation, both with a copy jittered by the colour recipe the model was trained with
+    (``recipe``, a ``training.stain.StainAugmentConfig``; the light one by default) unless
+    ``stain_augment`` is False."""
     spec = FeatureSpec((*block_layers(model), feature_layer(model)), input_statistics=True)
     extract = FeatureExtractor(model, spec)
     x_tr, y_tr, x_va = np.asarray(x_train), np.asarray(y_train), np.asarray(x_val)
     if stain_augment:
-        x_tr = np.concatenate([x_tr, stain_augmented(x_tr, seed)])
+        x_tr = np.concatenate([x_tr, stain_augmented(x_tr, seed, recipe)])
         y_tr = np.concatenate([y_tr, y_tr])
-        x_va = np.concatenate([x_va, stain_augmented(x_va, seed + 1)])
+        x_va = np.concatenate([x_va, stain_augmented(x_va, seed + 1, recipe)])
     f_tr, _ = extract(x_tr, batch_size)
     f_va, _ = extract(x_va, batch_size)
     sizes = [int(np.prod(model.get_layer(n).output.shape[-1:])) for n in spec.layers]

@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import html
 import json
+from collections.abc import Mapping
 from pathlib import Path
 
 from training import charts
 from training.baselines import SIGNIFICANCE
+
+#: A grayscale accuracy at most this far below the colour one counts as "does not need
+#: colour" (issue #14's target for every shift: within 5 points of clean).
+COLOUR_BLIND_TOLERANCE = 0.05
 
 CONFUSION_FIGURE = "confusion_matrix.svg"
 CURVES_FIGURE = "curves.svg"
@@ -93,6 +98,66 @@ def caveats(report: dict) -> list[str]:
     if report.get("baseline_warning"):
         out.append(report["baseline_warning"])
     return out
+
+
+def colour_blind(report: Mapping) -> dict | None:
+    """How much the CNN needs colour: its accuracy on grayscale test images beside its own
+    unshifted accuracy and the colour-statistics baseline's, all on the same test split.
+
+    None when the report has no grayscale row (no robustness table) or no colour baseline;
+    tolerant of malformed reports, since the registry shows reports of any code version.
+    """
+
+    def number(d, key):
+        v = d.get(key) if isinstance(d, Mapping) else None
+        return float(v) if isinstance(v, int | float) and not isinstance(v, bool) else None
+
+    rob = report.get("robustness")
+    rob = rob if isinstance(rob, Mapping) else {}
+    shifts = rob.get("shifts")
+    shifts = shifts if isinstance(shifts, list) else []
+    grey = next((r for r in shifts if isinstance(r, Mapping) and r.get("kind") == "grayscale"), {})
+    baselines = report.get("baselines")
+    base = baselines.get("colour_stats") if isinstance(baselines, Mapping) else None
+    grey_acc, clean = number(grey, "accuracy"), number(rob.get("clean"), "accuracy")
+    base_acc = number(base, "accuracy")
+    if grey_acc is None or clean is None or base_acc is None:
+        return None
+    out = {
+        "grayscale_accuracy": grey_acc,
+        "grayscale_macro_f1": number(grey, "macro_f1"),
+        "clean_accuracy": clean,
+        "drop": clean - grey_acc,
+        "colour_baseline_accuracy": base_acc,
+    }
+    evaluation = report.get("evaluation")
+    test = evaluation.get("test") if isinstance(evaluation, Mapping) else None
+    per_class = test.get("per_class") if isinstance(test, Mapping) else None
+    if isinstance(per_class, Mapping):
+        support = [number(v, "support") or 0.0 for v in per_class.values()]
+        if sum(support):
+            out["largest_class_share"] = max(support) / sum(support)
+    return out
+
+
+def colour_blind_line(check: Mapping | None) -> str | None:
+    """The colour-blind check as one sentence for the top of a report."""
+    if check is None:
+        return None
+    line = (
+        f"Colour-blind check: {check['grayscale_accuracy']:.1%} on grayscale test images "
+        f"({check['clean_accuracy']:.1%} in colour, {abs(check['drop']) * 100:.1f} points "
+        f"{'lost' if check['drop'] >= 0 else 'gained'}); "
+        f"colour statistics alone: {check['colour_baseline_accuracy']:.1%}"
+    )
+    if "largest_class_share" in check:
+        line += f"; always answering the largest class: {check['largest_class_share']:.1%}"
+    verdict = (
+        "the model does not need colour"
+        if check["drop"] <= COLOUR_BLIND_TOLERANCE
+        else "the model depends on colour"
+    )
+    return f"{line}. {verdict.capitalize()}."
 
 
 def validity_html(report: dict, robustness_svg: str | None = None) -> str:
@@ -200,6 +265,9 @@ def write_html(report: dict, path: Path) -> Path:
     cfg = report.get("config", {})
     data = report.get("data", {})
     warn = "".join(f'<p class="warn">{html.escape(c)}</p>' for c in caveats(report))
+    blind = colour_blind_line(report.get("colour_blind") or colour_blind(report))
+    if blind:
+        warn += f'<p class="blind" id="colour-blind"><strong>{html.escape(blind)}</strong></p>'
     headline = [
         ("accuracy", _fmt(t["accuracy"], True)),
         ("macro F1", _fmt(t["macro_f1"])),
@@ -241,6 +309,7 @@ padding:0 1rem;color:#222}}
 table{{border-collapse:collapse;margin:.5rem 0 1.5rem}}th,td{{padding:.25rem .7rem;
 border-bottom:1px solid #ddd;text-align:left}}td{{font-variant-numeric:tabular-nums}}
 .warn{{background:#fff3cd;border-left:4px solid #e0a800;padding:.5rem .8rem}}
+.blind{{background:#e8f0fe;border-left:4px solid #1a56c4;padding:.5rem .8rem}}
 figure{{margin:1rem 0}}figure svg{{max-width:100%;height:auto}}small{{color:#666}}
 {charts.FILE_STYLE}
 </style></head><body>

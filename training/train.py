@@ -37,6 +37,8 @@ class TrainConfig:
     weights: str | None = None  # None (from scratch), "imagenet" or a weights file path
     epochs: int = 100
     patience: int = 15
+    # wall-clock budget for fitting: no epoch is started that would end after it (None: none)
+    max_fit_minutes: float | None = None
     img_size: int | None = None
     batch_size: int = 32
     seed: int = 42
@@ -49,8 +51,10 @@ class TrainConfig:
     finetune_learning_rate: float = 1e-5
     head_epochs: int = 10  # frozen-backbone epochs before fine-tuning (pretrained only)
     augment: bool = True
-    stain_augment: bool = False  # HED + hue/saturation jitter on the training split
-    stain_normalize: str | None = None  # reinhard | macenko: a layer inside the packaged model
+    # colour recipe on the training split (training.stain.COLOR_RECIPES): strong | light | none
+    color_augment: str = "strong"
+    # reinhard | grayscale | macenko (refused): a layer inside the packaged model
+    stain_normalize: str | None = None
     recompute_bn: bool = True
     review_target: float = REVIEW_TARGET_ACCURACY
     int8: bool = False  # also package the int8 variant, when it keeps the accuracy
@@ -76,6 +80,21 @@ def parse_weights(value: str | None) -> str | None:
     return "imagenet" if value.lower() == "imagenet" else value
 
 
+def color_recipe(name: str):
+    """The ``training.stain.StainAugmentConfig`` a recipe name stands for (None: "none")."""
+    from training.stain import COLOR_RECIPES
+
+    if name not in COLOR_RECIPES:
+        raise ValueError(f"unknown colour augmentation {name!r}; one of {sorted(COLOR_RECIPES)}")
+    return COLOR_RECIPES[name]
+
+
+def color_augmentation_facts(name: str) -> dict:
+    """The recipe's name and ranges, for the report (the name alone would not say them)."""
+    recipe = color_recipe(name)
+    return {"recipe": name, **({} if recipe is None else asdict(recipe))}
+
+
 def _setup_logging(run_dir: Path) -> list[logging.Handler]:
     """Log to <run>/train.log and, unless something already does, to stderr."""
     handler = logging.FileHandler(run_dir / "train.log", encoding="utf-8")
@@ -99,8 +118,24 @@ def class_weights(y: np.ndarray, n_classes: int) -> dict[int, float]:
     return {i: float(len(y) / (n_classes * c)) if c else 0.0 for i, c in enumerate(counts)}
 
 
-def _callbacks(run_dir: Path, patience: int, append: bool):
+def _callbacks(run_dir: Path, patience: int, append: bool, deadline: float | None = None):
     import keras
+
+    class TimeBudget(keras.callbacks.Callback):
+        """Stop before an epoch that would end after ``deadline`` (time.monotonic()).
+
+        Early stopping then restores the best epoch's weights, as when patience runs
+        out, and the run evaluates and packages as usual.
+        """
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.t0 = time.monotonic()
+
+        def on_epoch_end(self, epoch, logs=None):
+            assert deadline is not None
+            if time.monotonic() + (time.monotonic() - self.t0) > deadline:
+                log.info("epoch %d: the fitting time budget is spent, stopping", epoch + 1)
+                self.model.stop_training = True
 
     class EpochLog(keras.callbacks.Callback):
         def on_epoch_begin(self, epoch, logs=None):
@@ -130,6 +165,7 @@ def _callbacks(run_dir: Path, patience: int, append: bool):
         keras.callbacks.ModelCheckpoint(ckpt / "last.keras"),
         keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=append),
         EpochLog(),
+        *([TimeBudget()] if deadline is not None else []),
     ]
 
 
@@ -194,7 +230,19 @@ def predict(model, x: np.ndarray, batch_size: int = 32) -> np.ndarray:
 
 
 def _fit_phase(
-    model, train_ds, val_ds, *, lr, epochs, initial_epoch, cw, run_dir, patience, append, verbose
+    model,
+    train_ds,
+    val_ds,
+    *,
+    lr,
+    epochs,
+    initial_epoch,
+    cw,
+    run_dir,
+    patience,
+    append,
+    verbose,
+    deadline=None,
 ):
     import keras
 
@@ -209,7 +257,7 @@ def _fit_phase(
         epochs=epochs,
         initial_epoch=initial_epoch,
         class_weight=cw,
-        callbacks=_callbacks(run_dir, patience, append),
+        callbacks=_callbacks(run_dir, patience, append, deadline),
         verbose=verbose,
         shuffle=False,  # the tf.data pipeline shuffles, seeded
     )
@@ -240,12 +288,14 @@ def clinical_validity(
     batch_size: int = 32,
     nonsmear_per_kind: int = 25,
     guard=None,
+    color_augment: str = "light",
 ) -> dict:
     """Robustness to stain shifts, metrics per source, and the out-of-scope guard.
 
     Returns ``robustness``, ``per_source`` (None without sources), ``ood`` (the guard's
     facts, flagged rates on validation, test and generated non-smears) and ``guard``:
-    the one given (a packaged model's) or one fitted here on the training split.
+    the one given (a packaged model's) or one fitted here on the training split, with the
+    colour recipe the model was trained with (``color_augment``).
     """
     from training.nonsmear import KINDS, generate
     from training.ood import FeatureExtractor, fit_guard, guard_facts, reason_counts
@@ -253,7 +303,17 @@ def clinical_validity(
 
     (x_tr, y_tr), (x_va, _), (x_te, y_te) = (arrays[p] for p in data_mod.SPLITS)
     if guard is None:
-        guard = fit_guard(model, x_tr, y_tr, x_va, len(classes), batch_size)
+        recipe = color_recipe(color_augment)
+        guard = fit_guard(
+            model,
+            x_tr,
+            y_tr,
+            x_va,
+            len(classes),
+            batch_size,
+            stain_augment=recipe is not None,
+            recipe=recipe,
+        )
     extract = FeatureExtractor(model, guard.spec)
     t0 = time.monotonic()
     rob = robustness(
@@ -355,8 +415,9 @@ def run_training(
         keras.utils.set_random_seed(cfg.seed)
         prepared = prepared if prepared is not None else _prepare_split(cfg)
         prepared.save(run_dir / "split.json")
-        if cfg.stain_normalize not in (None, "reinhard", "macenko"):
+        if cfg.stain_normalize not in (None, "reinhard", "grayscale", "macenko"):
             raise ValueError(f"unknown stain normalisation {cfg.stain_normalize!r}")
+        color_recipe(cfg.color_augment)
         # Build first: a missing weights file should fail before minutes of decoding.
         model = build_model(cfg.arch, len(prepared.classes), size, weights)
         log.info(
@@ -450,12 +511,16 @@ def _build_with_stain_normalisation(
     """
     import keras
 
-    from runtime.layers import MacenkoNormalization, ReinhardNormalization
+    from runtime.layers import LUMA, Grayscale, MacenkoNormalization, ReinhardNormalization
     from training import stain
 
+    layer: keras.Layer
     if cfg.stain_normalize == "reinhard":
         reference = stain.reinhard_reference(x_train)
         layer = ReinhardNormalization(reference["mean"], reference["std"], name="stain_normalize")
+    elif cfg.stain_normalize == "grayscale":
+        reference = {"luma": list(LUMA)}  # nothing fitted: the same for every training set
+        layer = Grayscale(name="stain_normalize")
     else:
         reference = stain.macenko_reference(x_train)
         layer = MacenkoNormalization(
@@ -487,7 +552,7 @@ def _fit(
         batch_size=cfg.batch_size,
         seed=cfg.seed,
         augment=cfg.augment,
-        stain=cfg.stain_augment,
+        stain=color_recipe(cfg.color_augment),
     )
     val_ds = eval_dataset(x_va, y_va, batch_size=cfg.batch_size)
     fit = _Fit(history={}, phases=[], seconds=0.0, class_weights=cw)
@@ -498,6 +563,8 @@ def _fit(
         "verbose": 1 if sys.stdout.isatty() else 2,
     }
     t_fit = time.monotonic()
+    if cfg.max_fit_minutes is not None:
+        common["deadline"] = t_fit + 60 * cfg.max_fit_minutes
     start_epoch = 0
     if weights is not None:
         frozen = backbone_layers(model)
@@ -613,6 +680,7 @@ def _check_validity(
         prepared.splits["test"],
         seed=cfg.seed,
         batch_size=cfg.batch_size,
+        color_augment=cfg.color_augment,
     )
     guard = validity.pop("guard")
     validity["ood"]["packaged"] = True
@@ -636,8 +704,10 @@ def _report(
     wall_seconds: float,
 ) -> dict:
     """report.json's content: everything a reader needs to audit or repeat the run."""
+    from training.report import colour_blind
+
     classes = prepared.classes
-    return {
+    report = {
         "name": name,
         "version": version,
         "architecture": cfg.arch,
@@ -661,10 +731,13 @@ def _report(
         "baseline_warning": warning,
         "evaluation": evaluation,
         **validity,
+        "color_augmentation": color_augmentation_facts(cfg.color_augment),
         "stain_normalization": None
         if stain_reference is None
         else {"method": cfg.stain_normalize, "layer": "stain_normalize", **stain_reference},
     }
+    report["colour_blind"] = colour_blind(report)
+    return report
 
 
 def _write_report(report: dict, run_dir: Path) -> list[Path]:

@@ -115,6 +115,7 @@ def add_guard(
     """Fit the out-of-scope guard for an existing artifact on its run's split; repackage."""
     from training.evaluate_artifact import _load_checked
     from training.ood import fit_guard
+    from training.train import color_recipe
 
     model, manifest = load_packaged(artifact)
     run_dir = Path(run_dir) if run_dir else Path(artifact).resolve().parent
@@ -128,7 +129,16 @@ def add_guard(
     x_te, _ = _load_checked(
         root, prepared.splits["test"][:VERIFICATION_IMAGES], manifest.classes, size
     )
-    guard = fit_guard(model, x_tr, y_tr, x_va, len(manifest.classes))
+    recipe = color_recipe(_trained_color_augment(Path(artifact)))
+    guard = fit_guard(
+        model,
+        x_tr,
+        y_tr,
+        x_va,
+        len(manifest.classes),
+        stain_augment=recipe is not None,
+        recipe=recipe,
+    )
     fields = {
         k: v
         for k, v in manifest.to_dict().items()
@@ -147,6 +157,18 @@ def add_guard(
         report_files=_report_files(Path(artifact)),
     )
     return folder
+
+
+def _trained_color_augment(artifact: Path) -> str:
+    """The colour recipe the artifact's report says it was trained with: ``strong``,
+    ``light`` or ``none`` (reports from before issue #14 say ``stain_augment``)."""
+    path = artifact / "report.json"
+    config = (
+        json.loads(path.read_text(encoding="utf-8")).get("config", {}) if path.is_file() else {}
+    )
+    if "color_augment" in config:
+        return str(config["color_augment"])
+    return "light" if config.get("stain_augment") else "none"
 
 
 def _report_files(artifact: Path) -> list[Path]:

@@ -1,10 +1,19 @@
 """REST endpoints: access through selectors, writes through services, as on the web."""
 
+from collections.abc import Sequence
+
+from django import forms
 from django.core.exceptions import ValidationError
+from django.db.models import Model
 from django.http import FileResponse, Http404
 from django_filters import rest_framework as filters
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
+from drf_spectacular.utils import (
+    OpenApiResponse,
+    extend_schema,
+    extend_schema_field,
+    extend_schema_view,
+)
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.parsers import FormParser, MultiPartParser
@@ -13,7 +22,7 @@ from rest_framework.response import Response
 
 from accounts.http import api_user
 from audit.models import AuditEvent
-from audit.services import audit_record
+from audit.services import audit_record, audit_record_read
 from cases import selectors as case_selectors
 from cases import services
 from cases.models import Case, Patient, SmearImage
@@ -31,6 +40,7 @@ from clinic.api.serializers import (
 )
 from clinic.views import image_response
 from inference.models import Prediction
+from reviews import services as review_services
 
 ERRORS = {
     400: OpenApiResponse(ErrorSerializer, description="Invalid request"),
@@ -45,8 +55,50 @@ STORE_ERROR = {
 }
 
 
+# Primary keys are positive 64-bit integers (BigAutoField).
+ID_MAX = 2**63 - 1
+
+
+@extend_schema_field({"type": "integer", "format": "int64", "minimum": 1, "maximum": ID_MAX})
+class IdFilter(filters.Filter):
+    """A record's id in a query: a whole number within a primary key's range, or 400 before
+    anything reaches the database (a decimal of any size once answered 500). Not a choice
+    among existing records either, so that an id of another team's record answers exactly
+    as one that does not exist: an empty list."""
+
+    field_class = forms.IntegerField
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, min_value=1, max_value=ID_MAX, **kwargs)
+
+
+class AuditedListMixin(mixins.ListModelMixin):
+    """A list that audits what it returned: one event per request with the ids of the
+    page, since a list shows as much patient data as the records one by one."""
+
+    def list(self, request: Request, *args, **kwargs) -> Response:
+        queryset = self.filter_queryset(self.get_queryset())  # type: ignore[attr-defined]
+        page = self.paginate_queryset(queryset)  # type: ignore[attr-defined]
+        rows = page if page is not None else list(queryset)
+        audit_record_read(
+            actor=api_user(request),
+            model=queryset.model,
+            ids=[row.pk for row in rows],
+            where=request.get_full_path(),
+        )
+        self.rows_shown(request, rows)
+        data = self.get_serializer(rows, many=True).data  # type: ignore[attr-defined]
+        if page is None:
+            return Response(data)
+        return self.get_paginated_response(data)  # type: ignore[attr-defined]
+
+    def rows_shown(self, request: Request, rows: Sequence[Model]) -> None:
+        """What else a list must record about the rows it returned."""
+
+
 class PatientFilter(filters.FilterSet):
     identifier = filters.CharFilter(lookup_expr="icontains")
+    team = IdFilter(help_text="The team's id.")
 
     class Meta:
         model = Patient
@@ -59,7 +111,7 @@ class PatientFilter(filters.FilterSet):
         summary="One patient", responses={200: PatientSerializer, **READ_ERRORS}
     ),
 )
-class PatientViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+class PatientViewSet(AuditedListMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     # Only for the schema's benefit: every request's queryset comes from selectors.
     queryset = Patient.objects.none()
     lookup_value_regex = r"[0-9]+"
@@ -107,7 +159,7 @@ class CaseFilter(filters.FilterSet):
     created_after = filters.DateFilter(help_text="Opened on or after this day.")
     created_before = filters.DateFilter(help_text="Opened on or before this day.")
     mine = filters.BooleanFilter(help_text="Only cases you opened.")
-    patient = filters.NumberFilter()
+    patient = IdFilter(help_text="The patient's id.")
     patient_identifier = filters.CharFilter(help_text="Part of the patient's identifier.")
 
     class Meta:
@@ -159,12 +211,28 @@ class CaseViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
 
     def list(self, request: Request) -> Response:
         page = self.paginate_queryset(self.filter_queryset(self.get_queryset()))
-        data = CaseSerializer(page, many=True, context=_case_context(api_user(request), page)).data
+        # Notes, results and sign-offs of every case listed: audited as read, by id.
+        audit_record_read(
+            actor=api_user(request),
+            model=Case,
+            ids=[case.pk for case in page or []],
+            where=request.get_full_path(),
+        )
+        context = _case_context(api_user(request), page)
+        review_services.answer_shown_record(
+            user=api_user(request), case_ids=context["results"], where=request.get_full_path()
+        )
+        data = CaseSerializer(page, many=True, context=context).data
         return self.get_paginated_response(data)
 
     def _case_response(self, case: Case, *, code: int = status.HTTP_200_OK) -> Response:
         case = selectors.case_get(user=api_user(self.request), pk=case.pk)
         context = _case_context(api_user(self.request), [case])
+        review_services.answer_shown_record(
+            user=api_user(self.request),
+            case_ids=context["results"],
+            where=self.request.get_full_path(),
+        )
         return Response(CaseSerializer(case, context=context).data, status=code)
 
     @extend_schema(summary="One case", responses={200: CaseSerializer, **READ_ERRORS})
@@ -253,7 +321,14 @@ class CaseViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
     def images(self, request: Request, pk: str) -> Response:
         if request.method == "GET":
             case = selectors.case_get(user=api_user(request), pk=pk)
-            return Response(SmearImageSerializer(case.images.all(), many=True).data)
+            images = list(case.images.all())
+            audit_record_read(
+                actor=api_user(request),
+                model=SmearImage,
+                ids=[image.pk for image in images],
+                where=request.get_full_path(),
+            )
+            return Response(SmearImageSerializer(images, many=True).data)
         case = case_selectors.case_get_editable(user=api_user(request), pk=pk)
         serializer = ImageUploadSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
@@ -270,24 +345,39 @@ class CaseViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
         return Response(SmearImageSerializer(image).data, status=status.HTTP_201_CREATED)
 
 
+class ImageFilter(filters.FilterSet):
+    case = IdFilter(help_text="The case's id.")
+
+    class Meta:
+        model = SmearImage
+        fields = ["case", "status"]
+
+
 @extend_schema_view(
     list=extend_schema(summary="Images of the cases you may see"),
     retrieve=extend_schema(
         summary="One image's metadata", responses={200: SmearImageSerializer, **READ_ERRORS}
     ),
 )
-class ImageViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+class ImageViewSet(AuditedListMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     # Only for the schema's benefit: every request's queryset comes from selectors.
     queryset = SmearImage.objects.none()
     lookup_value_regex = r"[0-9]+"
     serializer_class = SmearImageSerializer
-    filterset_fields = ["case", "status"]
+    filterset_class = ImageFilter
 
     def get_queryset(self):
         return case_selectors.image_list(user=api_user(self.request))
 
     def get_object(self):
         return case_selectors.image_get(user=api_user(self.request), pk=self.kwargs["pk"])
+
+    def retrieve(self, request: Request, pk: str) -> Response:
+        image = self.get_object()
+        audit_record(
+            actor=api_user(request), action=AuditEvent.Action.VIEW, target=image, case=image.case
+        )
+        return Response(SmearImageSerializer(image).data)
 
     @extend_schema(
         summary="Download the stored image (metadata removed)",
@@ -326,12 +416,21 @@ class ImageViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
     @action(detail=True, methods=["get"])
     def thumbnail(self, request: Request, pk: str) -> FileResponse:
         image = self.get_object()
+        audit_record(
+            actor=api_user(request),
+            action=AuditEvent.Action.VIEW,
+            target=image,
+            case=image.case,
+            detail={"thumbnail": True},
+        )
         stored = image.thumbnail or image.file
         return image_response(image, stored, thumbnail=bool(image.thumbnail))
 
 
 class PredictionFilter(filters.FilterSet):
-    case = filters.NumberFilter(field_name="image__case", help_text="The case's id.")
+    case = IdFilter(field_name="image__case", help_text="The case's id.")
+    image = IdFilter(help_text="The image's id.")
+    model_version = IdFilter(help_text="The model version's id.")
 
     class Meta:
         model = Prediction
@@ -344,7 +443,7 @@ class PredictionFilter(filters.FilterSet):
         summary="One prediction", responses={200: PredictionSerializer, **READ_ERRORS}
     ),
 )
-class PredictionViewSet(viewsets.ReadOnlyModelViewSet):
+class PredictionViewSet(AuditedListMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     # Only for the schema's benefit: every request's queryset comes from selectors.
     queryset = Prediction.objects.none()
     lookup_value_regex = r"[0-9]+"
@@ -353,3 +452,22 @@ class PredictionViewSet(viewsets.ReadOnlyModelViewSet):
 
     def get_queryset(self):
         return selectors.prediction_list(user=api_user(self.request))
+
+    def rows_shown(self, request: Request, rows: Sequence[Prediction]) -> None:  # type: ignore[override]
+        # Model answers: a reviewer's later verdicts on these cases are not blind.
+        review_services.answer_shown_record(
+            user=api_user(request),
+            case_ids=[p.image.case_id for p in rows],
+            where=request.get_full_path(),
+        )
+
+    def retrieve(self, request: Request, pk: str) -> Response:
+        prediction = self.get_object()
+        audit_record(
+            actor=api_user(request),
+            action=AuditEvent.Action.VIEW,
+            target=prediction,
+            case=prediction.image.case,
+        )
+        self.rows_shown(request, [prediction])
+        return Response(PredictionSerializer(prediction).data)

@@ -21,7 +21,7 @@ from django.utils import timezone
 from cases.models import Case, SmearImage
 from inference.artifacts import predictor_for
 from inference.dispatch import case_heatmaps_request
-from inference.models import ModelVersion, Prediction
+from inference.models import HeatmapState, ModelVersion, Prediction
 from inference.selectors import case_analysis_version
 from inference.services.claims import images_claim, images_release, lease_kept
 from inference.services.results import (
@@ -78,7 +78,14 @@ def _classify(predictor, blobs: dict[int, bytes]):
     return dict(zip(arrays, answers, strict=True)), failures, per_image
 
 
-def _prediction_rows(version, answers, per_image_ms, worker_host) -> list[Prediction]:
+def _prediction_rows(version, answers, per_image_ms, worker_host, *, shadow=False):
+    """Unsaved predictions; the case's own have their heatmap pending (for a heatmap
+    worker), or impossible with the reason when heatmaps are off; a shadow's get none."""
+    from inference.services.heatmaps import HEATMAPS_OFF, SHADOW_MODEL
+
+    now = timezone.now()
+    refused = SHADOW_MODEL if shadow else "" if settings.INFERENCE_HEATMAPS else HEATMAPS_OFF
+    state = HeatmapState.IMPOSSIBLE if refused else HeatmapState.PENDING
     return [
         Prediction(
             image_id=pk,
@@ -90,6 +97,9 @@ def _prediction_rows(version, answers, per_image_ms, worker_host) -> list[Predic
             worker_host=worker_host,
             ood_score=answer.ood_score,
             out_of_scope=answer.out_of_scope,
+            heatmap_state=state,
+            heatmap_reason=refused,
+            heatmap_changed=now,
         )
         for pk, answer in answers.items()
     ]
@@ -235,7 +245,7 @@ def _shadow_rows(shadow, answers, blobs, worker_host) -> list[Prediction]:
     except (ArtifactError, FileNotFoundError) as exc:
         logger.error("shadow model %s cannot be loaded, skipped: %s", shadow, exc)
         return []
-    return _prediction_rows(shadow, shadow_answers, per_image_ms, worker_host)
+    return _prediction_rows(shadow, shadow_answers, per_image_ms, worker_host, shadow=True)
 
 
 def deployed_model_preload() -> None:

@@ -30,11 +30,16 @@ def lease_end(now: datetime | None = None) -> datetime:
     return (now or timezone.now()) + timedelta(seconds=settings.INFERENCE_CLAIM_LEASE)
 
 
-def claim_open(holder: str = "") -> Q:
+def claim_open(holder: str = "", *, prefix: str = "") -> Q:
     """Rows nobody holds (never claimed, or their holder stopped renewing the claim), or
-    that this holder holds already (a retry of its own task)."""
-    mine = Q(claimed_by=holder) if holder else Q(pk__in=[])
-    return Q(lease_expires__isnull=True) | Q(lease_expires__lt=timezone.now()) | mine
+    that this holder holds already (a retry of its own task). ``prefix`` names the claim's
+    fields where a row has several (a prediction's heatmap claim: "heatmap_")."""
+    mine = Q(**{f"{prefix}claimed_by": holder}) if holder else Q(pk__in=[])
+    return (
+        Q(**{f"{prefix}lease_expires__isnull": True})
+        | Q(**{f"{prefix}lease_expires__lt": timezone.now()})
+        | mine
+    )
 
 
 def images_claim(*, case_id: int, version: ModelVersion, holder: str) -> list[SmearImage]:
@@ -90,7 +95,9 @@ def images_release(pks: list[int], holder: str) -> None:
 
 
 @contextmanager
-def lease_kept(model: type[models.Model], pks: list[int], holder: str) -> Iterator[None]:
+def lease_kept(
+    model: type[models.Model], pks: list[int], holder: str, *, prefix: str = ""
+) -> Iterator[None]:
     """Renew the holder's claims on these rows every quarter lease until the block ends.
 
     A thread of the process doing the work, so the claims live exactly as long as it does.
@@ -106,9 +113,9 @@ def lease_kept(model: type[models.Model], pks: list[int], holder: str) -> Iterat
                 try:
                     # After a database outage the broken connection is replaced, not reused.
                     connection.close_if_unusable_or_obsolete()
-                    model._default_manager.filter(pk__in=pks, claimed_by=holder).update(
-                        lease_expires=lease_end()
-                    )
+                    model._default_manager.filter(
+                        pk__in=pks, **{f"{prefix}claimed_by": holder}
+                    ).update(**{f"{prefix}lease_expires": lease_end()})
                 except Exception:
                     logger.warning("could not renew the claims of %s", holder, exc_info=True)
         finally:

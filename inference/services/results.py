@@ -33,9 +33,13 @@ def case_result_refresh(*, case: Case, model_version: ModelVersion, primary: boo
         threshold=float(model_version.manifest.get("confidence_threshold", 0.0)),
     )
     if primary:
-        CaseResult.objects.filter(case=case, primary=True).exclude(
+        # Saved row by row (at most one), not updated in bulk: the result's field history
+        # keeps when it stopped being the case's answer.
+        for shown in CaseResult.objects.filter(case=case, primary=True).exclude(
             model_version=model_version
-        ).update(primary=False)
+        ):
+            shown.primary = False
+            shown.save(update_fields=["primary"])
     result, _ = CaseResult.objects.update_or_create(
         case=case,
         model_version=model_version,

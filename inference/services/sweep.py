@@ -13,6 +13,7 @@ from django.utils import timezone
 from cases.models import Case, SmearImage
 from inference import dispatch
 from inference.services.claims import claims_lapsed_release
+from inference.services.heatmaps import heatmaps_requeue
 
 logger = logging.getLogger(__name__)
 
@@ -29,7 +30,8 @@ def stale_images_requeue(*, older_than_s: int) -> list[int]:
 
     Re-queuing is safe because the task is idempotent and claims keep two runs apart; the
     images' clock restarts when their case is queued, so one stuck image is not queued at
-    every sweep. Evaluations whose worker claim lapsed are queued again too.
+    every sweep. Evaluations whose worker claim lapsed are queued again too, and so are
+    heatmaps that are pending with no run or message on its way (heatmaps_requeue).
     """
     now = timezone.now()
     _, evaluations = claims_lapsed_release()
@@ -54,4 +56,5 @@ def stale_images_requeue(*, older_than_s: int) -> list[int]:
     )
     if queued:
         logger.info("sweep: queued %d stale case(s) again: %s", len(queued), queued)
+    heatmaps_requeue(older_than_s=older_than_s)
     return queued

@@ -16,8 +16,8 @@ from rest_framework.views import APIView
 from accounts.http import api_user
 from authentication import selectors, services
 from authentication.http import client_address
+from authentication.throttles import TokenRateThrottle
 from clinic.api.serializers import ErrorSerializer
-from leukweb.api.throttles import TokenRateThrottle
 
 
 class TokenRequestSerializer(serializers.Serializer):

@@ -8,6 +8,7 @@ nothing but the schema itself, so it always works and never drifts from it.
 from django.contrib.auth.decorators import login_not_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
+from django.views.decorators.http import require_safe
 from drf_spectacular.generators import SchemaGenerator
 
 METHODS = ("get", "post", "put", "patch", "delete")
@@ -101,6 +102,7 @@ def _components(schema: dict) -> list[dict]:
 # The documentation holds no patient data, and a new API user reads it before having a
 # token (it says how to get one).
 @login_not_required
+@require_safe
 def api_docs(request: HttpRequest) -> HttpResponse:
     # The same document as /api/schema/, which does not depend on who asks.
     schema = SchemaGenerator().get_schema(request=None, public=True)

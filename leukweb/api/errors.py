@@ -8,9 +8,12 @@
 import logging
 from http import HTTPStatus
 
+from django.conf import settings
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.core.exceptions import SuspiciousOperation, TooManyFilesSent
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import Http404, HttpRequest, JsonResponse
+from django.views.decorators.csrf import csrf_exempt
 from rest_framework import exceptions, serializers
 from rest_framework.response import Response
 from rest_framework.views import exception_handler
@@ -49,6 +52,12 @@ def api_exception_handler(exc, context) -> Response:
         exc = exceptions.NotFound()
     elif isinstance(exc, DjangoPermissionDenied):
         exc = exceptions.PermissionDenied(str(exc) or None)
+    elif isinstance(exc, TooManyFilesSent):
+        message = f"At most {settings.UPLOAD_MAX_FILES} files in one request."
+        exc = exceptions.ParseError(message, code="too_many_files")
+    elif isinstance(exc, SuspiciousOperation):
+        # What Django's parsers refuse (too many fields, a body too large): the caller's.
+        exc = exceptions.ParseError(str(exc) or None)
     elif isinstance(exc, UploadNotStored):
         exc = StoreUnavailable(str(exc), code=exc.code)
     elif isinstance(exc, OSError) and not isinstance(exc, FileNotFoundError):
@@ -87,8 +96,10 @@ def api_exception_handler(exc, context) -> Response:
     return response
 
 
+@csrf_exempt
 def api_not_found(request: HttpRequest) -> JsonResponse:
-    """Unknown paths under /api/ answer in the API's shape, not with an HTML page."""
+    """Unknown paths under /api/ answer in the API's shape, not with an HTML page, whatever
+    the method: there is nothing here for a forged request to change."""
     return JsonResponse(
         error_body(HTTPStatus.NOT_FOUND, "not_found", "No such endpoint."),
         status=HTTPStatus.NOT_FOUND,

@@ -53,6 +53,14 @@ def one_time_code(username: str) -> str:
 
 
 FAILURES = REPO_ROOT / "var" / "browser-failures"
+CSP_VIOLATION_PREFIX = "CSP violation:"
+CSP_VIOLATION_REPORTER = f"""
+document.addEventListener("securitypolicyviolation", (event) => {{
+  console.error(`{CSP_VIOLATION_PREFIX} ${{event.effectiveDirective}} blocked `
+    + `${{event.blockedURI || "inline"}} at ${{event.sourceFile}}:${{event.lineNumber}} `
+    + `(${{event.sample}})`);
+}});
+"""
 
 
 def pytest_collection_modifyitems(items) -> None:
@@ -182,6 +190,9 @@ def open_page(browser, live_app, request):
         context = browser.new_context(
             viewport={"width": width, "height": height}, base_url=live_app
         )
+        # Playwright's init scripts are not subject to the page's CSP: this one reports
+        # every violation of it to the console, where the teardown below finds them.
+        context.add_init_script(CSP_VIOLATION_REPORTER)
         page = context.new_page()
         page.console_messages = []
         page.on("console", lambda message: page.console_messages.append(message.text))
@@ -191,13 +202,22 @@ def open_page(browser, live_app, request):
 
     yield new_page
     failed = getattr(request.node, "outcome_failed", False)
+    violations = [
+        text
+        for _, page in opened
+        for text in page.console_messages
+        if text.startswith(CSP_VIOLATION_PREFIX)
+    ]
     for n, (context, page) in enumerate(opened):
-        if failed:
+        if failed or violations:
             FAILURES.mkdir(parents=True, exist_ok=True)
             stem = FAILURES / f"{request.node.name}-{n}"
             page.screenshot(path=f"{stem}.png", full_page=True)
             Path(f"{stem}.console.txt").write_text("\n".join(page.console_messages))
         context.close()
+    if violations:
+        # A new inline handler, <script> or style= would be blocked for real users.
+        pytest.fail("Content-Security-Policy violations:\n" + "\n".join(violations))
 
 
 @pytest.fixture

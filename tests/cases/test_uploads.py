@@ -1,9 +1,11 @@
 """cases.uploads: what is accepted, what is refused, and what is stored."""
 
 import io
+import struct
+import zlib
 
 import pytest
-from PIL import Image
+from PIL import Image, ImageCms
 
 from cases.uploads import UploadRejected, image_clean
 from tests.helpers import image_bytes, png_claiming, smear_bytes, smear_paths
@@ -169,3 +171,120 @@ def test_a_multi_page_tiff_is_refused():
     first.save(buffer, format="TIFF", save_all=True, append_images=[second])
     with pytest.raises(UploadRejected, match="several images"):
         clean(buffer.getvalue(), name="stack.tif")
+
+
+# Patient data hidden in colour-profile segments, which metadata stripping tends to keep.
+NAME = b"PATIENT-JOHN-SMITH"
+HOSTILE_TEXT = b"<html><script>alert(document.cookie)</script>" + NAME
+
+
+def srgb_profile() -> bytes:
+    return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+
+
+def jpeg_with_segment(marker: int, payload: bytes) -> bytes:
+    """A real smear JPEG with one more segment right after its start marker."""
+    original = smear_bytes(0)
+    segment = bytes((0xFF, marker)) + struct.pack(">H", len(payload) + 2) + payload
+    return original[:2] + segment + original[2:]
+
+
+def png_chunk(kind: bytes, body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+
+def png_with_chunk_after_header(chunk: bytes) -> bytes:
+    original = image_bytes("PNG")
+    header_end = 8 + 8 + 13 + 4  # signature, then IHDR (length, type, 13 bytes, CRC)
+    return original[:header_end] + chunk + original[header_end:]
+
+
+def png_iccp_profiles(content: bytes) -> list[bytes]:
+    """Every iCCP chunk's profile, decompressed: a name inside is not visible otherwise."""
+    found, pos = [], 8
+    while pos + 8 <= len(content):
+        length, kind = struct.unpack(">I4s", content[pos : pos + 8])
+        if kind == b"iCCP":
+            body = content[pos + 8 : pos + 8 + length]
+            found.append(zlib.decompress(body.partition(b"\x00")[2][1:]))
+        pos += 12 + length
+    return found
+
+
+def assert_nameless(result) -> None:
+    for stored in (result.content, result.thumbnail):
+        texts = [stored, *(png_iccp_profiles(stored) if stored.startswith(b"\x89PNG") else [])]
+        profile = Image.open(io.BytesIO(stored)).info.get("icc_profile")
+        texts += [profile] if profile else []
+        for text in texts:
+            assert NAME not in text and NAME.decode().encode("utf-16-be") not in text
+
+
+def test_a_name_in_a_fake_jpeg_icc_profile_segment_is_not_stored():
+    upload = jpeg_with_segment(0xE2, b"ICC_PROFILE\x00\x01\x01" + HOSTILE_TEXT)
+    result = clean(upload)
+    assert_nameless(result)
+    assert b"ICC_PROFILE" not in result.content  # not a profile: dropped
+    assert pixels(result.content) == pixels(upload)
+
+
+def test_text_appended_to_a_real_jpeg_icc_profile_is_cut_and_the_profile_kept():
+    upload = jpeg_with_segment(0xE2, b"ICC_PROFILE\x00\x01\x01" + srgb_profile() + HOSTILE_TEXT)
+    result = clean(upload)
+    assert_nameless(result)
+    stored_profile = Image.open(io.BytesIO(result.content)).info["icc_profile"]
+    kept = ImageCms.ImageCmsProfile(io.BytesIO(stored_profile))
+    original = ImageCms.ImageCmsProfile(io.BytesIO(srgb_profile()))
+    assert kept.profile.red_colorant == original.profile.red_colorant
+    assert kept.profile.xcolor_space == original.profile.xcolor_space
+    assert pixels(result.content) == pixels(upload)
+
+
+def test_a_name_in_a_real_icc_profiles_own_text_tags_is_blanked():
+    profile = srgb_profile()
+    copyright_text = "No copyright, use freely".encode("utf-16-be")
+    named = profile.replace(copyright_text, "PATIENT-JOHN-SMITH-1970X".encode("utf-16-be"))
+    assert named != profile and ImageCms.ImageCmsProfile(io.BytesIO(named)).profile.copyright
+    result = clean(jpeg_with_segment(0xE2, b"ICC_PROFILE\x00\x01\x01" + named))
+    assert_nameless(result)
+    kept = Image.open(io.BytesIO(result.content)).info["icc_profile"]
+    assert ImageCms.ImageCmsProfile(io.BytesIO(kept)).profile.copyright == ""
+
+
+def test_text_in_a_jpeg_adobe_segment_is_cut_and_its_colour_flags_kept():
+    adobe = b"Adobe\x00\x64\x00\x00\x00\x00\x01"
+    upload = jpeg_with_segment(0xEE, adobe + HOSTILE_TEXT)
+    result = clean(upload)
+    assert_nameless(result)
+    assert b"\xff\xee\x00\x0e" + adobe in result.content
+    assert pixels(result.content) == pixels(upload)
+
+
+def test_zlib_compressed_text_in_a_png_iccp_chunk_is_not_stored():
+    chunk = png_chunk(b"iCCP", b"PATIENT-JOHN-SMITH\x00\x00" + zlib.compress(HOSTILE_TEXT))
+    upload = png_with_chunk_after_header(chunk)
+    result = clean(upload, name="smear.png")
+    assert_nameless(result)
+    assert png_iccp_profiles(result.content) == []
+    assert pixels(result.content) == pixels(upload)
+
+
+def test_a_real_png_colour_profile_is_kept_under_a_name_of_ours_without_appended_text():
+    body = b"PATIENT-JOHN-SMITH\x00\x00" + zlib.compress(srgb_profile() + HOSTILE_TEXT)
+    result = clean(png_with_chunk_after_header(png_chunk(b"iCCP", body)), name="smear.png")
+    assert_nameless(result)
+    (profile,) = png_iccp_profiles(result.content)
+    assert ImageCms.ImageCmsProfile(io.BytesIO(profile)).profile.xcolor_space == "RGB "
+
+
+def test_a_rotated_jpeg_rewritten_as_png_keeps_no_name_from_its_profile():
+    photo = Image.open(io.BytesIO(smear_bytes(0)))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    buffer = io.BytesIO()
+    photo.save(buffer, format="JPEG", exif=exif, icc_profile=srgb_profile() + HOSTILE_TEXT)
+    result = clean(buffer.getvalue())
+    assert result.format == "PNG"
+    assert_nameless(result)
+    (profile,) = png_iccp_profiles(result.content)
+    ImageCms.ImageCmsProfile(io.BytesIO(profile))

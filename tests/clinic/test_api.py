@@ -7,6 +7,8 @@ from openapi_spec_validator import validate
 from rest_framework.test import APIClient
 
 from cases.models import Case
+from inference.models import Prediction
+from inference.services.heatmaps import HEATMAPS_OFF, predictions_heatmap_refuse
 from tests.factories import CaseResultFactory, ModelVersionFactory, PredictionFactory
 from tests.helpers import smear_bytes, upload
 
@@ -210,6 +212,17 @@ def test_predictions_are_read_only_and_exclude_shadow_models(api, alice_case):
     other = api.get("/api/predictions/", {"case": alice_case.pk + 1000}).json()
     assert other["count"] == 0
     assert api.post("/api/predictions/", {}).status_code == HTTPStatus.METHOD_NOT_ALLOWED
+
+
+def test_a_prediction_says_whether_its_heatmap_is_pending_or_why_there_is_none(api, alice_case):
+    image = alice_case.images.first()
+    prediction = PredictionFactory.create(image=image, model_version=ModelVersionFactory.create())
+    CaseResultFactory.create(case=alice_case, model_version=prediction.model_version)
+    (shown,) = api.get("/api/predictions/", {"case": alice_case.pk}).json()["results"]
+    assert (shown["heatmap_state"], shown["heatmap_reason"]) == ("pending", "")
+    predictions_heatmap_refuse(Prediction.objects.all(), HEATMAPS_OFF)
+    (shown,) = api.get("/api/predictions/", {"case": alice_case.pk}).json()["results"]
+    assert (shown["heatmap_state"], shown["heatmap_reason"]) == ("impossible", HEATMAPS_OFF)
 
 
 def test_the_docs_page_renders_from_the_schema_without_a_cdn(client_for, alice):

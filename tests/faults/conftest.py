@@ -9,12 +9,13 @@ from tests.helpers import tmpfs_mounted
 
 @pytest.fixture(scope="module")
 def stack(artifacts, tmp_path_factory):
-    """The production layout as real processes, with media on a 48 MiB tmpfs."""
+    """The production layout as real processes, with media on a 160 MiB tmpfs (room for
+    the uploads and their overlays, which are PNGs at the upload's own size)."""
     missing = [tool for tool in ("redis-server", "runuser") if shutil.which(tool) is None]
     if missing or not PG_BIN:
         pytest.skip(f"the fault suite needs {missing or 'the PostgreSQL server binaries'}")
     root = tmp_path_factory.mktemp("faults")
-    with tmpfs_mounted(root / "media", size="48m") as media:
+    with tmpfs_mounted(root / "media", size="160m") as media:
         built = Stack(root=root, media=media, artifacts=artifacts)
         try:
             built.up()

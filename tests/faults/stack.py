@@ -1,8 +1,9 @@
 """The production layout as real processes on this machine, private to one test run: a
 PostgreSQL cluster (initdb, pg_ctl), a Redis server without persistence, gunicorn, two
-Celery workers and the sweeper (beat with a worker on the sweep queue), media on a small
-tmpfs. Each can be killed, stopped and started again on purpose; nothing shared (the
-machine's PostgreSQL and Redis) is touched.
+analysis workers (ONNX Runtime), a heatmap worker (TensorFlow, on the heatmap queue) and
+the sweeper (beat with a worker on the sweep queue), media on a small tmpfs. Each can be
+killed, stopped and started again on purpose; nothing shared (the machine's PostgreSQL and
+Redis) is touched.
 
 The test process reads the results with plain SQL (psycopg) and talks to the web over
 HTTP, as a client and an operator would.
@@ -35,6 +36,8 @@ PG_BIN = sorted(glob.glob("/usr/lib/postgresql/*/bin"))
 PASSWORD = "fault-suite-pw-1"
 # The sweeper's queue: the settings' default for the default queue "leukweb".
 SWEEP_QUEUE = "leukweb-sweep"
+HEATMAP_QUEUE = "heatmaps"
+WORKERS = ("w1", "w2", "hm")  # the analysis workers and the heatmap worker
 
 
 def wait_until(check: Callable[[], Any], *, timeout: float, what: str, every: float = 0.2):
@@ -84,15 +87,32 @@ class Process:
         if self.popen is not None:
             self.popen.wait()
 
-    def stop(self, grace: float = 15) -> None:
+    def stop(self, grace: float = 15) -> float | None:
+        """What `docker compose stop` does: SIGTERM to the main process only (a Celery
+        worker's pool child is left to finish its task), SIGKILL to all after the grace.
+        Returns the seconds it took to exit, None if it had to be killed."""
         if not self.running:
-            return
+            return 0.0
         assert self.popen is not None
-        self.signal(signal.SIGTERM)
+        told = time.monotonic()
+        self.popen.send_signal(signal.SIGTERM)
         try:
             self.popen.wait(timeout=grace)
         except subprocess.TimeoutExpired:
             self.kill()
+            return None
+        self.signal(signal.SIGKILL)  # anything of its group left behind
+        return time.monotonic() - told
+
+    def log_size(self) -> int:
+        return self.log_path.stat().st_size if self.log_path.exists() else 0
+
+    def said_since(self, offset: int, words: str) -> bool:
+        if not self.log_path.exists():
+            return False
+        with self.log_path.open("rb") as log:
+            log.seek(offset)
+            return words.encode() in log.read()
 
     def tail(self, chars: int = 3000) -> str:
         text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
@@ -253,12 +273,14 @@ class Stack:
     root: Path
     media: Path
     artifacts: dict[str, Path]
-    heatmaps: bool = False
+    heatmaps: bool = True
+    web_workers: int = 2
     logs: Path = field(init=False)
     postgres: Postgres = field(init=False)
     redis: Redis = field(init=False)
     web_port: int = field(init=False)
     apps: dict[str, Process] = field(init=False, default_factory=dict)
+    _log_offsets: dict[str, int] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         self.logs = self.root / "logs"
@@ -278,6 +300,8 @@ class Stack:
             DEBUG="False",
             SECRET_KEY="fault-suite-secret-key-0123456789-abcdefghij",
             ALLOWED_HOSTS="127.0.0.1,localhost",
+            # Plain HTTP on loopback: no redirect to https://, no secure cookies.
+            HTTPS="False",
             SECURE_COOKIES="False",
             DATABASE_URL=self.postgres.url,
             REDIS_URL=self.redis.url,
@@ -311,9 +335,9 @@ class Stack:
 
     # --- the app processes -------------------------------------------------------
 
-    def _worker(self, name: str) -> Process:
+    def _worker(self, name: str, queue: str = "leukweb") -> Process:
         command = [
-            sys.executable, "-m", "celery", "-A", "leukweb", "worker", "-Q", "leukweb",
+            sys.executable, "-m", "celery", "-A", "leukweb", "worker", "-Q", queue,
             "--concurrency=1", "-n", f"{name}@faults", "--without-mingle", "--without-gossip",
             "--loglevel=INFO",
         ]  # fmt: skip
@@ -322,7 +346,7 @@ class Stack:
     def _processes(self) -> dict[str, Process]:
         web = [
             sys.executable, "-m", "gunicorn", "leukweb.wsgi", "--bind",
-            f"127.0.0.1:{self.web_port}", "--workers", "2", "--timeout", "60",
+            f"127.0.0.1:{self.web_port}", "--workers", str(self.web_workers), "--timeout", "60",
         ]  # fmt: skip
         sweeper = [
             sys.executable, "-m", "celery", "-A", "leukweb", "worker", "--beat", "-Q",
@@ -334,6 +358,7 @@ class Stack:
             "web": Process("web", web, self.env(), self.logs),
             "w1": self._worker("w1"),
             "w2": self._worker("w2"),
+            "hm": self._worker("hm", HEATMAP_QUEUE),
             "sweeper": Process("sweeper", sweeper, self.env(), self.logs),
         }
 
@@ -352,14 +377,19 @@ class Stack:
                 timeout=300,
             )
             assert done.returncode == 0, done.stdout + done.stderr
+        # Every artifact is imported; the first is deployed.
+        imports = "".join(
+            f"versions.append(model_version_import(source='{path}'))\n"
+            for path in self.artifacts.values()
+        )
         self.manage(
             "from accounts.services import user_create\n"
             "from inference.services.registry import model_version_deploy, model_version_import\n"
             "user_create(username='alice', role='clinician', teams=['Ward'], "
             f"password='{PASSWORD}')\n"
-            f"v1 = model_version_import(source='{self.artifacts['v1']}')\n"
-            f"model_version_import(source='{self.artifacts['v2']}')\n"
-            "model_version_deploy(model_version=v1, actor=None, reason='fault suite')\n"
+            "versions = []\n"
+            + imports
+            + "model_version_deploy(model_version=versions[0], actor=None, reason='stack')\n"
         )
         self.apps = self._processes()
         self.start_apps()
@@ -367,8 +397,13 @@ class Stack:
     def start_apps(self, *names: str) -> None:
         for name in names or self.apps:
             if not self.apps[name].running:
-                self.apps[name].start()
+                self.start(name)
         self.wait_ready(*names)
+
+    def start(self, name: str) -> None:
+        """Start one app process; wait_ready then waits for this start's readiness."""
+        self._log_offsets[name] = self.apps[name].log_size()
+        self.apps[name].start()
 
     def wait_ready(self, *names: str) -> None:
         names = names or tuple(self.apps)
@@ -377,6 +412,13 @@ class Stack:
         workers = [f"{name}@faults" for name in names if name in ("w1", "w2")]
         if workers:
             wait_until(lambda: self.live_workers() >= set(workers), timeout=120, what=str(workers))
+        if "hm" in names:  # no heartbeat: it takes no analyses; its log says when it listens
+            offset = self._log_offsets.get("hm", 0)
+            wait_until(
+                lambda: self.apps["hm"].said_since(offset, "hm@faults ready."),
+                timeout=120,
+                what="the heatmap worker",
+            )
 
     def _web_answers(self) -> bool:
         return Client(self.base).call("GET", "/login/").status == 200

@@ -1,23 +1,25 @@
-"""Faults of real processes against the production layout (make test-faults): a worker
-killed as a whole mid-task, a broker restarted without its data, a database outage, a full
-and a read-only media disk, a model swap and rollback under a stream of uploads, and a
-full restart. After each: nothing accepted is lost or analysed twice, nothing refused was
-kept, no file lacks its row, and everything accepted is analysed within 60 s of the fault
-ending.
+"""Faults of real processes against the production layout (make test-faults), heatmaps on:
+an analysis worker killed as a whole mid-task, the heatmap worker killed mid-overlay, a
+broker restarted without its data, a database outage during the analyses and one during
+the overlays, a full and a read-only media disk, a model swap and rollback under a stream
+of uploads, a SIGTERM restart of every worker mid-task, and a full restart. After each:
+nothing accepted is lost or analysed twice, every heatmap is made, nothing refused was
+kept, no file lacks its row nor a row its file, and everything accepted is analysed, its
+heatmaps made, within 60 s of the fault ending.
 
 The scenarios share one stack and run in order; each leaves it healthy for the next.
-Heatmaps are off here: they are about to become a task of their own (issue #16's heatmap
-bullets), and the suite checks predictions.
 """
 
 import signal
 import subprocess
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from tests.faults.stack import wait_until
+from tests.faults.stack import WORKERS, wait_until
 from tests.faults.traffic import FILLER
+from tests.helpers import compose_grace_s
 
 pytestmark = pytest.mark.faults
 
@@ -52,13 +54,52 @@ def test_a_worker_killed_as_a_whole_mid_task_is_recovered_by_the_other(stack, tr
     )
     noticed = time.monotonic() - killed
     assert noticed <= 16, noticed
-    stack.apps[name].start()  # the orchestrator restarts it; the other worker serves meanwhile
+    stack.start(name)  # the orchestrator restarts it; the other worker serves meanwhile
     recovered = traffic.wait_analysed(since=killed, limit=RECOVERY_LIMIT)
     stack.wait_ready(name)
     result = traffic.check()
     measured.append(
         f"worker SIGKILL mid-task: /healthz saw it gone after {noticed:.1f} s; "
         f"recovered {recovered:.1f} s after the kill ({result['accepted']} images)"
+    )
+
+
+def overlaying(stack, *journeys) -> bool:
+    """Whether the heatmap worker holds a claim on overlays of these journeys' cases."""
+    rows = stack.sql(
+        "SELECT 1 FROM inference_prediction p JOIN cases_smearimage i ON i.id = p.image_id "
+        "WHERE i.case_id = ANY(%s) AND p.heatmap_claimed_by <> ''",
+        [j.case_id for j in journeys],
+    )
+    return bool(rows)
+
+
+def heatmaps_pending(stack, journey) -> int:
+    return stack.sql(
+        "SELECT count(*) FROM inference_prediction p JOIN cases_smearimage i "
+        "ON i.id = p.image_id WHERE i.case_id = %s AND p.heatmap_state = 'pending'",
+        journey.case_id,
+    )[0][0]
+
+
+def test_the_heatmap_worker_killed_mid_overlay_loses_no_heatmap_and_leaves_no_file(
+    stack, traffic, measured
+):
+    journey = traffic.journey(images=12)
+    assert journey.submitted, journey.refusals
+    wait_until(
+        lambda: overlaying(stack, journey), timeout=90, what="the overlays to start", every=0.02
+    )
+    stack.apps["hm"].kill()
+    killed = time.monotonic()
+    assert heatmaps_pending(stack, journey), "the overlays were all made before the kill"
+    stack.start("hm")
+    recovered = traffic.wait_analysed(since=killed, limit=RECOVERY_LIMIT)
+    stack.wait_ready("hm")
+    result = traffic.check()
+    measured.append(
+        f"heatmap worker SIGKILL mid-overlay: every heatmap made {recovered:.1f} s after the "
+        f"kill, no file left behind ({result['accepted']} images)"
     )
 
 
@@ -110,6 +151,24 @@ def test_a_database_outage_answers_503_keeps_nothing_half_and_recovers(stack, tr
     measured.append(
         f"database outage (10 s): {len(refused)} requests answered 503 database_unavailable; "
         f"recovered {recovered:.1f} s after it was back ({result['accepted']} images in all)"
+    )
+
+
+def test_a_database_outage_during_the_overlays_loses_no_heatmap(stack, traffic, measured):
+    journey = traffic.journey(images=12)
+    assert journey.submitted, journey.refusals
+    wait_until(
+        lambda: overlaying(stack, journey), timeout=90, what="the overlays to start", every=0.02
+    )
+    stack.postgres.stop()  # the heatmap worker's claims, drafts and attaches fail
+    time.sleep(10)
+    stack.postgres.start()
+    back = time.monotonic()
+    recovered = traffic.wait_analysed(since=back, limit=RECOVERY_LIMIT)
+    result = traffic.check()
+    measured.append(
+        f"database outage (10 s) during the overlays: every heatmap made {recovered:.1f} s "
+        f"after it was back, no file left behind ({result['accepted']} images)"
     )
 
 
@@ -204,8 +263,39 @@ def test_a_model_swap_and_rollback_under_uploads_keeps_each_case_on_its_version(
     )
 
 
+def test_a_sigterm_restart_mid_task_finishes_within_the_grace_and_loses_nothing(
+    stack, traffic, measured
+):
+    """`docker compose restart` of every worker while analyses and overlays run: SIGTERM to
+    each main process, a kill only past docker-compose.yml's stop_grace_period."""
+    journeys = [traffic.journey(images=12) for _ in range(2)]
+    assert all(j.submitted for j in journeys), traffic.refusals()
+    wait_until(lambda: overlaying(stack, *journeys), timeout=90, what="the overlays", every=0.02)
+    grace = {name: compose_grace_s("heatmaps" if name == "hm" else "worker") for name in WORKERS}
+    offsets = {name: stack.apps[name].log_size() for name in WORKERS}
+    with ThreadPoolExecutor(len(WORKERS)) as pool:  # docker stops them together
+        took = dict(
+            zip(WORKERS, pool.map(lambda n: stack.apps[n].stop(grace[n]), WORKERS), strict=True)
+        )
+    killed = [name for name, seconds in took.items() if seconds is None]
+    assert not killed, f"{killed} did not stop within the grace: {stack.logs_tail()}"
+    assert all(stack.apps[n].said_since(offsets[n], "Warm shutdown") for n in WORKERS)
+    for name in WORKERS:
+        stack.start(name)
+    restarted = time.monotonic()
+    recovered = traffic.wait_analysed(since=restarted, limit=RECOVERY_LIMIT)
+    stack.wait_ready(*WORKERS)
+    result = traffic.check()
+    slowest = max(s for s in took.values() if s is not None)
+    measured.append(
+        f"SIGTERM restart of every worker mid-task: all stopped within {slowest:.1f} s "
+        f"(grace {min(grace.values())} s); recovered {recovered:.1f} s after the restart "
+        f"({result['accepted']} images)"
+    )
+
+
 def test_a_full_restart_loses_nothing(stack, traffic, measured):
-    for name in ("w1", "w2"):
+    for name in WORKERS:
         stack.apps[name].stop(grace=10)
     waiting = [traffic.journey() for _ in range(3)]  # queued in Redis, which keeps nothing
     assert all(j.submitted for j in waiting)
@@ -215,8 +305,8 @@ def test_a_full_restart_loses_nothing(stack, traffic, measured):
     stack.postgres.stop()
     stack.postgres.start()
     stack.redis.start()
-    for process in stack.apps.values():
-        process.start()
+    for name in stack.apps:
+        stack.start(name)
     restarted = time.monotonic()
     stack.wait_ready("web")
     traffic.resubmit()

@@ -108,14 +108,18 @@ class Traffic:
         return [r for j in self.journeys for r in j.refusals]
 
     def unfinished(self) -> set[int]:
-        """Accepted images not yet analysed by their case's version."""
+        """Accepted images not yet analysed by their case's version, or whose heatmap is
+        not made yet (when the stack makes heatmaps)."""
         accepted = sorted(self.accepted())
         if not accepted:
             return set()
         rows = self.stack.sql(
             "SELECT i.id FROM cases_smearimage i WHERE i.id = ANY(%s) AND i.status = 'done' "
-            "AND EXISTS (SELECT 1 FROM inference_prediction p WHERE p.image_id = i.id)",
+            "AND EXISTS (SELECT 1 FROM inference_prediction p WHERE p.image_id = i.id) "
+            "AND (NOT %s OR NOT EXISTS (SELECT 1 FROM inference_prediction p "
+            "WHERE p.image_id = i.id AND p.heatmap_state <> 'made'))",
             accepted,
+            self.stack.heatmaps,
         )
         return set(accepted) - {row[0] for row in rows}
 
@@ -143,7 +147,8 @@ class Traffic:
             return {-1}
 
     def check(self) -> dict[str, int]:
-        """0 lost, 0 duplicated, nothing saved that the web refused, no orphan file."""
+        """0 lost, 0 duplicated, every heatmap made, nothing saved that the web refused, no
+        orphan file."""
         stack = self.stack
         known_cases = {j.case_id for j in self.journeys if j.case_id is not None}
         every_image = {pk for j in self.journeys for pk in j.images}
@@ -165,6 +170,13 @@ class Traffic:
             pk for pk, _, versions, pinned in rows if len(versions) > 1 or set(versions) - {pinned}
         ]
         assert not lost, f"lost: {lost}"
+        if stack.heatmaps:
+            without = stack.sql(
+                "SELECT image_id, heatmap_state, heatmap_reason FROM inference_prediction "
+                "WHERE image_id = ANY(%s) AND (heatmap_state <> 'made' OR heatmap = '')",
+                sorted(self.accepted()),
+            )
+            assert not without, f"heatmaps not made: {without[:20]}"
         assert not duplicated, f"predicted twice, or by another version: {duplicated}"
         unreferenced, missing = self.orphans()
         assert not unreferenced, f"files without a row: {sorted(unreferenced)[:20]}"

@@ -113,7 +113,7 @@ def test_a_store_down_during_analysis_is_retried_and_the_case_is_analysed_once_i
 def test_heatmaps_are_written_to_the_store(deployed, object_store):
     case = case_with_images(noise_png(1))
     case_analyse(case_id=case.pk, worker_host="w1")
-    case_heatmaps_make(case_id=case.pk, model_version_id=deployed.pk)
+    case_heatmaps_make(case_id=case.pk, model_version_id=deployed.pk, holder="w1:1")
     prediction = Prediction.objects.get(image__case=case)
     assert prediction.heatmap.name
     assert f"media/{prediction.heatmap.name}" in object_store.objects()

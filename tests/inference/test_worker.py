@@ -11,11 +11,12 @@ from django.conf import settings
 
 from cases.models import SmearImage
 from cases.services import Upload, case_create
-from inference.dispatch import case_analysis_request
-from inference.models import CaseResult, Prediction
+from inference.dispatch import case_analysis_request, case_heatmaps_request
+from inference.models import CaseResult, HeatmapState, Prediction
 from inference.services.registry import model_version_deploy, model_version_import
+from inference.tasks import analyse_case
 from tests.factories import case_with_images
-from tests.helpers import noise_png
+from tests.helpers import compose_grace_s, noise_png
 from tests.worker import running_worker
 
 pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
@@ -106,6 +107,50 @@ def test_an_analysis_worker_never_imports_tensorflow_and_a_heatmap_worker_attach
         )
     assert made.heatmap.name.startswith("heatmaps/") and made.model_version == version
     assert "inference.make_heatmaps" in w.log_path.read_text()
+
+
+@pytest.mark.slow
+def test_a_heatmap_worker_told_to_stop_mid_task_finishes_it_within_the_grace_and_loses_nothing(
+    artifacts, tmp_path
+):
+    """SIGTERM as docker sends it (to the worker's main process): a warm shutdown. The
+    overlays the run claimed are made, the rest of the case waits in the queue for the
+    next worker, and no file is left without its row."""
+    version = model_version_import(source=artifacts["v1"])
+    model_version_deploy(model_version=version, actor=None, reason="first")
+    # Big images: each overlay takes a moment, so the signal lands while the task runs.
+    case = case_with_images(*(noise_png(seed, size=1600) for seed in range(8)))
+    env = {**worker_paths(tmp_path), "INFERENCE_HEATMAP_BATCH": "4"}
+    queue = settings.CELERY_HEATMAP_QUEUE
+    predictions = Prediction.objects.filter(image__case=case)
+    with running_worker(env=env, queues=queue, pool="prefork") as worker:
+        analyse_case.apply(args=(case.pk,)).get()
+        assert case_heatmaps_request(case.pk, version.pk)  # what the analysis worker sends
+        claimed = wait_for(
+            lambda: set(predictions.exclude(heatmap_claimed_by="").values_list("pk", flat=True)),
+            what="the worker to claim overlays",
+            worker=worker,
+            interval=0.02,
+        )
+        assert predictions.filter(heatmap_state=HeatmapState.PENDING).count() > len(claimed)
+        told = time.monotonic()
+        worker.send_signal(signal.SIGTERM)
+        worker.wait(timeout=compose_grace_s("heatmaps"))
+        took = time.monotonic() - told
+    assert worker.returncode == 0, worker.log_path.read_text()[-3000:]
+    made = set(predictions.filter(heatmap_state=HeatmapState.MADE).values_list("pk", flat=True))
+    assert claimed <= made, f"stopped after {took:.1f} s without finishing its task"
+    assert not predictions.exclude(heatmap_claimed_by="").exists()
+
+    with running_worker(env=env, queues=queue, purge=False) as again:
+        wait_for(
+            lambda: not predictions.exclude(heatmap_state=HeatmapState.MADE).exists(),
+            what="the rest of the case's heatmaps",
+            worker=again,
+        )
+    names = {f"media/{name}" for name in predictions.values_list("heatmap", flat=True)}
+    files = {p.relative_to(tmp_path).as_posix() for p in (tmp_path / "media/heatmaps").iterdir()}
+    assert files == names and len(names) == 8
 
 
 @pytest.mark.skipif(

@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.helpers import compose_grace_s
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -199,3 +201,19 @@ def _interpolate(value: str, values: dict[str, str]) -> str:
         raise AssertionError(f"{name} must be set in .env")
 
     return re.sub(r"\$\{(\w+)(?:(:-|:\?)([^}]*))?\}", one, value)
+
+
+CELERY_WORKERS = ("worker", "heatmaps", "beat")
+
+
+def test_every_worker_is_given_a_grace_period_to_finish_its_task_on_stop(compose):
+    """docker's default is 10 s; a worker killed after it may leave its work to the sweep."""
+    services = compose["services"]
+    workers = [
+        name
+        for name, service in services.items()
+        if "celery" in service.get("command", []) and "worker" in service.get("command", [])
+    ]
+    assert set(CELERY_WORKERS) <= set(workers)
+    for name in workers:
+        assert compose_grace_s(name) >= 30, name

@@ -115,3 +115,52 @@ def test_an_object_store_is_probed_for_writes_and_has_no_disk_to_fill(
     status, found = checks(client)
     assert status == HTTPStatus.SERVICE_UNAVAILABLE
     assert found["storage"] == {**found["storage"], "ok": False, "writable": False}
+
+
+OUTSIDER = "203.0.113.9"  # an address from the documentation range: not this machine
+
+
+def test_an_anonymous_outsider_learns_the_status_but_not_the_database_hosts_or_model(
+    client, otherwise_healthy
+):
+    response = client.get("/healthz", REMOTE_ADDR=OUTSIDER)
+    assert response.status_code == HTTPStatus.OK
+    assert response.json() == {"status": "ok"}
+    assert "w1@host" not in response.content.decode()
+
+
+def test_a_request_relayed_by_a_proxy_on_loopback_gets_no_details(client, otherwise_healthy):
+    """A proxy on this machine connects from 127.0.0.1 on behalf of anyone."""
+    response = client.get("/healthz", headers={"X-Forwarded-For": OUTSIDER})
+    assert response.json() == {"status": "ok"}
+
+
+def test_a_caller_on_this_machine_gets_the_details(client, otherwise_healthy):
+    for address in ("127.0.0.1", "::1"):
+        found = client.get("/healthz", REMOTE_ADDR=address).json()["checks"]
+        assert found["worker"]["ok"] and "w1@host" in found["worker"]["detail"]
+
+
+def test_an_unavailable_site_says_so_to_an_outsider_without_saying_why(client):
+    response = client.get("/healthz", REMOTE_ADDR=OUTSIDER)
+    assert response.status_code == HTTPStatus.SERVICE_UNAVAILABLE
+    assert response.json() == {"status": "unavailable"}
+
+
+def test_an_administrator_past_the_second_factor_gets_the_details_from_anywhere(
+    client_for, admin_user, otherwise_healthy
+):
+    response = client_for(admin_user).get("/healthz", REMOTE_ADDR=OUTSIDER)
+    assert response.json()["checks"]["database"]["detail"] in {"postgresql", "sqlite"}
+
+
+def test_an_administrator_who_owes_the_second_factor_gets_no_details(
+    client_for, admin_user, otherwise_healthy
+):
+    response = client_for(admin_user, verified=False).get("/healthz", REMOTE_ADDR=OUTSIDER)
+    assert response.json() == {"status": "ok"}
+
+
+def test_a_clinician_gets_no_details(client_for, alice, otherwise_healthy):
+    response = client_for(alice).get("/healthz", REMOTE_ADDR=OUTSIDER)
+    assert response.json() == {"status": "ok"}

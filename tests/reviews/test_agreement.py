@@ -18,7 +18,7 @@ def test_agreement_on_a_known_set_of_reviews():
         ("CLL", "inconclusive"),
         ("CML", "CML"),
     ]
-    stats = agreement_compute(pairs, ["ALL", "AML", "CLL", "CML"])
+    stats = agreement_compute([(*pair, 1) for pair in pairs], ["ALL", "AML", "CLL", "CML"])
     assert stats.labels == ("ALL", "AML", "CLL", "CML", "inconclusive")
     assert stats.matrix == (
         (1, 0, 0, 0, 0),
@@ -39,9 +39,16 @@ def test_no_reviews_means_no_rate_rather_than_zero():
 
 
 def test_a_diagnosis_outside_the_models_classes_gets_its_own_column():
-    stats = agreement_compute([("A", "Z")], ["A", "B"])
+    stats = agreement_compute([("A", "Z", 1)], ["A", "B"])
     assert stats.labels == ("A", "B", "inconclusive", "Z")
     assert stats.matrix[0] == (0, 0, 0, 1)
+
+
+def test_counts_of_one_pair_add_up_whether_grouped_or_not():
+    grouped = agreement_compute([("A", "A", 3), ("A", "B", 1)], ["A", "B"])
+    apart = agreement_compute([("A", "A", 1), ("A", "A", 2), ("A", "B", 1)], ["A", "B"])
+    assert grouped == apart
+    assert (grouped.reviewed, grouped.agreed, grouped.matrix[0][0]) == (4, 3, 3)
 
 
 def _sign(case, reviewer, diagnosis):
@@ -69,3 +76,20 @@ def test_deployed_and_shadow_are_measured_against_the_same_sign_offs(client_for,
     assert response.status_code == HTTPStatus.OK
     assert [p["version"] for p in response.context["panels"]] == [deployed, shadow]
     assert "66.7%" in response.content.decode() and "100.0%" in response.content.decode()
+
+
+def test_a_new_sign_off_is_counted_at_once_and_until_then_the_counts_are_reused(
+    bob, dave, db, django_assert_max_num_queries
+):
+    deployed = ModelVersionFactory.create()
+    _sign(analysed_case("Team A", "P1", deployed, label="AML"), bob, "AML")
+    assert agreement_for_model_version(user=bob, model_version=deployed).reviewed == 1
+    # Counted already: the teams and the newest sign-off, nothing else.
+    with django_assert_max_num_queries(2):
+        assert agreement_for_model_version(user=bob, model_version=deployed).reviewed == 1
+    # Another team's reviewer gets counts of their own teams, not the ones kept for bob.
+    assert agreement_for_model_version(user=dave, model_version=deployed).reviewed == 0
+
+    _sign(analysed_case("Team A", "P2", deployed, label="AML"), bob, "CML")
+    stats = agreement_for_model_version(user=bob, model_version=deployed)
+    assert (stats.reviewed, stats.agreed) == (2, 1)

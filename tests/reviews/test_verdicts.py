@@ -7,6 +7,7 @@ from django.core.exceptions import ValidationError
 from audit.models import AuditEvent
 from cases.models import Case
 from inference.models import ModelVersion, Prediction
+from inference.services.heatmaps import HEATMAPS_OFF, predictions_heatmap_refuse
 from reviews.models import Review, SignOff
 from reviews.services import case_sign_off, review_create
 from tests.factories import ModelVersionFactory, UserFactory, analysed_case, heatmap_attach
@@ -229,7 +230,7 @@ def test_the_review_pages_history_shows_clinical_events_and_access_events_on_req
 
 
 def test_the_review_page_says_heatmap_pending_until_the_heatmap_worker_attaches_it(
-    client_for, bob, case, settings
+    client_for, bob, case
 ):
     url = f"/reviews/cases/{case.pk}/"
     page = client_for(bob).get(url).content.decode()
@@ -237,6 +238,10 @@ def test_the_review_page_says_heatmap_pending_until_the_heatmap_worker_attaches_
     heatmap_attach(case.images.get().predictions.get())
     page = client_for(bob).get(url).content.decode()
     assert "data-heatmap-pending" not in page and "Heatmap overlay" in page
-    settings.INFERENCE_HEATMAPS = False  # none will come: nothing is said to be pending
-    Prediction.objects.update(heatmap="")
-    assert "data-heatmap-pending" not in client_for(bob).get(url).content.decode()
+
+
+def test_the_review_page_says_why_a_prediction_has_no_heatmap(client_for, bob, case):
+    predictions_heatmap_refuse(Prediction.objects.all(), HEATMAPS_OFF)
+    page = client_for(bob).get(f"/reviews/cases/{case.pk}/").content.decode()
+    assert "data-heatmap-pending" not in page
+    assert f"No heatmap: {HEATMAPS_OFF}" in page

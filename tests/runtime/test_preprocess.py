@@ -116,3 +116,27 @@ def test_load_for_model_refuses_a_truncated_jpeg():
     data = _bccd_files(1)[0].read_bytes()
     with pytest.raises(ImageDecodeError, match="truncated or corrupt"):
         load_for_model(data[: len(data) // 2], 64)
+
+
+def test_load_for_model_is_exactly_decode_then_resize_for_every_kind_of_image():
+    """load_for_model hands an RGB image from the decoder straight to the resize (no numpy
+    round trip, #13): the pixels a model sees must stay bit for bit those of the documented
+    path, for smears and for every mode that is converted first."""
+    rng = np.random.default_rng(1)
+    noise = Image.fromarray(rng.integers(0, 256, (70, 90, 3), np.uint8))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    uploads = [path.read_bytes() for path in _bccd_files(3)] + [
+        _encode(noise, "PNG"),
+        _encode(noise, "JPEG", exif=exif),
+        _encode(noise.convert("L"), "PNG"),
+        _encode(noise.convert("P"), "GIF"),
+        _encode(noise.convert("RGBA"), "PNG"),
+        _encode(Image.fromarray(rng.integers(0, 60000, (30, 40), np.uint16)), "PNG"),
+    ]
+    for data in uploads:
+        for size in (16, 64, 224):
+            expected = resize_for_model(load_rgb(data, at_least=size), size)
+            got = load_for_model(data, size)
+            assert got.dtype == np.uint8 and got.shape == (size, size, 3)
+            assert np.array_equal(got, expected)

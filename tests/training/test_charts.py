@@ -57,3 +57,44 @@ def test_a_saved_figure_carries_its_own_styles(tmp_path):
     style = root.find(f"{SVG}style")
     assert style is not None and style.text is not None
     assert ".chart-tick" in style.text
+
+
+def test_the_tradeoff_chart_places_each_model_by_clean_and_worst_accuracy():
+    svg = charts.tradeoff_svg([("<robust>", 0.99, 0.96), ("colour", 0.99, 0.25)], tolerance=0.05)
+    root = _parse(svg)
+    dots = [c for c in root.iter(f"{SVG}circle") if c.get("r") == "4"]
+    # one dot in the plot and one in the legend per model
+    plotted = [(float(c.get("cx", "")), float(c.get("cy", ""))) for c in dots[::2]]
+    assert plotted[0][0] == pytest.approx(plotted[1][0])  # same clean accuracy
+    assert plotted[0][1] < plotted[1][1]  # the robust one higher (SVG y grows down)
+    texts = " ".join(t.text or "" for t in root.iter(f"{SVG}text"))
+    assert "<robust> (99.0%, 96.0%)" in texts and "0.2" in texts  # axis from 0.2 to 1
+    assert charts.tradeoff_svg([]) == ""
+
+
+def test_tradeoff_runs_tabulates_each_run_and_given_points(tmp_path):
+    import json
+
+    from training.compare import tradeoff_runs
+
+    run = tmp_path / "run"
+    run.mkdir()
+    shifts = [
+        {"label": "grayscale", "accuracy": 0.9},
+        {"label": "hue +58", "accuracy": 0.5},
+    ]
+    report = {
+        "input_size": 64,
+        "config": {"stain_normalize": None},
+        "color_augmentation": {"recipe": "strong"},
+        "training": {"epochs_run": 7},
+        "robustness": {"clean": {"accuracy": 0.95}, "shifts": shifts},
+    }
+    (run / "report.json").write_text(json.dumps(report))
+    out = tradeoff_runs([run], tmp_path / "t", [("A", 0.991, 0.255)])
+    rows = json.loads((out / "tradeoff.json").read_text())
+    assert [(r["label"], r["worst"]) for r in rows] == [("run", 0.5), ("A", 0.255)]
+    assert rows[0]["worst_label"] == "hue +58" and rows[0]["recipe"] == "strong"
+    md = (out / "tradeoff.md").read_text()
+    assert "| run | 64 | strong | 7 | 95.0% | 50.0% | hue +58 | no |" in md
+    _parse((out / "tradeoff.svg").read_text())

@@ -179,6 +179,9 @@ def test_evaluate_rescores_the_artifact_on_the_saved_test_split(tiny_run, tmp_pa
     assert report["evaluation"]["test"]["accuracy"] == pytest.approx(original["accuracy"])
     assert report["evaluation"]["test"]["n"] == original["n"]
     assert (tmp_path / "ev" / "report.html").is_file()
+    # the re-evaluation opens with the same colour-blind check as the training report
+    assert report["colour_blind"] == pytest.approx(tiny_run.report["colour_blind"])
+    assert 'id="colour-blind"' in (tmp_path / "ev" / "report.html").read_text()
 
 
 @pytest.mark.slow
@@ -267,3 +270,27 @@ def test_batchnorm_re_estimation_averages_clean_batch_statistics():
     )
     assert bn.momentum == 0.9  # restored
     assert all(np.array_equal(a, b) for a, b in zip(kernel, conv.get_weights(), strict=True))
+
+
+@pytest.mark.slow
+def test_a_spent_time_budget_stops_fitting_but_the_run_still_evaluates_and_packages(
+    synthetic_dir, tmp_path
+):
+    from training.train import TrainConfig, run_training
+
+    cfg = TrainConfig(
+        data_dir=str(synthetic_dir),
+        img_size=32,
+        epochs=5,
+        patience=5,
+        batch_size=16,
+        seed=3,
+        out=str(tmp_path),
+        name="budget",
+        version="1",
+        max_fit_minutes=1e-6,  # spent before the first epoch ends
+    )
+    result = run_training(cfg)
+    assert result.report["training"]["epochs_run"] == 1
+    assert (result.artifact_dir / "manifest.json").is_file()
+    assert "fitting time budget is spent" in (result.run_dir / "train.log").read_text()

@@ -41,6 +41,23 @@ def test_every_report_has_robustness_and_the_guard(tiny_run):
 
 
 @pytest.mark.slow
+def test_every_trained_report_opens_with_the_colour_blind_check(tiny_run):
+    from training.cli import _summary
+    from training.report import colour_blind_line
+
+    report = tiny_run.report
+    grey = next(r for r in report["robustness"]["shifts"] if r["kind"] == "grayscale")
+    check = report["colour_blind"]
+    assert check["grayscale_accuracy"] == grey["accuracy"]
+    assert check["colour_baseline_accuracy"] == report["baselines"]["colour_stats"]["accuracy"]
+    html = (tiny_run.artifact_dir / "report.html").read_text()
+    assert 'id="colour-blind"' in html
+    assert html.index('id="colour-blind"') < html.index("<h2>Test split</h2>")
+    assert _summary(report).splitlines()[0] == colour_blind_line(check)
+    assert report["color_augmentation"]["recipe"] == "strong"  # the default recipe
+
+
+@pytest.mark.slow
 def test_the_packaged_guard_is_hashed_and_loads(tiny_run, tmp_path):
     _, manifest = load_packaged(tiny_run.artifact_dir)
     assert manifest.format_version == 3 and manifest.ood["file"] == "ood.npz"
@@ -120,7 +137,7 @@ def test_a_stain_normalised_stain_augmented_run_packages_the_layer(synthetic_dir
         out=str(tmp_path),
         name="norm",
         version="1",
-        stain_augment=True,
+        color_augment="light",
         stain_normalize=method,
     )
     result = run_training(cfg)
@@ -130,7 +147,8 @@ def test_a_stain_normalised_stain_augmented_run_packages_the_layer(synthetic_dir
     assert manifest.extra["stain_normalization"]["method"] == reference["method"] == method
     key = "target_mean" if method == "reinhard" else "max_concentrations"
     assert layer[key] == pytest.approx(reference["mean" if method == "reinhard" else key])
-    assert result.report["config"]["stain_augment"] is True
+    assert result.report["config"]["color_augment"] == "light"
+    assert result.report["color_augmentation"]["hed_sigma"] == 0.1
 
 
 def _groups_with_sources(data_dir: Path, path: Path) -> Path:

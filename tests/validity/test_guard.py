@@ -46,6 +46,20 @@ def test_the_score_is_the_distance_to_the_nearest_class_mean(guard):
     assert guard.score(guard.means[1][None] + delta)[0] == pytest.approx(1.0, rel=1e-6)
 
 
+def test_the_fast_score_equals_the_textbook_quadratic_form_on_wide_features():
+    """score() whitens with a Cholesky factor instead of forming (f - mu)^T P (f - mu) per
+    image and class: the same distances, at a ResNet-50's feature width."""
+    rng = np.random.default_rng(8)
+    d = 2048
+    spread = rng.normal(size=(2 * d, d))
+    precision = np.linalg.inv(spread.T @ spread / (2 * d) + 0.1 * np.eye(d))
+    guard = MahalanobisGuard(rng.normal(size=(5, d)), precision, threshold=1.0, layer="f")
+    f = rng.normal(size=(16, d)).astype(np.float32)
+    diff = np.asarray(f, np.float64)[:, None, :] - guard.means[None]
+    textbook = np.sqrt(np.einsum("nkd,de,nke->nk", diff, precision, diff).min(axis=1))
+    np.testing.assert_allclose(guard.score(f), textbook, rtol=1e-9)
+
+
 def test_it_saves_and_loads_exactly(guard, tmp_path):
     path = guard.save(tmp_path / "ood.npz")
     back = MahalanobisGuard.load(path)

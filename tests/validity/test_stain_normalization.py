@@ -1,4 +1,4 @@
-"""Reinhard normalisation: the Keras layer equals the numpy reference and survives saving."""
+"""Stain normalisation layers (Reinhard, Macenko, grayscale): numpy references, saving, ONNX."""
 
 import keras
 import numpy as np
@@ -95,3 +95,56 @@ def test_macenko_ignores_black_fill_when_estimating_stains():
     assert fitted is not None and framed_fitted is not None  # both have enough stained pixels
     (own, _), (framed_own, _) = fitted, framed_fitted
     assert np.abs(own - framed_own).max() < 0.05
+
+
+def test_macenko_cannot_be_served_because_its_layer_does_not_convert_to_onnx(tmp_path):
+    # The evidence behind refusing --stain-normalize macenko: the analysis workers run the
+    # ONNX graph, tf2onnx has no conversion for the layer's eigen-decomposition and SVD
+    # (it leaves the TensorFlow ops in the graph), and ONNX Runtime refuses that graph.
+    import onnx
+
+    from runtime.artifact import ArtifactError
+    from runtime.export import onnx_convert, onnx_session
+
+    ref = stain.macenko_reference(np.stack([_smear_like(s) for s in range(2)]))
+    layer = layers.MacenkoNormalization(ref["stains"], ref["max_concentrations"])
+    inputs = keras.Input((24, 24, 3))
+    x = keras.layers.GlobalAveragePooling2D()(layer(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(x))
+    model(np.zeros((1, 24, 24, 3), np.float32))
+    graph = onnx_convert(model, 24, None)
+    ops = set()
+    pending = list(onnx.load_from_string(graph).graph.node)
+    while pending:  # the layer's ops sit inside Loop/If subgraphs
+        node = pending.pop()
+        ops.add(node.op_type)
+        pending.extend(n for a in node.attribute if a.g is not None for n in a.g.node)
+    assert {"SelfAdjointEigV2", "Svd"} <= ops
+    (tmp_path / "m.onnx").write_bytes(graph)
+    with pytest.raises(ArtifactError):
+        onnx_session(tmp_path / "m.onnx")
+
+
+def test_the_grayscale_layer_hides_colour_and_serves_through_onnx(images, tmp_path):
+    import tensorflow as tf
+
+    from runtime.export import keras_outputs, onnx_convert, onnx_session, onnx_verify
+
+    layer = layers.Grayscale(name="stain_normalize")
+    out = np.asarray(layer(images.astype(np.float32)))
+    assert np.allclose(out, np.asarray(stain.grayscale(tf.constant(images, tf.float32))), atol=1e-3)
+    assert (out[..., 0] == out[..., 1]).all() and (out[..., 1] == out[..., 2]).all()
+    images = np.tile(images, (1, 2, 2, 1))  # CML-1 takes 32 px at the least
+    out = np.asarray(layer(images.astype(np.float32)))
+    model = build_model("cml1", 3, 32, None, normalizer=layer)
+    # an image and its grayscale copy get the same answer: colour never reaches the network
+    grey = np.round(out).astype(np.uint8)
+    assert np.allclose(model(grey.astype(np.float32)), model(images.astype(np.float32)), atol=1e-3)
+    model.save(tmp_path / "m.keras")
+    loaded = keras.saving.load_model(tmp_path / "m.keras", compile=False, safe_mode=True)
+    assert loaded.get_layer("stain_normalize").__class__ is layers.Grayscale
+    (tmp_path / "m.onnx").write_bytes(onnx_convert(loaded, 32, "dense2"))
+    agreement = onnx_verify(
+        onnx_session(tmp_path / "m.onnx"), images, keras_outputs(loaded, images, "dense2")
+    )
+    assert agreement  # raises above when the graph differs by more than 1e-4

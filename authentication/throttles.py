@@ -1,7 +1,11 @@
-"""DRF throttles: past a rate, 429 with Retry-After (rates in REST_FRAMEWORK, README)."""
+"""DRF throttles: past a rate, 429 with Retry-After (rates in REST_FRAMEWORK, README). The
+page uploader counts against the same per-user upload rate (upload_wait)."""
 
 import logging
+import math
+from types import SimpleNamespace
 
+from django.http import HttpRequest
 from redis.exceptions import RedisError
 from rest_framework.permissions import SAFE_METHODS
 from rest_framework.throttling import ScopedRateThrottle, SimpleRateThrottle, UserRateThrottle
@@ -49,3 +53,13 @@ class UploadRateThrottle(OpenWhileCountersDown, ScopedRateThrottle):
         if request.method in SAFE_METHODS or getattr(view, "throttle_scope", None) != "uploads":
             return True
         return super().allow_request(request, view)
+
+
+def upload_wait(request: HttpRequest) -> int | None:
+    """For an upload from the pages: None when the user may upload now, else the seconds to
+    wait. One counter per user for pages and API, so that neither is a way around the
+    other's rate (API_THROTTLE_UPLOADS)."""
+    throttle = UploadRateThrottle()
+    if throttle.allow_request(request, SimpleNamespace(throttle_scope="uploads")):
+        return None
+    return max(1, math.ceil(throttle.wait() or 1))
