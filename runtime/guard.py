@@ -370,5 +370,12 @@ Scorer = GuardScorer | MultiGuard
 def _whitened(means: np.ndarray, precision: np.ndarray, threshold: float) -> GuardScorer:
     # P = L L^T (a shrunk covariance's inverse is positive definite), so
     # (f - mu)^T P (f - mu) = |(f - mu) L|^2: the class means move into that space once.
-    factor = np.linalg.cholesky(np.asarray(precision, np.float64))
+    p = np.asarray(precision, np.float64)
+    try:
+        factor = np.linalg.cholesky(p)
+    except np.linalg.LinAlgError:
+        # Dead units (all-zero features) on a few images can leave P singular to rounding:
+        # the same quadratic form from its eigenvectors, negative rounding clipped to 0.
+        w, v = np.linalg.eigh((p + p.T) / 2)
+        factor = v * np.sqrt(np.clip(w, 0.0, None))
     return GuardScorer(factor, np.asarray(means, np.float64) @ factor, threshold)

@@ -164,3 +164,19 @@ def test_the_exported_graph_outputs_the_guard_features_in_one_call(tmp_path):
     assert scores == pytest.approx(guard.score(features), rel=1e-5)
     answers, _ = predictor.predict(list(images))
     assert [a.out_of_scope for a in answers[-2:]] == [True, True]  # the blank fields
+
+
+def test_a_singular_precision_still_scores_as_its_quadratic_form():
+    """Dead units can leave a layer's precision singular to rounding: no Cholesky factor,
+    but the scores are the same quadratic form."""
+    from runtime.guard import _whitened
+
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(4, 3))
+    precision = a @ a.T  # rank 3 of 4: positive semi-definite, not definite
+    means = rng.normal(size=(2, 4))
+    f = rng.normal(size=(5, 4))
+    want = np.sqrt(
+        np.min([np.einsum("nd,de,ne->n", f - m, precision, f - m) for m in means], axis=0)
+    )
+    assert _whitened(means, precision, 1.0).score(f) == pytest.approx(want, abs=1e-6)
