@@ -75,6 +75,49 @@ def evaluations_panel(*, user: User, version: ModelVersion) -> dict[str, Any]:
     }
 
 
+def _done_by_set(user: User, version: ModelVersion) -> dict[str, ModelEvaluation]:
+    """The newest finished local evaluation of each labelled set (by its fingerprint)."""
+    by_set: dict[str, ModelEvaluation] = {}
+    for e in selectors.evaluation_list(user=user, model_version=version):
+        if e.status == ModelEvaluation.Status.DONE and e.dataset_fingerprint:
+            by_set.setdefault(e.dataset_fingerprint, e)
+    return by_set
+
+
+def calibration_panel(*, user: User, version: ModelVersion) -> dict[str, Any] | None:
+    """Site calibration: the version it was calibrated from or the versions calibrated
+    from it, what the calibration measured, and the accuracy before and after on every
+    labelled set that both versions were evaluated on locally. None when unrelated."""
+    parent = selectors.calibration_parent(user=user, version=version)
+    children = selectors.calibration_children(user=user, version=version)
+    facts = version.report.get("site_calibration") if isinstance(version.report, dict) else None
+    if parent is None and not children and not facts:
+        return None
+    pairs = [(parent, version)] if parent is not None else [(version, c) for c in children]
+    rows = []
+    for before, after in pairs:
+        if before is None:
+            continue
+        old, new = _done_by_set(user, before), _done_by_set(user, after)
+        for fingerprint, e_after in new.items():
+            e_before = old.get(fingerprint)
+            if e_before is None:
+                continue
+            rows.append(
+                {
+                    "set": Path(e_after.dataset).name,
+                    "images": e_after.images_count,
+                    "before_version": before,
+                    "after_version": after,
+                    "before": e_before.accuracy,
+                    "after": e_after.accuracy,
+                    "before_oos": (e_before.result.get("out_of_scope") or {}).get("fraction"),
+                    "after_oos": (e_after.result.get("out_of_scope") or {}).get("fraction"),
+                }
+            )
+    return {"parent": parent, "children": children, "facts": facts, "rows": rows}
+
+
 def actions_for(version: ModelVersion) -> list[tuple[str, str]]:
     """The registry changes that the version's status allows (the services re-check)."""
     status = ModelVersion.Status
@@ -142,6 +185,7 @@ def detail_page(*, user: User, version: ModelVersion) -> dict[str, Any]:
         "events": version.events.select_related("actor").order_by("-created", "-pk"),
         "actions": actions_for(version),
         "runtime": runtime_panel(version),
+        "calibration": calibration_panel(user=user, version=version),
         "evaluation_sets": inference_selectors.evaluation_sets(),
         "evaluation_root": settings.EVALUATION_DATA_ROOT,
     }

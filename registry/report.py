@@ -93,8 +93,13 @@ def _validity(report: Mapping) -> dict[str, Any]:
         if isinstance(v, dict)
     ]
     ood = _dict(report.get("ood"))
+    reasons = _dict(ood.get("reasons"))
     flagged = [
-        (name, _number(v))
+        (
+            name,
+            _number(v),
+            ", ".join(f"{k} {n}" for k, n in _dict(reasons.get(name)).items()),
+        )
         for name, v in _dict(ood.get("flagged")).items()
         if _number(v) is not None
     ]
@@ -104,6 +109,8 @@ def _validity(report: Mapping) -> dict[str, Any]:
         "per_source": per_source,
         "ood": {
             "layer": ood.get("layer", ""),
+            "multi": ood.get("method") == "multi-check",
+            "checks": ", ".join(str(c) for c in ood.get("checks") or []),
             "threshold": _number(ood.get("threshold")),
             "quantile": _number(ood.get("quantile")),
             "flagged": flagged,

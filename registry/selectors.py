@@ -30,3 +30,29 @@ def evaluation_list(*, user: User, model_version: ModelVersion) -> list[ModelEva
     """The version's local evaluations, newest first."""
     policies.require_admin(user)
     return list(model_version.evaluations.select_related("actor"))
+
+
+def calibration_parent(*, user: User, version: ModelVersion) -> ModelVersion | None:
+    """The registered version that ``version`` was site-calibrated from, if any."""
+    policies.require_admin(user)
+    origin = ((version.manifest.get("extra") or {}).get("site_calibration") or {}).get(
+        "calibrated_from"
+    ) or {}
+    if not origin.get("content_hash"):
+        return None
+    return (
+        inference_selectors.model_version_list()
+        .filter(content_hash=origin["content_hash"])
+        .exclude(pk=version.pk)
+        .first()
+    )
+
+
+def calibration_children(*, user: User, version: ModelVersion) -> list[ModelVersion]:
+    """The registered versions site-calibrated from ``version``, newest first."""
+    policies.require_admin(user)
+    return list(
+        inference_selectors.model_version_list().filter(
+            manifest__extra__site_calibration__calibrated_from__content_hash=version.content_hash
+        )
+    )

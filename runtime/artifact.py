@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from runtime.guard import METHOD, OOD_FILE, MahalanobisGuard
+from runtime.guard import OOD_FILE, FeatureSpec, Guard, guard_load
 
 #: Version of the packaged-artifact layout (manifest.json ``format_version``).
 FORMAT_VERSION = 3  # 2: adds the out-of-scope guard (ood.npz); 3: the ONNX graph
@@ -192,7 +192,7 @@ def write_artifact(
     manifest_fields: dict[str, Any],
     verification: VerificationBatch,
     report_files: list[Path] | tuple[Path, ...] = (),
-    guard: MahalanobisGuard | None = None,
+    guard: Guard | None = None,
     finish: Callable[[Path, dict[str, Any]], None] | None = None,
 ) -> tuple[Path, Manifest]:
     """Save ``model``, its verified ONNX graph and its manifest (plus report files) into
@@ -223,7 +223,7 @@ def write_artifact(
         tmp,
         model,
         size=int(values["input_size"]),
-        feature_layer=guard.layer if guard is not None else None,
+        features=guard.spec if guard is not None else None,
         batch=verification,
     )
     if finish is not None:
@@ -235,7 +235,7 @@ def write_artifact(
 
 
 def onnx_attach(
-    folder: Path, model, *, size: int, feature_layer: str | None, batch: VerificationBatch
+    folder: Path, model, *, size: int, features: FeatureSpec | None, batch: VerificationBatch
 ) -> dict[str, Any]:
     """Write ``model.onnx`` and the verification batch into ``folder``, after proving that
     the graph answers as ``model`` does; returns the manifest's ``onnx`` entry.
@@ -255,8 +255,8 @@ def onnx_attach(
     if not len(images):
         raise ArtifactError("the verification batch holds no image")
     images = np.ascontiguousarray(images[:VERIFICATION_IMAGES])
-    expected = keras_outputs(model, images, feature_layer)
-    (folder / ONNX_FILE).write_bytes(onnx_convert(model, size, feature_layer))
+    expected = keras_outputs(model, images, features)
+    (folder / ONNX_FILE).write_bytes(onnx_convert(model, size, features))
     with (folder / VERIFICATION_FILE).open("wb") as fh:  # a handle: savez adds no suffix
         if expected.features is None:
             np.savez_compressed(fh, images=images, probabilities=expected.probabilities)
@@ -286,6 +286,7 @@ def artifact_onnx_add(source: Path, dest: Path, batch: VerificationBatch) -> tup
     The Keras file, and so the content hash, are unchanged.
     """
     model, manifest = load_packaged(source)
+    guard = load_guard(source, manifest)
     if manifest.onnx is not None:
         raise ArtifactError(f"{source} already carries an ONNX graph")
     if Path(dest).exists():
@@ -297,7 +298,7 @@ def artifact_onnx_add(source: Path, dest: Path, batch: VerificationBatch) -> tup
         Path(dest),
         model,
         size=manifest.input_size,
-        feature_layer=manifest.ood["layer"] if manifest.ood is not None else None,
+        features=None if guard is None else guard.spec,
         batch=batch,
     )
     updated = Manifest.from_dict(values)
@@ -438,16 +439,14 @@ def load_packaged(path: str | Path, *, check_inference: bool = True):
     return model, manifest
 
 
-def load_guard(folder: str | Path, manifest: Manifest) -> MahalanobisGuard | None:
+def load_guard(folder: str | Path, manifest: Manifest) -> Guard | None:
     """The artifact's out-of-scope guard, or None for a format-1 artifact that has none.
 
     Call after :func:`load_packaged`, which has verified the file's hash.
     """
     if manifest.ood is None:
         return None
-    if manifest.ood["method"] != METHOD:
-        raise ArtifactError(f"unknown out-of-scope method {manifest.ood['method']!r}")
     try:
-        return MahalanobisGuard.load(Path(folder) / manifest.ood["file"])
+        return guard_load(Path(folder) / manifest.ood["file"], manifest.ood["method"])
     except (OSError, KeyError, ValueError) as exc:
         raise ArtifactError(f"{folder}: the out-of-scope guard cannot be read ({exc})") from exc

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from runtime.artifact import ArtifactError
+from runtime.guard import FeatureSpec
 
 __all__ = [
     "OPSET",
@@ -54,25 +55,29 @@ class KerasOutputs:
     features: np.ndarray | None
 
 
-def _network(model, feature_layer: str | None):
-    from runtime.guard import two_output_model
+def _network(model, features: FeatureSpec | str | None):
+    """The model, or the guard's two-output graph; a layer name is a one-layer guard's."""
+    from runtime.guard import feature_network
 
-    return model if feature_layer is None else two_output_model(model, feature_layer)
+    if isinstance(features, str):
+        features = FeatureSpec((features,), input_statistics=False)
+    return model if features is None else feature_network(model, features)
 
 
-def keras_outputs(model, images: np.ndarray, feature_layer: str | None) -> KerasOutputs:
+def keras_outputs(model, images: np.ndarray, features: FeatureSpec | str | None) -> KerasOutputs:
     """The Keras model's own answers for ``images`` (uint8, N x size x size x 3)."""
-    net = _network(model, feature_layer)
+    net = _network(model, features)
     out = net(np.asarray(images, np.float32), training=False)
-    if feature_layer is None:
+    if features is None:
         return KerasOutputs(np.asarray(out, np.float32), None)
-    features, probs = out
-    return KerasOutputs(np.asarray(probs, np.float32), np.asarray(features, np.float32))
+    feats, probs = out
+    return KerasOutputs(np.asarray(probs, np.float32), np.asarray(feats, np.float32))
 
 
-def onnx_convert(model, size: int, feature_layer: str | None) -> bytes:
+def onnx_convert(model, size: int, features: FeatureSpec | str | None) -> bytes:
     """The serialised ONNX graph of ``model``: raw uint8 RGB in (any batch size), the
-    probabilities out, and the guard's features as a second output when it has a guard.
+    probabilities out, and the guard's features (pooled layer outputs and input
+    statistics, as ``features`` says) as a second output when it has a guard.
 
     The cast to float happens inside the graph, so the worker hands it the same uint8
     pixels that ``runtime.preprocess.load_for_model`` made, exactly as Keras gets them.
@@ -81,11 +86,11 @@ def onnx_convert(model, size: int, feature_layer: str | None) -> bytes:
     import tf2onnx
     from onnx import helper
 
-    net = _network(model, feature_layer)
+    net = _network(model, features)
 
     def forward(image):
         out = net(tf.cast(image, tf.float32), training=False)
-        return (out[1], out[0]) if feature_layer is not None else (out,)
+        return (out[1], out[0]) if features is not None else (out,)
 
     signature = [tf.TensorSpec([None, size, size, 3], tf.uint8, name=INPUT_NAME)]
     function = tf.function(forward, input_signature=signature)

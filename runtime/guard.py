@@ -1,18 +1,27 @@
-"""The out-of-scope guard at run time: Mahalanobis distance on penultimate-layer features.
+"""The out-of-scope guard at run time: named checks on features of the same compiled call.
 
-An image's score is the distance to the nearest class mean,
-``min_k sqrt((f - mu_k)^T P (f - mu_k))``, with one precision matrix ``P`` shared by all
-classes; an image scored above the threshold is "out of scope". Fitting the means, ``P``
-and the threshold is offline work (``training.ood.fit_guard``, which also describes the
-method); this module scores, saves and loads a fitted guard.
+Two kinds of guard, told apart by the manifest's ``ood.method``:
 
-Features come from the input of the final ``probabilities`` layer. The predictor asks
-the model for features and probabilities in one call (a two-output model).
+- ``mahalanobis`` (format 2, one check): the Mahalanobis distance of the penultimate
+  layer's features to the nearest class mean, ``min_k sqrt((f - mu_k)^T P (f - mu_k))``
+  with one precision matrix ``P`` shared by all classes (:class:`MahalanobisGuard`).
+- ``multi-check`` (:class:`MultiGuard`): the same distance on the globally pooled
+  outputs of several blocks and on the penultimate features, one check per layer, plus
+  input-level checks on :data:`INPUT_STATISTICS` (blur; too much fine texture, such as
+  noise or a screen's pixel grid; contrast far above a smear's, such as a dark bezel or
+  a landscape; next to no dark (stained) pixels, such as an empty field). Each
+  check's score is put on one scale, ``(raw - centre) / (threshold - centre)``
+  (validation median and threshold), so 1.0 is every check's threshold; the image's
+  score is the largest, and the check behind it is the reason it was flagged.
+
+The guard's graph (:func:`feature_network`) outputs every feature the checks need and
+the probabilities together, so the worker's ONNX graph stays one call. Fitting is
+offline work (``training.ood``); this module scores, saves and loads a fitted guard.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
 
@@ -20,8 +29,20 @@ import numpy as np
 
 OOD_FILE = "ood.npz"
 METHOD = "mahalanobis"
+MULTI_METHOD = "multi-check"
 DEFAULT_QUANTILE = 0.99
 OUTPUT_LAYER = "probabilities"
+#: Outputs of ``runtime.layers.InputStatistics``, in order.
+INPUT_STATISTICS = ("focus", "contrast", "dark")
+#: Input-level checks: (name, weights on INPUT_STATISTICS); the check's raw score is the
+#: weighted sum, larger is stranger. "blank" sums two: an empty field has both little
+#: contrast and few dark pixels, while a pale smear is low in only one of them.
+INPUT_CHECKS: tuple[tuple[str, tuple[float, float, float]], ...] = (
+    ("blur", (-1.0, 0.0, 0.0)),
+    ("fine texture", (1.0, 0.0, 0.0)),
+    ("high contrast", (0.0, 1.0, 0.0)),
+    ("blank", (0.0, -1.0, -1.0)),
+)
 
 
 def feature_layer(model) -> str:
@@ -32,9 +53,52 @@ def feature_layer(model) -> str:
 
 def two_output_model(model, layer: str):
     """``image -> (features, probabilities)``: both in one forward pass."""
+    return feature_network(model, FeatureSpec((layer,), input_statistics=False))
+
+
+def block_layers(model, count: int = 3) -> tuple[str, ...]:
+    """The last layer of each of ``count`` convolutional stages after the first.
+
+    A stage is a run of layers with the same spatial size; the first one (full
+    resolution) sees little but pixels, the deepest is summarised by the penultimate
+    features already. For CML-1 at any size: ``bn2``, ``bn3``, ``bn4``.
+    """
+    last: dict[tuple, str] = {}
+    for layer in model.layers:
+        shape = getattr(layer, "output", None)
+        shape = None if shape is None else tuple(shape.shape)
+        if shape is not None and len(shape) == 4 and layer.name != model.layers[0].name:
+            last[shape[1:3]] = layer.name  # dicts keep first-seen order: stage order
+    return tuple(list(last.values())[1 : 1 + count])
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    """What the guard's graph outputs beside the probabilities: layer outputs (4-D ones
+    averaged over space), then, optionally, the input statistics, concatenated."""
+
+    layers: tuple[str, ...]
+    input_statistics: bool = True
+
+
+def feature_network(model, spec: FeatureSpec):
+    """``image -> (features, probabilities)`` in one forward pass of ``model``."""
     import keras
 
-    return keras.Model(model.input, [model.get_layer(layer).output, model.output])
+    from runtime.layers import InputStatistics
+
+    parts = []
+    for name in spec.layers:
+        out = model.get_layer(name).output
+        if len(out.shape) == 4:
+            out = keras.layers.GlobalAveragePooling2D(name=f"guard_pool_{name}")(out)
+        parts.append(out)
+    if spec.input_statistics:
+        parts.append(InputStatistics(name="guard_input_statistics")(model.input))
+    if len(parts) == 1:
+        return keras.Model(model.input, [parts[0], model.output])
+    features = keras.layers.Concatenate(name="guard_features")(parts)
+    return keras.Model(model.input, [features, model.output])
 
 
 @dataclass
@@ -48,19 +112,13 @@ class MahalanobisGuard:
     quantile: float = DEFAULT_QUANTILE
     shrinkage: float = 0.0
 
+    @property
+    def spec(self) -> FeatureSpec:
+        return FeatureSpec((self.layer,), input_statistics=False)
+
     def scorer(self) -> GuardScorer:
         """What scoring needs, without the precision matrix: a worker holds only this."""
-        # P = L L^T, so (f - mu)^T P (f - mu) = |(f - mu) L|^2: the class means move into
-        # that space once. A shrunk covariance's inverse is positive definite in exact
-        # arithmetic; features with (near) zero variance, as from a barely trained model, can
-        # leave it a rounding error short, and then its eigenvectors give the same factor.
-        precision = np.asarray(self.precision, np.float64)
-        try:
-            factor = np.linalg.cholesky(precision)
-        except np.linalg.LinAlgError:
-            values, vectors = np.linalg.eigh(precision)
-            factor = vectors * np.sqrt(np.clip(values, 0.0, None))
-        return GuardScorer(factor, np.asarray(self.means, np.float64) @ factor, self.threshold)
+        return _whitened(self.means, self.precision, self.threshold)
 
     @cached_property
     def _scorer(self) -> GuardScorer:
@@ -68,6 +126,10 @@ class MahalanobisGuard:
 
     def score(self, features: np.ndarray) -> np.ndarray:
         return self._scorer.score(features)
+
+    def reasons(self, features: np.ndarray) -> list[str | None]:
+        """The check that flagged each image (None where none did)."""
+        return [f"layer {self.layer}" if x else None for x in self.flag(features)]
 
     def flag(self, features: np.ndarray) -> np.ndarray:
         return self.score(features) > self.threshold
@@ -109,6 +171,180 @@ class MahalanobisGuard:
         }
 
 
+@dataclass
+class Check:
+    """One named check: a raw score per image (larger is stranger), its validation
+    median (``centre``) and its threshold. Layer checks carry their class means and
+    precision; input checks their weights on the input statistics."""
+
+    name: str
+    kind: str  # "layer" or "input"
+    index: int  # layer checks: position in the spec's layers
+    centre: float
+    threshold: float
+    weights: tuple[float, ...] = ()  # input checks: one weight per INPUT_STATISTICS
+    means: np.ndarray | None = None
+    precision: np.ndarray | None = None
+    #: Layer checks: the whitened form that scores (made from ``precision`` on first use;
+    #: a worker's copy keeps only this, see :meth:`MultiGuard.scorer`).
+    whitened: GuardScorer | None = None
+
+    def layer_scorer(self) -> GuardScorer:
+        if self.whitened is None:
+            assert self.means is not None and self.precision is not None
+            self.whitened = _whitened(self.means, self.precision, self.threshold)
+        return self.whitened
+
+
+@dataclass
+class MultiGuard:
+    """Several checks on one feature vector; flagged when any check passes its threshold."""
+
+    spec: FeatureSpec
+    checks: list[Check]
+    quantile: float  # the validation quantile each check's threshold sits at
+    target: float  # the fraction of validation images all checks together flag
+    stain_augmented: bool = True  # fitted on stain-augmented images too
+    threshold: float = 1.0  # normalised: every check's threshold is 1.0
+
+    @property
+    def layer(self) -> str:
+        return "+".join(self.spec.layers) + ("+input" if self.spec.input_statistics else "")
+
+    def _split(self, features: np.ndarray) -> list[np.ndarray]:
+        f = np.asarray(features, np.float64).reshape(len(features), -1)
+        sizes = [c.means.shape[1] for c in self.checks if c.means is not None]
+        parts, at = [], 0
+        for size in sizes:
+            parts.append(f[:, at : at + size])
+            at += size
+        if self.spec.input_statistics:
+            parts.append(f[:, at : at + len(INPUT_STATISTICS)])
+            at += len(INPUT_STATISTICS)
+        if at != f.shape[1]:
+            raise ValueError(f"the guard expects {at} features per image, got {f.shape[1]}")
+        return parts
+
+    def raw_scores(self, features: np.ndarray) -> np.ndarray:
+        """(N, checks) raw scores, before normalisation."""
+        parts = self._split(features)
+        cols = []
+        for c in self.checks:
+            if c.kind == "layer":
+                cols.append(c.layer_scorer().score(parts[c.index]))
+            else:
+                cols.append(parts[-1] @ np.asarray(c.weights, np.float64))
+        return np.stack(cols, axis=1) if cols else np.zeros((len(features), 0))
+
+    def scorer(self) -> MultiGuard:
+        """What scoring needs: the same guard with each layer's precision matrix replaced
+        by its Cholesky factor (a worker holds one d x d matrix per layer, not two)."""
+        checks = [
+            replace(c, precision=None, whitened=c.layer_scorer()) if c.kind == "layer" else c
+            for c in self.checks
+        ]
+        return replace(self, checks=checks)
+
+    def check_scores(self, features: np.ndarray) -> np.ndarray:
+        """(N, checks) scores on the common scale: 1.0 is each check's threshold."""
+        raw = self.raw_scores(features)
+        centre = np.array([c.centre for c in self.checks])
+        span = np.array([max(c.threshold - c.centre, 1e-9) for c in self.checks])
+        return (raw - centre) / span
+
+    def score(self, features: np.ndarray) -> np.ndarray:
+        return self.check_scores(features).max(axis=1)
+
+    def flag(self, features: np.ndarray) -> np.ndarray:
+        return self.score(features) > self.threshold
+
+    def reasons(self, features: np.ndarray) -> list[str | None]:
+        """The check that flagged each image, the most decisive one (None where none did)."""
+        z = self.check_scores(features)
+        worst = z.argmax(axis=1)
+        return [
+            self.checks[int(j)].name if z[i, j] > self.threshold else None
+            for i, j in enumerate(worst)
+        ]
+
+    def save(self, path: Path) -> Path:
+        arrays: dict[str, np.ndarray] = {
+            "method": np.array(MULTI_METHOD),
+            "layers": np.array(self.spec.layers, dtype=str),
+            "input_statistics": np.array(self.spec.input_statistics),
+            "names": np.array([c.name for c in self.checks], dtype=str),
+            "kinds": np.array([c.kind for c in self.checks], dtype=str),
+            "index": np.array([c.index for c in self.checks], np.int64),
+            "centre": np.array([c.centre for c in self.checks], np.float64),
+            "threshold": np.array([c.threshold for c in self.checks], np.float64),
+            "weights": np.array(
+                [c.weights or (0.0,) * len(INPUT_STATISTICS) for c in self.checks], np.float64
+            ),
+            "quantile": np.array(self.quantile, np.float64),
+            "target": np.array(self.target, np.float64),
+            "stain_augmented": np.array(self.stain_augmented),
+        }
+        for i, c in enumerate(self.checks):
+            if c.means is not None and c.precision is not None:
+                arrays[f"means_{i}"] = c.means
+                arrays[f"precision_{i}"] = c.precision
+        with Path(path).open("wb") as fh:  # a file handle: savez adds no ".npz" suffix
+            np.savez(fh, **arrays)  # type: ignore[arg-type]
+        return Path(path)
+
+    @classmethod
+    def load(cls, path: Path) -> MultiGuard:
+        with np.load(Path(path), allow_pickle=False) as z:
+            checks = [
+                Check(
+                    name=str(z["names"][i]),
+                    kind=str(z["kinds"][i]),
+                    index=int(z["index"][i]),
+                    centre=float(z["centre"][i]),
+                    threshold=float(z["threshold"][i]),
+                    weights=tuple(float(w) for w in z["weights"][i])
+                    if str(z["kinds"][i]) == "input"
+                    else (),
+                    means=z[f"means_{i}"] if f"means_{i}" in z.files else None,
+                    precision=z[f"precision_{i}"] if f"precision_{i}" in z.files else None,
+                )
+                for i in range(len(z["names"]))
+            ]
+            return cls(
+                spec=FeatureSpec(tuple(str(v) for v in z["layers"]), bool(z["input_statistics"])),
+                checks=checks,
+                quantile=float(z["quantile"]),
+                target=float(z["target"]),
+                stain_augmented=bool(z["stain_augmented"]),
+            )
+
+    def manifest_entry(self, file_hash: str) -> dict:
+        return {
+            "method": MULTI_METHOD,
+            "layer": self.layer,
+            "layers": list(self.spec.layers),
+            "checks": [c.name for c in self.checks],
+            "threshold": self.threshold,
+            "quantile": self.quantile,
+            "target": self.target,
+            "stain_augmented": self.stain_augmented,
+            "file": OOD_FILE,
+            "sha256": file_hash,
+        }
+
+
+Guard = MahalanobisGuard | MultiGuard
+
+
+def guard_load(path: Path, method: str) -> Guard:
+    """A saved guard of either kind, by the manifest's method."""
+    if method == METHOD:
+        return MahalanobisGuard.load(path)
+    if method == MULTI_METHOD:
+        return MultiGuard.load(path)
+    raise ValueError(f"unknown out-of-scope method {method!r}")
+
+
 @dataclass(frozen=True)
 class GuardScorer:
     """A fitted guard reduced to scoring: the precision's Cholesky factor ``L`` and the class
@@ -125,3 +361,21 @@ class GuardScorer:
         z = np.asarray(features, np.float64).reshape(len(features), -1) @ self.factor
         d2 = ((z[:, None, :] - self.whitened_means[None, :, :]) ** 2).sum(axis=2)  # (n, k)
         return np.sqrt(d2.min(axis=1))
+
+
+#: What a worker's predictor keeps of a guard (``Guard.scorer()``).
+Scorer = GuardScorer | MultiGuard
+
+
+def _whitened(means: np.ndarray, precision: np.ndarray, threshold: float) -> GuardScorer:
+    # P = L L^T (a shrunk covariance's inverse is positive definite), so
+    # (f - mu)^T P (f - mu) = |(f - mu) L|^2: the class means move into that space once.
+    p = np.asarray(precision, np.float64)
+    try:
+        factor = np.linalg.cholesky(p)
+    except np.linalg.LinAlgError:
+        # Dead units (all-zero features) on a few images can leave P singular to rounding:
+        # the same quadratic form from its eigenvectors, negative rounding clipped to 0.
+        w, v = np.linalg.eigh((p + p.T) / 2)
+        factor = v * np.sqrt(np.clip(w, 0.0, None))
+    return GuardScorer(factor, np.asarray(means, np.float64) @ factor, threshold)

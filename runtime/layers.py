@@ -1,10 +1,11 @@
-"""Keras layers that live inside packaged models: stain normalisation (Reinhard, Macenko)
-and grayscale input.
+"""Keras layers of packaged models (stain normalisation, grayscale input) and of the
+guard's graph (input statistics).
 
 Importing this module registers them, which a saved model that contains one needs in
 order to load (``runtime.artifact.load_packaged`` does it). The constants here are the
 ones both the layers and training's numpy references (``training.stain``) compute with,
-so the two cannot disagree. All layers take and return float 0-255 RGB.
+so the two cannot disagree. The stain layers take and return float 0-255 RGB;
+:class:`InputStatistics` (the guard's input-level checks) takes 0-255 RGB.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from __future__ import annotations
 import keras
 import numpy as np
 import tensorflow as tf
+
+from runtime.guard import INPUT_STATISTICS
 
 # --- grayscale input (de-colouring) ------------------------------------------------------
 
@@ -170,3 +173,60 @@ class MacenkoNormalization(keras.layers.Layer):
             "stains": self.stains,
             "max_concentrations": self.max_concentrations,
         }
+
+
+# --- input-level checks of the out-of-scope guard ----------------------------------------
+
+_LAPLACIAN = np.array([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]], np.float32)
+#: ``dark`` counts pixels darker than this fraction of the image's mean luma: stained
+#: cells and nuclei on a smear; an empty field, a solid colour or a blurred smear has
+#: almost none, and the ratio does not move with the lamp's brightness.
+DARK_RATIO = 0.8
+DARK_FLOOR = 1e-3  # log10 of a fraction needs a floor: an image with no dark pixel
+
+
+@keras.saving.register_keras_serializable(package="leukweb")
+class InputStatistics(keras.layers.Layer):
+    """Three numbers per 0-255 RGB image that say whether it looks like a focused smear.
+
+    ``focus``: log10 of the variance of the luma's 3x3 Laplacian over the luma's own
+    variance (each plus 1): blur removes fine detail relative to the overall contrast,
+    and the ratio does not move with a brighter lamp; noise and a screen's pixel grid
+    raise it. ``contrast``: log10 of the luma's coefficient of variation (a dark bezel,
+    a desk, a landscape have far more than a smear). ``dark``: log10 of the fraction of
+    pixels darker than ``DARK_RATIO`` of the mean luma (see there). Built into the
+    guard's graph, so the worker computes them in the same compiled call as the
+    probabilities.
+    """
+
+    def call(self, x):
+        # Every statistic stays (N, 1) and they are concatenated, not stacked: ONNX
+        # Runtime's symbolic shape inference (int8 quantisation) cannot follow a stack of
+        # batch-sized vectors.
+        x = tf.cast(x, tf.float32)
+        y = tf.reduce_sum(x * tf.constant(LUMA, tf.float32), axis=-1, keepdims=True)
+        lap = tf.nn.conv2d(y, tf.constant(_LAPLACIAN[:, :, None, None]), 1, "VALID")
+        mean_y, var_y = tf.nn.moments(y, axes=[1, 2])  # (N, 1) each
+        _, var_lap = tf.nn.moments(lap, axes=[1, 2])
+        mean_4d = tf.reduce_mean(y, axis=[1, 2], keepdims=True)  # (N, 1, 1, 1): no slicing
+        dark = tf.reduce_mean(tf.cast(y < DARK_RATIO * mean_4d, tf.float32), axis=[1, 2])
+        log10 = np.log(10.0)
+        focus = tf.math.log((var_lap + 1.0) / (var_y + 1.0)) / log10
+        contrast = tf.math.log((tf.sqrt(var_y) + 0.5) / (mean_y + 1.0)) / log10
+        return tf.concat([focus, contrast, tf.math.log(dark + DARK_FLOOR) / log10], axis=-1)
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], len(INPUT_STATISTICS))  # the order runtime.guard reads
+
+
+def input_statistics_np(images: np.ndarray) -> np.ndarray:
+    """:class:`InputStatistics` in numpy (N, 3), for tests and offline checks."""
+    x = np.asarray(images, np.float64)
+    y = x @ np.asarray(LUMA)
+    lap = y[:, :-2, 1:-1] + y[:, 2:, 1:-1] + y[:, 1:-1, :-2] + y[:, 1:-1, 2:] - 4 * y[:, 1:-1, 1:-1]
+    var_y = y.var(axis=(1, 2))
+    mean_y = y.mean(axis=(1, 2))
+    dark = (y < DARK_RATIO * mean_y[:, None, None]).mean(axis=(1, 2))
+    focus = np.log10((lap.var(axis=(1, 2)) + 1.0) / (var_y + 1.0))
+    contrast = np.log10((np.sqrt(var_y) + 0.5) / (mean_y + 1.0))
+    return np.stack([focus, contrast, np.log10(dark + DARK_FLOOR)], axis=-1)

@@ -47,7 +47,7 @@ from runtime.export import (
     onnx_session,
     outputs_compare,
 )
-from runtime.guard import GuardScorer, MahalanobisGuard
+from runtime.guard import Guard, Scorer
 from runtime.preprocess import ImageDecodeError, load_for_model
 
 __all__ = ["ImagePrediction", "Predictor", "cached_predictor"]
@@ -83,14 +83,14 @@ class Predictor:
         self,
         session,
         manifest: Manifest,
-        guard: MahalanobisGuard | None = None,
+        guard: Guard | None = None,
         *,
         variant: str = "fp32",
     ) -> None:
         self.session = session
         self.manifest = manifest
         # Only what scoring needs: the guard's precision matrix is not kept beside its factor.
-        self.guard: GuardScorer | None = None if guard is None else guard.scorer()
+        self.guard: Scorer | None = None if guard is None else guard.scorer()
         self.variant = variant
         self.classes: tuple[str, ...] = tuple(manifest.classes)
         self.input_size = int(manifest.input_size)

@@ -33,6 +33,7 @@ EPILOG = """examples:
   python -m training loso DATA --groups groups.csv --img-size 64 --epochs 10 --out runs/loso
   python -m training add-guard runs/cml1-.../leukweb-cml1-... --out runs/guarded
   python -m training ood-check ARTIFACT ../shared/data/bccd-smears/images --run runs/cml1-...
+  python -m training site-calibrate ARTIFACT SITE_IMAGES --labelled SITE_LABELLED --out models/
 """
 
 
@@ -241,9 +242,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "add-guard",
         help="give an existing artifact the out-of-scope guard",
-        description="Fit the Mahalanobis out-of-scope guard on the artifact's "
-        "training split (threshold on validation) and write a new "
-        "format-2 artifact; the original is left as it is.",
+        description="Fit the multi-check out-of-scope guard (several layers and "
+        "input checks, see docs/clinical-validity.md) on the artifact's training split "
+        "(thresholds on validation) and write a new artifact; the original is left as it is.",
     )
     p.add_argument("artifact", type=Path)
     p.add_argument(
@@ -260,9 +261,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "ood-check",
         help="how often the guard flags given images",
-        description="Score image folders and generated non-smears (noise, "
-        "solid colours, text, scenes) with an artifact's "
-        "out-of-scope guard; print the flagged fraction of each.",
+        description="Score image folders and generated non-smears (noise, solid colours, "
+        "text, scenes, blank fields, blurred smears, photos of a screen or of paper) with "
+        "an artifact's out-of-scope guard; print the flagged fraction of each and which "
+        "check flagged them.",
     )
     p.add_argument("artifact", type=Path)
     p.add_argument("folders", type=Path, nargs="*", help="folders of images (recursive)")
@@ -281,6 +283,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=None, help="write the result as JSON here")
     p.set_defaults(func=cmd_ood_check)
+
+    p = sub.add_parser(
+        "site-calibrate",
+        help="a new model version with BatchNorm statistics from a site's images",
+        description="Re-estimate the BatchNorm statistics of ARTIFACT on a site's "
+        "unlabelled smears and package the result as a NEW version (its own version "
+        "string, lineage 'calibrated from', ONNX graph and evaluation). The original "
+        "artifact is only read. With --labelled, accuracy before and after is measured "
+        "on the site's labelled images.",
+    )
+    p.add_argument("artifact", type=Path)
+    p.add_argument("site_folder", type=Path, help="the site's unlabelled images (recursive)")
+    p.add_argument("--out", type=Path, required=True, help="folder for the new artifact")
+    p.add_argument("--version", default=None, help="new version (default: <old>-site-<site>)")
+    p.add_argument("--site", default=None, help="site name (default: the folder's name)")
+    p.add_argument(
+        "--labelled",
+        type=Path,
+        default=None,
+        help="the site's labelled images, one sub-folder per class: accuracy before/after",
+    )
+    p.set_defaults(func=cmd_site_calibrate)
 
     p = sub.add_parser(
         "tabulate",
@@ -490,11 +514,46 @@ def cmd_ood_check(args) -> int:
     result = ood_check(
         args.artifact, args.folders, per_kind=args.per_kind, seed=args.seed, run_dir=args.run
     )
-    print(f"threshold {result['threshold']:.2f} ({result['quantile']:.0%} of validation)")
+    print(
+        f"guard {result['method']} ({result['layer']}): threshold {result['threshold']:.2f}, "
+        f"each check at the {result['quantile']:.2%} quantile of validation"
+    )
     for name, row in result["sets"].items():
-        print(f"{row['rate']:7.1%}  {row['flagged']:4d}/{row['n']:<4d} flagged  {name}")
+        reasons = ", ".join(f"{k} {v}" for k, v in row["reasons"].items())
+        print(
+            f"{row['rate']:7.1%}  {row['flagged']:4d}/{row['n']:<4d} flagged  {name}"
+            + (f"  [{reasons}]" if reasons else "")
+        )
     if args.out:
         Path(args.out).write_text(json.dumps(result, indent=1), encoding="utf-8")
+    return 0
+
+
+def cmd_site_calibrate(args) -> int:
+    from training.site_calibration import site_calibrate
+
+    folder, facts = site_calibrate(
+        args.artifact,
+        args.site_folder,
+        out=args.out,
+        version=args.version,
+        site=args.site,
+        labelled=args.labelled,
+    )
+    print(f"calibrated on {facts['images']} images of {facts['site']} in {facts['seconds']:.0f} s")
+
+    def pct(v):
+        return "-" if v is None else f"{v:.1%}"
+
+    print(
+        f"site images flagged out of scope: {pct(facts['site_flagged_before'])} before, "
+        f"{pct(facts['site_flagged_after'])} after"
+    )
+    lab = facts["labelled"]
+    if lab:
+        for key in ("accuracy", "macro_f1", "out_of_scope"):
+            print(f"labelled {key}: {pct(lab['before'][key])} -> {pct(lab['after'][key])}")
+    print(f"new version: {folder}")
     return 0
 
 

@@ -197,20 +197,48 @@ def validity_html(report: dict, robustness_svg: str | None = None) -> str:
         )
     ood = report.get("ood")
     if ood:
+        reasons = ood.get("reasons") or {}
         rows = "".join(
-            f"<tr><th>{html.escape(k)}</th><td>{_fmt(v, True)}</td></tr>"
+            f"<tr><th>{html.escape(k)}</th><td>{_fmt(v, True)}</td>"
+            f"<td>{html.escape(_reason_text(reasons.get(k)))}</td></tr>"
             for k, v in ood["flagged"].items()
         )
         parts.append(
-            "<h2>Out-of-scope guard</h2><p>Mahalanobis distance of the features feeding the "
-            f"output layer (<code>{html.escape(ood['layer'])}</code>) to the nearest class "
-            "mean, with one shared covariance (Ledoit-Wolf shrinkage "
-            f"{ood['shrinkage']:.3f}) fitted on the training split. Threshold "
-            f"{ood['threshold']:.2f}: the {ood['quantile']:.0%} quantile of validation "
-            "scores, so about 1 % of in-distribution images are flagged by design.</p>"
-            f"<table><tr><th>images</th><th>flagged out of scope</th></tr>{rows}</table>"
+            "<h2>Out-of-scope guard</h2>"
+            + _guard_method(ood)
+            + "<table><tr><th>images</th><th>flagged out of scope</th><th>by check</th></tr>"
+            f"{rows}</table>"
         )
     return "".join(parts)
+
+
+def _reason_text(counts: dict | None) -> str:
+    return ", ".join(f"{k} {v}" for k, v in (counts or {}).items())
+
+
+def _guard_method(ood: dict) -> str:
+    """One paragraph on how the guard scores, for either kind of guard."""
+    if ood.get("method") == "multi-check":
+        checks = ", ".join(html.escape(c) for c in ood.get("checks", []))
+        return (
+            "<p>Several checks in the same compiled call as the probabilities: Mahalanobis "
+            "distance to the nearest class mean (shared Ledoit-Wolf covariance, training "
+            "split) of the pooled outputs of several layers, and input-level checks on "
+            f"focus, contrast and near-white area. Checks: {checks}. Each threshold is the "
+            f"{ood['quantile']:.2%} quantile of validation scores"
+            + (" (validation and a stain-jittered copy)" if ood.get("stain_augmented") else "")
+            + f", chosen so that all checks together flag {ood.get('target', 0.01):.0%} of "
+            "validation images; an image is flagged when any check passes its threshold, "
+            "and the check that passed it furthest is named.</p>"
+        )
+    return (
+        "<p>Mahalanobis distance of the features feeding the "
+        f"output layer (<code>{html.escape(ood['layer'])}</code>) to the nearest class "
+        "mean, with one shared covariance (Ledoit-Wolf shrinkage "
+        f"{ood['shrinkage']:.3f}) fitted on the training split. Threshold "
+        f"{ood['threshold']:.2f}: the {ood['quantile']:.0%} quantile of validation "
+        "scores, so about 1 % of in-distribution images are flagged by design.</p>"
+    )
 
 
 def write_html(report: dict, path: Path) -> Path:

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from runtime.artifact import VERIFICATION_IMAGES, VerificationBatch, utc_now, write_artifact
-from runtime.guard import MahalanobisGuard
+from runtime.guard import Guard
 from training import data as data_mod
 from training.architectures import ARCHITECTURES, backbone_layers, build_model, heatmap_layer
 from training.baselines import baseline_warning, run_baselines
@@ -288,21 +288,33 @@ def clinical_validity(
     batch_size: int = 32,
     nonsmear_per_kind: int = 25,
     guard=None,
+    color_augment: str = "light",
 ) -> dict:
     """Robustness to stain shifts, metrics per source, and the out-of-scope guard.
 
     Returns ``robustness``, ``per_source`` (None without sources), ``ood`` (the guard's
     facts, flagged rates on validation, test and generated non-smears) and ``guard``:
-    the one given (a packaged model's) or one fitted here on the training split.
+    the one given (a packaged model's) or one fitted here on the training split, with the
+    colour recipe the model was trained with (``color_augment``).
     """
     from training.nonsmear import KINDS, generate
-    from training.ood import FeatureExtractor, fit_guard
+    from training.ood import FeatureExtractor, fit_guard, guard_facts, reason_counts
     from training.robustness import robustness
 
     (x_tr, y_tr), (x_va, _), (x_te, y_te) = (arrays[p] for p in data_mod.SPLITS)
     if guard is None:
-        guard = fit_guard(model, x_tr, y_tr, x_va, len(classes), batch_size)
-    extract = FeatureExtractor(model, guard.layer)
+        recipe = color_recipe(color_augment)
+        guard = fit_guard(
+            model,
+            x_tr,
+            y_tr,
+            x_va,
+            len(classes),
+            batch_size,
+            stain_augment=recipe is not None,
+            recipe=recipe,
+        )
+    extract = FeatureExtractor(model, guard.spec)
     t0 = time.monotonic()
     rob = robustness(
         lambda b: predict(model, b, batch_size),
@@ -328,24 +340,22 @@ def clinical_validity(
             per_source[src or "(none)"] = source_metrics(probs[idx], y_te[idx])
 
     size = x_te.shape[1]
-
-    def flagged(x):
-        return float(guard.flag(extract(x, batch_size)[0]).mean())
-
-    ood = {
-        "method": "mahalanobis",
-        "layer": guard.layer,
-        "threshold": guard.threshold,
-        "quantile": guard.quantile,
-        "shrinkage": guard.shrinkage,
-        "flagged": {
-            "validation": flagged(x_va),
-            "test": flagged(x_te),
-            **{
-                f"generated {k}": flagged(generate(k, nonsmear_per_kind, size, seed=seed))
-                for k in KINDS
-            },
+    sets = {
+        "validation": x_va,
+        "test": x_te,
+        **{
+            f"generated {k}": generate(k, nonsmear_per_kind, size, seed=seed, smears=x_te)
+            for k in KINDS
         },
+    }
+    reasons = {name: guard.reasons(extract(x, batch_size)[0]) for name, x in sets.items()}
+    ood = {
+        **guard_facts(guard),
+        "flagged": {
+            name: float(np.mean([r is not None for r in rs])) if rs else 0.0
+            for name, rs in reasons.items()
+        },
+        "reasons": {name: reason_counts(rs) for name, rs in reasons.items()},
     }
     log.info(
         "out-of-scope guard: threshold %.2f; flagged %s",
@@ -661,7 +671,7 @@ def _evaluate(
 
 def _check_validity(
     model, cfg: TrainConfig, arrays: dict, prepared: data_mod.PreparedData
-) -> tuple[dict, MahalanobisGuard]:
+) -> tuple[dict, Guard]:
     """The report's robustness, per-source and guard sections, and the guard to package."""
     validity = clinical_validity(
         model,
@@ -670,6 +680,7 @@ def _check_validity(
         prepared.splits["test"],
         seed=cfg.seed,
         batch_size=cfg.batch_size,
+        color_augment=cfg.color_augment,
     )
     guard = validity.pop("guard")
     validity["ood"]["packaged"] = True
@@ -745,7 +756,7 @@ def _package(
     model,
     report: dict,
     prepared: data_mod.PreparedData,
-    guard: MahalanobisGuard,
+    guard: Guard,
     out_dir: Path,
     report_files: list[Path],
     arrays: dict[str, tuple[np.ndarray, np.ndarray]],

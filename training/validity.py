@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -114,6 +115,7 @@ def add_guard(
     """Fit the out-of-scope guard for an existing artifact on its run's split; repackage."""
     from training.evaluate_artifact import _load_checked
     from training.ood import fit_guard
+    from training.train import color_recipe
 
     model, manifest = load_packaged(artifact)
     run_dir = Path(run_dir) if run_dir else Path(artifact).resolve().parent
@@ -127,7 +129,16 @@ def add_guard(
     x_te, _ = _load_checked(
         root, prepared.splits["test"][:VERIFICATION_IMAGES], manifest.classes, size
     )
-    guard = fit_guard(model, x_tr, y_tr, x_va, len(manifest.classes))
+    recipe = color_recipe(_trained_color_augment(Path(artifact)))
+    guard = fit_guard(
+        model,
+        x_tr,
+        y_tr,
+        x_va,
+        len(manifest.classes),
+        stain_augment=recipe is not None,
+        recipe=recipe,
+    )
     fields = {
         k: v
         for k, v in manifest.to_dict().items()
@@ -146,6 +157,18 @@ def add_guard(
         report_files=_report_files(Path(artifact)),
     )
     return folder
+
+
+def _trained_color_augment(artifact: Path) -> str:
+    """The colour recipe the artifact's report says it was trained with: ``strong``,
+    ``light`` or ``none`` (reports from before issue #14 say ``stain_augment``)."""
+    path = artifact / "report.json"
+    config = (
+        json.loads(path.read_text(encoding="utf-8")).get("config", {}) if path.is_file() else {}
+    )
+    if "color_augment" in config:
+        return str(config["color_augment"])
+    return "light" if config.get("stain_augment") else "none"
 
 
 def _report_files(artifact: Path) -> list[Path]:
@@ -177,7 +200,7 @@ def ood_check(
     """
     from runtime.preprocess import load_for_model
     from training.nonsmear import KINDS, generate
-    from training.ood import FeatureExtractor
+    from training.ood import FeatureExtractor, guard_facts, reason_counts
 
     model, manifest = load_packaged(artifact)
     guard = load_guard(artifact, manifest)
@@ -197,25 +220,35 @@ def ood_check(
             if files
             else np.zeros((0, size, size, 3), np.uint8)
         )
+    smears = sets.get("test split")
     for kind in KINDS:
-        sets[f"generated {kind}"] = generate(kind, per_kind, size, seed=seed)
-    rows = {}
-    extract = FeatureExtractor(model, guard.layer)
+        sets[f"generated {kind}"] = generate(kind, per_kind, size, seed=seed, smears=smears)
+    rows: dict[str, dict[str, Any]] = {}
+    extract = FeatureExtractor(model, guard.spec)
     for name, x in sets.items():
         t0 = time.monotonic()
-        scores = guard.score(extract(x)[0]) if len(x) else np.zeros(0)
+        feats = extract(x)[0] if len(x) else None
+        scores = guard.score(feats) if feats is not None else np.zeros(0)
+        flags = scores > guard.threshold
         rows[name] = {
             "n": len(x),
-            "flagged": int((scores > guard.threshold).sum()),
-            "rate": float((scores > guard.threshold).mean()) if len(x) else 0.0,
+            "flagged": int(flags.sum()),
+            "rate": float(flags.mean()) if len(x) else 0.0,
             "score_median": float(np.median(scores)) if len(x) else None,
             "score_p05": float(np.quantile(scores, 0.05)) if len(x) else None,
+            "reasons": reason_counts(guard.reasons(feats)) if feats is not None else {},
             "seconds": time.monotonic() - t0,
         }
         if progress:
-            progress(f"{name}: {rows[name]['flagged']}/{len(x)} flagged")
+            reasons = ", ".join(f"{k} {v}" for k, v in rows[name]["reasons"].items())
+            progress(
+                f"{name}: {rows[name]['flagged']}/{len(x)} flagged"
+                + (f" ({reasons})" if reasons else "")
+            )
     return {
         "artifact": str(artifact),
+        "method": guard_facts(guard)["method"],
+        "checks": guard_facts(guard)["checks"],
         "threshold": guard.threshold,
         "layer": guard.layer,
         "quantile": guard.quantile,

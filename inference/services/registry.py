@@ -42,7 +42,7 @@ def _keras_checked(source: Path, scratch: Path) -> Path:
     manifest, and its ONNX graph answers the verification batch as the Keras model does
     now. An artifact without a graph (formats 1 and 2) gets one, converted and verified
     on generated smears (see ``LEGACY_VERIFICATION``); returns the folder to store."""
-    from runtime.artifact import artifact_onnx_add, load_packaged, verification_load
+    from runtime.artifact import artifact_onnx_add, load_guard, load_packaged, verification_load
     from runtime.export import keras_outputs, onnx_session, onnx_verify
 
     model, manifest = load_packaged(source)
@@ -50,9 +50,10 @@ def _keras_checked(source: Path, scratch: Path) -> Path:
         batch = legacy_verification_batch(manifest.input_size)
         source, manifest = artifact_onnx_add(source, scratch / source.name, batch)
     images, _ = verification_load(source, manifest)
-    layer = manifest.ood["layer"] if manifest.ood is not None else None
+    guard = load_guard(source, manifest)
+    spec = None if guard is None else guard.spec
     onnx_verify(
-        onnx_session(source / manifest.onnx["file"]), images, keras_outputs(model, images, layer)
+        onnx_session(source / manifest.onnx["file"]), images, keras_outputs(model, images, spec)
     )
     return source
 

@@ -93,7 +93,7 @@ def test_demo_model_is_marked_synthetic(tmp_path):
     manifest = json.loads((art / "manifest.json").read_text())
     assert art.name == "demo-synthetic-1"
     assert manifest["synthetic"] is True
-    assert manifest["ood"]["method"] == "mahalanobis"  # the demo model carries the guard too
+    assert manifest["ood"]["method"] == "multi-check"  # the demo model carries the guard too
     assert manifest["classes"] == sorted(["healthy", "ALL", "AML", "CLL", "CML"])
     assert "NOT FOR CLINICAL USE" in (art / "report.html").read_text()
     with pytest.raises(Exception, match="exists"):

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from runtime.artifact import ArtifactError, load_guard, load_packaged
+from training.nonsmear import KINDS
 
 
 @pytest.mark.slow
@@ -23,15 +24,16 @@ def test_every_report_has_robustness_and_the_guard(tiny_run):
     assert report["robustness"]["clean"]["accuracy"] == pytest.approx(
         report["evaluation"]["test"]["accuracy"]
     )
-    assert report["ood"]["method"] == "mahalanobis" and report["ood"]["packaged"]
-    assert set(report["ood"]["flagged"]) >= {
+    assert report["ood"]["method"] == "multi-check" and report["ood"]["packaged"]
+    assert set(report["ood"]["flagged"]) == {
         "validation",
         "test",
-        "generated noise",
-        "generated solid",
-        "generated text",
-        "generated scene",
+        *(f"generated {k}" for k in KINDS),
     }
+    # every flagged image is put down to a check the guard has
+    for name, counts in report["ood"]["reasons"].items():
+        assert set(counts) <= set(report["ood"]["checks"])
+        assert (sum(counts.values()) > 0) == (report["ood"]["flagged"][name] > 0)
     assert report["per_source"] is None  # no source column given
     html = (tiny_run.artifact_dir / "report.html").read_text()
     assert "Robustness to colour and stain shifts" in html and "Out-of-scope guard" in html
@@ -61,7 +63,7 @@ def test_the_packaged_guard_is_hashed_and_loads(tiny_run, tmp_path):
     assert manifest.format_version == 3 and manifest.ood["file"] == "ood.npz"
     guard = load_guard(tiny_run.artifact_dir, manifest)
     assert guard is not None  # a format-2 artifact has one
-    assert guard.layer == manifest.ood["layer"] == "dense2"
+    assert guard.layer == manifest.ood["layer"] == "bn2+bn3+bn4+dense2+input"
     assert guard.threshold == pytest.approx(manifest.ood["threshold"])
     damaged = tmp_path / "damaged"
     shutil.copytree(tiny_run.artifact_dir, damaged)
