@@ -50,9 +50,16 @@ class MahalanobisGuard:
 
     def scorer(self) -> GuardScorer:
         """What scoring needs, without the precision matrix: a worker holds only this."""
-        # P = L L^T (a shrunk covariance's inverse is positive definite), so
-        # (f - mu)^T P (f - mu) = |(f - mu) L|^2: the class means move into that space once.
-        factor = np.linalg.cholesky(np.asarray(self.precision, np.float64))
+        # P = L L^T, so (f - mu)^T P (f - mu) = |(f - mu) L|^2: the class means move into
+        # that space once. A shrunk covariance's inverse is positive definite, but one fitted
+        # on degenerate features (an untrained network's dead units) may not be numerically:
+        # then L = V sqrt(max(eigenvalues, 0)), which drops the directions it cannot weigh.
+        precision = np.asarray(self.precision, np.float64)
+        try:
+            factor = np.linalg.cholesky(precision)
+        except np.linalg.LinAlgError:
+            values, vectors = np.linalg.eigh(precision)
+            factor = vectors * np.sqrt(np.clip(values, 0.0, None))
         return GuardScorer(factor, np.asarray(self.means, np.float64) @ factor, self.threshold)
 
     @cached_property

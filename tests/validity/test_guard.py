@@ -60,6 +60,23 @@ def test_the_fast_score_equals_the_textbook_quadratic_form_on_wide_features():
     np.testing.assert_allclose(guard.score(f), textbook, rtol=1e-9)
 
 
+def test_a_precision_that_is_not_numerically_positive_definite_still_scores():
+    """Fitted on degenerate features (an untrained network's all-zero units), the shrunk
+    precision may fail a Cholesky factorisation; the guard still scores, as the quadratic
+    form does on the directions it can weigh."""
+    rng = np.random.default_rng(9)
+    basis = rng.normal(size=(8, 3))
+    precision = basis @ basis.T  # rank 3: positive semi-definite only
+    precision[0, 0] -= 1e-9
+    guard = MahalanobisGuard(rng.normal(size=(2, 8)), precision, threshold=1.0, layer="f")
+    with pytest.raises(np.linalg.LinAlgError):
+        np.linalg.cholesky(precision)
+    f = rng.normal(size=(5, 8))
+    diff = f[:, None, :] - guard.means[None]
+    textbook = np.einsum("nkd,de,nke->nk", diff, precision, diff).min(axis=1)
+    np.testing.assert_allclose(guard.score(f), np.sqrt(np.maximum(textbook, 0)), atol=1e-6)
+
+
 def test_it_saves_and_loads_exactly(guard, tmp_path):
     path = guard.save(tmp_path / "ood.npz")
     back = MahalanobisGuard.load(path)
