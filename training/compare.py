@@ -236,6 +236,9 @@ def demo_model(
             version=version,
             synthetic=True,
             note="SYNTHETIC demo model: cartoon smear fields, NOT for clinical use.",
+            # The cartoon classes differ partly by colour, and no lab's stain will ever
+            # reach this model: the robust recipe only cost it accuracy (96 % -> 82 %).
+            color_augment="none",
         )
         result = run_training(cfg, run_dir=Path(tmp) / "run", package_dir=Path(out))
     return result.artifact_dir, result.report
