@@ -327,6 +327,11 @@ def test_logging_out_says_so_on_the_login_page(client_for, alice):
     assert "You have been logged out." in page and 'id="id_username"' in page
 
 
-def test_every_page_names_its_icon_so_browsers_do_not_ask_for_favicon_ico(client_for, alice):
-    page = client_for(alice).get("/cases/").content.decode()
-    assert 'rel="icon" href="/static/img/favicon.svg"' in page
+def test_every_page_names_its_icon_so_browsers_do_not_ask_for_favicon_ico(
+    client_for, alice, admin_user
+):
+    for page in (
+        client_for(alice).get("/cases/").content.decode(),
+        client_for(admin_user).get("/admin/").content.decode(),
+    ):
+        assert 'rel="icon" href="/static/img/favicon.svg"' in page
