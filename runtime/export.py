@@ -42,7 +42,11 @@ OPSET = 17
 #: counts as the same model.
 PROBABILITY_TOLERANCE = 1e-4
 #: The features feed only the out-of-scope guard; relative to their largest magnitude.
-FEATURE_TOLERANCE = 1e-4
+#: Pooled from early blocks as well as the last (the multi-check guard), they carry the
+#: two runtimes' float32 rounding through fewer normalising layers than the
+#: probabilities: 1.7e-4 (MobileNet) and 5.7e-4 (ResNet-50) at 224 px with untrained
+#: weights, 5e-7 for CML-1, while another model's features differ by order 1.
+FEATURE_TOLERANCE = 2e-3
 INPUT_NAME = "image"
 OUTPUT_NAMES = ("probabilities", "features")
 

@@ -97,3 +97,20 @@ def test_verification_names_a_top1_difference_even_within_the_tolerance(artifact
 def test_an_int8_variant_is_refused_when_none_was_accepted(artifacts):
     with pytest.raises(ArtifactError, match="no accepted int8 variant"):
         Predictor.load(artifacts["v1"], variant="int8")
+
+
+def test_guard_features_from_another_model_are_refused_but_float_rounding_is_not():
+    """Probabilities equal, features not: a graph whose guard would score other features
+    is not the same model; differences of the size two runtimes' rounding makes are."""
+    from runtime.export import FEATURE_TOLERANCE, outputs_compare
+
+    rng = np.random.default_rng(3)
+    probabilities = rng.dirichlet(np.ones(4), size=8).astype(np.float32)
+    features = rng.normal(size=(8, 32)).astype(np.float32)
+    expected = KerasOutputs(probabilities, features)
+    scale = float(np.abs(features).max())
+    rounding = features + np.float32(scale * 5.7e-4)  # ResNet-50's, measured
+    assert outputs_compare(KerasOutputs(probabilities, rounding), expected)["images"] == 8
+    other = features + np.float32(scale * 10 * FEATURE_TOLERANCE)
+    with pytest.raises(ArtifactError, match="guard features differ"):
+        outputs_compare(KerasOutputs(probabilities, other), expected)
