@@ -86,10 +86,10 @@ class SignOffSerializer(serializers.Serializer):
 class CaseSerializer(serializers.ModelSerializer):
     patient_identifier = serializers.CharField(source="patient.identifier", read_only=True)
     submitted_by: "serializers.SlugRelatedField[User]" = serializers.SlugRelatedField(
-        slug_field="username", read_only=True
+        slug_field="username", read_only=True, allow_null=True
     )
     withdrawn_by: "serializers.SlugRelatedField[User]" = serializers.SlugRelatedField(
-        slug_field="username", read_only=True
+        slug_field="username", read_only=True, allow_null=True
     )
     images_count = serializers.IntegerField(read_only=True, default=0)
     predicted_label = serializers.CharField(read_only=True, allow_null=True, default=None)
@@ -190,10 +190,10 @@ class CaseUpdateSerializer(serializers.Serializer):
 
 class SmearImageSerializer(serializers.ModelSerializer):
     uploaded_by: "serializers.SlugRelatedField[User]" = serializers.SlugRelatedField(
-        slug_field="username", read_only=True
+        slug_field="username", read_only=True, allow_null=True
     )
     withdrawn_by: "serializers.SlugRelatedField[User]" = serializers.SlugRelatedField(
-        slug_field="username", read_only=True
+        slug_field="username", read_only=True, allow_null=True
     )
     file_url = serializers.SerializerMethodField()
     thumbnail_url = serializers.SerializerMethodField()

@@ -53,6 +53,19 @@ def test_the_openapi_schema_is_valid(schema):
     assert schema["openapi"].startswith("3.")
 
 
+def test_people_fields_that_may_be_empty_are_nullable_in_the_schema(schema):
+    """A case nobody withdrew answers ``"withdrawn_by": null``: a schema that says string
+    breaks every client generated from it (schemathesis found it)."""
+    components = schema["components"]["schemas"]
+    for component_name, field in [
+        ("Case", "submitted_by"),
+        ("Case", "withdrawn_by"),
+        ("SmearImage", "uploaded_by"),
+        ("SmearImage", "withdrawn_by"),
+    ]:
+        assert components[component_name]["properties"][field].get("nullable") is True, field
+
+
 def test_the_schema_is_public_and_documents_the_token_endpoint(alice):
     response = APIClient().get("/api/schema/", HTTP_ACCEPT="application/json")
     assert response.status_code == HTTPStatus.OK
