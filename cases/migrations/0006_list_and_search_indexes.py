@@ -18,6 +18,15 @@ class AddIndexOnPostgreSQL(migrations.AddIndex):
             super().database_backwards(app_label, schema_editor, from_state, to_state)
 
 
+class TrigramExtensionOnPostgreSQL(TrigramExtension):
+    """Django's CreateExtension skips other databases going forwards but not backwards,
+    where it asks SQLite for pg_extension: skipped both ways here."""
+
+    def database_backwards(self, app_label, schema_editor, from_state, to_state):
+        if schema_editor.connection.vendor == "postgresql":
+            super().database_backwards(app_label, schema_editor, from_state, to_state)
+
+
 class Migration(migrations.Migration):
     dependencies = [
         ("cases", "0005_clinical_history"),
@@ -25,7 +34,7 @@ class Migration(migrations.Migration):
 
     operations = [
         # pg_trgm, for `?q=` on identifiers (a no-op on databases other than PostgreSQL).
-        TrigramExtension(),
+        TrigramExtensionOnPostgreSQL(),
         migrations.AddIndex(
             model_name="case",
             index=models.Index(fields=["-created", "-id"], name="case_newest"),
