@@ -32,18 +32,11 @@ import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
-from benchmarks.report import json_section_write, section_write
+from benchmarks.report import json_section_write, percentile, section_write
 
 ROOT = Path(__file__).resolve().parent.parent
 SMEARS = Path(os.environ.get("DATA_ROOT", "/work/shared/data")) / "bccd-smears" / "images"
 WORKER_NAMES = ("w1", "w2", "hm")
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    if not ordered:
-        return float("nan")
-    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
 
 
 def group_rss_mb(pid: int) -> float:

@@ -31,7 +31,7 @@ from typing import Any
 
 import requests
 
-from benchmarks.report import json_section_write, section_write
+from benchmarks.report import json_section_write, percentile, section_write
 
 ROOT = Path(__file__).resolve().parent.parent
 TEAMS = ["Bench Haematology A", "Bench Haematology B"]
@@ -236,11 +236,6 @@ def gunicorn_start(env: dict[str, str], port: int, log: Path) -> subprocess.Pope
     raise SystemExit("gunicorn did not answer within 120 s")
 
 
-def percentile(values: list[float], share: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(share * (len(ordered) - 1)))]
-
-
 def measure(session: requests.Session, url: str, *, warmup: int, count: int) -> dict[str, float]:
     for _ in range(warmup):
         session.get(url, timeout=60).raise_for_status()
@@ -254,7 +249,7 @@ def measure(session: requests.Session, url: str, *, warmup: int, count: int) -> 
             raise SystemExit(f"{url}: the session ended ({answer.url})")
     return {
         "p50_ms": round(statistics.median(times), 1),
-        "p95_ms": round(percentile(times, 0.95), 1),
+        "p95_ms": round(percentile(times, 95), 1),
         "max_ms": round(max(times), 1),
     }
 

@@ -50,3 +50,11 @@ def json_top_write(path: Path, figures: dict[str, Any]) -> None:
     """Replace the inference figures (the top level), keeping the other benchmarks' keys."""
     kept = {key: value for key, value in _json_read(path).items() if key in JSON_SECTIONS}
     _json_write(path, {**figures, **kept})
+
+
+def percentile(values: list[float], q: float) -> float:
+    """The measured value at the q-th percentile (0-100), nearest rank: never interpolated."""
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]

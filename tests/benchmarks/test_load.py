@@ -6,7 +6,8 @@ import signal
 import subprocess
 import sys
 
-from benchmarks.load import group_rss_mb, percentile, render
+from benchmarks.load import group_rss_mb, render
+from benchmarks.report import percentile
 
 
 def test_percentiles_pick_from_the_measured_values():
