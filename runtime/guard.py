@@ -154,7 +154,9 @@ class MahalanobisGuard:
 
     def scorer(self) -> GuardScorer:
         """What scoring needs, without the precision matrix: a worker holds only this."""
-        return _whitened(self.means, self.precision, self.threshold)
+        return replace(
+            _whitened(self.means, self.precision, self.threshold), name=f"layer {self.layer}"
+        )
 
     @cached_property
     def _scorer(self) -> GuardScorer:
@@ -296,12 +298,17 @@ class MultiGuard:
 
     def reasons(self, features: np.ndarray) -> list[str | None]:
         """The check that flagged each image, the most decisive one (None where none did)."""
+        return self.judge(features)[1]
+
+    def judge(self, features: np.ndarray) -> tuple[np.ndarray, list[str | None]]:
+        """Scores and reasons together, the checks scored once (what a worker needs)."""
         z = self.check_scores(features)
-        worst = z.argmax(axis=1)
-        return [
-            self.checks[int(j)].name if z[i, j] > self.threshold else None
+        worst, scores = z.argmax(axis=1), z.max(axis=1)
+        reasons = [
+            self.checks[int(j)].name if scores[i] > self.threshold else None
             for i, j in enumerate(worst)
         ]
+        return scores, reasons
 
     def save(self, path: Path) -> Path:
         arrays: dict[str, np.ndarray] = {
@@ -397,11 +404,17 @@ class GuardScorer:
     factor: np.ndarray
     whitened_means: np.ndarray
     threshold: float
+    name: str = ""  # the check's name, as reasons give it (a one-layer guard's "layer X")
 
     def score(self, features: np.ndarray) -> np.ndarray:
         z = np.asarray(features, np.float64).reshape(len(features), -1) @ self.factor
         d2 = ((z[:, None, :] - self.whitened_means[None, :, :]) ** 2).sum(axis=2)  # (n, k)
         return np.sqrt(d2.min(axis=1))
+
+    def judge(self, features: np.ndarray) -> tuple[np.ndarray, list[str | None]]:
+        """Scores, and this check's name for each image it flags (None elsewhere)."""
+        scores = self.score(features)
+        return scores, [self.name if s > self.threshold else None for s in scores]
 
 
 #: What a worker's predictor keeps of a guard (``Guard.scorer()``).

@@ -230,6 +230,8 @@ def test_the_exported_graph_outputs_the_guard_features_in_one_call(tmp_path):
     assert scores == pytest.approx(guard.score(features), rel=1e-5)
     answers, _ = predictor.predict(list(images))
     assert [a.out_of_scope for a in answers[-2:]] == [True, True]  # the blank fields
+    # the worker names the check that scored each flagged image highest, as offline work does
+    assert [a.ood_reason or None for a in answers] == guard.reasons(features)
 
 
 def test_a_singular_precision_still_scores_as_its_quadratic_form():
