@@ -71,10 +71,11 @@ def _decoded(
     try:
         with Image.open(io.BytesIO(data)) as img:
             width, height = img.size
-            if width * height > Image.MAX_IMAGE_PIXELS:
+            limit = Image.MAX_IMAGE_PIXELS  # None only where someone turned Pillow's off
+            if limit is not None and width * height > limit:
                 raise ImageDecodeError(
                     f"image too large to decode safely: {width} x {height} pixels, "
-                    f"more than {Image.MAX_IMAGE_PIXELS:,}"
+                    f"more than {limit:,}"
                 )
             if at_least is not None:
                 img.draft(None, (at_least, at_least))  # a no-op for all but JPEG
