@@ -18,8 +18,8 @@ Thresholds come from the validation split only, and from a stain-augmented copy 
 stain-augmented copy: a smear whose stain differs only as much as the model was trained
 to tolerate is then not out of scope for its colour. All checks share one validation
 quantile, found by bisection so that together they flag ``target`` (1 %) of validation
-images; a check with a ``max_threshold`` (``blank``) keeps its threshold at or under it,
-and the images it flags there count towards the target. :class:`FeatureExtractor` is
+images; a check with a fixed threshold (``blank``) keeps it, and the validation images
+it flags count towards the target. :class:`FeatureExtractor` is
 for offline work on whole splits (the worker's predictor takes the features from its own
 compiled call).
 """
@@ -136,16 +136,16 @@ def stain_augmented(x: np.ndarray, seed: int = 0, recipe=None) -> np.ndarray:
     return np.concatenate(parts) if parts else x.copy()
 
 
-def _thresholds(raw_val: np.ndarray, q: float, caps: np.ndarray) -> np.ndarray:
-    """Each check's validation quantile ``q``, capped where a check has a cap (else inf)."""
-    return np.minimum(np.quantile(raw_val, q, axis=0), caps)
+def _thresholds(raw_val: np.ndarray, q: float, fixed: np.ndarray) -> np.ndarray:
+    """Each check's validation quantile ``q``, or its fixed threshold (NaN: none)."""
+    return np.where(np.isnan(fixed), np.quantile(raw_val, q, axis=0), fixed)
 
 
-def _common_quantile(raw_val: np.ndarray, target: float, caps: np.ndarray) -> float:
+def _common_quantile(raw_val: np.ndarray, target: float, fixed: np.ndarray) -> float:
     """The validation quantile at which all checks' thresholds together flag ``target``."""
 
     def union(q: float) -> float:
-        return float((raw_val > _thresholds(raw_val, q, caps)).any(axis=1).mean())
+        return float((raw_val > _thresholds(raw_val, q, fixed)).any(axis=1).mean())
 
     lo, hi = 0.5, 1.0
     for _ in range(40):
@@ -177,17 +177,23 @@ def fit_checks(
         means, precision, _ = _class_gaussian(f_tr[:, at : at + size], y, n_classes)
         checks.append(Check(f"layer {name}", "layer", i, 0.0, 1.0, (), means, precision))
         at += size
-    caps = [np.inf] * len(checks)
+    fixed = [np.nan] * len(checks)
     if spec.input_statistics:
         for check in INPUT_CHECKS:
             weights = check_weights(check, spec.input_statistics)
             checks.append(Check(check.name, "input", -1, 0.0, 1.0, weights))
-            caps.append(np.inf if check.max_threshold is None else check.max_threshold)
+            fixed.append(np.nan if check.threshold is None else check.threshold)
     guard = MultiGuard(spec, checks, quantile=1.0, target=target, stain_augmented=stain_augmented)
     raw = guard.raw_scores(val_features)
-    guard.quantile = _common_quantile(raw, target, np.array(caps))
-    thresholds = _thresholds(raw, guard.quantile, np.array(caps))
+    guard.quantile = _common_quantile(raw, target, np.array(fixed))
+    thresholds = _thresholds(raw, guard.quantile, np.array(fixed))
     centres = np.median(raw, axis=0)
+    for c, t, m in zip(checks, thresholds, centres, strict=True):
+        if t <= m:  # a fitted quantile above 0.5 never is: only a fixed threshold
+            raise ValueError(
+                f"check {c.name!r}: half the validation images are beyond its fixed threshold; "
+                "they are not what this check was made for"
+            )
     for c, t, m in zip(checks, thresholds, centres, strict=True):
         c.threshold, c.centre = float(t), float(m)
     return guard

@@ -101,7 +101,7 @@ def test_colour_does_not_move_structure(fields):
     """In luma and relative to the mean: grayscale keeps it, a hue rotation and a dimmer
     lamp barely move it. HED jitter changes how much stain there is, and a brighter lamp
     clips pale outlines away, so those move it more, but no shift of the robustness table
-    takes a smear down to the blank cap."""
+    takes a smear down to blank's threshold."""
     from training.robustness import SHIFTS, apply_shift
 
     x = fields[0][:20]
@@ -115,20 +115,36 @@ def test_colour_does_not_move_structure(fields):
         assert (moved > np.log10(BLANK_MAX_STRUCTURE)).all(), shift.label
 
 
-def test_washed_out_validation_images_cannot_push_blank_past_its_cap(fields):
-    """Validation images that look empty (a colour jitter can wash a pale smear out)
-    would put the fitted ``blank`` threshold beyond empty fields; the cap keeps it at a
-    field with BLANK_MAX_STRUCTURE of cell-scale edges, so empty fields stay flagged."""
+def test_blank_keeps_its_fixed_threshold_whatever_the_validation_images(fields):
+    """Validation images that look empty (a colour jitter can wash a pale smear out) would
+    put a fitted ``blank`` threshold beyond empty fields, and clean ones alone would put
+    it among smears a brighter lamp has paled: it stays at a field with
+    BLANK_MAX_STRUCTURE of cell-scale edges, and the images it flags count."""
     x, y = fields
+    fixed = -np.log10(BLANK_MAX_STRUCTURE + 1e-3)
     washed = generate("blank", 8, SIZE, seed=5)  # 5 % of the validation set
-    f_val = _stats(np.concatenate([x[1::2], washed]))
-    guard = fit_checks(
-        INPUT_ONLY, _stats(x[::2]), y[::2], f_val, layer_sizes=[], n_classes=len(DEMO_CLASSES)
-    )
-    (blank,) = [c for c in guard.checks if c.name == "blank"]
-    assert blank.threshold == pytest.approx(-np.log10(BLANK_MAX_STRUCTURE + 1e-3))
-    assert _fires(guard, generate("blank", 40, SIZE, seed=6), "blank").all()
-    assert not _fires(guard, x[1::2], "blank").any()
+    for val in (x[1::2], np.concatenate([x[1::2], washed])):
+        guard = fit_checks(
+            INPUT_ONLY,
+            _stats(x[::2]),
+            y[::2],
+            _stats(val),
+            layer_sizes=[],
+            n_classes=len(DEMO_CLASSES),
+            target=0.06,
+        )
+        (blank,) = [c for c in guard.checks if c.name == "blank"]
+        assert blank.threshold == pytest.approx(fixed)
+        assert _fires(guard, generate("blank", 40, SIZE, seed=6), "blank").all()
+        assert not _fires(guard, x[1::2], "blank").any()
+        assert guard.flag(_stats(val)).mean() <= 0.06  # the washed-out ones included
+
+
+def test_a_fixed_threshold_below_most_validation_images_is_refused(fields):
+    _, y = fields
+    empty = _stats(generate("blank", len(y), SIZE, seed=7))
+    with pytest.raises(ValueError, match="'blank'"):
+        fit_checks(INPUT_ONLY, empty, y, empty, layer_sizes=[], n_classes=len(DEMO_CLASSES))
 
 
 def test_noise_scores_as_fine_texture_and_a_solid_colour_as_blank(input_guard):
