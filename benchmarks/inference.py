@@ -151,9 +151,10 @@ def int8_predictor(folder: Path, calibration: list[bytes]):
     manifest = read_manifest(folder)
     images = np.stack([load_for_model(b, manifest.input_size) for b in calibration])
     path = int8_convert(folder / "model.onnx", folder.parent / "bench.int8.onnx", images)
-    from runtime.predictor import Predictor
+    from runtime.predictor import SESSION_THREADS, Predictor
 
-    return Predictor(onnx_session(path), manifest, load_guard(folder, manifest), variant="int8")
+    session = onnx_session(path, threads=SESSION_THREADS)
+    return Predictor(session, manifest, load_guard(folder, manifest), variant="int8")
 
 
 def throughput(
@@ -168,19 +169,22 @@ def throughput(
     """One row per kind of upload; the compiled and bare calls start from decoded pixels,
     so they are shared by both kinds.
 
-    The bare ONNX Runtime call is the worker's own session run on a ready uint8 batch, cut
-    into the worker's batches (``RUN_BATCH``), so that worker / bare is what the worker
-    path adds: decoding and resizing, stacking, the guard, calibration, the answers. The
-    same session on one batch of 16 is reported beside it, so the batch size the worker
-    chose is not hidden. Before each timed call the machine gets a moment to settle:
+    The bare ONNX Runtime call is ONNX Runtime as it comes: a session on the artifact's
+    fp32 graph with every graph optimisation and its default threading (a model's layers
+    split over every core), run one call after another on a ready uint8 batch, in the
+    worker's batch size (``Predictor.run_batch``) and in one batch of 16. Worker / bare
+    is then what the worker path adds (decoding and resizing, stacking, the guard,
+    calibration, the answers) and what it saves (its runs side by side on the cores,
+    each on one thread). Before each timed call the machine gets a moment to settle:
     ONNX Runtime's and TensorFlow's threads spin a little after a call, and would
     otherwise slow whichever path comes next.
     """
     import tensorflow as tf
 
     from runtime.artifact import load_packaged
+    from runtime.export import onnx_session
     from runtime.heatmaps import HeatmapModel
-    from runtime.predictor import RUN_BATCH, Predictor
+    from runtime.predictor import Predictor
 
     first = next(iter(uploads.values()))
     folder = package(arch, 224, out, verify=first, guard_images=calibration)
@@ -201,11 +205,13 @@ def throughput(
     compiled = tf.function(lambda x: model(x, training=False))
     floats = tf.constant(pixels.astype(np.float32))
 
+    plain = onnx_session(folder / "model.onnx")
+
     def bare(batch: int) -> Callable[[], object]:
         feed = [{"image": pixels[i : i + batch]} for i in range(0, len(pixels), batch)]
-        return lambda: [fp32.session.run(None, f) for f in feed]
+        return lambda: [plain.run(None, f) for f in feed]
 
-    bare_worker_batch, bare_16 = bare(RUN_BATCH), bare(CASE_SIZE)
+    bare_worker_batch, bare_16 = bare(fp32.run_batch), bare(CASE_SIZE)
     compiled(floats)
     bare_worker_batch()
     bare_16()
@@ -248,7 +254,7 @@ def throughput(
             "tf_compiled": shared / compiled_s,
             "bare_ort_fp32": shared / bare_s,
             "bare_ort_fp32_batch16": shared / bare_16_s,
-            "run_batch": RUN_BATCH,
+            "run_batch": fp32.run_batch,
             "worker_fp32": images / worker["fp32"][kind],
             "worker_int8": images / worker["int8"][kind],
             "decode": decode_s[kind] / worker["fp32"][kind],
@@ -631,11 +637,13 @@ def render(throughputs: list[dict], start: dict, workers: list[dict], seconds: f
         "### Throughput, images/s (224 px, untrained weights, cases of 16 uploads)",
         "",
         "Naive: decode, resize and `model.predict` once per image. TF compiled: a "
-        "`tf.function` call on a ready batch of 16. Bare ORT: the worker's own ONNX Runtime "
-        "session (the artifact's fp32 graph) run on the same ready uint8 images in the "
-        "worker's batches (`RUN_BATCH`), and, for reference, on one batch of 16. Worker "
-        "fp32 / int8: `Predictor` (decode and resize on a thread per core, ONNX Runtime, "
-        "the out-of-scope guard (fitted on 32 other smears), calibration) on the fp32 graph "
+        "`tf.function` call on a ready batch of 16. Bare ORT: ONNX Runtime as it comes (a "
+        "session on the artifact's fp32 graph, every graph optimisation, its default "
+        "threading: each call split over every core) run call after call on the same ready "
+        "uint8 images in the worker's batch size (`Predictor.run_batch`), and on one batch "
+        "of 16. Worker fp32 / int8: `Predictor` (decode and resize on a thread per core, "
+        "ONNX Runtime runs side by side on a thread per core, the out-of-scope guard "
+        "(fitted on 32 other smears), calibration) on the fp32 graph "
         "and on an int8 variant (static QDQ, calibrated on the same 32 smears). Grad-CAM: "
         "what a heatmap worker makes after the predictions are stored. Each timed call "
         f"starts after {SETTLE_S * 1000:.0f} ms idle, so that no path pays for the threads "
