@@ -62,10 +62,10 @@ __all__ = ["ImagePrediction", "Predictor", "cached_predictor"]
 # small beside the work (the demo model at 64 px: a few hundred microseconds an image).
 RUN_PIXELS = 224 * 224
 # Threads per ONNX Runtime run. A case's runs go side by side on a thread per core
-# instead (ORT releases the GIL): a model's layers split over two cores much less well
-# than two images do (CML-1's graph ran 1.3x faster on two threads than on one, two
-# runs side by side nearly 2x), and no ORT thread spins idle between layers, taking the
-# cores from the decoding beside it.
+# instead (ORT releases the GIL): a model's layers split over two cores less well than
+# two images do (here CML-1's graph ran 1.5x faster on two threads than on one, two runs
+# side by side 1.9x: docs/benchmarks.md), no ORT thread spins idle between layers, and a
+# core that another process takes holds up one image, not every layer's barrier.
 SESSION_THREADS = 1
 # Deployed, shadow, and the one being replaced during a hot swap.
 CACHE_SIZE = 3
