@@ -212,9 +212,16 @@ def throughput(
         return lambda: [plain.run(None, f) for f in feed]
 
     bare_worker_batch, bare_16 = bare(fp32.run_batch), bare(CASE_SIZE)
+
+    def side_by_side() -> object:
+        """The worker's own session on ready pixels, its runs side by side as it runs them:
+        what the worker path costs beyond ONNX Runtime itself."""
+        return fp32.scored(pixels)
+
     compiled(floats)
     bare_worker_batch()
     bare_16()
+    side_by_side()
     labels = [a.label for a in fp32.predict(list(pixels))[0]]
     int8.predict(list(pixels))
     gradcam.maps(list(pixels), labels)
@@ -228,7 +235,7 @@ def throughput(
     # Interleaved, so that load from other processes drifts onto every path alike.
     worker = {k: dict.fromkeys(uploads, 0.0) for k in ("fp32", "int8")}
     decode_s = dict.fromkeys(uploads, 0.0)
-    compiled_s = bare_s = bare_16_s = heatmap_s = 0.0
+    compiled_s = bare_s = bare_16_s = side_s = heatmap_s = 0.0
     for _ in range(cases):
         for kind, blobs in uploads.items():
             for variant, predictor in (("fp32", fp32), ("int8", int8)):
@@ -243,6 +250,7 @@ def throughput(
             compiled_s += timed(lambda: compiled(floats).numpy())
             bare_s += timed(bare_worker_batch)
             bare_16_s += timed(bare_16)
+            side_s += timed(side_by_side)
         heatmap_s += timed(partial(gradcam.maps, arrays, labels))
     images = cases * CASE_SIZE
     shared = len(uploads) * images
@@ -254,6 +262,7 @@ def throughput(
             "tf_compiled": shared / compiled_s,
             "bare_ort_fp32": shared / bare_s,
             "bare_ort_fp32_batch16": shared / bare_16_s,
+            "worker_ort_fp32": shared / side_s,
             "run_batch": fp32.run_batch,
             "worker_fp32": images / worker["fp32"][kind],
             "worker_int8": images / worker["int8"][kind],
@@ -562,10 +571,12 @@ def figures(throughputs: list[dict], start: dict, load: tuple[float, float, floa
             "tf_compiled_img_s": round(t["tf_compiled"], 1),
             "bare_ort_fp32_img_s": round(t["bare_ort_fp32"], 1),
             "bare_ort_fp32_batch16_img_s": round(t["bare_ort_fp32_batch16"], 1),
+            "worker_ort_fp32_img_s": round(t["worker_ort_fp32"], 1),
             "run_batch": t["run_batch"],
             "worker_fp32_img_s": round(t["worker_fp32"], 1),
             "worker_int8_img_s": round(t["worker_int8"], 1),
-            "worker_vs_best_fp32": round(t["worker_fp32"] / t["bare_ort_fp32"], 3),
+            "worker_vs_best_fp32": round(t["worker_fp32"] / best_bare(t), 3),
+            "worker_vs_worker_ort": round(t["worker_fp32"] / t["worker_ort_fp32"], 3),
             "worker_vs_tf_compiled": round(t["worker_fp32"] / t["tf_compiled"], 3),
             "int8_vs_fp32": round(t["worker_int8"] / t["worker_fp32"], 3),
             "heatmaps_img_s": round(t["heatmaps"], 1),
@@ -586,6 +597,11 @@ def figures(throughputs: list[dict], start: dict, load: tuple[float, float, floa
     }
 
 
+def best_bare(t: dict) -> float:
+    """Bare ONNX Runtime's images/s at its better batch size: what #13 compares against."""
+    return max(t["bare_ort_fp32"], t["bare_ort_fp32_batch16"])
+
+
 def _met(value: float | None, target: float, *, below: bool = False) -> str:
     if value is None:
         return "not measured"
@@ -599,12 +615,13 @@ def verdicts(throughputs: list[dict], start: dict, load: tuple[float, float, flo
     for t in throughputs:
         if t["uploads"] != "smear JPEGs":
             continue
-        vs_bare = t["worker_fp32"] / t["bare_ort_fp32"]
+        vs_bare = t["worker_fp32"] / best_bare(t)
         int8 = t["worker_int8"] / t["worker_fp32"]
         line = (
             f"  {t['arch']}: worker / bare ORT {vs_bare:.0%} "
-            f"({_met(vs_bare, TARGETS['worker_vs_best_fp32'])}; decode share "
-            f"{t['decode']:.0%}), int8 / fp32 {int8:.2f}x ({_met(int8, TARGETS['int8_vs_fp32'])})"
+            f"({_met(vs_bare, TARGETS['worker_vs_best_fp32'])}; worker / its ORT "
+            f"{t['worker_fp32'] / t['worker_ort_fp32']:.0%}, decode share {t['decode']:.0%}), "
+            f"int8 / fp32 {int8:.2f}x ({_met(int8, TARGETS['int8_vs_fp32'])})"
         )
         if t["arch"] == "mobilenet":
             vs_tf = t["worker_fp32"] / t["tf_compiled"]
@@ -641,7 +658,11 @@ def render(throughputs: list[dict], start: dict, workers: list[dict], seconds: f
         "session on the artifact's fp32 graph, every graph optimisation, its default "
         "threading: each call split over every core) run call after call on the same ready "
         "uint8 images in the worker's batch size (`Predictor.run_batch`), and on one batch "
-        "of 16. Worker fp32 / int8: `Predictor` (decode and resize on a thread per core, "
+        "of 16; worker / bare ORT is against the better of the two. Worker's ORT: the "
+        "worker's own one-thread session on the same ready pixels, its runs side by side "
+        "on a thread per core as the worker runs them (`Predictor.scored`, the guard's "
+        "scoring included), so that worker / its ORT is what the rest of the path costs. "
+        "Worker fp32 / int8: `Predictor` (decode and resize on a thread per core, "
         "ONNX Runtime runs side by side on a thread per core, the out-of-scope guard "
         "(fitted on 32 other smears), calibration) on the fp32 graph "
         "and on an int8 variant (static QDQ, calibrated on the same 32 smears). Grad-CAM: "
@@ -649,17 +670,18 @@ def render(throughputs: list[dict], start: dict, workers: list[dict], seconds: f
         f"starts after {SETTLE_S * 1000:.0f} ms idle, so that no path pays for the threads "
         "the previous one left spinning.",
         "",
-        "| model | uploads | naive | TF compiled | bare ORT fp32 | ... batch 16 | worker fp32 "
-        "| worker int8 | worker / bare ORT | worker / TF compiled | int8 / fp32 "
-        "| decode share | Grad-CAM |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| model | uploads | naive | TF compiled | bare ORT fp32 | ... batch 16 "
+        "| worker's ORT | worker fp32 | worker int8 | worker / bare ORT | worker / its ORT "
+        "| worker / TF compiled | int8 / fp32 | decode share | Grad-CAM |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for t in throughputs:
         lines.append(
             f"| {t['arch']} | {t['uploads']} | {t['naive']:.1f} | {t['tf_compiled']:.1f} "
             f"| {t['bare_ort_fp32']:.1f} | {t['bare_ort_fp32_batch16']:.1f} "
-            f"| {t['worker_fp32']:.1f} | {t['worker_int8']:.1f} "
-            f"| {t['worker_fp32'] / t['bare_ort_fp32']:.0%} "
+            f"| {t['worker_ort_fp32']:.1f} | {t['worker_fp32']:.1f} | {t['worker_int8']:.1f} "
+            f"| {t['worker_fp32'] / best_bare(t):.0%} "
+            f"| {t['worker_fp32'] / t['worker_ort_fp32']:.0%} "
             f"| {t['worker_fp32'] / t['tf_compiled']:.2f}x "
             f"| {t['worker_int8'] / t['worker_fp32']:.2f}x | {t['decode']:.0%} "
             f"| {t['heatmaps']:.1f} |"
@@ -671,7 +693,7 @@ def render(throughputs: list[dict], start: dict, workers: list[dict], seconds: f
         "Targets (#13, smear JPEGs): worker fp32 at least 85 % of bare ORT fp32 for every "
         "model ("
         + ", ".join(
-            f"{a} {_met(t['worker_fp32'] / t['bare_ort_fp32'], TARGETS['worker_vs_best_fp32'])}"
+            f"{a} {_met(t['worker_fp32'] / best_bare(t), TARGETS['worker_vs_best_fp32'])}"
             for a, t in smears.items()
         )
         + "); MobileNet's worker path at least 1.7x the TF compiled batch ("
