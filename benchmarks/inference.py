@@ -96,6 +96,7 @@ def package(
 
     keras.utils.set_random_seed(seed)
     model = build_model(arch, len(CLASSES), size=size)
+    batchnorms_randomise(model, seed)
     fields = manifest_fields(arch, size, version, heatmap_layer(model))
     batch = VerificationBatch(
         np.stack([load_for_model(b, size) for b in verify]), "the benchmark's images"
@@ -107,6 +108,27 @@ def package(
         guard = fit_guard(model, x, y, x, n_classes=len(CLASSES))
     folder, _ = write_artifact(model, out, manifest_fields=fields, verification=batch, guard=guard)
     return folder
+
+
+def batchnorms_randomise(model, seed: int) -> None:
+    """Give every BatchNorm statistics and parameters as a trained one has (none exactly 0
+    or 1; near them, so that ResNet-50's 53 stay finite).
+
+    Speed does not depend on the weights' values, but fresh BatchNorms shift by exactly 0,
+    and the ONNX converter drops an addition of zeros: the graph would then lack layers
+    that every trained model's graph has (CML-1's shifts after each ReLU), and its int8
+    variant would be quantised around a different graph.
+    """
+    import keras
+
+    rng = np.random.default_rng(seed)
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            gamma, beta, mean, var = (np.asarray(w) for w in layer.get_weights())
+            layer.set_weights(
+                [rng.uniform(0.8, 1.25, gamma.shape), rng.normal(0, 0.1, beta.shape),
+                 rng.normal(0, 0.05, mean.shape), rng.uniform(0.8, 1.25, var.shape)]
+            )  # fmt: skip
 
 
 def png(seed: int, size: int) -> bytes:

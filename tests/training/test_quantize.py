@@ -96,11 +96,12 @@ def test_batchnorm_after_relu_is_folded_exactly_before_quantisation(tmp_path):
     np.testing.assert_allclose(after, before, atol=1e-5)
 
 
-def test_the_guard_features_stay_in_float_and_equal_to_fp32s(tmp_path):
-    """The features of the multi-check guard are off the path to the probabilities: the
-    pixel statistics and the concatenation stay in float, the pools of quantised layers
-    stay quantised. Quantised whole, one uint8 scale for the concatenated features moved
-    them by a large share of their scale, so the guard would score int8's images apart."""
+def test_the_guard_features_the_first_block_and_the_head_stay_in_float(tmp_path):
+    """Left in float: the guard's features off the path to the probabilities (the pixel
+    statistics and the concatenation, not the pools of quantised layers), the first
+    convolution on RGB with what follows it up to the next convolution, and the dense
+    head. Quantised whole, one uint8 scale for the concatenated features moved them by a
+    large share of their scale, so the guard would score int8's images apart."""
     import keras
     import onnx
     import onnxruntime as ort
@@ -116,10 +117,19 @@ def test_the_guard_features_stay_in_float_and_equal_to_fp32s(tmp_path):
     (tmp_path / "fp32.onnx").write_bytes(onnx_convert(model, 32, spec))
     graph = onnx.load(str(tmp_path / "fp32.onnx"))
     kept = {n.name: n.op_type for n in graph.graph.node if n.name in fp32_nodes(graph)}
-    assert any("guard_input_statistics" in name for name in kept)
-    assert any(op == "Concat" and "guard_features" in name for name, op in kept.items())
-    assert not any(op == "GlobalAveragePool" and "guard_pool" in name for name, op in kept.items())
-    assert not any("/conv" in name or "/dense" in name for name in kept)
+
+    def kept_ops(part: str) -> set[str]:
+        return {op for name, op in kept.items() if f"/{part}" in name}
+
+    assert {"Mul", "Conv", "ReduceSum"} <= kept_ops("guard_input_statistics")
+    assert kept_ops("guard_features") == {"Concat"}
+    assert "GlobalAveragePool" not in kept_ops("guard_pool")
+    assert kept_ops("conv1_1/") == {"Conv", "Relu", "Transpose"}
+    assert "MaxPool" in kept_ops("pool1_1/")
+    assert not any(kept_ops(f"conv{i}_1/") for i in (2, 3, 4, 5))
+    assert kept_ops("dense1_1/") >= {"MatMul"} and "Softmax" in kept_ops("probabilities_1/")
+    only_guard = fp32_nodes(graph, first_block=False, head=False)
+    assert not any("/conv1_1/" in n or "/dense" in n for n in only_guard)
 
     images, _ = colour_images(64, seed=0)
     rng = np.random.default_rng(1)
