@@ -6,11 +6,13 @@ a local folder, so each machine keeps a copy per content hash under VAR_DIR/mode
 a hash names exactly one set of bytes, so a copy never goes stale.
 
 Analysis workers load the version's ONNX graph with ONNX Runtime (``predictor_for``,
-no TensorFlow); heatmap workers load its Keras model (``heatmap_model_for``).
+no TensorFlow) and fetch only the files that path reads; heatmap workers load its Keras
+model (``heatmap_model_for``) and fetch the whole artifact.
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 import tempfile
 from pathlib import Path
@@ -79,18 +81,51 @@ def artifact_delete(location: str) -> None:
         storage.delete(name)
 
 
-def local_artifact(model_version: ModelVersion) -> Path:
-    """A local folder holding the version's files, fetched from storage on first use.
+#: What a local copy is for: ``analysis`` (the ONNX path: the manifest and the files it
+#: names for ONNX Runtime and the guard) or ``full`` (every file, the Keras model among
+#: them: heatmaps, and re-exporting an artifact).
+ROLES = ("analysis", "full")
+ANALYSIS_SUFFIX = "-onnx"
+
+
+def _cache_folder(model_version: ModelVersion, role: str) -> Path:
+    digest = model_version.content_hash.removeprefix("sha256:")
+    return cache_root() / (digest + ANALYSIS_SUFFIX if role == "analysis" else digest)
+
+
+def onnx_path_files(manifest: dict) -> set[str]:
+    """The artifact's files that an analysis worker reads, by the manifest's own record:
+    both ONNX graphs (an admin may switch the variant), the self-test's verification
+    batch and the out-of-scope guard. Not the Keras model, a third to most of the bytes."""
+    entries = [manifest.get("onnx"), manifest.get("int8"), manifest.get("ood")]
+    onnx = manifest.get("onnx")
+    if isinstance(onnx, dict):
+        entries.append(onnx.get("verification"))
+    return {MANIFEST} | {e["file"] for e in entries if isinstance(e, dict) and e.get("file")}
+
+
+def local_artifact(model_version: ModelVersion, *, role: str = "full") -> Path:
+    """A local folder holding the version's files for ``role``, fetched from storage on
+    first use. A full copy serves the analysis role too.
 
     Raises FileNotFoundError when the storage no longer has the artifact.
     """
-    folder = cache_root() / model_version.content_hash.removeprefix("sha256:")
-    if (folder / MANIFEST).is_file():
-        return folder
+    if role not in ROLES:
+        raise ValueError(f"unknown artifact role {role!r} (known: {', '.join(ROLES)})")
+    full = _cache_folder(model_version, "full")
+    folder = _cache_folder(model_version, role)
+    for candidate in (full, folder):
+        if (candidate / MANIFEST).is_file():
+            return candidate
     names = _files(model_version.artifact)
-    if not any(n.endswith(f"/{MANIFEST}") for n in names):
+    manifest_name = f"{model_version.artifact}/{MANIFEST}"
+    if manifest_name not in names:
         raise FileNotFoundError(f"no artifact at {model_version.artifact!r} in the models storage")
     storage = models_storage()
+    if role == "analysis":
+        with storage.open(manifest_name, "rb") as fh:
+            wanted = onnx_path_files(json.loads(fh.read()))
+        names = [n for n in names if n.removeprefix(f"{model_version.artifact}/") in wanted]
     cache_root().mkdir(parents=True, exist_ok=True)
     # Fetched into a private folder and renamed into place, so a concurrent reader never
     # sees half an artifact; the manifest is written last and marks a complete copy.
@@ -112,19 +147,22 @@ def local_artifact(model_version: ModelVersion) -> Path:
     return folder
 
 
-def _cached(model_version: ModelVersion, load):
-    """``load(fetch)`` on the local copy; a copy that fails verification is fetched again
-    once: the storage's copy is the truth, and a damaged cache must not take a worker out
-    of service."""
+def _cached(model_version: ModelVersion, load, *, role: str):
+    """``load(fetch)`` on the local copy for ``role``; a copy that fails verification is
+    fetched again once: the storage's copy is the truth, and a damaged cache must not take
+    a worker out of service."""
     from runtime.artifact import ArtifactError
 
     def fetch() -> Path:
-        return local_artifact(model_version)
+        return local_artifact(model_version, role=role)
 
     try:
         return load(fetch)
     except ArtifactError:
-        shutil.rmtree(cache_root() / model_version.content_hash.removeprefix("sha256:"), True)
+        # Every copy of this hash: the one used may be a full copy, with the role's
+        # own (as stale) behind it.
+        for each in ROLES:
+            shutil.rmtree(_cache_folder(model_version, each), True)
         return load(fetch)
 
 
@@ -138,6 +176,7 @@ def predictor_for(model_version: ModelVersion):
         lambda fetch: cached_predictor(
             model_version.content_hash, fetch, variant=model_version.variant
         ),
+        role="analysis",
     )
 
 
@@ -146,5 +185,7 @@ def heatmap_model_for(model_version: ModelVersion):
     from runtime.heatmaps import cached_heatmap_model
 
     return _cached(
-        model_version, lambda fetch: cached_heatmap_model(model_version.content_hash, fetch)
+        model_version,
+        lambda fetch: cached_heatmap_model(model_version.content_hash, fetch),
+        role="full",
     )

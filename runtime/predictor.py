@@ -8,7 +8,8 @@ workers, benchmarks, notebooks and tests share one path. Grad-CAM needs gradient
 runs on the Keras model elsewhere (``runtime.heatmaps``, a worker of its own).
 
 Speed (see docs/benchmarks.md): a case's images go through one ONNX Runtime session in
-batches of ``RUN_BATCH``, instead of a framework call per image.
+small batches (:func:`run_batch`), run side by side, one per core, on a session that
+computes each run on one thread.
 
 Out-of-scope guard (format-2 artifacts and later): the same call also returns the
 penultimate-layer features (the graph's second output), and the artifact's Mahalanobis
@@ -26,7 +27,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, partial
 from pathlib import Path
 
 import numpy as np
@@ -53,13 +54,20 @@ from runtime.preprocess import ImageDecodeError, load_for_model
 
 __all__ = ["ImagePrediction", "Predictor", "cached_predictor"]
 
-# Images per ONNX Runtime call. ORT's work per image is the same from 1 to 16 images a
-# call (ResNet-50, MobileNet and CML-1 on one thread here; #13 measured batch 1 faster
-# for MobileNet), but its arena stays reserved at the largest batch run: ResNet-50 at 16
-# images holds ~270 MB more, at 4 ~67 MB, at 2 ~34 MB. At 2, a worker with ResNet-50 and
-# its out-of-scope guard (one more 2048x2048 matrix) stays under 350 MB
-# (docs/benchmarks.md), for ~3 % more CPU per image than at 4 (within the noise here).
-RUN_BATCH = 2
+# Pixels per ONNX Runtime call: one 224 px image, several smaller ones. ORT's work per
+# image is the same from 1 to 16 images a call on one thread (ResNet-50, MobileNet and
+# CML-1 here), but its arena stays reserved at the largest batch run: ResNet-50 at 16
+# images holds ~270 MB more, at 2 ~34 MB; a worker with ResNet-50 and its guard stays
+# under 350 MB (docs/benchmarks.md) with two runs of one image in flight. Small inputs
+# go several to a call, so that ORT's fixed cost per call (tens of microseconds) stays
+# small beside the work (the demo model at 64 px: a few hundred microseconds an image).
+RUN_PIXELS = 224 * 224
+# Threads per ONNX Runtime run. A case's runs go side by side on a thread per core
+# instead (ORT releases the GIL): a model's layers split over two cores less well than
+# two images do (here CML-1's graph ran 1.5x faster on two threads than on one, two runs
+# side by side 1.9x: docs/benchmarks.md), no ORT thread spins idle between layers, and a
+# core that another process takes holds up one image, not every layer's barrier.
+SESSION_THREADS = 1
 # Deployed, shadow, and the one being replaced during a hot swap.
 CACHE_SIZE = 3
 # Verification images the self-test on load runs (the import ran them all).
@@ -99,6 +107,7 @@ class Predictor:
         self.temperature = float(manifest.temperature or 1.0)
         self.confidence_threshold = float(manifest.confidence_threshold)
         self.content_hash: str = manifest.content_hash
+        self.run_batch = run_batch(self.input_size)
 
     @classmethod
     def load(
@@ -131,7 +140,7 @@ class Predictor:
                     f"{ood_path}: out-of-scope guard missing or its hash does not match the "
                     "manifest's; the file was changed or corrupted"
                 )
-        session = onnx_session(onnx_file(folder, manifest, variant))
+        session = onnx_session(onnx_file(folder, manifest, variant), threads=SESSION_THREADS)
         predictor = cls(session, manifest, load_guard(folder, manifest), variant=variant)
         predictor.self_test(folder)
         freed_memory_release()
@@ -177,11 +186,14 @@ class Predictor:
         self, images: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray | None, list[str | None] | None]:
         """Raw softmax, out-of-scope scores and, per image, the check that flagged it
-        (None where none did; scores and reasons None without a guard)."""
-        parts = [
-            onnx_outputs(self.session, images[i : i + RUN_BATCH])
-            for i in range(0, len(images), RUN_BATCH)
-        ]
+        (None where none did; scores and reasons None without a guard). The batch's ORT
+        runs go side by side on the cores."""
+        size = self.run_batch
+        chunks = [images[i : i + size] for i in range(0, len(images), size)]
+        if len(chunks) > 1:
+            parts = list(_pool().map(partial(onnx_outputs, self.session), chunks))
+        else:
+            parts = [onnx_outputs(self.session, c) for c in chunks]
         if not parts:
             return np.zeros((0, len(self.classes))), None, None
         probs = np.concatenate([p.probabilities for p in parts])
@@ -201,7 +213,7 @@ class Predictor:
             except ImageDecodeError as exc:
                 return exc
 
-        return list(_decode_pool().map(one, blobs))
+        return list(_pool().map(one, blobs))
 
     def probabilities(self, images: np.ndarray) -> np.ndarray:
         """Raw (uncalibrated) softmax for a uint8 (N, size, size, 3) batch."""
@@ -233,10 +245,17 @@ class Predictor:
         return answers, elapsed_ms
 
 
+def run_batch(input_size: int) -> int:
+    """Images per ONNX Runtime run for a model of this input size (see RUN_PIXELS)."""
+    return max(1, RUN_PIXELS // (input_size * input_size))
+
+
 @cache
-def _decode_pool() -> ThreadPoolExecutor:
+def _pool() -> ThreadPoolExecutor:
+    """A thread per core for a case's decoding and its ORT runs, which release the GIL.
+    Nothing run on it waits for it in turn, so it cannot deadlock."""
     # Made on first use, inside the process that uses it: threads do not survive a fork.
-    return ThreadPoolExecutor(max_workers=os.cpu_count() or 2, thread_name_prefix="decode")
+    return ThreadPoolExecutor(max_workers=os.cpu_count() or 2, thread_name_prefix="predict")
 
 
 _cache: OrderedDict[str, Predictor] = OrderedDict()

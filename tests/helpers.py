@@ -225,12 +225,21 @@ def colour_images(count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def trained_tiny_model(seed: int = 3):
-    """The tiny CNN trained on the colour task (about ten seconds on 2 cores)."""
+    """The tiny CNN with a second convolution, trained on the colour task (about ten
+    seconds on 2 cores). The second convolution is what its int8 variant quantises: the
+    first, on RGB, and the dense head stay in float (``training.quantize.fp32_nodes``)."""
     import keras
 
-    model = tiny_model(seed)
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input((TINY_SIZE, TINY_SIZE, 3), name="image")
+    x = keras.layers.Rescaling(1 / 255)(inputs)
+    x = keras.layers.Conv2D(4, 3, activation="relu", name="conv")(x)
+    x = keras.layers.Conv2D(8, 3, activation="relu", name="conv2")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    outputs = keras.layers.Dense(len(TINY_CLASSES), activation="softmax")(x)
+    model = keras.Model(inputs, outputs)
     x, y = colour_images(200, seed=0)
-    model.compile(optimizer=keras.optimizers.Adam(0.05), loss="sparse_categorical_crossentropy")
+    model.compile(optimizer=keras.optimizers.Adam(0.01), loss="sparse_categorical_crossentropy")
     model.fit(x.astype("float32"), y, epochs=20, batch_size=32, verbose=0)
     return model
 

@@ -5,14 +5,23 @@ and a store that is down while a case is analysed."""
 import numpy as np
 import pytest
 
+import runtime.heatmaps
+import runtime.predictor
 from cases.models import Case, SmearImage
-from inference.artifacts import cache_root, local_artifact
+from inference.artifacts import (
+    cache_root,
+    heatmap_model_for,
+    local_artifact,
+    onnx_path_files,
+    predictor_for,
+)
 from inference.models import Prediction
 from inference.services.analysis import IMAGE_MISSING, case_analyse
 from inference.services.heatmaps import case_heatmaps_make
 from inference.services.registry import model_version_deploy, model_version_import
 from inference.tasks import TRANSIENT_ERRORS
 from leukweb.storage import ObjectStoreError
+from runtime.artifact import sha256_file
 from tests.factories import case_with_images
 from tests.helpers import noise_png
 
@@ -60,6 +69,83 @@ def test_a_worker_copies_every_file_of_the_artifact_once_keyed_by_content_hash(
     # The copy is kept: the store is not needed again for this version.
     object_store.relay.cut()
     assert local_artifact(deployed) == folder
+
+
+@pytest.fixture
+def fresh_process(monkeypatch):
+    """This process has loaded no model yet, as a worker that just started."""
+    monkeypatch.setattr(runtime.predictor, "_cache", type(runtime.predictor._cache)())
+    monkeypatch.setattr(runtime.heatmaps, "_cache", type(runtime.heatmaps._cache)())
+
+
+def fetched(folder) -> set[str]:
+    return {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()}
+
+
+def test_an_analysis_worker_fetches_only_the_files_of_the_onnx_path(
+    deployed, object_store, local_cache, fresh_process
+):
+    manifest = deployed.manifest
+    predictor = predictor_for(deployed)
+
+    (folder,) = cache_root().iterdir()
+    assert folder.name == deployed.content_hash.removeprefix("sha256:") + "-onnx"
+    # The "extra" folder and the Keras model stay in the store.
+    assert fetched(folder) == {
+        "manifest.json",
+        manifest["onnx"]["file"],
+        manifest["onnx"]["verification"]["file"],
+    }
+    # Verified: the graph's hash, and its self-test against the Keras outputs it carries.
+    assert predictor.manifest.content_hash == deployed.content_hash
+    object_store.relay.cut()
+    assert local_artifact(deployed, role="analysis") == folder
+
+
+def test_a_heatmap_worker_fetches_the_keras_model_and_its_copy_serves_analysis_too(
+    deployed, object_store, local_cache, fresh_process
+):
+    heatmap_model_for(deployed)
+    full = cache_root() / deployed.content_hash.removeprefix("sha256:")
+    assert (full / "model.keras").is_file()
+
+    object_store.relay.cut()
+    predictor_for(deployed)  # nothing more to fetch: the whole artifact is here
+    assert local_artifact(deployed, role="analysis") == full
+    assert [p.name for p in cache_root().iterdir()] == [full.name]
+
+
+def test_a_damaged_analysis_copy_is_fetched_again(deployed, local_cache, fresh_process):
+    folder = local_artifact(deployed, role="analysis")
+    graph = folder / deployed.manifest["onnx"]["file"]
+    graph.write_bytes(graph.read_bytes()[:-10])
+
+    predictor_for(deployed)
+
+    assert "model.keras" not in fetched(folder)
+    assert sha256_file(graph) == deployed.manifest["onnx"]["sha256"]
+
+
+def test_the_onnx_path_also_needs_the_guard_and_an_accepted_int8_graph():
+    manifest = {
+        "onnx": {"file": "model.onnx", "verification": {"file": "verification.npz"}},
+        "int8": {"status": "accepted", "file": "model.int8.onnx"},
+        "ood": {"file": "ood.npz"},
+    }
+    assert onnx_path_files(manifest) == {
+        "manifest.json",
+        "model.onnx",
+        "verification.npz",
+        "model.int8.onnx",
+        "ood.npz",
+    }
+    refused = {**manifest, "int8": {"status": "refused", "reason": "too inaccurate"}, "ood": None}
+    assert onnx_path_files(refused) == {"manifest.json", "model.onnx", "verification.npz"}
+
+
+def test_an_unknown_role_is_refused(deployed):
+    with pytest.raises(ValueError, match="unknown artifact role"):
+        local_artifact(deployed, role="web")
 
 
 def test_an_artifact_that_cannot_be_fetched_leaves_no_partial_copy(

@@ -1,11 +1,15 @@
 """The Django-free predictor: one compiled batch, calibrated, cached per content hash."""
 
+import threading
+
 import numpy as np
 import pytest
 
+import runtime.predictor
 from runtime.artifact import ArtifactError, read_manifest
 from runtime.calibration import apply_temperature
-from runtime.predictor import Predictor, cached_predictor
+from runtime.export import onnx_outputs
+from runtime.predictor import Predictor, cached_predictor, run_batch
 from runtime.preprocess import ImageDecodeError
 from tests.helpers import TINY_CLASSES as CLASSES
 from tests.helpers import noise_png, package
@@ -48,3 +52,32 @@ def test_preparing_a_case_together_keeps_order_and_returns_each_bad_images_error
     assert isinstance(first, np.ndarray) and np.array_equal(first, predictor.prepare(blobs[0]))
     assert isinstance(bad, ImageDecodeError)
     assert isinstance(last, np.ndarray) and np.array_equal(last, predictor.prepare(blobs[2]))
+
+
+def test_a_cases_runs_go_side_by_side_and_answer_as_one_after_another(artifacts, monkeypatch):
+    """The runs of a case share the pool's threads, each on a one-thread session, and the
+    answers come back in the images' order, equal to the same runs made in turn."""
+    predictor = Predictor.load(artifacts["v1"])
+    predictor.run_batch = 2
+    images = np.stack([predictor.prepare(noise_png(seed)) for seed in range(7)])
+    threads = []
+
+    def recorded(session, chunk):
+        threads.append(threading.current_thread().name)
+        return onnx_outputs(session, chunk)
+
+    monkeypatch.setattr(runtime.predictor, "onnx_outputs", recorded)
+    probs, scores = predictor.scored(images)
+
+    assert len(threads) == 4 and all(name.startswith("predict") for name in threads)
+    one_by_one = np.concatenate(
+        [onnx_outputs(predictor.session, images[i : i + 2]).probabilities for i in (0, 2, 4, 6)]
+    )
+    np.testing.assert_array_equal(probs, one_by_one)
+    assert scores is None
+    assert predictor.session.get_session_options().intra_op_num_threads == 1
+
+
+def test_a_run_holds_one_224_px_image_or_several_smaller_ones():
+    assert run_batch(224) == 1 and run_batch(299) == 1
+    assert run_batch(64) == 12 and run_batch(32) == 49

@@ -94,3 +94,106 @@ def test_batchnorm_after_relu_is_folded_exactly_before_quantisation(tmp_path):
         for name in ("prepared", "folded")
     )
     np.testing.assert_allclose(after, before, atol=1e-5)
+
+
+def test_the_guard_features_the_first_block_and_the_head_stay_in_float(tmp_path):
+    """Left in float: the guard's features off the path to the probabilities (the pixel
+    statistics and the concatenation, not the pools of quantised layers), the first
+    convolution on RGB with what follows it up to the next convolution, and the dense
+    head. Quantised whole, one uint8 scale for the concatenated features moved them by a
+    large share of their scale, so the guard would score int8's images apart."""
+    import keras
+    import onnx
+    import onnxruntime as ort
+
+    from runtime.export import onnx_convert
+    from runtime.guard import FeatureSpec
+    from training.architectures import build_cml1
+    from training.quantize import fp32_nodes, int8_convert
+
+    keras.utils.set_random_seed(0)
+    model = build_cml1(5, size=32)
+    spec = FeatureSpec(("bn2", "bn3", "bn4"), input_statistics=True)
+    (tmp_path / "fp32.onnx").write_bytes(onnx_convert(model, 32, spec))
+    graph = onnx.load(str(tmp_path / "fp32.onnx"))
+    kept = {n.name: n.op_type for n in graph.graph.node if n.name in fp32_nodes(graph)}
+
+    def kept_ops(part: str) -> set[str]:
+        return {op for name, op in kept.items() if f"/{part}" in name}
+
+    assert {"Mul", "Conv", "ReduceSum"} <= kept_ops("guard_input_statistics")
+    assert kept_ops("guard_features") == {"Concat"}
+    assert "GlobalAveragePool" not in kept_ops("guard_pool")
+    assert kept_ops("conv1_1/") == {"Conv", "Relu", "Transpose"}
+    assert "MaxPool" in kept_ops("pool1_1/")
+    assert not any(kept_ops(f"conv{i}_1/") for i in (2, 3, 4, 5))
+    assert kept_ops("dense1_1/") >= {"MatMul"} and "Softmax" in kept_ops("probabilities_1/")
+    only_guard = fp32_nodes(graph, first_block=False, head=False)
+    assert not any("/conv1_1/" in n or "/dense" in n for n in only_guard)
+
+    images, _ = colour_images(64, seed=0)
+    rng = np.random.default_rng(1)
+    images = np.concatenate([images, rng.integers(0, 256, (32, 32, 32, 3), dtype=np.uint8)])
+
+    def features(path):
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        return session.run(["features"], {"image": images[64:]})[0]
+
+    want = features(tmp_path / "fp32.onnx")
+    scale = np.abs(want).max()
+    kept_graph = int8_convert(tmp_path / "fp32.onnx", tmp_path / "kept.onnx", images[:64])
+    whole = int8_convert(
+        tmp_path / "fp32.onnx", tmp_path / "whole.onnx", images[:64], keep_fp32=False
+    )
+    assert np.abs(features(kept_graph) - want).max() / scale < 0.02
+    assert np.abs(features(whole) - want).max() / scale > 0.05
+
+
+def quantised_pad_graph(q_scale: float):
+    """uint8 (1, 2, 3, 3) -> DequantizeLinear -> Pad with zeros -> QuantizeLinear(q_scale)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    inits = [
+        numpy_helper.from_array(np.array(0.5, np.float32), "s"),
+        numpy_helper.from_array(np.array(q_scale, np.float32), "qs"),
+        numpy_helper.from_array(np.array(7, np.uint8), "zp"),
+        numpy_helper.from_array(np.array([0, 0, 1, 2, 0, 0, 1, 0], np.int64), "pads"),
+    ]
+    nodes = [
+        helper.make_node("DequantizeLinear", ["x", "s", "zp"], ["xf"], name="dq"),
+        helper.make_node("Pad", ["xf", "pads"], ["padded"], name="pad", mode="constant"),
+        helper.make_node("QuantizeLinear", ["padded", "qs", "zp"], ["y"], name="q"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "pad",
+        [helper.make_tensor_value_info("x", TensorProto.UINT8, [1, 2, 3, 3])],
+        [helper.make_tensor_value_info("y", TensorProto.UINT8, [1, 2, 4, 5])],
+        inits,
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+@pytest.mark.parametrize("q_scale", [0.5, 0.25], ids=["same scale", "other scale"])
+def test_a_requantised_pad_pads_the_uint8_tensor_with_the_zero_point(q_scale):
+    """ONNX Runtime ran MobileNet's zero padding in float between a dequantise and a
+    quantise with the same parameters; padded in uint8 with the zero point it is the same.
+    With another output scale the values change, and the graph is left alone."""
+    import onnxruntime as ort
+
+    from training.quantize import pads_requantised_drop
+
+    model = quantised_pad_graph(q_scale)
+    x = np.random.default_rng(0).integers(0, 256, (1, 2, 3, 3), dtype=np.uint8)
+
+    def run(m):
+        session = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+        return session.run(None, {"x": x})[0]
+
+    before = run(model)
+    rewritten = pads_requantised_drop(model)
+    assert rewritten == (1 if q_scale == 0.5 else 0)
+    assert [n.op_type for n in model.graph.node] == (
+        ["Pad"] if rewritten else ["DequantizeLinear", "Pad", "QuantizeLinear"]
+    )
+    np.testing.assert_array_equal(run(model), before)
