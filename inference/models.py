@@ -175,6 +175,7 @@ OOD_REASONS = {
     "blur": "out of focus",
     "fine texture": "finer texture than a smear: noise, a screen's pixels or print",
     "high contrast": "far more contrast than a smear: a dark border, a desk, a scene",
+    "halftone": "a printed picture's dot grid: a photo of paper",
 }
 
 

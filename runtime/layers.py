@@ -199,6 +199,31 @@ _CENTRAL_DIFFERENCES[1, 0, 0, 0], _CENTRAL_DIFFERENCES[1, 2, 0, 0] = -0.5, 0.5  
 _CENTRAL_DIFFERENCES[0, 1, 0, 1], _CENTRAL_DIFFERENCES[2, 1, 0, 1] = -0.5, 0.5  # d/dy
 
 
+#: ``periodicity``: the lags (pixels, along rows and along columns) at which the luma's
+#: Laplacian is correlated with itself. A printed picture's halftone dots photographed
+#: and resized to the model's input repeat every 2-5 pixels, so their fine detail
+#: correlates at one of these lags; a smear's fine detail (cell outlines, chromatin)
+#: does not repeat.
+PERIODICITY_LAGS = (2, 3, 4, 5)
+
+
+def _periodicity_kernels() -> tuple[np.ndarray, np.ndarray]:
+    """(Laplacian, Laplacian + itself shifted by each lag along each axis), both padded to
+    one window so that every output covers the same pixels: (k, k, 1, 1), (k, k, 1, 2L)."""
+    k = 3 + max(PERIODICITY_LAGS)
+    alone = np.zeros((k, k, 1, 1), np.float32)
+    alone[:3, :3, 0, 0] = _LAPLACIAN
+    pairs = np.zeros((k, k, 1, 2 * len(PERIODICITY_LAGS)), np.float32)
+    for i, lag in enumerate(PERIODICITY_LAGS):
+        for j, (dy, dx) in enumerate(((lag, 0), (0, lag))):
+            pairs[:3, :3, 0, 2 * i + j] += _LAPLACIAN
+            pairs[dy : dy + 3, dx : dx + 3, 0, 2 * i + j] += _LAPLACIAN
+    return alone, pairs
+
+
+_PERIODICITY_ALONE, _PERIODICITY_PAIRS = _periodicity_kernels()
+
+
 def structure_block(size: int) -> int:
     """The block (pixels per side) ``structure`` averages the luma over at ``size``."""
     return max(1, size // STRUCTURE_GRID)
@@ -213,7 +238,13 @@ class InputStatistics(keras.layers.Layer):
     variance (each plus 1): blur removes fine detail relative to the overall contrast,
     and the ratio does not move with a brighter lamp; noise and a screen's pixel grid
     raise it. ``contrast``: log10 of the luma's coefficient of variation (a dark bezel,
-    a desk, a landscape have far more than a smear). ``structure``: log10 of the share
+    a desk, a landscape have far more than a smear); ``min contrast``: the same for the
+    lower of the luma's and the HSV value's (the largest channel's) coefficient of
+    variation: a saturation change keeps the value and grayscale keeps the luma, so
+    neither takes it above the larger of the two on the unshifted smear, while a
+    stronger stain's darker cells raise the luma's alone. ``periodicity``: the largest
+    correlation of the luma's Laplacian with itself at one of :data:`PERIODICITY_LAGS`
+    (a halftone's dot grid). ``structure``: log10 of the share
     of the field (+ ``STRUCTURE_FLOOR``) that is an edge at the scale of cells (see
     ``STRUCTURE_EDGE``): a smear is covered in cell outlines, an empty field with a few
     specks of dust is not; in luma and relative to the mean luma, so neither the stain's
@@ -225,7 +256,8 @@ class InputStatistics(keras.layers.Layer):
 
     def __init__(self, statistics=INPUT_STATISTICS, **kwargs):
         super().__init__(**kwargs)
-        unknown = set(statistics) - {"focus", "contrast", "dark", "structure"}
+        known = {"focus", "contrast", "min contrast", "dark", "structure", "periodicity"}
+        unknown = set(statistics) - known
         if unknown:
             raise ValueError(f"unknown input statistics {sorted(unknown)}")
         self.statistics = tuple(str(v) for v in statistics)
@@ -247,6 +279,21 @@ class InputStatistics(keras.layers.Layer):
                 out.append(tf.math.log((var_lap + 1.0) / (var_y + 1.0)) / log10)
             elif name == "contrast":
                 out.append(tf.math.log((tf.sqrt(var_y) + 0.5) / (mean_y + 1.0)) / log10)
+            elif name == "min contrast":
+                mean_v, var_v = tf.nn.moments(tf.reduce_max(x, axis=-1, keepdims=True), [1, 2])
+                cv = tf.minimum(
+                    (tf.sqrt(var_y) + 0.5) / (mean_y + 1.0), (tf.sqrt(var_v) + 0.5) / (mean_v + 1.0)
+                )
+                out.append(tf.math.log(cv) / log10)
+            elif name == "periodicity":
+                _, var_lap = tf.nn.moments(
+                    tf.nn.conv2d(y, tf.constant(_PERIODICITY_ALONE), 1, "VALID"), axes=[1, 2]
+                )
+                _, var_pairs = tf.nn.moments(
+                    tf.nn.conv2d(y, tf.constant(_PERIODICITY_PAIRS), 1, "VALID"), axes=[1, 2]
+                )
+                ac = var_pairs / (2.0 * var_lap + 1.0) - 1.0
+                out.append(tf.reduce_max(ac, axis=-1, keepdims=True))
             elif name == "dark":
                 dark = tf.reduce_mean(tf.cast(y < DARK_RATIO * mean_4d, tf.float32), axis=[1, 2])
                 out.append(tf.math.log(dark + DARK_FLOOR) / log10)
@@ -283,6 +330,12 @@ def input_statistics_np(images: np.ndarray, statistics=INPUT_STATISTICS) -> np.n
             out.append(np.log10((lap.var(axis=(1, 2)) + 1.0) / (var_y + 1.0)))
         elif name == "contrast":
             out.append(np.log10((np.sqrt(var_y) + 0.5) / (mean_y + 1.0)))
+        elif name == "min contrast":
+            v = x.max(axis=-1)
+            cv_v = (v.std(axis=(1, 2)) + 0.5) / (v.mean(axis=(1, 2)) + 1.0)
+            out.append(np.log10(np.minimum((np.sqrt(var_y) + 0.5) / (mean_y + 1.0), cv_v)))
+        elif name == "periodicity":
+            out.append(periodicity_np(y))
         elif name == "dark":
             dark = (y < DARK_RATIO * mean_y[:, None, None]).mean(axis=(1, 2))
             out.append(np.log10(dark + DARK_FLOOR))
@@ -291,6 +344,24 @@ def input_statistics_np(images: np.ndarray, statistics=INPUT_STATISTICS) -> np.n
         else:
             raise ValueError(f"unknown input statistic {name!r}")
     return np.stack(out, axis=-1)
+
+
+def _correlate_np(luma: np.ndarray, kernels: np.ndarray) -> np.ndarray:
+    """(N, H, W) luma correlated with (k, k, 1, C) kernels, VALID: (N, H-k+1, W-k+1, C)."""
+    k = kernels.shape[0]
+    n, h, w = luma.shape
+    out = np.zeros((n, h - k + 1, w - k + 1, kernels.shape[-1]))
+    for i, j in zip(*np.nonzero(np.any(kernels[:, :, 0, :] != 0, axis=-1)), strict=True):
+        out += luma[:, i : i + h - k + 1, j : j + w - k + 1, None] * kernels[i, j, 0, :]
+    return out
+
+
+def periodicity_np(luma: np.ndarray) -> np.ndarray:
+    """The largest correlation of each (N, H, W) luma's Laplacian with itself at one of
+    :data:`PERIODICITY_LAGS`: var(L + shifted L) / (2 var(L) + 1) - 1."""
+    var_lap = _correlate_np(luma, _PERIODICITY_ALONE).var(axis=(1, 2))
+    var_pairs = _correlate_np(luma, _PERIODICITY_PAIRS).var(axis=(1, 2))
+    return (var_pairs / (2.0 * var_lap + 1.0) - 1.0).max(axis=-1)
 
 
 def structure_share_np(luma: np.ndarray) -> np.ndarray:

@@ -9,8 +9,8 @@ An image's score is its Mahalanobis distance to the nearest class mean.
 :func:`fit_guard` builds the default :class:`runtime.guard.MultiGuard`: that distance on
 the pooled outputs of three convolutional stages (which see texture and layout that the
 penultimate features of a classifier no longer keep) and on the penultimate features,
-plus input-level checks (blur, fine texture, high contrast, blank). Lee et al. also combine
-several layers; their logistic combination needs out-of-distribution examples to fit,
+plus input-level checks (blur, fine texture, high contrast, blank, halftone). Lee et al.
+also combine several layers; their logistic combination needs out-of-distribution examples to fit,
 so here each check keeps its own threshold and any check can flag.
 
 Thresholds come from the validation split only, and from a stain-augmented copy of it
@@ -178,8 +178,9 @@ def fit_checks(
         checks.append(Check(f"layer {name}", "layer", i, 0.0, 1.0, (), means, precision))
         at += size
     fixed = [np.nan] * len(checks)
-    if spec.input_statistics:
-        for check in INPUT_CHECKS:
+    for check in INPUT_CHECKS:
+        # A graph computing older statistics (a refit of an old spec) has no input for it.
+        if set(check.weights) <= set(spec.input_statistics):
             weights = check_weights(check, spec.input_statistics)
             checks.append(Check(check.name, "input", -1, 0.0, 1.0, weights))
             fixed.append(np.nan if check.threshold is None else check.threshold)

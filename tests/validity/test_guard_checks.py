@@ -9,6 +9,7 @@ from runtime.guard import (
     INPUT_CHECKS,
     INPUT_STATISTICS,
     LEGACY_INPUT_STATISTICS,
+    STRUCTURE_INPUT_STATISTICS,
     FeatureSpec,
     MultiGuard,
     guard_load,
@@ -21,7 +22,9 @@ from training.synth import generate as smears
 
 SIZE = 64
 INPUT_ONLY = FeatureSpec(())
-FOCUS, CONTRAST, STRUCTURE = (INPUT_STATISTICS.index(n) for n in ("focus", "contrast", "structure"))
+FOCUS, MIN_CONTRAST, STRUCTURE, PERIODICITY = (
+    INPUT_STATISTICS.index(n) for n in ("focus", "min contrast", "structure", "periodicity")
+)
 
 
 def _stats(images):
@@ -54,7 +57,15 @@ def input_guard(fields):
 def test_the_graph_layer_computes_the_numpy_statistics(fields):
     from runtime.layers import InputStatistics
 
-    x = np.concatenate([fields[0][:6], generate("blank", 2, SIZE), generate("noise", 2, SIZE)])
+    x = np.concatenate(
+        [
+            fields[0][:6],
+            generate("blank", 2, SIZE),
+            generate("noise", 2, SIZE),
+            _dot_grid(3),
+            generate("paper", 2, SIZE, smears=fields[0][:2]),
+        ]
+    )
     got = np.asarray(InputStatistics()(x.astype(np.float32)))
     assert got == pytest.approx(_stats(x), abs=1e-4)
 
@@ -152,6 +163,61 @@ def test_a_fixed_threshold_that_most_validation_images_pass_is_fitted_instead(fi
     assert guard.flag(empty).mean() <= 0.01
 
 
+def test_min_contrast_is_the_lower_of_the_luma_and_value_contrasts():
+    """Half the field (255, 0, 0), half (255, 255, 255): the value (largest channel) is
+    255 everywhere, so its coefficient of variation is 0.5 / 256; the luma's is larger."""
+    x = np.full((1, 8, 8, 3), 255.0)
+    x[:, :4, :, 1:] = 0.0
+    luma = x[0] @ np.asarray(LUMA)
+    want = np.log10(min((luma.std() + 0.5) / (luma.mean() + 1), 0.5 / 256))
+    assert want == pytest.approx(np.log10(0.5 / 256))
+    assert _stats(x)[0, MIN_CONTRAST] == pytest.approx(want)
+
+
+def test_saturation_and_grayscale_do_not_raise_min_contrast(fields):
+    """A stronger stain darkens the cells in luma (the old luma contrast rose: 15 % of test
+    smears flagged at saturation x1.5, issue #14) but keeps the HSV value; grayscale keeps
+    the luma. Neither raises the lower of the two above what the smear had in luma."""
+    from training.robustness import Shift, apply_shift
+
+    x = fields[0][:20]
+    luma_contrast = input_statistics_np(x, ("contrast",))[:, 0]
+    base = _stats(x)[:, MIN_CONTRAST]
+    stronger = apply_shift(x, Shift("saturation", 1.5))
+    assert (input_statistics_np(stronger, ("contrast",))[:, 0] > luma_contrast + 0.02).all()
+    for shift in (Shift("saturation", 1.5), Shift("saturation", 0.5), Shift("grayscale", 1)):
+        moved = _stats(apply_shift(x, shift))[:, MIN_CONTRAST]
+        assert (moved <= np.maximum(base, luma_contrast) + 0.01).all(), shift
+
+
+def _dot_grid(period: int, size: int = SIZE) -> np.ndarray:
+    """A halftone: dark dots on a pale page, one every ``period`` pixels each way."""
+    yy, xx = np.mgrid[0:size, 0:size]
+    dots = ((yy % period) < period / 2) & ((xx % period) < period / 2)
+    page = np.where(dots, 90.0, 235.0)
+    return np.repeat(page[None, ..., None], 3, axis=-1)
+
+
+def test_periodicity_measures_a_dot_grid_at_each_lag(fields):
+    """A dot grid repeating every 2-5 pixels correlates with itself at its period (the
+    Laplacian of a grid of period p is periodic in p: correlation 1); a smear's fine
+    detail, noise and a solid colour do not repeat."""
+    for period in (2, 3, 4, 5):
+        assert _stats(_dot_grid(period))[0, PERIODICITY] == pytest.approx(1.0, abs=0.02)
+    assert (_stats(fields[0][:40])[:, PERIODICITY] < 0.5).all()
+    assert (np.abs(_stats(generate("noise", 5, SIZE))[:, PERIODICITY]) < 0.1).all()
+    assert _stats(generate("solid", 2, SIZE))[:, PERIODICITY] == pytest.approx(-1.0)
+
+
+def test_a_smear_printed_in_halftone_scores_as_halftone(fields, input_guard):
+    """The smear multiplied by a dot grid (what a printer does to it) fires ``halftone``;
+    the smear itself does not."""
+    x = fields[0][:20].astype(np.float64)
+    printed = np.clip(x * (_dot_grid(3) / 235.0), 0, 255)
+    assert _fires(input_guard, printed, "halftone").all()
+    assert not _fires(input_guard, x, "halftone").any()
+
+
 def test_noise_scores_as_fine_texture_and_a_solid_colour_as_blank(input_guard):
     assert _fires(input_guard, generate("noise", 20, SIZE), "fine texture").all()
     assert _fires(input_guard, generate("solid", 20, SIZE), "blank").all()
@@ -163,6 +229,7 @@ def test_brightness_does_not_move_focus_or_structure(fields):
     a, b = _stats(x), _stats(dim)
     assert b[:, FOCUS] == pytest.approx(a[:, FOCUS], abs=0.02)  # a ratio of variances
     assert b[:, STRUCTURE] == pytest.approx(a[:, STRUCTURE], abs=0.02)  # relative to the mean
+    assert b[:, PERIODICITY] == pytest.approx(a[:, PERIODICITY], abs=0.02)  # a correlation
 
 
 def test_in_distribution_smears_pass(fields, input_guard):
@@ -189,7 +256,12 @@ def test_layer_and_input_checks_share_one_feature_vector_and_save_exactly(tmp_pa
     n, d = 300, 6
     y = rng.integers(0, 3, n)
     layer = rng.normal(0, 1, (n, d)) + 4 * np.eye(3, d)[y]
-    stats = np.c_[rng.normal(-0.4, 0.1, n), rng.normal(-0.8, 0.05, n), rng.normal(-0.2, 0.05, n)]
+    stats = np.c_[
+        rng.normal(-0.4, 0.1, n),
+        rng.normal(-1.2, 0.05, n),
+        rng.normal(-0.2, 0.05, n),
+        rng.normal(0.05, 0.05, n),
+    ]
     f = np.c_[layer, stats]
     spec = FeatureSpec(("dense",))
     guard = fit_checks(spec, f[:200], y[:200], f[200:], layer_sizes=[d], n_classes=3)
@@ -200,7 +272,7 @@ def test_layer_and_input_checks_share_one_feature_vector_and_save_exactly(tmp_pa
     back = guard_load(guard.save(tmp_path / "ood.npz"), "multi-check")
     assert isinstance(back, MultiGuard) and back.spec == spec
     assert np.array_equal(back.score(f), guard.score(f))
-    with pytest.raises(ValueError, match="expects 9 features"):
+    with pytest.raises(ValueError, match="expects 10 features"):
         guard.score(f[:, :-1])
 
 
@@ -245,8 +317,9 @@ def test_the_exported_graph_outputs_the_guard_features_in_one_call(tmp_path):
     assert outputs == ["probabilities", "features"]
     images = np.concatenate([val[:4], generate("blank", 2, 32)])
     (features,) = [predictor.session.run(["features"], {"image": images})[0]]
-    assert features.shape == (6, 4 + 4 + 4 + 8 + 3)
-    assert features[:, -3:] == pytest.approx(_stats(images), abs=1e-4)
+    k = len(INPUT_STATISTICS)
+    assert features.shape == (6, 4 + 4 + 4 + 8 + k)
+    assert features[:, -k:] == pytest.approx(_stats(images), abs=1e-4)
     _, scores = predictor.scored(images)
     assert scores == pytest.approx(guard.score(features), rel=1e-5)
     answers, _ = predictor.predict(list(images))
@@ -290,3 +363,22 @@ def test_a_guard_saved_before_the_structure_statistic_loads_and_scores_as_it_did
     graph = np.asarray(InputStatistics(back.spec.input_statistics)(x.astype(np.float32)))
     # float32 against float64 can put a pixel on the other side of the dark bound
     assert graph == pytest.approx(f, abs=5e-3)
+
+
+def test_a_guard_saved_before_min_contrast_and_periodicity_loads_and_scores_as_it_did(
+    tmp_path,
+):
+    """Guards fitted with focus, contrast and structure (before the ``halftone`` check)
+    name their statistics: they load with them, and their graph computes them."""
+    from runtime.layers import InputStatistics
+
+    spec = FeatureSpec((), STRUCTURE_INPUT_STATISTICS)
+    x, y = smears(DEMO_CLASSES, per_class=10, size=SIZE, seed=14)
+    f = input_statistics_np(x, STRUCTURE_INPUT_STATISTICS)
+    guard = fit_checks(spec, f, y, f, layer_sizes=[], n_classes=len(DEMO_CLASSES))
+    assert "halftone" not in [c.name for c in guard.checks]
+    back = guard_load(guard.save(tmp_path / "ood.npz"), "multi-check")
+    assert back.spec == spec
+    assert np.array_equal(back.score(f), guard.score(f))
+    graph = np.asarray(InputStatistics(back.spec.input_statistics)(x.astype(np.float32)))
+    assert graph == pytest.approx(f, abs=1e-4)
