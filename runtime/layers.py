@@ -238,13 +238,10 @@ class InputStatistics(keras.layers.Layer):
     variance (each plus 1): blur removes fine detail relative to the overall contrast,
     and the ratio does not move with a brighter lamp; noise and a screen's pixel grid
     raise it. ``contrast``: log10 of the luma's coefficient of variation (a dark bezel,
-    a desk, a landscape have far more than a smear); ``min contrast``: the same for the
-    lower of the luma's and the HSV value's (the largest channel's) coefficient of
-    variation: a saturation change keeps the value and grayscale keeps the luma, so
-    neither takes it above the larger of the two on the unshifted smear, while a
-    stronger stain's darker cells raise the luma's alone. ``periodicity``: the largest
-    correlation of the luma's Laplacian with itself at one of :data:`PERIODICITY_LAGS`
-    (a halftone's dot grid). ``structure``: log10 of the share
+    a desk, a landscape have far more than a smear; guards fitted before
+    ``periodicity``). ``periodicity``: the largest correlation of the luma's Laplacian
+    with itself at one of :data:`PERIODICITY_LAGS` (a halftone's dot grid).
+    ``structure``: log10 of the share
     of the field (+ ``STRUCTURE_FLOOR``) that is an edge at the scale of cells (see
     ``STRUCTURE_EDGE``): a smear is covered in cell outlines, an empty field with a few
     specks of dust is not; in luma and relative to the mean luma, so neither the stain's
@@ -256,7 +253,7 @@ class InputStatistics(keras.layers.Layer):
 
     def __init__(self, statistics=INPUT_STATISTICS, **kwargs):
         super().__init__(**kwargs)
-        known = {"focus", "contrast", "min contrast", "dark", "structure", "periodicity"}
+        known = {"focus", "contrast", "dark", "structure", "periodicity"}
         unknown = set(statistics) - known
         if unknown:
             raise ValueError(f"unknown input statistics {sorted(unknown)}")
@@ -279,12 +276,6 @@ class InputStatistics(keras.layers.Layer):
                 out.append(tf.math.log((var_lap + 1.0) / (var_y + 1.0)) / log10)
             elif name == "contrast":
                 out.append(tf.math.log((tf.sqrt(var_y) + 0.5) / (mean_y + 1.0)) / log10)
-            elif name == "min contrast":
-                mean_v, var_v = tf.nn.moments(tf.reduce_max(x, axis=-1, keepdims=True), [1, 2])
-                cv = tf.minimum(
-                    (tf.sqrt(var_y) + 0.5) / (mean_y + 1.0), (tf.sqrt(var_v) + 0.5) / (mean_v + 1.0)
-                )
-                out.append(tf.math.log(cv) / log10)
             elif name == "periodicity":
                 _, var_lap = tf.nn.moments(
                     tf.nn.conv2d(y, tf.constant(_PERIODICITY_ALONE), 1, "VALID"), axes=[1, 2]
@@ -330,10 +321,6 @@ def input_statistics_np(images: np.ndarray, statistics=INPUT_STATISTICS) -> np.n
             out.append(np.log10((lap.var(axis=(1, 2)) + 1.0) / (var_y + 1.0)))
         elif name == "contrast":
             out.append(np.log10((np.sqrt(var_y) + 0.5) / (mean_y + 1.0)))
-        elif name == "min contrast":
-            v = x.max(axis=-1)
-            cv_v = (v.std(axis=(1, 2)) + 0.5) / (v.mean(axis=(1, 2)) + 1.0)
-            out.append(np.log10(np.minimum((np.sqrt(var_y) + 0.5) / (mean_y + 1.0), cv_v)))
         elif name == "periodicity":
             out.append(periodicity_np(y))
         elif name == "dark":

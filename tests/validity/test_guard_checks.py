@@ -22,8 +22,8 @@ from training.synth import generate as smears
 
 SIZE = 64
 INPUT_ONLY = FeatureSpec(())
-FOCUS, MIN_CONTRAST, STRUCTURE, PERIODICITY = (
-    INPUT_STATISTICS.index(n) for n in ("focus", "min contrast", "structure", "periodicity")
+FOCUS, STRUCTURE, PERIODICITY = (
+    INPUT_STATISTICS.index(n) for n in ("focus", "structure", "periodicity")
 )
 
 
@@ -163,31 +163,27 @@ def test_a_fixed_threshold_that_most_validation_images_pass_is_fitted_instead(fi
     assert guard.flag(empty).mean() <= 0.01
 
 
-def test_min_contrast_is_the_lower_of_the_luma_and_value_contrasts():
-    """Half the field (255, 0, 0), half (255, 255, 255): the value (largest channel) is
-    255 everywhere, so its coefficient of variation is 0.5 / 256; the luma's is larger."""
-    x = np.full((1, 8, 8, 3), 255.0)
-    x[:, :4, :, 1:] = 0.0
-    luma = x[0] @ np.asarray(LUMA)
-    want = np.log10(min((luma.std() + 0.5) / (luma.mean() + 1), 0.5 / 256))
-    assert want == pytest.approx(np.log10(0.5 / 256))
-    assert _stats(x)[0, MIN_CONTRAST] == pytest.approx(want)
-
-
-def test_saturation_and_grayscale_do_not_raise_min_contrast(fields):
-    """A stronger stain darkens the cells in luma (the old luma contrast rose: 15 % of test
-    smears flagged at saturation x1.5, issue #14) but keeps the HSV value; grayscale keeps
-    the luma. Neither raises the lower of the two above what the smear had in luma."""
+def test_the_input_checks_pass_smears_whose_saturation_the_model_was_trained_on(fields):
+    """Saturation x1.5 darkens a smear's cells in luma: the luma's contrast rises (the
+    ``high contrast`` check on it flagged 15 % of test smears, issue #14, so new guards
+    have none). Fitted as ``fit_guard`` fits them, on smears plus a copy with the
+    ``strong`` recipe's jitter, the input checks pass saturated and grayscale smears."""
+    from training.ood import stain_augmented
     from training.robustness import Shift, apply_shift
+    from training.stain import STRONG
 
-    x = fields[0][:20]
-    luma_contrast = input_statistics_np(x, ("contrast",))[:, 0]
-    base = _stats(x)[:, MIN_CONTRAST]
-    stronger = apply_shift(x, Shift("saturation", 1.5))
-    assert (input_statistics_np(stronger, ("contrast",))[:, 0] > luma_contrast + 0.02).all()
+    x, y = fields
+    val = np.concatenate([x[1::2], stain_augmented(x[1::2], 1, STRONG)])
+    guard = fit_checks(
+        INPUT_ONLY, _stats(x[::2]), y[::2], _stats(val), layer_sizes=[], n_classes=len(DEMO_CLASSES)
+    )
+    assert "high contrast" not in [c.name for c in guard.checks]
+    new, _ = smears(DEMO_CLASSES, per_class=20, size=SIZE, seed=12)
+    stronger = apply_shift(new, Shift("saturation", 1.5))
+    rise = input_statistics_np(stronger, ("contrast",)) - input_statistics_np(new, ("contrast",))
+    assert (rise > 0.02).all()
     for shift in (Shift("saturation", 1.5), Shift("saturation", 0.5), Shift("grayscale", 1)):
-        moved = _stats(apply_shift(x, shift))[:, MIN_CONTRAST]
-        assert (moved <= np.maximum(base, luma_contrast) + 0.01).all(), shift
+        assert guard.flag(_stats(apply_shift(new, shift))).mean() <= 0.06, shift
 
 
 def _dot_grid(period: int, size: int = SIZE) -> np.ndarray:
@@ -256,12 +252,7 @@ def test_layer_and_input_checks_share_one_feature_vector_and_save_exactly(tmp_pa
     n, d = 300, 6
     y = rng.integers(0, 3, n)
     layer = rng.normal(0, 1, (n, d)) + 4 * np.eye(3, d)[y]
-    stats = np.c_[
-        rng.normal(-0.4, 0.1, n),
-        rng.normal(-1.2, 0.05, n),
-        rng.normal(-0.2, 0.05, n),
-        rng.normal(0.05, 0.05, n),
-    ]
+    stats = np.c_[rng.normal(-0.4, 0.1, n), rng.normal(-0.2, 0.05, n), rng.normal(0.05, 0.05, n)]
     f = np.c_[layer, stats]
     spec = FeatureSpec(("dense",))
     guard = fit_checks(spec, f[:200], y[:200], f[200:], layer_sizes=[d], n_classes=3)
@@ -272,7 +263,7 @@ def test_layer_and_input_checks_share_one_feature_vector_and_save_exactly(tmp_pa
     back = guard_load(guard.save(tmp_path / "ood.npz"), "multi-check")
     assert isinstance(back, MultiGuard) and back.spec == spec
     assert np.array_equal(back.score(f), guard.score(f))
-    with pytest.raises(ValueError, match="expects 10 features"):
+    with pytest.raises(ValueError, match="expects 9 features"):
         guard.score(f[:, :-1])
 
 
