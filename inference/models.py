@@ -168,6 +168,16 @@ class HeatmapState(models.TextChoices):
     IMPOSSIBLE = "impossible", "Impossible"
 
 
+#: What each of the guard's input checks (runtime.guard.INPUT_CHECKS) says about an image
+#: it flagged, for the pages; a "layer X" check is described by ood_reason_explained.
+OOD_REASONS = {
+    "blank": "next to no cell outlines: an empty or near-white field",
+    "blur": "out of focus",
+    "fine texture": "finer texture than a smear: noise, a screen's pixels or print",
+    "high contrast": "far more contrast than a smear: a dark border, a desk, a scene",
+}
+
+
 class Prediction(models.Model):
     """One model version's answer for one image. Never overwritten (its heatmap is added)."""
 
@@ -180,9 +190,19 @@ class Prediction(models.Model):
     probabilities = models.JSONField(help_text="Calibrated probability per class label.")
     label = models.CharField(max_length=64, db_index=True)
     confidence = models.FloatField()
-    # Out-of-scope guard: the score, and whether it crossed the model's threshold.
+    # Out-of-scope guard: the score, whether it crossed the model's threshold, and why.
     ood_score = models.FloatField(null=True, blank=True)
     out_of_scope = models.BooleanField(default=False)
+    ood_reason = models.CharField(
+        max_length=100,
+        blank=True,
+        help_text=(
+            "Out of scope: the guard's check that scored the image highest, such as "
+            '"blank" (an empty field), "blur", "fine texture", "high contrast" or '
+            '"layer bn4" (unlike the training images in that layer of the model). Empty '
+            "when in scope, and for predictions made before the reason was stored."
+        ),
+    )
     heatmap = models.FileField(upload_to="heatmaps/", blank=True, max_length=255)
     # The Grad-CAM overlay's own life (inference.services.heatmaps): pending until a heatmap
     # worker attaches it, or impossible with the reason a reviewer is shown. The sweep
@@ -216,6 +236,14 @@ class Prediction(models.Model):
 
     def __str__(self) -> str:
         return f"{self.label} ({self.confidence:.0%}) by {self.model_version}"
+
+    @property
+    def ood_reason_explained(self) -> str:
+        """The flagging check in words ("" where none was stored)."""
+        if self.ood_reason.startswith("layer "):
+            layer = self.ood_reason.removeprefix("layer ")
+            return f"unlike the training smears in what the model's layer {layer} sees"
+        return OOD_REASONS.get(self.ood_reason, "")
 
 
 class CaseResult(models.Model):

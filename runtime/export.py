@@ -64,7 +64,7 @@ def _network(model, features: FeatureSpec | str | None):
     from runtime.guard import feature_network
 
     if isinstance(features, str):
-        features = FeatureSpec((features,), input_statistics=False)
+        features = FeatureSpec((features,), input_statistics=())
     return model if features is None else feature_network(model, features)
 
 

@@ -14,7 +14,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from runtime.guard import INPUT_STATISTICS
+from runtime.guard import INPUT_STATISTICS, STRUCTURE_FLOOR
 
 # --- grayscale input (de-colouring) ------------------------------------------------------
 
@@ -185,19 +185,50 @@ DARK_RATIO = 0.8
 DARK_FLOOR = 1e-3  # log10 of a fraction needs a floor: an image with no dark pixel
 
 
+#: ``structure``: the luma is averaged over blocks of ``size // STRUCTURE_GRID`` pixels
+#: (at least 1), so whatever the model's input size it is looked at on a grid of about
+#: 64 x 64, where a Taleqani red cell is ~5 blocks wide: sensor noise averages out and a
+#: dust speck shrinks to a block or two, while cells keep their outlines.
+STRUCTURE_GRID = 64
+#: A block is an edge where the luma's gradient (central differences, per block) exceeds
+#: this share of the mean luma: far above sensor noise (~0.3 %) and a lamp's vignetting
+#: (~1 % at the corners), below the faint outline of a red cell on a pale smear.
+STRUCTURE_EDGE = 0.015
+_CENTRAL_DIFFERENCES = np.zeros((3, 3, 1, 2), np.float32)
+_CENTRAL_DIFFERENCES[1, 0, 0, 0], _CENTRAL_DIFFERENCES[1, 2, 0, 0] = -0.5, 0.5  # d/dx
+_CENTRAL_DIFFERENCES[0, 1, 0, 1], _CENTRAL_DIFFERENCES[2, 1, 0, 1] = -0.5, 0.5  # d/dy
+
+
+def structure_block(size: int) -> int:
+    """The block (pixels per side) ``structure`` averages the luma over at ``size``."""
+    return max(1, size // STRUCTURE_GRID)
+
+
 @keras.saving.register_keras_serializable(package="leukweb")
 class InputStatistics(keras.layers.Layer):
-    """Three numbers per 0-255 RGB image that say whether it looks like a focused smear.
+    """Numbers per 0-255 RGB image that say whether it looks like a focused smear, those
+    named in ``statistics`` in that order (by default :data:`runtime.guard.INPUT_STATISTICS`).
 
     ``focus``: log10 of the variance of the luma's 3x3 Laplacian over the luma's own
     variance (each plus 1): blur removes fine detail relative to the overall contrast,
     and the ratio does not move with a brighter lamp; noise and a screen's pixel grid
     raise it. ``contrast``: log10 of the luma's coefficient of variation (a dark bezel,
-    a desk, a landscape have far more than a smear). ``dark``: log10 of the fraction of
-    pixels darker than ``DARK_RATIO`` of the mean luma (see there). Built into the
-    guard's graph, so the worker computes them in the same compiled call as the
+    a desk, a landscape have far more than a smear). ``structure``: log10 of the share
+    of the field (+ ``STRUCTURE_FLOOR``) that is an edge at the scale of cells (see
+    ``STRUCTURE_EDGE``): a smear is covered in cell outlines, an empty field with a few
+    specks of dust is not; in luma and relative to the mean luma, so neither the stain's
+    colour nor the lamp moves it. ``dark`` (guards fitted before ``structure``): log10
+    of the fraction of pixels darker than ``DARK_RATIO`` of the mean luma. Built into
+    the guard's graph, so the worker computes them in the same compiled call as the
     probabilities.
     """
+
+    def __init__(self, statistics=INPUT_STATISTICS, **kwargs):
+        super().__init__(**kwargs)
+        unknown = set(statistics) - {"focus", "contrast", "dark", "structure"}
+        if unknown:
+            raise ValueError(f"unknown input statistics {sorted(unknown)}")
+        self.statistics = tuple(str(v) for v in statistics)
 
     def call(self, x):
         # Every statistic stays (N, 1) and they are concatenated, not stacked: ONNX
@@ -205,28 +236,69 @@ class InputStatistics(keras.layers.Layer):
         # batch-sized vectors.
         x = tf.cast(x, tf.float32)
         y = tf.reduce_sum(x * tf.constant(LUMA, tf.float32), axis=-1, keepdims=True)
-        lap = tf.nn.conv2d(y, tf.constant(_LAPLACIAN[:, :, None, None]), 1, "VALID")
         mean_y, var_y = tf.nn.moments(y, axes=[1, 2])  # (N, 1) each
-        _, var_lap = tf.nn.moments(lap, axes=[1, 2])
         mean_4d = tf.reduce_mean(y, axis=[1, 2], keepdims=True)  # (N, 1, 1, 1): no slicing
-        dark = tf.reduce_mean(tf.cast(y < DARK_RATIO * mean_4d, tf.float32), axis=[1, 2])
         log10 = np.log(10.0)
-        focus = tf.math.log((var_lap + 1.0) / (var_y + 1.0)) / log10
-        contrast = tf.math.log((tf.sqrt(var_y) + 0.5) / (mean_y + 1.0)) / log10
-        return tf.concat([focus, contrast, tf.math.log(dark + DARK_FLOOR) / log10], axis=-1)
+        out = []
+        for name in self.statistics:
+            if name == "focus":
+                lap = tf.nn.conv2d(y, tf.constant(_LAPLACIAN[:, :, None, None]), 1, "VALID")
+                _, var_lap = tf.nn.moments(lap, axes=[1, 2])
+                out.append(tf.math.log((var_lap + 1.0) / (var_y + 1.0)) / log10)
+            elif name == "contrast":
+                out.append(tf.math.log((tf.sqrt(var_y) + 0.5) / (mean_y + 1.0)) / log10)
+            elif name == "dark":
+                dark = tf.reduce_mean(tf.cast(y < DARK_RATIO * mean_4d, tf.float32), axis=[1, 2])
+                out.append(tf.math.log(dark + DARK_FLOOR) / log10)
+            else:  # structure
+                block = structure_block(int(x.shape[1]))
+                pooled = tf.nn.avg_pool2d(y, block, block, "VALID")
+                grad = tf.nn.conv2d(pooled, tf.constant(_CENTRAL_DIFFERENCES), 1, "VALID")
+                # Squared magnitude against the squared bound: no square root in the graph.
+                bound = tf.square(STRUCTURE_EDGE * (mean_4d + 1.0))
+                edge = tf.reduce_sum(tf.square(grad), axis=-1, keepdims=True) > bound
+                share = tf.reduce_mean(tf.cast(edge, tf.float32), axis=[1, 2])
+                out.append(tf.math.log(share + STRUCTURE_FLOOR) / log10)
+        return tf.concat(out, axis=-1)
 
     def compute_output_shape(self, input_shape):
-        return (input_shape[0], len(INPUT_STATISTICS))  # the order runtime.guard reads
+        return (input_shape[0], len(self.statistics))  # the order runtime.guard reads
+
+    def get_config(self):
+        return {**super().get_config(), "statistics": list(self.statistics)}
 
 
-def input_statistics_np(images: np.ndarray) -> np.ndarray:
-    """:class:`InputStatistics` in numpy (N, 3), for tests and offline checks."""
+def input_statistics_np(images: np.ndarray, statistics=INPUT_STATISTICS) -> np.ndarray:
+    """:class:`InputStatistics` in numpy (N, len(statistics)), for tests and offline checks."""
     x = np.asarray(images, np.float64)
     y = x @ np.asarray(LUMA)
-    lap = y[:, :-2, 1:-1] + y[:, 2:, 1:-1] + y[:, 1:-1, :-2] + y[:, 1:-1, 2:] - 4 * y[:, 1:-1, 1:-1]
     var_y = y.var(axis=(1, 2))
     mean_y = y.mean(axis=(1, 2))
-    dark = (y < DARK_RATIO * mean_y[:, None, None]).mean(axis=(1, 2))
-    focus = np.log10((lap.var(axis=(1, 2)) + 1.0) / (var_y + 1.0))
-    contrast = np.log10((np.sqrt(var_y) + 0.5) / (mean_y + 1.0))
-    return np.stack([focus, contrast, np.log10(dark + DARK_FLOOR)], axis=-1)
+    out = []
+    for name in statistics:
+        if name == "focus":
+            lap = (y[:, :-2, 1:-1] + y[:, 2:, 1:-1] + y[:, 1:-1, :-2] + y[:, 1:-1, 2:]) - 4 * y[
+                :, 1:-1, 1:-1
+            ]
+            out.append(np.log10((lap.var(axis=(1, 2)) + 1.0) / (var_y + 1.0)))
+        elif name == "contrast":
+            out.append(np.log10((np.sqrt(var_y) + 0.5) / (mean_y + 1.0)))
+        elif name == "dark":
+            dark = (y < DARK_RATIO * mean_y[:, None, None]).mean(axis=(1, 2))
+            out.append(np.log10(dark + DARK_FLOOR))
+        elif name == "structure":
+            out.append(np.log10(structure_share_np(y) + STRUCTURE_FLOOR))
+        else:
+            raise ValueError(f"unknown input statistic {name!r}")
+    return np.stack(out, axis=-1)
+
+
+def structure_share_np(luma: np.ndarray) -> np.ndarray:
+    """The share of each (N, H, W) luma field that is an edge at the scale of cells."""
+    n, h, w = luma.shape
+    b = structure_block(h)
+    pooled = luma[:, : h // b * b, : w // b * b].reshape(n, h // b, b, w // b, b).mean(axis=(2, 4))
+    gx = (pooled[:, 1:-1, 2:] - pooled[:, 1:-1, :-2]) / 2
+    gy = (pooled[:, 2:, 1:-1] - pooled[:, :-2, 1:-1]) / 2
+    bound = STRUCTURE_EDGE * (luma.mean(axis=(1, 2)) + 1.0)
+    return (gx**2 + gy**2 > bound[:, None, None] ** 2).mean(axis=(1, 2))

@@ -13,7 +13,8 @@ computes each run on one thread.
 
 Out-of-scope guard (format-2 artifacts and later): the same call also returns the
 penultimate-layer features (the graph's second output), and the artifact's Mahalanobis
-guard scores them; an image scored above the guard's threshold is ``out_of_scope``.
+guard scores them; an image scored above the guard's threshold is ``out_of_scope``, and
+``ood_reason`` names the check that scored it highest (``"blank"``, ``"layer bn4"``).
 Format-1 artifacts have no guard: ``ood_score`` stays None and nothing is flagged.
 """
 
@@ -82,6 +83,7 @@ class ImagePrediction:
     confidence: float
     ood_score: float | None = None  # distance to the training data; None without a guard
     out_of_scope: bool = False  # ood_score above the guard's threshold
+    ood_reason: str = ""  # out of scope: the guard's check that scored it highest
 
 
 class Predictor:
@@ -176,8 +178,16 @@ class Predictor:
         return load_for_model(data, self.input_size)
 
     def scored(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        """Raw softmax and out-of-scope scores (None without a guard) for a uint8 batch,
-        its runs side by side on the cores."""
+        """Raw softmax and out-of-scope scores (None without a guard) for a uint8 batch."""
+        probs, scores, _ = self.judged(images)
+        return probs, scores
+
+    def judged(
+        self, images: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray | None, list[str | None] | None]:
+        """Raw softmax, out-of-scope scores and, per image, the check that flagged it
+        (None where none did; scores and reasons None without a guard). The batch's ORT
+        runs go side by side on the cores."""
         size = self.run_batch
         chunks = [images[i : i + size] for i in range(0, len(images), size)]
         if len(chunks) > 1:
@@ -185,12 +195,13 @@ class Predictor:
         else:
             parts = [onnx_outputs(self.session, c) for c in chunks]
         if not parts:
-            return np.zeros((0, len(self.classes))), None
+            return np.zeros((0, len(self.classes))), None, None
         probs = np.concatenate([p.probabilities for p in parts])
         if self.guard is None:
-            return probs, None
+            return probs, None, None
         features = np.concatenate([p.features for p in parts if p.features is not None])
-        return probs, self.guard.score(features)
+        scores, reasons = self.guard.judge(features)
+        return probs, scores, reasons
 
     def prepare_many(self, blobs: Sequence[bytes]) -> list[np.ndarray | ImageDecodeError]:
         """Prepare a case's images together: Pillow releases the GIL while it decodes and
@@ -213,22 +224,22 @@ class Predictor:
         if not images:
             return [], 0.0
         started = time.perf_counter()
-        raw, scores = self.scored(np.stack(images))
+        raw, scores, reasons = self.judged(np.stack(images))
         probs = apply_temperature(raw, self.temperature)
         elapsed_ms = (time.perf_counter() - started) * 1000
-        # scored() returns scores only when there is a guard, so a score has a threshold.
-        threshold = None if self.guard is None else self.guard.threshold
         answers = []
         for i, row in enumerate(probs):
             best = int(row.argmax())
-            score = None if scores is None else float(scores[i])
+            # The guard names a check exactly for the images its threshold flags.
+            reason = None if reasons is None else reasons[i]
             answers.append(
                 ImagePrediction(
                     probabilities={c: float(p) for c, p in zip(self.classes, row, strict=True)},
                     label=self.classes[best],
                     confidence=float(row[best]),
-                    ood_score=score,
-                    out_of_scope=score is not None and threshold is not None and score > threshold,
+                    ood_score=None if scores is None else float(scores[i]),
+                    out_of_scope=reason is not None,
+                    ood_reason=reason or "",
                 )
             )
         return answers, elapsed_ms

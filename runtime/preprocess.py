@@ -16,6 +16,12 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 __all__ = ["ImageDecodeError", "load_for_model", "load_rgb", "resize_for_model"]
 
+# Images over Image.MAX_IMAGE_PIXELS are refused by the explicit size check in _decoded,
+# not by turning Pillow's warning into an error: warnings.catch_warnings() swaps the
+# process-wide filter list, so in the decode threads one thread's exit could drop another's
+# "error" filter mid-open. Pillow still raises DecompressionBombError above twice the limit.
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+
 
 class ImageDecodeError(ValueError):
     """The bytes are not an image Pillow can fully decode (unknown format, truncated, bomb)."""
@@ -63,16 +69,21 @@ def _decoded(
     if not data:
         raise ImageDecodeError("empty file: no image data")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as img:
-                if at_least is not None:
-                    img.draft(None, (at_least, at_least))  # a no-op for all but JPEG
-                img.load()  # force the full decode now, so truncation fails here
-                return finish(ImageOps.exif_transpose(img))
+        with Image.open(io.BytesIO(data)) as img:
+            width, height = img.size
+            limit = Image.MAX_IMAGE_PIXELS  # None only where someone turned Pillow's off
+            if limit is not None and width * height > limit:
+                raise ImageDecodeError(
+                    f"image too large to decode safely: {width} x {height} pixels, "
+                    f"more than {limit:,}"
+                )
+            if at_least is not None:
+                img.draft(None, (at_least, at_least))  # a no-op for all but JPEG
+            img.load()  # force the full decode now, so truncation fails here
+            return finish(ImageOps.exif_transpose(img))
     except UnidentifiedImageError as exc:
         raise ImageDecodeError("not a recognised image format") from exc
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+    except Image.DecompressionBombError as exc:
         raise ImageDecodeError(f"image too large to decode safely: {exc}") from exc
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         # Pillow reports truncated or corrupt data as OSError/SyntaxError/ValueError.

@@ -78,6 +78,14 @@ def _add_train_options(p: argparse.ArgumentParser, *, single_arch: bool = True) 
         "(default: no budget; for shared CPUs)",
     )
     p.add_argument(
+        "--lr-schedule",
+        choices=("constant", "plateau"),
+        default="constant",
+        help="'constant': Adam at one learning rate throughout, as the study (default); "
+        "'plateau': halve it after 4 epochs without a lower validation loss, down to "
+        "1/64 of the start (settles fits that strong colour jitter keeps noisy)",
+    )
+    p.add_argument(
         "--img-size",
         type=_positive,
         default=None,
@@ -395,6 +403,7 @@ def _config(args, arch: str):
         epochs=args.epochs,
         patience=args.patience,
         max_fit_minutes=args.max_fit_minutes,
+        lr_schedule=args.lr_schedule,
         img_size=args.img_size,
         batch_size=args.batch_size,
         seed=args.seed,

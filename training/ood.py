@@ -9,7 +9,7 @@ An image's score is its Mahalanobis distance to the nearest class mean.
 :func:`fit_guard` builds the default :class:`runtime.guard.MultiGuard`: that distance on
 the pooled outputs of three convolutional stages (which see texture and layout that the
 penultimate features of a classifier no longer keep) and on the penultimate features,
-plus input-level checks (blur, flat, blank, fine texture). Lee et al. also combine
+plus input-level checks (blur, fine texture, high contrast, blank). Lee et al. also combine
 several layers; their logistic combination needs out-of-distribution examples to fit,
 so here each check keeps its own threshold and any check can flag.
 
@@ -18,8 +18,10 @@ Thresholds come from the validation split only, and from a stain-augmented copy 
 stain-augmented copy: a smear whose stain differs only as much as the model was trained
 to tolerate is then not out of scope for its colour. All checks share one validation
 quantile, found by bisection so that together they flag ``target`` (1 %) of validation
-images. :class:`FeatureExtractor` is for offline work on whole splits (the worker's
-predictor takes the features from its own compiled call).
+images; a check with a fixed threshold (``blank``) keeps it, and the validation images
+it flags count towards the target. :class:`FeatureExtractor` is
+for offline work on whole splits (the worker's predictor takes the features from its own
+compiled call).
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from runtime.guard import (
     MahalanobisGuard,
     MultiGuard,
     block_layers,
+    check_weights,
     feature_layer,
     feature_network,
 )
@@ -55,7 +58,7 @@ class FeatureExtractor:
         import tensorflow as tf
 
         if isinstance(spec, str):
-            spec = FeatureSpec((spec,), input_statistics=False)
+            spec = FeatureSpec((spec,), input_statistics=())
         both = feature_network(model, spec)
         self.n_classes = int(model.output.shape[-1])
         # One trace for every batch size, the last short batch included.
@@ -133,12 +136,16 @@ def stain_augmented(x: np.ndarray, seed: int = 0, recipe=None) -> np.ndarray:
     return np.concatenate(parts) if parts else x.copy()
 
 
-def _common_quantile(raw_val: np.ndarray, target: float) -> float:
+def _thresholds(raw_val: np.ndarray, q: float, fixed: np.ndarray) -> np.ndarray:
+    """Each check's validation quantile ``q``, or its fixed threshold (NaN: none)."""
+    return np.where(np.isnan(fixed), np.quantile(raw_val, q, axis=0), fixed)
+
+
+def _common_quantile(raw_val: np.ndarray, target: float, fixed: np.ndarray) -> float:
     """The validation quantile at which all checks' thresholds together flag ``target``."""
 
     def union(q: float) -> float:
-        thresholds = np.quantile(raw_val, q, axis=0)
-        return float((raw_val > thresholds).any(axis=1).mean())
+        return float((raw_val > _thresholds(raw_val, q, fixed)).any(axis=1).mean())
 
     lo, hi = 0.5, 1.0
     for _ in range(40):
@@ -170,14 +177,23 @@ def fit_checks(
         means, precision, _ = _class_gaussian(f_tr[:, at : at + size], y, n_classes)
         checks.append(Check(f"layer {name}", "layer", i, 0.0, 1.0, (), means, precision))
         at += size
+    fixed = [np.nan] * len(checks)
     if spec.input_statistics:
-        for name, weights in INPUT_CHECKS:
-            checks.append(Check(name, "input", -1, 0.0, 1.0, weights))
+        for check in INPUT_CHECKS:
+            weights = check_weights(check, spec.input_statistics)
+            checks.append(Check(check.name, "input", -1, 0.0, 1.0, weights))
+            fixed.append(np.nan if check.threshold is None else check.threshold)
     guard = MultiGuard(spec, checks, quantile=1.0, target=target, stain_augmented=stain_augmented)
     raw = guard.raw_scores(val_features)
-    guard.quantile = _common_quantile(raw, target)
-    thresholds = np.quantile(raw, guard.quantile, axis=0)
+    guard.quantile = _common_quantile(raw, target, np.array(fixed))
+    thresholds = _thresholds(raw, guard.quantile, np.array(fixed))
     centres = np.median(raw, axis=0)
+    for c, t, m in zip(checks, thresholds, centres, strict=True):
+        if t <= m:  # a fitted quantile above 0.5 never is: only a fixed threshold
+            raise ValueError(
+                f"check {c.name!r}: half the validation images are beyond its fixed threshold; "
+                "they are not what this check was made for"
+            )
     for c, t, m in zip(checks, thresholds, centres, strict=True):
         c.threshold, c.centre = float(t), float(m)
     return guard
@@ -200,7 +216,7 @@ def fit_guard(
     validation, both with a copy jittered by the colour recipe the model was trained with
     (``recipe``, a ``training.stain.StainAugmentConfig``; the light one by default) unless
     ``stain_augment`` is False."""
-    spec = FeatureSpec((*block_layers(model), feature_layer(model)), input_statistics=True)
+    spec = FeatureSpec((*block_layers(model), feature_layer(model)))
     extract = FeatureExtractor(model, spec)
     x_tr, y_tr, x_va = np.asarray(x_train), np.asarray(y_train), np.asarray(x_val)
     if stain_augment:

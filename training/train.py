@@ -49,6 +49,8 @@ class TrainConfig:
     version: str | None = None
     learning_rate: float = 1e-3
     finetune_learning_rate: float = 1e-5
+    # constant (the study's Adam at one rate) | plateau (halve it when validation loss stalls)
+    lr_schedule: str = "constant"
     head_epochs: int = 10  # frozen-backbone epochs before fine-tuning (pretrained only)
     augment: bool = True
     # colour recipe on the training split (training.stain.COLOR_RECIPES): strong | light | none
@@ -118,7 +120,24 @@ def class_weights(y: np.ndarray, n_classes: int) -> dict[int, float]:
     return {i: float(len(y) / (n_classes * c)) if c else 0.0 for i, c in enumerate(counts)}
 
 
-def _callbacks(run_dir: Path, patience: int, append: bool, deadline: float | None = None):
+#: ``lr_schedule="plateau"``: halve the rate after this many epochs without a lower
+#: validation loss, down to 1/64 of where it started. Strong colour jitter makes every
+#: epoch's validation loss noisy at a constant rate (the batches' BatchNorm statistics
+#: are those of jittered images), so the rate has to come down for the fit to settle.
+PLATEAU_PATIENCE = 4
+PLATEAU_FACTOR = 0.5
+PLATEAU_MIN_SHARE = 1 / 64
+
+
+def _callbacks(
+    run_dir: Path,
+    patience: int,
+    append: bool,
+    deadline: float | None = None,
+    *,
+    lr: float,
+    lr_schedule: str = "constant",
+):
     import keras
 
     class TimeBudget(keras.callbacks.Callback):
@@ -166,6 +185,19 @@ def _callbacks(run_dir: Path, patience: int, append: bool, deadline: float | Non
         keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=append),
         EpochLog(),
         *([TimeBudget()] if deadline is not None else []),
+        *(
+            [
+                keras.callbacks.ReduceLROnPlateau(
+                    monitor="val_loss",
+                    factor=PLATEAU_FACTOR,
+                    patience=PLATEAU_PATIENCE,
+                    min_lr=lr * PLATEAU_MIN_SHARE,
+                    verbose=1,
+                )
+            ]
+            if lr_schedule == "plateau"
+            else []
+        ),
     ]
 
 
@@ -243,6 +275,7 @@ def _fit_phase(
     append,
     verbose,
     deadline=None,
+    lr_schedule="constant",
 ):
     import keras
 
@@ -257,7 +290,7 @@ def _fit_phase(
         epochs=epochs,
         initial_epoch=initial_epoch,
         class_weight=cw,
-        callbacks=_callbacks(run_dir, patience, append, deadline),
+        callbacks=_callbacks(run_dir, patience, append, deadline, lr=lr, lr_schedule=lr_schedule),
         verbose=verbose,
         shuffle=False,  # the tf.data pipeline shuffles, seeded
     )
@@ -560,6 +593,7 @@ def _fit(
         "cw": cw,
         "run_dir": run_dir,
         "patience": cfg.patience,
+        "lr_schedule": cfg.lr_schedule,
         "verbose": 1 if sys.stdout.isatty() else 2,
     }
     t_fit = time.monotonic()

@@ -245,6 +245,7 @@ class PredictionSerializer(serializers.ModelSerializer):
             "confidence",
             "probabilities",
             "out_of_scope",
+            "ood_reason",
             # pending until a heatmap worker attaches its overlay, made, or impossible with
             # the reason (heatmaps off, a model that cannot give them, an unreadable image).
             "heatmap_state",

@@ -97,6 +97,7 @@ def _prediction_rows(version, answers, per_image_ms, worker_host, *, shadow=Fals
             worker_host=worker_host,
             ood_score=answer.ood_score,
             out_of_scope=answer.out_of_scope,
+            ood_reason=answer.ood_reason,
             heatmap_state=state,
             heatmap_reason=refused,
             heatmap_changed=now,

@@ -66,6 +66,12 @@ def test_people_fields_that_may_be_empty_are_nullable_in_the_schema(schema):
         assert components[component_name]["properties"][field].get("nullable") is True, field
 
 
+def test_the_schema_documents_why_a_prediction_is_out_of_scope(schema):
+    reason = schema["components"]["schemas"]["Prediction"]["properties"]["ood_reason"]
+    assert reason["type"] == "string" and reason.get("readOnly", True)
+    assert '"blank"' in reason["description"] and "in scope" in reason["description"]
+
+
 def test_the_schema_is_public_and_documents_the_token_endpoint(alice):
     response = APIClient().get("/api/schema/", HTTP_ACCEPT="application/json")
     assert response.status_code == HTTPStatus.OK

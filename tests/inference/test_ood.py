@@ -1,5 +1,6 @@
 """The out-of-scope guard at inference: scores stored, flagged images kept out of the answer."""
 
+import csv
 import hashlib
 import io
 
@@ -92,6 +93,8 @@ def test_the_predictor_scores_in_one_call_and_flags_an_outlier(guarded):
     assert not inside.out_of_scope
     assert outside.out_of_scope and outside.ood_score is not None
     assert outside.ood_score > threshold
+    # a one-layer guard has one check to name: its layer
+    assert (inside.ood_reason, outside.ood_reason) == ("", "layer pool")
     # the scores come from the same compiled call as the probabilities
     probs, scores = predictor.scored(np.stack([noise, white]))
     assert scores == pytest.approx([inside.ood_score, outside.ood_score])
@@ -101,7 +104,7 @@ def test_the_predictor_scores_in_one_call_and_flags_an_outlier(guarded):
 def test_a_model_without_a_guard_leaves_the_score_empty(artifacts):
     predictor = Predictor.load(artifacts["v1"])
     (answer,), _ = predictor.predict([predictor.prepare(noise_png(1))])
-    assert answer.ood_score is None and answer.out_of_scope is False
+    assert answer.ood_score is None and answer.out_of_scope is False and answer.ood_reason == ""
 
 
 @pytest.mark.django_db
@@ -131,6 +134,40 @@ def test_analysis_stores_the_score_and_leaves_flagged_images_out(guarded, client
     assert html.count("data-out-of-scope") == 1 and "1 out of scope" in html
     report = client_for(bob).get(reverse("reviews:case_report", args=[case.pk]))
     assert "<strong>out of scope</strong>" in report.content.decode()
+
+
+@pytest.mark.django_db
+def test_the_check_that_flagged_an_image_is_stored_and_shown_wherever_the_flag_is(
+    guarded, client_for, api_for, alice, bob
+):
+    version = model_version_import(source=guarded)
+    model_version_deploy(model_version=version, actor=None, reason="test")
+    case = case_with_images(noise_png(1), _solid_png())
+    analyse_case.apply(args=(case.pk,)).get()
+    reasons = {p.out_of_scope: p.ood_reason for p in Prediction.objects.filter(image__case=case)}
+    assert reasons == {True: "layer pool", False: ""}
+    why = "<span data-ood-reason>layer pool</span>: unlike the training smears in what the model"
+    for page in (
+        client_for(alice).get(reverse("clinic:case_detail", args=[case.pk])),
+        client_for(bob).get(reverse("reviews:case_review", args=[case.pk])),
+    ):
+        html = page.content.decode()
+        assert html.count("data-ood-reason") == 1 and why in html
+    report = client_for(bob).get(reverse("reviews:case_report", args=[case.pk])).content.decode()
+    assert "flagged by <span data-ood-reason>layer pool</span>" in report
+    audit = client_for(bob).get("/reviews/predictions/").content.decode()
+    assert audit.count("data-ood-reason") == 1
+    body = b"".join(client_for(bob).get("/reviews/predictions/export.csv").streaming_content)
+    rows = list(csv.DictReader(io.StringIO(body.decode())))
+    assert sorted((r["out_of_scope"], r["ood_reason"]) for r in rows) == [
+        ("False", ""),
+        ("True", "layer pool"),
+    ]
+    api = api_for(alice).get("/api/predictions/", {"case": case.pk}).json()["results"]
+    assert sorted((p["out_of_scope"], p["ood_reason"]) for p in api) == [
+        (False, ""),
+        (True, "layer pool"),
+    ]
 
 
 @pytest.mark.django_db

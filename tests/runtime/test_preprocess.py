@@ -1,13 +1,14 @@
 """load_rgb / resize_for_model / load_for_model: the one decoding path of training and inference."""
 
 import io
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from runtime.preprocess import ImageDecodeError, load_for_model, load_rgb, resize_for_model
-from tests.helpers import BCCD_IMAGES
+from tests.helpers import BCCD_IMAGES, png_claiming
 
 
 def _bccd_files(n=3):
@@ -40,6 +41,30 @@ def test_it_refuses_a_truncated_jpeg_with_a_readable_error():
 def test_it_refuses_garbage(data):
     with pytest.raises(ImageDecodeError):
         load_rgb(data)
+
+
+@pytest.mark.parametrize("side", [10_000, 14_000])  # Pillow warns at one, raises at the other
+def test_it_refuses_an_image_over_the_pixel_limit_before_decoding(side):
+    with pytest.raises(ImageDecodeError, match="too large to decode safely"):
+        load_for_model(png_claiming(side, side), 64)
+
+
+def test_the_pixel_limit_holds_in_concurrent_decode_threads():
+    """The worker decodes in threads: the refusal must not depend on a warnings filter that
+    another thread's catch_warnings() may restore away mid-open."""
+    bomb = png_claiming(10_000, 10_000)
+    smear = _encode(Image.new("RGB", (96, 80), (200, 120, 160)), "JPEG")
+
+    def one(i):
+        try:
+            return load_for_model(bomb if i % 2 else smear, 64).shape
+        except ImageDecodeError as exc:
+            return str(exc)
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        results = list(pool.map(one, range(400)))
+    assert all("too large" in r for r in results[1::2])
+    assert all(r == (64, 64, 3) for r in results[0::2])
 
 
 def test_decode_error_is_a_value_error():
