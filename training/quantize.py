@@ -18,13 +18,13 @@ benchmark's 224 px models (docs/benchmarks.md, ``python -m benchmarks.int8``):
   three channels, where int8 saves nothing and every quantise/dequantise step costs a
   pass over the image (quantised: 2.4 of MobileNet's 7.9 ms per image, in float 1.1),
   and one uint8 scale for the concatenation of features of very different ranges moved
-  them by 16 % of their scale, so the guard would have scored int8's images apart;
+  them by 16-21 % of their scale, so the guard would have scored int8's images apart;
 - the dense head stays in float: quantised, it alone took the trained CML-1's agreement
   with fp32 to 97.2 % and its accuracy 1.1 points down (refused); in float 100 % and
   no drop, for ~0.1-0.3 ms per image;
 - the first block (a 3x3 convolution on RGB with its activation and pooling) stays in
   float: a dot product of 27 values leaves VNNI idle, and in float ORT fuses it (the
-  trained CML-1's int8: 1.3x fp32 with it quantised, 1.6x without). ResNet-50's 7x7
+  trained CML-1's int8: 1.2x fp32 with it quantised, 1.6x without). ResNet-50's 7x7
   one stays quantised.
 
 With all three the trained CML-1's int8 kept its accuracy within 0.2 points and agreed
