@@ -113,7 +113,7 @@ def test_the_guard_features_the_first_block_and_the_head_stay_in_float(tmp_path)
 
     keras.utils.set_random_seed(0)
     model = build_cml1(5, size=32)
-    spec = FeatureSpec(("bn2", "bn3", "bn4"), input_statistics=True)
+    spec = FeatureSpec(("bn2", "bn3", "bn4"))
     (tmp_path / "fp32.onnx").write_bytes(onnx_convert(model, 32, spec))
     graph = onnx.load(str(tmp_path / "fp32.onnx"))
     kept = {n.name: n.op_type for n in graph.graph.node if n.name in fp32_nodes(graph)}
