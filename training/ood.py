@@ -19,9 +19,9 @@ stain-augmented copy: a smear whose stain differs only as much as the model was 
 to tolerate is then not out of scope for its colour. All checks share one validation
 quantile, found by bisection so that together they flag ``target`` (1 %) of validation
 images; a check with a fixed threshold (``blank``) keeps it, and the validation images
-it flags count towards the target. :class:`FeatureExtractor` is
-for offline work on whole splits (the worker's predictor takes the features from its own
-compiled call).
+it flags count towards the target (unless half of them are beyond it: then it is fitted
+too). :class:`FeatureExtractor` is for offline work on whole splits (the worker's
+predictor takes the features from its own compiled call).
 """
 
 from __future__ import annotations
@@ -185,15 +185,12 @@ def fit_checks(
             fixed.append(np.nan if check.threshold is None else check.threshold)
     guard = MultiGuard(spec, checks, quantile=1.0, target=target, stain_augmented=stain_augmented)
     raw = guard.raw_scores(val_features)
-    guard.quantile = _common_quantile(raw, target, np.array(fixed))
-    thresholds = _thresholds(raw, guard.quantile, np.array(fixed))
     centres = np.median(raw, axis=0)
-    for c, t, m in zip(checks, thresholds, centres, strict=True):
-        if t <= m:  # a fitted quantile above 0.5 never is: only a fixed threshold
-            raise ValueError(
-                f"check {c.name!r}: half the validation images are beyond its fixed threshold; "
-                "they are not what this check was made for"
-            )
+    # A fixed threshold that half the validation images are beyond was set for other
+    # images (fields with few cells, a size far from 128 px): fit that check instead.
+    fixed_at = np.where(np.array(fixed) > centres, np.array(fixed), np.nan)
+    guard.quantile = _common_quantile(raw, target, fixed_at)
+    thresholds = _thresholds(raw, guard.quantile, fixed_at)
     for c, t, m in zip(checks, thresholds, centres, strict=True):
         c.threshold, c.centre = float(t), float(m)
     return guard
