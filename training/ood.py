@@ -9,8 +9,8 @@ An image's score is its Mahalanobis distance to the nearest class mean.
 :func:`fit_guard` builds the default :class:`runtime.guard.MultiGuard`: that distance on
 the pooled outputs of three convolutional stages (which see texture and layout that the
 penultimate features of a classifier no longer keep) and on the penultimate features,
-plus input-level checks (blur, fine texture, high contrast, blank, halftone). Lee et al.
-also combine several layers; their logistic combination needs out-of-distribution examples to fit,
+plus input-level checks (blur, fine texture, blank, halftone). Lee et al. also combine
+several layers; their logistic combination needs out-of-distribution examples to fit,
 so here each check keeps its own threshold and any check can flag.
 
 Thresholds come from the validation split only, and from a stain-augmented copy of it
