@@ -310,15 +310,19 @@ class InputStatistics(keras.layers.Layer):
 
     @staticmethod
     def _quarter_periodicity(y):
-        """(N, 1): ``periodicity`` per quarter of the filtered field, the second largest.
-        Moments per quarter by average pooling (E[x^2] - E[x]^2), not slicing."""
+        """(N, 1): ``periodicity`` of each quarter of the field, the second largest. The
+        filters run over the whole field, then moments (E[x^2] - E[x]^2) are pooled over
+        the outputs whose window lies inside one quarter: as if each quarter were cut out
+        and filtered alone, without slicing the graph."""
         lap = tf.nn.conv2d(y, tf.constant(_PERIODICITY_ALONE), 1, "VALID")
         pairs = tf.nn.conv2d(y, tf.constant(_PERIODICITY_PAIRS), 1, "VALID")
-        half = (int(lap.shape[1]) // 2, int(lap.shape[2]) // 2)
+        k = _PERIODICITY_ALONE.shape[0]
+        half = (int(y.shape[1]) // 2, int(y.shape[2]) // 2)
+        window = (half[0] - k + 1, half[1] - k + 1)
 
         def quarter_var(v):
-            mean = tf.nn.avg_pool2d(v, half, half, "VALID")
-            return tf.nn.avg_pool2d(tf.square(v), half, half, "VALID") - tf.square(mean)
+            mean = tf.nn.avg_pool2d(v, window, half, "VALID")
+            return tf.nn.avg_pool2d(tf.square(v), window, half, "VALID") - tf.square(mean)
 
         ac = quarter_var(pairs) / (2.0 * quarter_var(lap) + 1.0) - 1.0  # (N, 2, 2, 2L)
         per_quarter = tf.reshape(tf.reduce_max(ac, axis=-1), [-1, 4])
@@ -380,17 +384,13 @@ def periodicity_np(luma: np.ndarray) -> np.ndarray:
 
 
 def quarter_periodicity_np(luma: np.ndarray) -> np.ndarray:
-    """:func:`periodicity_np` of each quarter of the filtered field (the Laplacian's
-    output, its odd last row and column dropped), the second largest of the four."""
-
-    def quarters(v: np.ndarray) -> np.ndarray:  # (N, h, w, C) -> (N, 4, C) variances
-        n, h, w, c = v.shape
-        v = v[:, : h // 2 * 2, : w // 2 * 2].reshape(n, 2, h // 2, 2, w // 2, c)
-        return v.var(axis=(2, 4)).reshape(n, 4, c)
-
-    var_lap = quarters(_correlate_np(luma, _PERIODICITY_ALONE))
-    var_pairs = quarters(_correlate_np(luma, _PERIODICITY_PAIRS))
-    per_quarter = (var_pairs / (2.0 * var_lap + 1.0) - 1.0).max(axis=-1)
+    """:func:`periodicity_np` of each quarter of each (N, H, W) luma field (an odd last
+    row or column dropped), the second largest of the four."""
+    h, w = luma.shape[1] // 2, luma.shape[2] // 2
+    per_quarter = np.stack(
+        [periodicity_np(luma[:, i : i + h, j : j + w]) for i in (0, h) for j in (0, w)],
+        axis=-1,
+    )
     return np.sort(per_quarter, axis=-1)[:, -PERIODICITY_QUARTER_RANK]
 
 
