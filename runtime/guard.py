@@ -75,13 +75,14 @@ def structure_log(share: float) -> float:
 #: threshold out past empty fields (issue #14), and where they did not, the fitted one
 #: (one extreme of ~1,000 validation images) flagged 2 % of smears under the robustness
 #: table's brightness x1.2, which the model reads as well as clean ones.
-#: ``halftone`` adds ``periodicity`` (a printed picture's dot grid) to ``focus`` (dots are
-#: fine detail): a third of the photos of paper passed every other check. The weight 4
-#: puts a periodicity of 0.25 (a smear's 99th percentile) level with a focus step of 1,
-#: where a pure dot grid scores ~0.8. It reads the second largest quarter's periodicity
-#: (``quarter_periodicity``): over the whole field, plain paper around a picture filling
-#: a quarter to half of the photo diluted it below the threshold (5 % of photos of paper
-#: passed; older guards keep the whole-field ``periodicity``). New guards have no ``high contrast`` check (older
+#: ``halftone`` adds ``quarter_periodicity`` (a printed picture's dot grid, in the second
+#: largest quarter of the field) to ``focus`` (dots are fine detail): a third of the
+#: photos of paper passed every other check. The weight 4 puts a periodicity of 0.25 (a
+#: smear's 99th percentile over the whole field) level with a focus step of 1, where a
+#: pure dot grid scores ~0.8. Over the whole field (guards fitted before quarters), the
+#: plain paper around a picture filling a quarter to half of the photo diluted the
+#: period below the threshold: 5 % of photos of paper passed on the default model.
+#: New guards have no ``high contrast`` check (older
 #: ones keep theirs): on the default model it decided no generated non-smear of any kind,
 #: and it alone flagged 14 % of test smears at saturation x1.5 (a stronger stain darkens
 #: cells in luma), which the model reads at 95 %; the contrast of the HSV value instead
