@@ -222,6 +222,11 @@ def _periodicity_kernels() -> tuple[np.ndarray, np.ndarray]:
 
 
 _PERIODICITY_ALONE, _PERIODICITY_PAIRS = _periodicity_kernels()
+#: ``quarter_periodicity`` takes the correlation in each quarter of the field (2 x 2) and
+#: reads the second largest: a halftone picture filling a quarter to half of a photo of
+#: paper is diluted by the plain paper in a statistic over the whole field, while a
+#: smear's one odd corner (a stain deposit, a lamp's glare) is outvoted.
+PERIODICITY_QUARTER_RANK = 2
 
 
 def structure_block(size: int) -> int:
@@ -240,7 +245,9 @@ class InputStatistics(keras.layers.Layer):
     raise it. ``contrast``: log10 of the luma's coefficient of variation (a dark bezel,
     a desk, a landscape have far more than a smear; guards fitted before
     ``periodicity``). ``periodicity``: the largest correlation of the luma's Laplacian
-    with itself at one of :data:`PERIODICITY_LAGS` (a halftone's dot grid).
+    with itself at one of :data:`PERIODICITY_LAGS` (a halftone's dot grid; guards fitted
+    before ``quarter_periodicity``). ``quarter_periodicity``: the same in each quarter of
+    the field, the second largest of the four (see :data:`PERIODICITY_QUARTER_RANK`).
     ``structure``: log10 of the share
     of the field (+ ``STRUCTURE_FLOOR``) that is an edge at the scale of cells (see
     ``STRUCTURE_EDGE``): a smear is covered in cell outlines, an empty field with a few
@@ -253,7 +260,7 @@ class InputStatistics(keras.layers.Layer):
 
     def __init__(self, statistics=INPUT_STATISTICS, **kwargs):
         super().__init__(**kwargs)
-        known = {"focus", "contrast", "dark", "structure", "periodicity"}
+        known = {"focus", "contrast", "dark", "structure", "periodicity", "quarter_periodicity"}
         unknown = set(statistics) - known
         if unknown:
             raise ValueError(f"unknown input statistics {sorted(unknown)}")
@@ -285,6 +292,8 @@ class InputStatistics(keras.layers.Layer):
                 )
                 ac = var_pairs / (2.0 * var_lap + 1.0) - 1.0
                 out.append(tf.reduce_max(ac, axis=-1, keepdims=True))
+            elif name == "quarter_periodicity":
+                out.append(self._quarter_periodicity(y))
             elif name == "dark":
                 dark = tf.reduce_mean(tf.cast(y < DARK_RATIO * mean_4d, tf.float32), axis=[1, 2])
                 out.append(tf.math.log(dark + DARK_FLOOR) / log10)
@@ -298,6 +307,27 @@ class InputStatistics(keras.layers.Layer):
                 share = tf.reduce_mean(tf.cast(edge, tf.float32), axis=[1, 2])
                 out.append(tf.math.log(share + STRUCTURE_FLOOR) / log10)
         return tf.concat(out, axis=-1)
+
+    @staticmethod
+    def _quarter_periodicity(y):
+        """(N, 1): ``periodicity`` of each quarter of the field, the second largest. The
+        filters run over the whole field, then moments (E[x^2] - E[x]^2) are pooled over
+        the outputs whose window lies inside one quarter: as if each quarter were cut out
+        and filtered alone, without slicing the graph."""
+        lap = tf.nn.conv2d(y, tf.constant(_PERIODICITY_ALONE), 1, "VALID")
+        pairs = tf.nn.conv2d(y, tf.constant(_PERIODICITY_PAIRS), 1, "VALID")
+        k = _PERIODICITY_ALONE.shape[0]
+        half = (int(y.shape[1]) // 2, int(y.shape[2]) // 2)
+        window = (half[0] - k + 1, half[1] - k + 1)
+
+        def quarter_var(v):
+            mean = tf.nn.avg_pool2d(v, window, half, "VALID")
+            return tf.nn.avg_pool2d(tf.square(v), window, half, "VALID") - tf.square(mean)
+
+        ac = quarter_var(pairs) / (2.0 * quarter_var(lap) + 1.0) - 1.0  # (N, 2, 2, 2L)
+        per_quarter = tf.reshape(tf.reduce_max(ac, axis=-1), [-1, 4])
+        top = tf.math.top_k(per_quarter, PERIODICITY_QUARTER_RANK).values
+        return tf.reduce_min(top, axis=-1, keepdims=True)
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0], len(self.statistics))  # the order runtime.guard reads
@@ -323,6 +353,8 @@ def input_statistics_np(images: np.ndarray, statistics=INPUT_STATISTICS) -> np.n
             out.append(np.log10((np.sqrt(var_y) + 0.5) / (mean_y + 1.0)))
         elif name == "periodicity":
             out.append(periodicity_np(y))
+        elif name == "quarter_periodicity":
+            out.append(quarter_periodicity_np(y))
         elif name == "dark":
             dark = (y < DARK_RATIO * mean_y[:, None, None]).mean(axis=(1, 2))
             out.append(np.log10(dark + DARK_FLOOR))
@@ -349,6 +381,17 @@ def periodicity_np(luma: np.ndarray) -> np.ndarray:
     var_lap = _correlate_np(luma, _PERIODICITY_ALONE).var(axis=(1, 2))
     var_pairs = _correlate_np(luma, _PERIODICITY_PAIRS).var(axis=(1, 2))
     return (var_pairs / (2.0 * var_lap + 1.0) - 1.0).max(axis=-1)
+
+
+def quarter_periodicity_np(luma: np.ndarray) -> np.ndarray:
+    """:func:`periodicity_np` of each quarter of each (N, H, W) luma field (an odd last
+    row or column dropped), the second largest of the four."""
+    h, w = luma.shape[1] // 2, luma.shape[2] // 2
+    per_quarter = np.stack(
+        [periodicity_np(luma[:, i : i + h, j : j + w]) for i in (0, h) for j in (0, w)],
+        axis=-1,
+    )
+    return np.sort(per_quarter, axis=-1)[:, -PERIODICITY_QUARTER_RANK]
 
 
 def structure_share_np(luma: np.ndarray) -> np.ndarray:

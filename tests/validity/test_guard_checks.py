@@ -6,11 +6,13 @@ import pytest
 
 from runtime.guard import (
     BLANK_MAX_STRUCTURE,
+    HALFTONE_INPUT_STATISTICS,
     INPUT_CHECKS,
     INPUT_STATISTICS,
     LEGACY_INPUT_STATISTICS,
     STRUCTURE_INPUT_STATISTICS,
     FeatureSpec,
+    InputCheck,
     MultiGuard,
     guard_load,
 )
@@ -22,8 +24,8 @@ from training.synth import generate as smears
 
 SIZE = 64
 INPUT_ONLY = FeatureSpec(())
-FOCUS, STRUCTURE, PERIODICITY = (
-    INPUT_STATISTICS.index(n) for n in ("focus", "structure", "periodicity")
+FOCUS, STRUCTURE, QUARTERS = (
+    INPUT_STATISTICS.index(n) for n in ("focus", "structure", "quarter_periodicity")
 )
 
 
@@ -194,15 +196,55 @@ def _dot_grid(period: int, size: int = SIZE) -> np.ndarray:
     return np.repeat(page[None, ..., None], 3, axis=-1)
 
 
+def _periodicity(images) -> np.ndarray:
+    """(N, 2): whole-field ``periodicity`` and ``quarter_periodicity``."""
+    return input_statistics_np(images, ("periodicity", "quarter_periodicity"))
+
+
 def test_periodicity_measures_a_dot_grid_at_each_lag(fields):
     """A dot grid repeating every 2-5 pixels correlates with itself at its period (the
-    Laplacian of a grid of period p is periodic in p: correlation 1); a smear's fine
-    detail, noise and a solid colour do not repeat."""
+    Laplacian of a grid of period p is periodic in p: correlation 1), over the whole
+    field and in each quarter; a smear's fine detail, noise and a solid colour do not
+    repeat."""
     for period in (2, 3, 4, 5):
-        assert _stats(_dot_grid(period))[0, PERIODICITY] == pytest.approx(1.0, abs=0.02)
-    assert (_stats(fields[0][:40])[:, PERIODICITY] < 0.5).all()
-    assert (np.abs(_stats(generate("noise", 5, SIZE))[:, PERIODICITY]) < 0.1).all()
-    assert _stats(generate("solid", 2, SIZE))[:, PERIODICITY] == pytest.approx(-1.0)
+        assert _periodicity(_dot_grid(period))[0] == pytest.approx([1.0, 1.0], abs=0.03)
+    assert (_periodicity(fields[0][:40]) < 0.5).all()
+    assert (np.abs(_periodicity(generate("noise", 5, SIZE))) < 0.15).all()
+    assert _periodicity(generate("solid", 2, SIZE)) == pytest.approx(-1.0)
+
+
+def _picture_on_paper(x: np.ndarray, fibre: float) -> np.ndarray:
+    """Each smear printed in faint halftone (period 3) on the left half of a page whose
+    right half is plain paper with fibre texture (``fibre``: its grey levels' spread)."""
+    rng = np.random.default_rng(5)
+    page = 235.0 + rng.normal(0, fibre, (len(x), SIZE, SIZE, 1)).repeat(3, axis=-1)
+    printed = x * (1 - 0.1 * (_dot_grid(3) < 128))
+    page[:, :, : SIZE // 2] = printed[:, :, : SIZE // 2]
+    return np.clip(page, 0, 255)
+
+
+def test_a_picture_on_half_the_page_scores_as_halftone_in_its_quarters(fields, input_guard):
+    """Plain paper's fibre texture is fine detail that does not repeat: over the whole
+    field it dilutes the picture's period, in the two quarters the picture fills it
+    does not, and the second largest quarter is one of them."""
+    x = fields[0][:20].astype(np.float64)
+    photo = _picture_on_paper(x, fibre=24.0)
+    whole, quarters = _periodicity(photo).T
+    assert (whole < 0.3).all()
+    assert (quarters > 0.4).all()
+    assert (quarters > _periodicity(x)[:, 1].max()).all()
+    assert _fires(input_guard, photo, "halftone").all()
+    assert not _fires(input_guard, x, "halftone").any()
+
+
+def test_a_dot_grid_in_one_quarter_does_not_make_a_smear_halftone(fields):
+    """The second largest quarter outvotes one odd corner (what the largest would not):
+    a dot grid filling one quarter of a smear sets whole-field periodicity near 1."""
+    x = fields[0][:20].astype(np.float64)
+    x[:, : SIZE // 2, : SIZE // 2] = _dot_grid(3)[:, : SIZE // 2, : SIZE // 2]
+    whole, quarters = _periodicity(x).T
+    assert (whole > 0.8).all()
+    assert np.median(quarters) < 0.3
 
 
 def test_a_smear_printed_in_halftone_scores_as_halftone(fields, input_guard):
@@ -225,7 +267,7 @@ def test_brightness_does_not_move_focus_or_structure(fields):
     a, b = _stats(x), _stats(dim)
     assert b[:, FOCUS] == pytest.approx(a[:, FOCUS], abs=0.02)  # a ratio of variances
     assert b[:, STRUCTURE] == pytest.approx(a[:, STRUCTURE], abs=0.02)  # relative to the mean
-    assert b[:, PERIODICITY] == pytest.approx(a[:, PERIODICITY], abs=0.02)  # a correlation
+    assert b[:, QUARTERS] == pytest.approx(a[:, QUARTERS], abs=0.02)  # a correlation
 
 
 def test_in_distribution_smears_pass(fields, input_guard):
@@ -368,6 +410,29 @@ def test_a_guard_saved_before_min_contrast_and_periodicity_loads_and_scores_as_i
     f = input_statistics_np(x, STRUCTURE_INPUT_STATISTICS)
     guard = fit_checks(spec, f, y, f, layer_sizes=[], n_classes=len(DEMO_CLASSES))
     assert "halftone" not in [c.name for c in guard.checks]
+    back = guard_load(guard.save(tmp_path / "ood.npz"), "multi-check")
+    assert back.spec == spec
+    assert np.array_equal(back.score(f), guard.score(f))
+    graph = np.asarray(InputStatistics(back.spec.input_statistics)(x.astype(np.float32)))
+    assert graph == pytest.approx(f, abs=1e-4)
+
+
+def test_a_guard_saved_before_quarter_periodicity_loads_and_scores_as_it_did(tmp_path, monkeypatch):
+    """Guards whose ``halftone`` read whole-field ``periodicity`` keep reading it: they load
+    with its statistics and weights, and their graph computes them."""
+    import training.ood
+    from runtime.layers import InputStatistics
+
+    before = InputCheck("halftone", {"focus": 1.0, "periodicity": 4.0})
+    then = (*(c for c in INPUT_CHECKS if c.name != "halftone"), before)
+    monkeypatch.setattr(training.ood, "INPUT_CHECKS", then)
+    spec = FeatureSpec((), HALFTONE_INPUT_STATISTICS)
+    x, y = smears(DEMO_CLASSES, per_class=10, size=SIZE, seed=15)
+    f = input_statistics_np(x, HALFTONE_INPUT_STATISTICS)
+    guard = fit_checks(spec, f, y, f, layer_sizes=[], n_classes=len(DEMO_CLASSES))
+    halftone = [c for c in guard.checks if c.name == "halftone"]
+    assert len(halftone) == 1
+    assert halftone[0].weights == (1.0, 0.0, 4.0)
     back = guard_load(guard.save(tmp_path / "ood.npz"), "multi-check")
     assert back.spec == spec
     assert np.array_equal(back.score(f), guard.score(f))
