@@ -130,8 +130,7 @@ def fp32_nodes(model, *, first_block: bool = True, head: bool = True) -> list[st
     from onnx import numpy_helper
 
     graph = model.graph
-    constants = {i.name: i for i in graph.initializer}
-    producer = {out: node for node in graph.node for out in node.output}
+    constants, producer, _ = _graph_index(graph)
     outputs = [o.name for o in graph.output]
     target = "probabilities" if "probabilities" in outputs else outputs[0]
     on_path: set[str] = set()
@@ -195,12 +194,7 @@ def pads_requantised_drop(model) -> int:
     from onnx import helper, numpy_helper
 
     graph = model.graph
-    constants = {i.name: i for i in graph.initializer}
-    producer = {out: node for node in graph.node for out in node.output}
-    users: dict[str, list] = {}
-    for node in graph.node:
-        for name in node.input:
-            users.setdefault(name, []).append(node)
+    constants, producer, users = _graph_index(graph)
 
     def value(name: str) -> np.ndarray | None:
         return numpy_helper.to_array(constants[name]) if name in constants else None
@@ -253,6 +247,18 @@ def pads_requantised_drop(model) -> int:
     return changed
 
 
+def _graph_index(graph) -> tuple[dict[str, Any], dict[str, Any], dict[str, list]]:
+    """An ONNX graph's initializers by name, each output's producing node, and each
+    value's consuming nodes: what the graph rewrites below look nodes up by."""
+    constants = {i.name: i for i in graph.initializer}
+    producer = {out: node for node in graph.node for out in node.output}
+    users: dict[str, list] = {}
+    for node in graph.node:
+        for name in node.input:
+            users.setdefault(name, []).append(node)
+    return constants, producer, users
+
+
 def scales_fold(model) -> int:
     """Fold BatchNorm's scale into the layer before it, and move its shift past the pool,
     in an ONNX graph about to be quantised; returns how many nodes it changed.
@@ -269,12 +275,7 @@ def scales_fold(model) -> int:
     from onnx import numpy_helper
 
     graph = model.graph
-    constants = {i.name: i for i in graph.initializer}
-    producer = {out: node for node in graph.node for out in node.output}
-    users: dict[str, list] = {}
-    for node in graph.node:
-        for name in node.input:
-            users.setdefault(name, []).append(node)
+    constants, producer, users = _graph_index(graph)
 
     def constant(name: str) -> np.ndarray | None:
         return numpy_helper.to_array(constants[name]) if name in constants else None
