@@ -116,12 +116,19 @@ def block_layers(model, count: int = 3) -> tuple[str, ...]:
 
     A stage is a run of layers with the same spatial size; the first one (full
     resolution) sees little but pixels, the deepest is summarised by the penultimate
-    features already. For CML-1 at any size: ``bn2``, ``bn3``, ``bn4``.
+    features already. For CML-1 at any size: ``bn2``, ``bn3``, ``bn4``. A zero-padding
+    layer is not a stage: ONNX Runtime folds the padding into the next convolution
+    unless something else reads it, and read, it cost MobileNet ~1 ms an image in
+    copies out of and back into ONNX Runtime's blocked layout.
     """
+    import keras
+
     last: dict[tuple, str] = {}
     for layer in model.layers:
         shape = getattr(layer, "output", None)
         shape = None if shape is None else tuple(shape.shape)
+        if isinstance(layer, keras.layers.ZeroPadding2D):
+            continue
         if shape is not None and len(shape) == 4 and layer.name != model.layers[0].name:
             last[shape[1:3]] = layer.name  # dicts keep first-seen order: stage order
     return tuple(list(last.values())[1 : 1 + count])

@@ -194,9 +194,6 @@ STRUCTURE_GRID = 64
 #: this share of the mean luma: far above sensor noise (~0.3 %) and a lamp's vignetting
 #: (~1 % at the corners), below the faint outline of a red cell on a pale smear.
 STRUCTURE_EDGE = 0.015
-_CENTRAL_DIFFERENCES = np.zeros((3, 3, 1, 2), np.float32)
-_CENTRAL_DIFFERENCES[1, 0, 0, 0], _CENTRAL_DIFFERENCES[1, 2, 0, 0] = -0.5, 0.5  # d/dx
-_CENTRAL_DIFFERENCES[0, 1, 0, 1], _CENTRAL_DIFFERENCES[2, 1, 0, 1] = -0.5, 0.5  # d/dy
 
 
 #: ``periodicity``: the lags (pixels, along rows and along columns) at which the luma's
@@ -234,6 +231,112 @@ def structure_block(size: int) -> int:
     return max(1, size // STRUCTURE_GRID)
 
 
+def _laplacian(y):
+    """(N, (H - 2) * W): the 3x3 Laplacian of (N, H, W) luma, VALID, row after row on the
+    flattened field: entry ``i * W + j`` is centred on ``y[i + 1, j + 1]`` for j < W - 2,
+    and the last two entries of each row, which wrap around to the next row, mean nothing.
+
+    Shifts of a flattened field are contiguous slices, which ONNX Runtime copies at
+    memory speed; 2-D slices of a map and one-channel convolutions cost several times
+    more."""
+    height, width = int(y.shape[1]), int(y.shape[2])
+    # Two zeros after the last pixel: the last row's two meaningless entries read them.
+    flat = tf.pad(tf.reshape(y, [-1, height * width]), [[0, 0], [0, 2]])
+    length = (height - 2) * width
+
+    def at(dy: int, dx: int):
+        start = dy * width + dx
+        return flat[:, start : start + length]
+
+    return at(0, 1) + at(2, 1) + at(1, 0) + at(1, 2) - 4.0 * at(1, 1)
+
+
+def _window_means(maps, rows: list[tuple[int, int]], cols: list[tuple[int, int]]):
+    """(N, C, R, W) -> (N, C, len(rows), len(cols)): the mean of each window (a range of
+    rows by a range of columns), as two matrix products with the windows' indicators: one
+    pass over the maps, no copies of the windows."""
+    height, width = int(maps.shape[2]), int(maps.shape[3])
+    down = np.zeros((len(rows), height), np.float32)
+    for k, (start, stop) in enumerate(rows):
+        down[k, start:stop] = 1.0 / (stop - start)
+    across = np.zeros((width, len(cols)), np.float32)
+    for k, (start, stop) in enumerate(cols):
+        across[start:stop, k] = 1.0 / (stop - start)
+    # Plain 2-D products: TensorFlow 2.21's batched matmul crashed (SIGSEGV) on a 4-D
+    # tensor times a constant matrix. The transposed operand is small by then.
+    channels = int(maps.shape[1])
+    by_cols = tf.reshape(
+        tf.linalg.matmul(tf.reshape(maps, [-1, width]), across), [-1, height, len(cols)]
+    )
+    by_rows = tf.linalg.matmul(tf.reshape(tf.transpose(by_cols, [0, 2, 1]), [-1, height]), down.T)
+    means = tf.reshape(by_rows, [-1, channels, len(cols), len(rows)])
+    return tf.transpose(means, [0, 1, 3, 2])
+
+
+def _focus_variance(lap, height: int, width: int):
+    """(N, 1): the variance of the Laplacian from :func:`_laplacian` over its valid part."""
+    maps = tf.reshape(lap, [-1, 1, height - 2, width])
+    valid = [(0, width - 2)]
+    mean = _window_means(maps, [(0, height - 2)], valid)
+    mean_square = _window_means(tf.square(maps), [(0, height - 2)], valid)
+    return tf.reshape(mean_square - tf.square(mean), [-1, 1])
+
+
+def _periodicity(lap, height: int, width: int, *, quarters: bool):
+    """(N, 1): ``periodicity`` (the whole field) or ``quarter_periodicity`` from the
+    Laplacian of an H x W field (:func:`_laplacian`). As the numpy reference correlates a
+    padded k x k window (k = 3 + the largest lag), the Laplacian is read at the positions
+    whose window fits; the pairs are it plus itself shifted by each lag along each axis
+    (on the flattened field, a shift by ``lag`` or by ``lag`` rows), and each window's
+    moments are E[v^2] - E[v]^2 over the positions inside one quarter (or the whole
+    field), as if the quarter were cut out and filtered alone."""
+    lag_max = max(PERIODICITY_LAGS)
+    rows, cols = height - 2 - lag_max, width - 2 - lag_max
+    length = rows * width  # positions (i, j), i < rows, j < width: the windows pick j < cols
+    alone = lap[:, :length]
+    shifted = [
+        tf.reshape(lap[:, shift : shift + length], [-1, 1, length])
+        for lag in PERIODICITY_LAGS
+        for shift in (lag * width, lag)
+    ]
+    pairs = tf.reshape(tf.reshape(alone, [-1, 1, length]) + tf.concat(shifted, axis=1),
+                       [-1, len(shifted), rows, width])  # fmt: skip
+    alone = tf.reshape(alone, [-1, 1, rows, width])
+    if quarters:
+        # Each quarter (H // 2 by W // 2 pixels) holds its own filter outputs only.
+        down, across = height // 2, width // 2
+        row_windows = [(0, down - lag_max - 2), (down, 2 * down - lag_max - 2)]
+        col_windows = [(0, across - lag_max - 2), (across, 2 * across - lag_max - 2)]
+    else:
+        row_windows, col_windows = [(0, rows)], [(0, cols)]
+
+    def window_var(v):  # (N, C, rows, width) -> (N, C, row windows, column windows)
+        mean = _window_means(v, row_windows, col_windows)
+        return _window_means(tf.square(v), row_windows, col_windows) - tf.square(mean)
+
+    ac = window_var(pairs) / (2.0 * window_var(alone) + 1.0) - 1.0
+    per_window = tf.reshape(tf.reduce_max(ac, axis=1), [-1, len(row_windows) * len(col_windows)])
+    if not quarters:
+        return per_window
+    top = tf.math.top_k(per_window, PERIODICITY_QUARTER_RANK).values
+    return tf.reduce_min(top, axis=-1, keepdims=True)
+
+
+def _structure_share(y, mean_y):
+    """(N, 1): the share of each (N, H, W) luma field that is an edge at the scale of
+    cells, with ``mean_y`` (N, 1) the field's mean luma."""
+    block = structure_block(int(y.shape[1]))
+    down, across = int(y.shape[1]) // block, int(y.shape[2]) // block
+    cropped = y[:, : down * block, : across * block]
+    pooled = tf.reduce_mean(tf.reshape(cropped, [-1, down, block, across, block]), axis=[2, 4])
+    gx = (pooled[:, 1:-1, 2:] - pooled[:, 1:-1, :-2]) / 2.0
+    gy = (pooled[:, 2:, 1:-1] - pooled[:, :-2, 1:-1]) / 2.0
+    # Squared magnitude against the squared bound: no square root in the graph.
+    bound = tf.expand_dims(tf.square(STRUCTURE_EDGE * (mean_y + 1.0)), -1)  # (N, 1, 1)
+    edge = tf.cast(tf.square(gx) + tf.square(gy) > bound, tf.float32)
+    return tf.expand_dims(tf.reduce_mean(edge, axis=[1, 2]), -1)
+
+
 @keras.saving.register_keras_serializable(package="leukweb")
 class InputStatistics(keras.layers.Layer):
     """Numbers per 0-255 RGB image that say whether it looks like a focused smear, those
@@ -267,67 +370,39 @@ class InputStatistics(keras.layers.Layer):
         self.statistics = tuple(str(v) for v in statistics)
 
     def call(self, x):
-        # Every statistic stays (N, 1) and they are concatenated, not stacked: ONNX
-        # Runtime's symbolic shape inference (int8 quantisation) cannot follow a stack of
-        # batch-sized vectors.
+        # Slices and reductions only, no convolution or pooling: ONNX Runtime runs a
+        # one-channel convolution in its 16-channel blocked layout and converts every map
+        # into and out of it, which made these numbers cost a MobileNet as much again as
+        # half its layers. Every statistic stays (N, 1) and they are concatenated, not
+        # stacked: ONNX Runtime's symbolic shape inference (int8 quantisation) cannot
+        # follow a stack of batch-sized vectors.
         x = tf.cast(x, tf.float32)
-        y = tf.reduce_sum(x * tf.constant(LUMA, tf.float32), axis=-1, keepdims=True)
-        mean_y, var_y = tf.nn.moments(y, axes=[1, 2])  # (N, 1) each
-        mean_4d = tf.reduce_mean(y, axis=[1, 2], keepdims=True)  # (N, 1, 1, 1): no slicing
+        y = tf.squeeze(tf.linalg.matmul(x, tf.constant(np.reshape(LUMA, (3, 1)), tf.float32)), -1)
+        mean_y, var_y = tf.nn.moments(y, axes=[1, 2])  # (N,)
+        mean_y, var_y = tf.expand_dims(mean_y, -1), tf.expand_dims(var_y, -1)  # (N, 1)
         log10 = np.log(10.0)
+        lap = None
         out = []
+        height, width = int(x.shape[1]), int(x.shape[2])
         for name in self.statistics:
+            if name in ("focus", "periodicity", "quarter_periodicity") and lap is None:
+                lap = _laplacian(y)
             if name == "focus":
-                lap = tf.nn.conv2d(y, tf.constant(_LAPLACIAN[:, :, None, None]), 1, "VALID")
-                _, var_lap = tf.nn.moments(lap, axes=[1, 2])
+                var_lap = _focus_variance(lap, height, width)
                 out.append(tf.math.log((var_lap + 1.0) / (var_y + 1.0)) / log10)
             elif name == "contrast":
                 out.append(tf.math.log((tf.sqrt(var_y) + 0.5) / (mean_y + 1.0)) / log10)
             elif name == "periodicity":
-                _, var_lap = tf.nn.moments(
-                    tf.nn.conv2d(y, tf.constant(_PERIODICITY_ALONE), 1, "VALID"), axes=[1, 2]
-                )
-                _, var_pairs = tf.nn.moments(
-                    tf.nn.conv2d(y, tf.constant(_PERIODICITY_PAIRS), 1, "VALID"), axes=[1, 2]
-                )
-                ac = var_pairs / (2.0 * var_lap + 1.0) - 1.0
-                out.append(tf.reduce_max(ac, axis=-1, keepdims=True))
+                out.append(_periodicity(lap, height, width, quarters=False))
             elif name == "quarter_periodicity":
-                out.append(self._quarter_periodicity(y))
+                out.append(_periodicity(lap, height, width, quarters=True))
             elif name == "dark":
-                dark = tf.reduce_mean(tf.cast(y < DARK_RATIO * mean_4d, tf.float32), axis=[1, 2])
-                out.append(tf.math.log(dark + DARK_FLOOR) / log10)
+                below = tf.cast(y < DARK_RATIO * tf.expand_dims(mean_y, -1), tf.float32)
+                dark = tf.reduce_mean(below, axis=[1, 2], keepdims=False)
+                out.append(tf.math.log(tf.expand_dims(dark, -1) + DARK_FLOOR) / log10)
             else:  # structure
-                block = structure_block(int(x.shape[1]))
-                pooled = tf.nn.avg_pool2d(y, block, block, "VALID")
-                grad = tf.nn.conv2d(pooled, tf.constant(_CENTRAL_DIFFERENCES), 1, "VALID")
-                # Squared magnitude against the squared bound: no square root in the graph.
-                bound = tf.square(STRUCTURE_EDGE * (mean_4d + 1.0))
-                edge = tf.reduce_sum(tf.square(grad), axis=-1, keepdims=True) > bound
-                share = tf.reduce_mean(tf.cast(edge, tf.float32), axis=[1, 2])
-                out.append(tf.math.log(share + STRUCTURE_FLOOR) / log10)
+                out.append(tf.math.log(_structure_share(y, mean_y) + STRUCTURE_FLOOR) / log10)
         return tf.concat(out, axis=-1)
-
-    @staticmethod
-    def _quarter_periodicity(y):
-        """(N, 1): ``periodicity`` of each quarter of the field, the second largest. The
-        filters run over the whole field, then moments (E[x^2] - E[x]^2) are pooled over
-        the outputs whose window lies inside one quarter: as if each quarter were cut out
-        and filtered alone, without slicing the graph."""
-        lap = tf.nn.conv2d(y, tf.constant(_PERIODICITY_ALONE), 1, "VALID")
-        pairs = tf.nn.conv2d(y, tf.constant(_PERIODICITY_PAIRS), 1, "VALID")
-        k = _PERIODICITY_ALONE.shape[0]
-        half = (int(y.shape[1]) // 2, int(y.shape[2]) // 2)
-        window = (half[0] - k + 1, half[1] - k + 1)
-
-        def quarter_var(v):
-            mean = tf.nn.avg_pool2d(v, window, half, "VALID")
-            return tf.nn.avg_pool2d(tf.square(v), window, half, "VALID") - tf.square(mean)
-
-        ac = quarter_var(pairs) / (2.0 * quarter_var(lap) + 1.0) - 1.0  # (N, 2, 2, 2L)
-        per_quarter = tf.reshape(tf.reduce_max(ac, axis=-1), [-1, 4])
-        top = tf.math.top_k(per_quarter, PERIODICITY_QUARTER_RANK).values
-        return tf.reduce_min(top, axis=-1, keepdims=True)
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0], len(self.statistics))  # the order runtime.guard reads
