@@ -276,6 +276,7 @@ def throughput(
         heatmap_s += timed(partial(gradcam.maps, arrays, labels))
     images = cases * CASE_SIZE
     shared = len(uploads) * images
+    costs = one_thread_costs(model, folder, fp32, first, rounds=max(3, cases // 2))
     return [
         {
             "arch": arch,
@@ -290,9 +291,41 @@ def throughput(
             "worker_int8": images / worker["int8"][kind],
             "decode": decode_s[kind] / worker["fp32"][kind],
             "heatmaps": images / heatmap_s,
+            **({"one_thread_ms": costs} if kind == "smear JPEGs" else {}),
         }
         for kind in uploads
     ]
+
+
+def one_thread_costs(model, folder: Path, fp32, smears: list[bytes], *, rounds: int) -> dict:
+    """CPU milliseconds an image costs on one thread, by part of the worker's path: the
+    model's graph alone (converted without the guard's outputs), what the guard adds to
+    the graph (its taps and pixel statistics), and decoding and resizing a smear JPEG.
+    The best of ``rounds`` rounds of one image a run, so that other load counts least.
+    With a thread per core busy, cores x 1000 / their sum bounds the worker's images/s."""
+    from runtime.export import onnx_convert, onnx_session
+    from runtime.predictor import SESSION_THREADS
+
+    plain_path = folder.parent / f"{folder.name}.plain.onnx"
+    plain_path.write_bytes(onnx_convert(model, fp32.input_size, None))
+    plain = onnx_session(plain_path, threads=SESSION_THREADS)
+    pixels = np.stack([fp32.prepare(b) for b in smears])
+
+    def best_ms(call: Callable[[int], object], count: int) -> float:
+        call(0)
+        times = []
+        for _ in range(rounds):
+            time.sleep(SETTLE_S)
+            started = time.perf_counter()
+            for i in range(count):
+                call(i)
+            times.append((time.perf_counter() - started) / count * 1000)
+        return min(times)
+
+    graph = best_ms(lambda i: plain.run(None, {"image": pixels[i : i + 1]}), len(pixels))
+    full = best_ms(lambda i: fp32.session.run(None, {"image": pixels[i : i + 1]}), len(pixels))
+    decode = best_ms(lambda i: fp32.prepare(smears[i]), len(smears))
+    return {"graph": graph, "guard": full - graph, "decode": decode}
 
 
 # --- 2. an analysis worker's start and memory (a child process with Django) ------------
@@ -602,6 +635,11 @@ def figures(throughputs: list[dict], start: dict, load: tuple[float, float, floa
             "worker_vs_tf_compiled": round(t["worker_fp32"] / t["tf_compiled"], 3),
             "int8_vs_fp32": round(t["worker_int8"] / t["worker_fp32"], 3),
             "heatmaps_img_s": round(t["heatmaps"], 1),
+            **(
+                {"one_thread_ms": {k: round(v, 2) for k, v in t["one_thread_ms"].items()}}
+                if "one_thread_ms" in t
+                else {}
+            ),
         }
     return {
         "measured": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
@@ -649,6 +687,12 @@ def verdicts(throughputs: list[dict], start: dict, load: tuple[float, float, flo
             vs_tf = t["worker_fp32"] / t["tf_compiled"]
             target = TARGETS["mobilenet_worker_vs_tf_compiled"]
             line += f", worker / TF compiled {vs_tf:.2f}x ({_met(vs_tf, target)})"
+        if "one_thread_ms" in t:
+            cost = t["one_thread_ms"]
+            line += (
+                f"; one thread, ms an image: graph {cost['graph']:.2f}, guard "
+                f"{cost['guard']:.2f}, decode {cost['decode']:.2f}"
+            )
         lines.append(line)
     if "seconds" in start:
         seconds, target = start["seconds"], TARGETS["worker_start_to_first_prediction_s"]
@@ -739,6 +783,7 @@ def render(throughputs: list[dict], start: dict, workers: list[dict], seconds: f
         "decoding and resizing uploads, which the bare calls do not do. The 256 px "
         "random-noise PNGs are the worst case to decode.",
         "",
+        *cost_lines(smears),
         "### An analysis worker: start to first prediction, and memory",
         "",
     ]
@@ -793,6 +838,37 @@ def render(throughputs: list[dict], start: dict, workers: list[dict], seconds: f
         "",
     ]
     return "\n".join(lines)
+
+
+def cost_lines(smears: dict[str, dict]) -> list[str]:
+    """The table of what an image costs each part of the worker's path, and the ceilings
+    those costs put on the worker against the TF compiled batch."""
+    cores = os.cpu_count() or 1
+    rows = [
+        "### Where a worker's CPU time goes (smear JPEGs, ms an image on one thread)",
+        "",
+        "Graph: the model's ONNX graph alone, converted without the guard's outputs. Guard: "
+        "what the guard's taps and pixel statistics add to the graph the worker runs. "
+        "Decode: decoding and resizing one upload. Ceiling: the worker's images/s against "
+        f"the TF compiled batch if its {cores} cores did nothing but these parts, side by "
+        "side and without a pause (cores x 1000 / ms), first without the guard and "
+        "decoding, then with them: what no scheduling in the worker can exceed.",
+        "",
+        "| model | graph | guard | decode | ceiling / TF compiled: graph alone "
+        "| ... with guard and decode | worker / TF compiled |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for arch, t in smears.items():
+        cost = t.get("one_thread_ms")
+        if cost is None:
+            continue
+        alone = cores * 1000 / cost["graph"] / t["tf_compiled"]
+        whole = cores * 1000 / sum(cost.values()) / t["tf_compiled"]
+        rows.append(
+            f"| {arch} | {cost['graph']:.2f} | {cost['guard']:.2f} | {cost['decode']:.2f} "
+            f"| {alone:.2f}x | {whole:.2f}x | {t['worker_fp32'] / t['tf_compiled']:.2f}x |"
+        )
+    return [*rows, ""]
 
 
 def _ort_version() -> str:

@@ -285,37 +285,67 @@ def _focus_variance(lap, height: int, width: int):
 def _periodicity(lap, height: int, width: int, *, quarters: bool):
     """(N, 1): ``periodicity`` (the whole field) or ``quarter_periodicity`` from the
     Laplacian of an H x W field (:func:`_laplacian`). As the numpy reference correlates a
-    padded k x k window (k = 3 + the largest lag), the Laplacian is read at the positions
-    whose window fits; the pairs are it plus itself shifted by each lag along each axis
-    (on the flattened field, a shift by ``lag`` or by ``lag`` rows), and each window's
-    moments are E[v^2] - E[v]^2 over the positions inside one quarter (or the whole
-    field), as if the quarter were cut out and filtered alone."""
+    padded k x k window (k = 3 + the largest lag), the Laplacian ``a`` is read at the
+    positions whose window fits, and ``b``, for each lag along each axis, is it shifted
+    by that lag (on the flattened field, by ``lag`` or by ``lag`` rows). Over each window
+    (a quarter's own positions, or the whole field's):
+    var(a + b) = E[a^2] + E[b^2] + 2 E[ab] - (E[a] + E[b])^2, as if the quarter were cut
+    out and filtered alone. Only the products ``ab`` are whole maps; E[b] and E[b^2] are
+    the means of ``a`` and ``a^2`` over the window shifted by the lag."""
     lag_max = max(PERIODICITY_LAGS)
     rows, cols = height - 2 - lag_max, width - 2 - lag_max
     length = rows * width  # positions (i, j), i < rows, j < width: the windows pick j < cols
-    alone = lap[:, :length]
-    shifted = [
-        tf.reshape(lap[:, shift : shift + length], [-1, 1, length])
-        for lag in PERIODICITY_LAGS
-        for shift in (lag * width, lag)
-    ]
-    pairs = tf.reshape(tf.reshape(alone, [-1, 1, length]) + tf.concat(shifted, axis=1),
-                       [-1, len(shifted), rows, width])  # fmt: skip
-    alone = tf.reshape(alone, [-1, 1, rows, width])
+    lags = [(lag, 0) for lag in PERIODICITY_LAGS] + [(0, lag) for lag in PERIODICITY_LAGS]
+    alone = tf.reshape(lap[:, :length], [-1, 1, length])
+    shifted = tf.concat(
+        [tf.reshape(lap[:, dy * width + dx :][:, :length], [-1, 1, length]) for dy, dx in lags],
+        axis=1,
+    )
+    products = tf.reshape(alone * shifted, [-1, len(lags), rows, width])
     if quarters:
         # Each quarter (H // 2 by W // 2 pixels) holds its own filter outputs only.
         down, across = height // 2, width // 2
-        row_windows = [(0, down - lag_max - 2), (down, 2 * down - lag_max - 2)]
-        col_windows = [(0, across - lag_max - 2), (across, 2 * across - lag_max - 2)]
+        row_starts, col_starts = (0, down), (0, across)
+        size = (down - lag_max - 2, across - lag_max - 2)
     else:
-        row_windows, col_windows = [(0, rows)], [(0, cols)]
+        row_starts, col_starts, size = (0,), (0,), (rows, cols)
+    windows = len(row_starts) * len(col_starts)
+    offsets = (0, *PERIODICITY_LAGS)  # every window, unshifted and shifted by each lag
+    field = tf.reshape(lap, [-1, 1, height - 2, width])
+    shifted_windows = (
+        [(r + o, r + o + size[0]) for r in row_starts for o in offsets],
+        [(c + o, c + o + size[1]) for c in col_starts for o in offsets],
+    )
+    # (N, windows down x offsets, windows across x offsets), flattened: E[a], E[a^2] over
+    # every window shifted by every (dy, dx) the lags need.
+    means = tf.reshape(_window_means(field, *shifted_windows), [-1, windows * len(offsets) ** 2])
+    squares = tf.reshape(
+        _window_means(tf.square(field), *shifted_windows), [-1, windows * len(offsets) ** 2]
+    )
 
-    def window_var(v):  # (N, C, rows, width) -> (N, C, row windows, column windows)
-        mean = _window_means(v, row_windows, col_windows)
-        return _window_means(tf.square(v), row_windows, col_windows) - tf.square(mean)
+    def picked(values, shifts):  # (N, len(shifts), windows) at those shifts
+        index = [
+            [
+                ((wr * len(offsets) + offsets.index(dy)) * len(col_starts) + wc) * len(offsets)
+                + offsets.index(dx)
+                for wr in range(len(row_starts))
+                for wc in range(len(col_starts))
+            ]
+            for dy, dx in shifts
+        ]
+        return tf.gather(values, np.array(index), axis=1)
 
-    ac = window_var(pairs) / (2.0 * window_var(alone) + 1.0) - 1.0
-    per_window = tf.reshape(tf.reduce_max(ac, axis=1), [-1, len(row_windows) * len(col_windows)])
+    mean_a, square_a = picked(means, [(0, 0)]), picked(squares, [(0, 0)])
+    mean_b, square_b = picked(means, lags), picked(squares, lags)
+    cross = tf.reshape(
+        _window_means(products, [(r, r + size[0]) for r in row_starts],
+                      [(c, c + size[1]) for c in col_starts]),
+        [-1, len(lags), windows],
+    )  # fmt: skip
+    var_a = square_a - tf.square(mean_a)
+    var_pairs = square_a + square_b + 2.0 * cross - tf.square(mean_a + mean_b)
+    ac = var_pairs / (2.0 * var_a + 1.0) - 1.0  # (N, lags, windows)
+    per_window = tf.reduce_max(ac, axis=1)  # (N, windows)
     if not quarters:
         return per_window
     top = tf.math.top_k(per_window, PERIODICITY_QUARTER_RANK).values
