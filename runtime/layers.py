@@ -302,13 +302,14 @@ def _periodicity(lap, height: int, width: int, *, quarters: bool):
         axis=1,
     )
     products = tf.reshape(alone * shifted, [-1, len(lags), rows, width])
+    row_starts: tuple[int, ...] = (0,)
+    col_starts: tuple[int, ...] = (0,)
+    size = (rows, cols)
     if quarters:
         # Each quarter (H // 2 by W // 2 pixels) holds its own filter outputs only.
         down, across = height // 2, width // 2
         row_starts, col_starts = (0, down), (0, across)
         size = (down - lag_max - 2, across - lag_max - 2)
-    else:
-        row_starts, col_starts, size = (0,), (0,), (rows, cols)
     windows = len(row_starts) * len(col_starts)
     offsets = (0, *PERIODICITY_LAGS)  # every window, unshifted and shifted by each lag
     field = tf.reshape(lap, [-1, 1, height - 2, width])

@@ -6,7 +6,7 @@ from benchmarks.inference import cost_lines
 
 def test_the_cost_table_bounds_the_worker_by_what_an_image_costs_on_each_core(monkeypatch):
     monkeypatch.setattr("os.cpu_count", lambda: 2)
-    smears = {
+    smears: dict[str, dict] = {
         "mobilenet": {
             "tf_compiled": 100.0,
             "worker_fp32": 150.0,
