@@ -9,6 +9,8 @@ def test_the_cost_table_bounds_the_worker_by_what_an_image_costs_on_each_core(mo
     smears: dict[str, dict] = {
         "mobilenet": {
             "tf_compiled": 100.0,
+            "tf_compiled_guard": 80.0,
+            "worker_ort_fp32": 200.0,
             "worker_fp32": 150.0,
             "one_thread_ms": {"graph": 8.0, "guard": 1.0, "decode": 1.0},
         },
@@ -16,5 +18,5 @@ def test_the_cost_table_bounds_the_worker_by_what_an_image_costs_on_each_core(mo
     }
     rows = [line for line in cost_lines(smears) if line.startswith("| mobilenet")]
     # 2 cores x 1000 ms / 8 ms = 250 images/s alone, / 10 ms = 200 with guard and decode
-    assert rows == ["| mobilenet | 8.00 | 1.00 | 1.00 | 2.50x | 2.00x | 1.50x |"]
+    assert rows == ["| mobilenet | 8.00 | 1.00 | 1.00 | 2.50x | 2.00x | 1.50x | 80.0 | 2.50x |"]
     assert not any(line.startswith("| resnet50") for line in cost_lines(smears))
