@@ -290,6 +290,12 @@ class CaseResult(models.Model):
     def __str__(self) -> str:
         return f"{self.case}: {self.label}"
 
+    @property
+    def abstained(self) -> bool:
+        """Every image was out of scope: the model gave no subtype for the case, and its
+        label is only the highest of probabilities that mean nothing."""
+        return self.images_count > 0 and self.out_of_scope_count >= self.images_count
+
 
 class CaseAnalysis(models.Model):
     """Which model version analyses a case: the one deployed when the case was submitted,

@@ -56,8 +56,11 @@ def case_page(
     context.update(
         results=results,
         primary=primary,
-        # The diagnosis that agreeing with the model records (None: its label maps to none).
-        agree_with=primary.model_version.clinical_label(primary.label) if primary else None,
+        # The diagnosis that agreeing with the model records (None: its label maps to
+        # none, or the model gave no answer).
+        agree_with=primary.model_version.clinical_label(primary.label)
+        if primary and not primary.abstained
+        else None,
         reviews=list(selectors.review_list_for_case(case=case)),
         history=history.events,
         history_access_hidden=history.access_hidden,

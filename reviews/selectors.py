@@ -18,6 +18,7 @@ from django.db.models import (
     Count,
     Exists,
     ExpressionWrapper,
+    F,
     Max,
     OuterRef,
     Q,
@@ -231,6 +232,9 @@ def agreement_for_model_version(*, user: User, model_version: ModelVersion) -> A
                 case_selectors.cases_visible(user, "case"),
                 model_version=model_version,
                 case__sign_off__isnull=False,
+                # A case where the model gave no answer (every image out of scope) is
+                # neither agreement nor disagreement.
+                out_of_scope_count__lt=F("images_count"),
             )
             .order_by()
             .values_list("label", "case__sign_off__review__diagnosis")

@@ -59,7 +59,8 @@ def review_create(
 
     The verdict follows from the diagnosis: the model's label is agreement, anything
     else an override. An override needs a comment unless the reviewer never saw the
-    model's answer (blinded), since then there was nothing yet to argue against.
+    model's answer (blinded), since then there was nothing yet to argue against, or the
+    model gave no answer (every image out of scope): then no diagnosis agrees with it.
     """
     comment = comment.strip()
     with transaction.atomic():
@@ -76,12 +77,15 @@ def review_create(
             raise ValidationError({"diagnosis": f"{diagnosis!r} is not a diagnosis offered here."})
         # The model's label counts as the diagnosis it stands for (its manifest's mapping);
         # a label that stands for none can only be overridden.
-        agrees = diagnosis == result.model_version.clinical_label(result.label)
+        agrees = not result.abstained and diagnosis == result.model_version.clinical_label(
+            result.label
+        )
         verdict = Review.Verdict.AGREE if agrees else Review.Verdict.OVERRIDE
         # Asked-for blinding counts only if the answer was really never shown to them.
         shown_before = AnswerShown.objects.filter(case=case, reviewer=reviewer).exists()
         blinded = blinded and not shown_before
-        if verdict == Review.Verdict.OVERRIDE and not blinded and not comment:
+        argued = blinded or result.abstained
+        if verdict == Review.Verdict.OVERRIDE and not argued and not comment:
             raise ValidationError({"comment": "Say why you override the model's answer."})
         review = Review.objects.create(
             case=case,

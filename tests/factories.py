@@ -179,9 +179,11 @@ def analysed_case(
     images: int = 1,
     status: str = Case.Status.ANALYSED,
     shadow: tuple[ModelVersion, str] | None = None,
+    out_of_scope: bool = False,
 ) -> Case:
     """A case as a worker leaves it: images with predictions and the case result, for
-    ``version`` (primary) and optionally a shadow version and its label."""
+    ``version`` (primary) and optionally a shadow version and its label; with
+    ``out_of_scope`` the primary version's guard flagged every image."""
     patient = PatientFactory.create(team=TeamFactory.create(name=team_name), identifier=identifier)
     case = CaseFactory.create(patient=patient, status=status)
     if age_days:
@@ -192,7 +194,7 @@ def analysed_case(
         answers.append((shadow[0], shadow[1], 0.6, False))
     for _ in range(images):
         image = SmearImageFactory.create(case=case, status=SmearImage.Status.DONE, width=64)
-        for model, answer, conf, _primary in answers:
+        for model, answer, conf, primary in answers:
             PredictionFactory.create(
                 image=image,
                 model_version=model,
@@ -200,6 +202,8 @@ def analysed_case(
                 confidence=conf,
                 probabilities=probabilities(answer, conf, model.classes),
                 inference_ms=5.0,
+                out_of_scope=out_of_scope and primary,
+                ood_reason="blank" if out_of_scope and primary else "",
             )
     for model, answer, conf, primary in answers:
         CaseResultFactory.create(
@@ -209,6 +213,7 @@ def analysed_case(
             confidence=conf,
             needs_review=needs_review if primary else False,
             images_count=images,
+            out_of_scope_count=images if out_of_scope and primary else 0,
             primary=primary,
         )
     return case
