@@ -88,9 +88,9 @@ def onnx_convert(
 
     The cast to float happens inside the graph, so the worker hands it the same uint8
     pixels that ``runtime.preprocess.load_for_model`` made, exactly as Keras gets them.
-    With ``fold`` (always, but to see the graph as converted), BatchNorms after a ReLU
-    are folded (``runtime.rewrites.scales_fold``): the same model in real arithmetic,
-    and ~17 % faster for CML-1 in ONNX Runtime.
+    With ``fold`` (the default; off only to look at the graph as converted), BatchNorms
+    after a ReLU are folded (``runtime.rewrites.scales_fold``): the same model in real
+    arithmetic, and ~17 % faster for CML-1 in ONNX Runtime.
     """
     import tensorflow as tf
     import tf2onnx

@@ -1,5 +1,6 @@
-"""Exact rewrites of exported ONNX graphs (they keep the model's answers; the export's
-verification against the Keras model proves it for every artifact).
+"""Rewrites of exported ONNX graphs that keep the model's answers: exact in real
+arithmetic, moved by float rounding only (~1e-7 in a probability), and the export's
+verification against the Keras model checks every artifact.
 
 Used where a graph is made: :func:`runtime.export.onnx_convert` folds every fp32 graph
 before it is stored, and ``training.quantize`` folds the graph it quantises (graphs
@@ -36,11 +37,12 @@ def scales_fold(model) -> int:
     full resolution as QLinearMul/QLinearAdd, which cost CML-1 more than int8 saved in its
     convolutions (int8 1.5x fp32 instead of 2x, #13); in float, ONNX Runtime leaves the
     Add outside its blocked layout, with a copy out of it and back around each one
-    (CML-1 at 224 px: 5.9 ms an image on one thread, folded 4.9). Both rewrites are exact in real
-    arithmetic: ``relu(y) * s == relu(y * s)`` for ``s > 0``, so the scale moves into the
-    weights (and bias) of the Conv or MatMul that made ``y``; a per-channel constant
-    commutes with a max, so ``maxpool(x + b) == maxpool(x) + b`` at a quarter of the
-    pixels. A channel with a scale that is not positive keeps its layer as it was.
+    (CML-1 at 224 px: 5.9 ms an image on one thread, folded 4.9). Both rewrites are
+    exact in real arithmetic: ``relu(y) * s == relu(y * s)`` for ``s > 0``, so the scale
+    moves into the weights (and bias) of the Conv or MatMul that made ``y``; a
+    per-channel constant commutes with a max, so ``maxpool(x + b) == maxpool(x) + b`` at
+    a quarter of the pixels. A channel with a scale that is not positive keeps its layer
+    as it was.
     """
     from onnx import numpy_helper
 
