@@ -24,6 +24,7 @@ from inference.artifacts import (
 )
 from inference.models import DeploymentEvent, ModelVersion, Variant
 from inference.selectors import model_version_previous
+from inference.services.locks import deployment_lock
 
 # A zip that unpacks to more than this is refused before it is unpacked (a zip bomb).
 MAX_UNPACKED_BYTES = 4 * 1024**3
@@ -262,6 +263,7 @@ def _serve(
 ) -> DeploymentEvent:
     reason = _reason_required(reason)
     with transaction.atomic():
+        deployment_lock(exclusive=True)
         version = ModelVersion.objects.select_for_update().get(pk=version.pk)
         _class_change_confirmed(version, accept_new_classes)
         if version.status == ModelVersion.Status.DEPLOYED:

@@ -14,6 +14,7 @@ from audit.services import audit_record
 from cases.models import Case, SmearImage
 from inference.models import CaseAnalysis, ModelVersion
 from inference.selectors import case_analysis_version
+from inference.services.locks import deployment_lock
 from inference.services.results import case_answer_refresh, case_status_refresh
 
 
@@ -28,6 +29,7 @@ def case_analysis_pin(*, case_id: int) -> ModelVersion | None:
         pinned = case_analysis_version(case_id=case_id)
         if pinned is not None:
             return pinned
+        deployment_lock(exclusive=False)
         deployed = ModelVersion.objects.deployed()
         if deployed is not None:
             CaseAnalysis.objects.create(case_id=case_id, model_version=deployed)
