@@ -1,6 +1,6 @@
 from django.conf import settings
 from django.db import models
-from django.db.models import Q
+from django.db.models import F, Q
 
 from audit.history import field_history
 
@@ -247,6 +247,12 @@ class Prediction(models.Model):
         return OOD_REASONS.get(self.ood_reason, "")
 
 
+#: A case result whose every image was out of scope: the model gave no subtype for the
+#: case, and its label is only the highest of probabilities that mean nothing. The
+#: queries' form of :attr:`CaseResult.abstained`.
+ABSTAINED = Q(images_count__gt=0, out_of_scope_count__gte=F("images_count"))
+
+
 class CaseResult(models.Model):
     """A model version's aggregate answer for a whole case (the rule is in services)."""
 
@@ -292,8 +298,7 @@ class CaseResult(models.Model):
 
     @property
     def abstained(self) -> bool:
-        """Every image was out of scope: the model gave no subtype for the case, and its
-        label is only the highest of probabilities that mean nothing."""
+        """Every image was out of scope (:data:`ABSTAINED`, for one loaded row)."""
         return self.images_count > 0 and self.out_of_scope_count >= self.images_count
 
 

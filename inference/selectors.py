@@ -19,7 +19,6 @@ from django.db.models import (
     Count,
     Exists,
     ExpressionWrapper,
-    F,
     Min,
     OuterRef,
     Prefetch,
@@ -30,7 +29,14 @@ from django.db.models import (
 from django.utils import timezone
 
 from cases.models import Case, SmearImage
-from inference.models import CaseAnalysis, CaseResult, DeploymentEvent, ModelVersion, Prediction
+from inference.models import (
+    ABSTAINED,
+    CaseAnalysis,
+    CaseResult,
+    DeploymentEvent,
+    ModelVersion,
+    Prediction,
+)
 
 if TYPE_CHECKING:
     from django_stubs_ext import WithAnnotations
@@ -191,10 +197,7 @@ def cases_with_results(
         # Every image outside what the model knows: the list shows no subtype then.
         all_out_of_scope=Subquery(
             primary.annotate(
-                all_oos=ExpressionWrapper(
-                    Q(images_count__gt=0, out_of_scope_count__gte=F("images_count")),
-                    output_field=BooleanField(),
-                )
+                all_oos=ExpressionWrapper(ABSTAINED, output_field=BooleanField())
             ).values("all_oos")[:1]
         ),
     )

@@ -18,7 +18,6 @@ from django.db.models import (
     Count,
     Exists,
     ExpressionWrapper,
-    F,
     Max,
     OuterRef,
     Q,
@@ -32,7 +31,7 @@ from accounts.models import Team, User
 from cases import selectors as case_selectors
 from cases.models import Case
 from inference import selectors as answers
-from inference.models import CaseResult, ModelVersion, Prediction
+from inference.models import ABSTAINED, CaseResult, ModelVersion, Prediction
 from reviews.models import Review, SignOff
 from reviews.stats import Agreement, agreement_compute
 
@@ -232,10 +231,9 @@ def agreement_for_model_version(*, user: User, model_version: ModelVersion) -> A
                 case_selectors.cases_visible(user, "case"),
                 model_version=model_version,
                 case__sign_off__isnull=False,
-                # A case where the model gave no answer (every image out of scope) is
-                # neither agreement nor disagreement.
-                out_of_scope_count__lt=F("images_count"),
             )
+            # A case where the model gave no answer is neither agreement nor disagreement.
+            .exclude(ABSTAINED)
             .order_by()
             .values_list("label", "case__sign_off__review__diagnosis")
             .annotate(n=Count("pk"))

@@ -84,8 +84,8 @@ def review_create(
         # Asked-for blinding counts only if the answer was really never shown to them.
         shown_before = AnswerShown.objects.filter(case=case, reviewer=reviewer).exists()
         blinded = blinded and not shown_before
-        argued = blinded or result.abstained
-        if verdict == Review.Verdict.OVERRIDE and not argued and not comment:
+        nothing_to_argue_with = blinded or result.abstained
+        if verdict == Review.Verdict.OVERRIDE and not nothing_to_argue_with and not comment:
             raise ValidationError({"comment": "Say why you override the model's answer."})
         review = Review.objects.create(
             case=case,

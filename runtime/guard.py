@@ -125,10 +125,10 @@ def block_layers(model, count: int = 3) -> tuple[str, ...]:
 
     last: dict[tuple, str] = {}
     for layer in model.layers:
-        shape = getattr(layer, "output", None)
-        shape = None if shape is None else tuple(shape.shape)
         if isinstance(layer, keras.layers.ZeroPadding2D):
             continue
+        shape = getattr(layer, "output", None)
+        shape = None if shape is None else tuple(shape.shape)
         if shape is not None and len(shape) == 4 and layer.name != model.layers[0].name:
             last[shape[1:3]] = layer.name  # dicts keep first-seen order: stage order
     return tuple(list(last.values())[1 : 1 + count])

@@ -401,12 +401,12 @@ class InputStatistics(keras.layers.Layer):
         self.statistics = tuple(str(v) for v in statistics)
 
     def call(self, x):
-        # Slices and reductions only, no convolution or pooling: ONNX Runtime runs a
-        # one-channel convolution in its 16-channel blocked layout and converts every map
-        # into and out of it, which made these numbers cost a MobileNet as much again as
-        # half its layers. Every statistic stays (N, 1) and they are concatenated, not
-        # stacked: ONNX Runtime's symbolic shape inference (int8 quantisation) cannot
-        # follow a stack of batch-sized vectors.
+        # Slices, small matrix products and reductions, no convolution or pooling: ONNX
+        # Runtime runs a one-channel convolution in its 16-channel blocked layout and
+        # converts every map into and out of it, which made these numbers cost a
+        # MobileNet as much again as half its layers. Every statistic stays (N, 1) and
+        # they are concatenated, not stacked: ONNX Runtime's symbolic shape inference
+        # (int8 quantisation) cannot follow a stack of batch-sized vectors.
         x = tf.cast(x, tf.float32)
         y = tf.squeeze(tf.linalg.matmul(x, tf.constant(np.reshape(LUMA, (3, 1)), tf.float32)), -1)
         mean_y, var_y = tf.nn.moments(y, axes=[1, 2])  # (N,)
@@ -429,7 +429,7 @@ class InputStatistics(keras.layers.Layer):
                 out.append(_periodicity(lap, height, width, quarters=True))
             elif name == "dark":
                 below = tf.cast(y < DARK_RATIO * tf.expand_dims(mean_y, -1), tf.float32)
-                dark = tf.reduce_mean(below, axis=[1, 2], keepdims=False)
+                dark = tf.reduce_mean(below, axis=[1, 2])
                 out.append(tf.math.log(tf.expand_dims(dark, -1) + DARK_FLOOR) / log10)
             else:  # structure
                 out.append(tf.math.log(_structure_share(y, mean_y) + STRUCTURE_FLOOR) / log10)
