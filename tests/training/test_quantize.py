@@ -200,3 +200,68 @@ def test_a_requantised_pad_pads_the_uint8_tensor_with_the_zero_point(q_scale):
         ["Pad"] if rewritten else ["DequantizeLinear", "Pad", "QuantizeLinear"]
     )
     np.testing.assert_array_equal(run(model), before)
+
+
+def test_wide_convolutions_on_small_maps_take_the_matrix_product_kernel_exactly(tmp_path):
+    """A convolution with long dot products on a small map gets a non-zero weight zero
+    point in one channel, so ONNX Runtime runs it as an int8 matrix product (AMX where
+    the CPU has it); a narrow one, or a wide one on a large map, stays symmetric. The
+    rerouted graph answers exactly as the symmetric one does."""
+    import keras
+    import onnx
+    import onnxruntime as ort
+    from onnx import numpy_helper
+
+    from runtime.export import onnx_convert
+    from training.quantize import GEMM_DOT_MIN, GEMM_POSITIONS_MAX, int8_convert
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((32, 32, 3))
+    x = keras.layers.Rescaling(1 / 255)(inputs)
+    x = keras.layers.Conv2D(64, 3, padding="same", activation="relu", name="on_rgb")(x)
+    x = keras.layers.Conv2D(64, 3, padding="same", activation="relu", name="large_map")(x)
+    x = keras.layers.MaxPooling2D()(x)
+    x = keras.layers.Conv2D(64, 3, padding="same", activation="relu", name="small_map")(x)
+    x = keras.layers.Conv2D(64, 1, activation="relu", name="narrow")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    outputs = keras.layers.Dense(5, activation="softmax", name="probabilities")(x)
+    model = keras.Model(inputs, outputs)
+    assert GEMM_DOT_MIN <= 3 * 3 * 64 and 16 * 16 <= GEMM_POSITIONS_MAX < 32 * 32
+
+    (tmp_path / "fp32.onnx").write_bytes(onnx_convert(model, 32, None))
+    images, _ = colour_images(48, seed=0)
+    path = int8_convert(tmp_path / "fp32.onnx", tmp_path / "int8.onnx", images[:32])
+    graph = onnx.load(str(path))
+    constants = {i.name: i for i in graph.graph.initializer}
+    conv_of = {i: n.name for n in graph.graph.node if n.op_type == "Conv" for i in n.input}
+    rerouted = {}
+    # The weights' DequantizeLinear of each quantised Conv:
+    for dq in graph.graph.node:
+        if (
+            dq.op_type == "DequantizeLinear"
+            and dq.output[0] in conv_of
+            and dq.input[0] in constants
+        ):
+            zero_point = numpy_helper.to_array(constants[dq.input[2]])
+            rerouted[conv_of[dq.output[0]]] = (dq, bool(np.any(zero_point)))
+    assert {name.split("/")[-2]: on for name, (_, on) in rerouted.items()} == {
+        "large_map_1": False,
+        "small_map_1": True,
+        "narrow_1": False,
+    }  # on_rgb, the first block, stays in float
+
+    def run(m):
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = 1
+        session = ort.InferenceSession(m.SerializeToString(), options)
+        return session.run(None, {"image": images[32:]})[0]
+
+    answers = run(graph)
+    dq = next(dq for dq, on in rerouted.values() if on)
+    weights = numpy_helper.to_array(constants[dq.input[0]]).copy()
+    zero_point = numpy_helper.to_array(constants[dq.input[2]]).copy()
+    assert zero_point[0] == -1 and not np.any(zero_point[1:])
+    weights[0] += 1
+    constants[dq.input[0]].CopyFrom(numpy_helper.from_array(weights, dq.input[0]))
+    constants[dq.input[2]].CopyFrom(numpy_helper.from_array(zero_point * 0, dq.input[2]))
+    np.testing.assert_array_equal(run(graph), answers)
