@@ -80,7 +80,10 @@ def _decoded(
             if at_least is not None:
                 img.draft(None, (at_least, at_least))  # a no-op for all but JPEG
             img.load()  # force the full decode now, so truncation fails here
-            return finish(ImageOps.exif_transpose(img))
+            # In place: an upright image (every smear so far) is then not copied; the copy
+            # was a third of decoding and resizing a 640x480 smear (1.3 -> 0.9 ms here).
+            ImageOps.exif_transpose(img, in_place=True)
+            return finish(img)
     except UnidentifiedImageError as exc:
         raise ImageDecodeError("not a recognised image format") from exc
     except Image.DecompressionBombError as exc:

@@ -137,6 +137,21 @@ def test_reduced_decoding_leaves_other_formats_and_orientation_alone():
     assert load_rgb(rotated, at_least=50).shape == (100, 50, 3)  # 1/4 scale, then upright
 
 
+def test_the_model_sees_an_exif_rotated_smear_upright():
+    """Orientation is applied in place, before the resize: red on the left of the stored
+    pixels is at the top once turned 90 degrees clockwise, as a viewer shows it."""
+    stored = np.zeros((200, 400, 3), np.uint8)
+    stored[:, :200] = (255, 0, 0)
+    stored[:, 200:] = (0, 0, 255)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    data = _encode(Image.fromarray(stored), "JPEG", exif=exif)
+    seen = load_for_model(data, 32)
+    assert np.array_equal(seen, resize_for_model(load_rgb(data, at_least=32), 32))
+    assert seen[2, 16, 0] > 200 and seen[2, 16, 2] < 60  # top: red
+    assert seen[29, 16, 2] > 200 and seen[29, 16, 0] < 60  # bottom: blue
+
+
 def test_load_for_model_refuses_a_truncated_jpeg():
     data = _bccd_files(1)[0].read_bytes()
     with pytest.raises(ImageDecodeError, match="truncated or corrupt"):
