@@ -29,8 +29,8 @@ def graph_index(graph) -> tuple[dict[str, Any], dict[str, Any], dict[str, list]]
 
 
 def scales_fold(model) -> int:
-    """Fold BatchNorm's scale into the layer before it, and move its shift past the pool;
-    returns how many nodes it changed.
+    """Fold BatchNorm's scale into the layer before it, and move its shift past the pools
+    that read it; returns how many nodes it changed.
 
     CML-1's blocks are Conv -> ReLU -> BatchNorm -> MaxPool: the BatchNorm (a per-channel
     Mul and Add) sits after the ReLU, where no optimiser folds it. Quantised, it ran at
@@ -41,10 +41,12 @@ def scales_fold(model) -> int:
     exact in real arithmetic: ``relu(y) * s == relu(y * s)`` for ``s > 0``, so the scale
     moves into the weights (and bias) of the Conv or MatMul that made ``y``; a
     per-channel constant commutes with a max, so ``maxpool(x + b) == maxpool(x) + b`` at
-    a quarter of the pixels. A channel with a scale that is not positive keeps its layer
-    as it was.
+    a quarter of the pixels, and with a mean, so a guard's tap on the BatchNorm
+    (``GlobalAveragePool``) adds it to its 1x1 map instead of keeping it at full
+    resolution outside the blocked layout (CML-1 224 px with its guard: 4.5 -> 4.2 ms). A
+    channel with a scale that is not positive keeps its layer as it was.
     """
-    from onnx import numpy_helper
+    from onnx import helper, numpy_helper
 
     graph = model.graph
     constants, producer, users = graph_index(graph)
@@ -111,22 +113,33 @@ def scales_fold(model) -> int:
             graph.initializer.remove(constants.pop(mul.input[1]))
         changed += 1
 
-    producer = {out: node for node in graph.node for out in node.output}
-    for pool in [n for n in graph.node if n.op_type == "MaxPool" and len(n.output) == 1]:
-        add = producer.get(pool.input[0])
-        if add is None or add.op_type != "Add" or not only_user(add.output[0], pool):
-            continue
+    _, _, users = graph_index(graph)
+    for add in [n for n in graph.node if n.op_type == "Add"]:
         shift = constant(add.input[1])
-        # Only a constant per channel (NCHW) commutes with the max over each window.
-        if shift is None or (shift.size != 1 and (shift.ndim != 4 or shift.size != shift.shape[1])):
+        pools = users.get(add.output[0], [])
+        # Only a constant per channel (NCHW) commutes with the max over each window, and
+        # with the mean over the map that a guard's tap takes.
+        if (
+            shift is None
+            or (shift.size != 1 and (shift.ndim != 4 or shift.size != shift.shape[1]))
+            or not pools
+            or add.output[0] in {o.name for o in graph.output}
+            or not all(
+                (n.op_type == "MaxPool" and len(n.output) == 1) or n.op_type == "GlobalAveragePool"
+                for n in pools
+            )
+        ):
             continue
-        # x -> Add -> t -> MaxPool -> u  becomes  x -> MaxPool -> t -> Add -> u
-        x, t, u = add.input[0], add.output[0], pool.output[0]
-        pool.input[0], pool.output[0] = x, t
-        add.input[0], add.output[0] = t, u
+        # x -> Add -> t -> pool -> u  becomes  x -> pool -> t' -> Add -> u, for each pool
+        for k, pool in enumerate(pools):
+            pooled = f"{pool.output[0]}_unshifted"
+            moved = helper.make_node(
+                "Add", [pooled, add.input[1]], [pool.output[0]], name=f"{add.name}_after_{k}"
+            )
+            pool.input[0], pool.output[0] = add.input[0], pooled
+            graph.node.insert(list(graph.node).index(pool) + 1, moved)
+        stale.add(add.output[0])
         graph.node.remove(add)
-        graph.node.insert(list(graph.node).index(pool) + 1, add)
-        stale.add(t)  # now the pool's output: a quarter of the size recorded for it
         changed += 1
     # Shapes recorded for tensors that changed or went: the quantiser infers them again.
     kept = [v for v in graph.value_info if v.name not in stale]

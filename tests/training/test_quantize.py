@@ -99,6 +99,46 @@ def test_batchnorm_after_relu_is_folded_exactly_before_quantisation(tmp_path):
     np.testing.assert_allclose(after, before, atol=1e-5)
 
 
+def test_a_guard_tap_on_a_batchnorm_takes_its_shift_after_the_mean(tmp_path):
+    """A guard reading bn2..bn4 gave each BatchNorm's shift a second user, the tap's mean,
+    and kept the shift at full resolution with a copy out of ONNX Runtime's blocked layout
+    and back around it (CML-1 224 px: a third of a millisecond for bn2 alone). A mean over
+    the map commutes with a constant per channel as a max does: the shift moves past the
+    pool and past the tap, and features and probabilities stay as they were."""
+    import keras
+    import onnx
+    import onnxruntime as ort
+
+    from runtime.export import onnx_convert
+    from runtime.guard import FeatureSpec
+    from runtime.rewrites import graph_index
+    from training.architectures import build_cml1
+
+    keras.utils.set_random_seed(0)
+    model = build_cml1(5, size=32)
+    rng = np.random.default_rng(0)
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            gamma, beta, mean, var = (np.asarray(w) for w in layer.get_weights())
+            layer.set_weights(
+                [rng.uniform(0.5, 2.0, gamma.shape), rng.normal(0, 0.5, beta.shape),
+                 rng.normal(0, 0.1, mean.shape), rng.uniform(0.5, 2.0, var.shape)]
+            )  # fmt: skip
+    spec = FeatureSpec(("bn2", "bn3", "bn4"), input_statistics=())
+    plain = onnx.load_from_string(onnx_convert(model, 32, spec, fold=False))
+    folded = onnx.load_from_string(onnx_convert(model, 32, spec))
+    _, producer, _ = graph_index(folded.graph)
+    taps = [n for n in folded.graph.node if n.op_type == "GlobalAveragePool"]
+    assert len(taps) == 3 and not any(producer[t.input[0]].op_type == "Add" for t in taps)
+    images = rng.integers(0, 256, (8, 32, 32, 3), dtype=np.uint8)
+    before, after = (
+        ort.InferenceSession(m.SerializeToString()).run(None, {"image": images})
+        for m in (plain, folded)
+    )
+    for b, a in zip(before, after, strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-5)
+
+
 def test_the_guard_features_the_first_block_and_the_head_stay_in_float(tmp_path):
     """Left in float: the guard's features off the path to the probabilities (the pixel
     statistics and the concatenation, not the pools of quantised layers), the first
