@@ -273,84 +273,115 @@ def _window_means(maps, rows: list[tuple[int, int]], cols: list[tuple[int, int]]
     return tf.transpose(means, [0, 1, 3, 2])
 
 
-def _focus_variance(lap, height: int, width: int):
-    """(N, 1): the variance of the Laplacian from :func:`_laplacian` over its valid part."""
-    maps = tf.reshape(lap, [-1, 1, height - 2, width])
-    valid = [(0, width - 2)]
-    mean = _window_means(maps, [(0, height - 2)], valid)
-    mean_square = _window_means(tf.square(maps), [(0, height - 2)], valid)
-    return tf.reshape(mean_square - tf.square(mean), [-1, 1])
+class _Windows:
+    """Row and column windows of one window-means pass, each listed once: a statistic asks
+    for a window by its rows and columns and reads its mean at the returned index."""
+
+    def __init__(self) -> None:
+        self.rows: list[tuple[int, int]] = []
+        self.cols: list[tuple[int, int]] = []
+
+    def index(self, rows: tuple[int, int], cols: tuple[int, int]) -> tuple[int, int]:
+        for wanted, listed in ((rows, self.rows), (cols, self.cols)):
+            if wanted not in listed:
+                listed.append(wanted)
+        return self.rows.index(rows), self.cols.index(cols)
+
+    def flat(self, channel: int, at: tuple[int, int]) -> int:
+        """Where a window's mean of ``channel`` sits in the flattened means."""
+        return (channel * len(self.rows) + at[0]) * len(self.cols) + at[1]
 
 
-def _periodicity(lap, height: int, width: int, *, quarters: bool):
-    """(N, 1): ``periodicity`` (the whole field) or ``quarter_periodicity`` from the
-    Laplacian of an H x W field (:func:`_laplacian`). As the numpy reference correlates a
-    padded k x k window (k = 3 + the largest lag), the Laplacian ``a`` is read at the
-    positions whose window fits, and ``b``, for each lag along each axis, is it shifted
-    by that lag (on the flattened field, by ``lag`` or by ``lag`` rows). Over each window
-    (a quarter's own positions, or the whole field's):
+def _laplacian_statistics(lap, height: int, width: int, names) -> dict:
+    """(N, 1) per named statistic of the Laplacian from :func:`_laplacian` of an H x W
+    field: ``focus``'s variance of the Laplacian, ``periodicity`` (the whole field) and
+    ``quarter_periodicity``. All of them read two passes of window means: one over the
+    Laplacian ``a`` and ``a^2``, one over the products ``ab`` with ``b`` the Laplacian
+    shifted by each lag; a pass of matrix products costs about what one statistic's own
+    pass did.
+
+    As the numpy reference correlates a padded k x k window (k = 3 + the largest lag), a
+    periodicity reads ``a`` at the positions whose window fits, and ``b``, for each lag
+    along each axis, is it shifted by that lag (on the flattened field, by ``lag`` or by
+    ``lag`` rows). Over each window (a quarter's own positions, or the whole field's):
     var(a + b) = E[a^2] + E[b^2] + 2 E[ab] - (E[a] + E[b])^2, as if the quarter were cut
-    out and filtered alone. Only the products ``ab`` are whole maps; E[b] and E[b^2] are
-    the means of ``a`` and ``a^2`` over the window shifted by the lag."""
+    out and filtered alone. E[b] and E[b^2] are the means of ``a`` and ``a^2`` over the
+    window shifted by the lag."""
     lag_max = max(PERIODICITY_LAGS)
-    rows, cols = height - 2 - lag_max, width - 2 - lag_max
-    length = rows * width  # positions (i, j), i < rows, j < width: the windows pick j < cols
+    rows = height - 2 - lag_max  # products at (i, j), i < rows, j < width: windows pick j
+    length = rows * width
     lags = [(lag, 0) for lag in PERIODICITY_LAGS] + [(0, lag) for lag in PERIODICITY_LAGS]
-    alone = tf.reshape(lap[:, :length], [-1, 1, length])
-    shifted = tf.concat(
-        [tf.reshape(lap[:, dy * width + dx :][:, :length], [-1, 1, length]) for dy, dx in lags],
-        axis=1,
-    )
-    products = tf.reshape(alone * shifted, [-1, len(lags), rows, width])
-    row_starts: tuple[int, ...] = (0,)
-    col_starts: tuple[int, ...] = (0,)
-    size = (rows, cols)
-    if quarters:
+    moments, crosses = _Windows(), _Windows()
+    focus = moments.index((0, height - 2), (0, width - 2))
+    # Per periodicity: its windows' first rows, first columns and their size.
+    layouts: dict[str, tuple[tuple[int, ...], tuple[int, ...], tuple[int, int]]] = {}
+    if "periodicity" in names:
+        layouts["periodicity"] = ((0,), (0,), (rows, width - 2 - lag_max))
+    if "quarter_periodicity" in names:
         # Each quarter (H // 2 by W // 2 pixels) holds its own filter outputs only.
         down, across = height // 2, width // 2
-        row_starts, col_starts = (0, down), (0, across)
-        size = (down - lag_max - 2, across - lag_max - 2)
-    windows = len(row_starts) * len(col_starts)
-    offsets = (0, *PERIODICITY_LAGS)  # every window, unshifted and shifted by each lag
+        layouts["quarter_periodicity"] = (
+            (0, down),
+            (0, across),
+            (down - lag_max - 2, across - lag_max - 2),
+        )
+    # For each periodicity, window by window: where E[ab] of each lag sits, and E[a],
+    # E[a^2] unshifted and shifted by each lag.
+    picks = {}
+    for name, (row_starts, col_starts, size) in layouts.items():
+        cross, base, shifted = [], [], []
+        for r in row_starts:
+            for c in col_starts:
+                window = ((r, r + size[0]), (c, c + size[1]))
+                cross.append(crosses.index(*window))
+                base.append(moments.index(*window))
+                shifted.append(
+                    [moments.index((r + dy, r + dy + size[0]), (c + dx, c + dx + size[1]))
+                     for dy, dx in lags]
+                )  # fmt: skip
+        picks[name] = (cross, base, shifted)
+
     field = tf.reshape(lap, [-1, 1, height - 2, width])
-    shifted_windows = (
-        [(r + o, r + o + size[0]) for r in row_starts for o in offsets],
-        [(c + o, c + o + size[1]) for c in col_starts for o in offsets],
-    )
-    # (N, windows down x offsets, windows across x offsets), flattened: E[a], E[a^2] over
-    # every window shifted by every (dy, dx) the lags need.
-    means = tf.reshape(_window_means(field, *shifted_windows), [-1, windows * len(offsets) ** 2])
-    squares = tf.reshape(
-        _window_means(tf.square(field), *shifted_windows), [-1, windows * len(offsets) ** 2]
-    )
+    first = _window_means(tf.concat([field, tf.square(field)], axis=1), moments.rows, moments.cols)
+    first = tf.reshape(first, [-1, 2 * len(moments.rows) * len(moments.cols)])
 
-    def picked(values, shifts):  # (N, len(shifts), windows) at those shifts
-        index = [
-            [
-                ((wr * len(offsets) + offsets.index(dy)) * len(col_starts) + wc) * len(offsets)
-                + offsets.index(dx)
-                for wr in range(len(row_starts))
-                for wc in range(len(col_starts))
-            ]
-            for dy, dx in shifts
-        ]
-        return tf.gather(values, np.array(index), axis=1)
+    def taken(values, index):
+        return tf.gather(values, np.asarray(index), axis=1)
 
-    mean_a, square_a = picked(means, [(0, 0)]), picked(squares, [(0, 0)])
-    mean_b, square_b = picked(means, lags), picked(squares, lags)
-    cross = tf.reshape(
-        _window_means(products, [(r, r + size[0]) for r in row_starts],
-                      [(c, c + size[1]) for c in col_starts]),
-        [-1, len(lags), windows],
-    )  # fmt: skip
-    var_a = square_a - tf.square(mean_a)
-    var_pairs = square_a + square_b + 2.0 * cross - tf.square(mean_a + mean_b)
-    ac = var_pairs / (2.0 * var_a + 1.0) - 1.0  # (N, lags, windows)
-    per_window = tf.reduce_max(ac, axis=1)  # (N, windows)
-    if not quarters:
-        return per_window
-    top = tf.math.top_k(per_window, PERIODICITY_QUARTER_RANK).values
-    return tf.reduce_min(top, axis=-1, keepdims=True)
+    out = {}
+    if "focus" in names:
+        mean, mean_square = (taken(first, [moments.flat(k, focus)]) for k in (0, 1))
+        out["focus"] = mean_square - tf.square(mean)
+    if not layouts:
+        return out
+    alone = tf.reshape(lap[:, :length], [-1, 1, length])
+    starts = [dy * width + dx for dy, dx in lags]  # one slice each: two cost two copies
+    shifted_maps = tf.concat(
+        [tf.reshape(lap[:, s : s + length], [-1, 1, length]) for s in starts], axis=1
+    )
+    products = tf.reshape(alone * shifted_maps, [-1, len(lags), rows, width])
+    second = _window_means(products, crosses.rows, crosses.cols)
+    second = tf.reshape(second, [-1, len(lags) * len(crosses.rows) * len(crosses.cols)])
+    for name, (cross, base, shifted) in picks.items():
+        # (N, lags, windows) for E[ab], E[b], E[b^2]; (N, 1, windows) for E[a], E[a^2].
+        def grid(values, index):
+            return tf.reshape(taken(values, index), [-1, len(index), len(index[0])])
+
+        cross_ab = grid(second, [[crosses.flat(k, w) for w in cross] for k in range(len(lags))])
+        mean_a = grid(first, [[moments.flat(0, w) for w in base]])
+        square_a = grid(first, [[moments.flat(1, w) for w in base]])
+        mean_b = grid(first, [[moments.flat(0, s[k]) for s in shifted] for k in range(len(lags))])
+        square_b = grid(first, [[moments.flat(1, s[k]) for s in shifted] for k in range(len(lags))])
+        var_a = square_a - tf.square(mean_a)
+        var_pairs = square_a + square_b + 2.0 * cross_ab - tf.square(mean_a + mean_b)
+        ac = var_pairs / (2.0 * var_a + 1.0) - 1.0  # (N, lags, windows)
+        per_window = tf.reduce_max(ac, axis=1)  # (N, windows)
+        if name == "periodicity":
+            out[name] = per_window
+        else:
+            top = tf.math.top_k(per_window, PERIODICITY_QUARTER_RANK).values
+            out[name] = tf.reduce_min(top, axis=-1, keepdims=True)
+    return out
 
 
 def _structure_share(y, mean_y):
@@ -412,21 +443,19 @@ class InputStatistics(keras.layers.Layer):
         mean_y, var_y = tf.nn.moments(y, axes=[1, 2])  # (N,)
         mean_y, var_y = tf.expand_dims(mean_y, -1), tf.expand_dims(var_y, -1)  # (N, 1)
         log10 = np.log(10.0)
-        lap = None
-        out = []
         height, width = int(x.shape[1]), int(x.shape[2])
+        of_laplacian = {"focus", "periodicity", "quarter_periodicity"} & set(self.statistics)
+        lap = {}
+        if of_laplacian:
+            lap = _laplacian_statistics(_laplacian(y), height, width, of_laplacian)
+        out = []
         for name in self.statistics:
-            if name in ("focus", "periodicity", "quarter_periodicity") and lap is None:
-                lap = _laplacian(y)
             if name == "focus":
-                var_lap = _focus_variance(lap, height, width)
-                out.append(tf.math.log((var_lap + 1.0) / (var_y + 1.0)) / log10)
+                out.append(tf.math.log((lap["focus"] + 1.0) / (var_y + 1.0)) / log10)
             elif name == "contrast":
                 out.append(tf.math.log((tf.sqrt(var_y) + 0.5) / (mean_y + 1.0)) / log10)
-            elif name == "periodicity":
-                out.append(_periodicity(lap, height, width, quarters=False))
-            elif name == "quarter_periodicity":
-                out.append(_periodicity(lap, height, width, quarters=True))
+            elif name in ("periodicity", "quarter_periodicity"):
+                out.append(lap[name])
             elif name == "dark":
                 below = tf.cast(y < DARK_RATIO * tf.expand_dims(mean_y, -1), tf.float32)
                 dark = tf.reduce_mean(below, axis=[1, 2])
