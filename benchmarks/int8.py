@@ -48,8 +48,8 @@ def variants() -> dict[str, dict[str, Any]]:
         CHOSEN: {},
         "every layer quantised": {"keep_fp32": False},
         "guard's features in float only": {"first_block": False, "head": False},
-        "... and the dense head": {"first_block": False},
-        "... and the first block, not the head": {"head": False},
+        "... and the output layer": {"first_block": False},
+        "... and the first block, not the output layer": {"head": False},
         "QOperator format": {"quant_format": QuantFormat.QOperator},
         "int8 activations (S8S8)": {"activation_type": QuantType.QInt8},
         "per-tensor weights": {"per_channel": False},
@@ -195,8 +195,8 @@ def render(rows: list[dict], seconds: float, load: tuple[float, float, float]) -
         "Agreement: top-1 labels equal to fp32's on the 16 smears; differences: the largest "
         "in a probability, and in a guard feature relative to the features' largest "
         "magnitude. The chosen variant leaves in float what `training.quantize.fp32_nodes` "
-        "lists (the guard's features off the path to the probabilities, the dense head, the "
-        "first block); the next four leave less or nothing in float; the rest change one of "
+        "lists (the guard's features off the path to the probabilities, the output layer, "
+        "the first block); the next four leave less or nothing in float; the rest change one of "
         "ONNX Runtime's settings of the chosen one. All pad in uint8 "
         "(`training.quantize.pads_requantised_drop`): before it, MobileNet's int8 ran 1.55x "
         "fp32 with every layer quantised.",

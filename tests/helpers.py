@@ -227,7 +227,7 @@ def colour_images(count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 def trained_tiny_model(seed: int = 3):
     """The tiny CNN with a second convolution, trained on the colour task (about ten
     seconds on 2 cores). The second convolution is what its int8 variant quantises: the
-    first, on RGB, and the dense head stay in float (``training.quantize.fp32_nodes``)."""
+    first, on RGB, and the output layer stay in float (``training.quantize.fp32_nodes``)."""
     import keras
 
     keras.utils.set_random_seed(seed)
