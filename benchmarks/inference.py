@@ -284,7 +284,7 @@ def throughput(
         heatmap_s += timed(partial(gradcam.maps, arrays, labels))
     images = cases * CASE_SIZE
     shared = len(uploads) * images
-    costs = one_thread_costs(model, folder, fp32, first, rounds=max(3, cases // 2))
+    costs = one_thread_costs(model, folder, fp32, int8, first, rounds=max(3, cases // 2))
     return [
         {
             "arch": arch,
@@ -306,12 +306,13 @@ def throughput(
     ]
 
 
-def one_thread_costs(model, folder: Path, fp32, smears: list[bytes], *, rounds: int) -> dict:
+def one_thread_costs(model, folder: Path, fp32, int8, smears: list[bytes], *, rounds: int) -> dict:
     """CPU milliseconds an image costs on one thread, by part of the worker's path: the
     model's graph alone (converted without the guard's outputs), what the guard adds to
-    the graph (its taps and pixel statistics), and decoding and resizing a smear JPEG.
-    The best of ``rounds`` rounds of one image a run, so that other load counts least.
-    With a thread per core busy, cores x 1000 / their sum bounds the worker's images/s."""
+    the graph (its taps and pixel statistics), and decoding and resizing a smear JPEG;
+    and the int8 graph with the guard, as the worker runs it. The best of ``rounds``
+    rounds of one image a run, so that other load counts least. With a thread per core
+    busy, cores x 1000 / the sum of the first three bounds the worker's images/s."""
     from runtime.export import onnx_convert, onnx_session
     from runtime.predictor import SESSION_THREADS
 
@@ -334,7 +335,8 @@ def one_thread_costs(model, folder: Path, fp32, smears: list[bytes], *, rounds: 
     graph = best_ms(lambda i: plain.run(None, {"image": pixels[i : i + 1]}), len(pixels))
     full = best_ms(lambda i: fp32.session.run(None, {"image": pixels[i : i + 1]}), len(pixels))
     decode = best_ms(lambda i: fp32.prepare(smears[i]), len(smears))
-    return {"graph": graph, "guard": full - graph, "decode": decode}
+    quantised = best_ms(lambda i: int8.session.run(None, {"image": pixels[i : i + 1]}), len(pixels))
+    return {"graph": graph, "guard": full - graph, "decode": decode, "int8": quantised}
 
 
 # --- 2. an analysis worker's start and memory (a child process with Django) ------------
@@ -704,7 +706,8 @@ def verdicts(throughputs: list[dict], start: dict, load: tuple[float, float, flo
             cost = t["one_thread_ms"]
             line += (
                 f"; one thread, ms an image: graph {cost['graph']:.2f}, guard "
-                f"{cost['guard']:.2f}, decode {cost['decode']:.2f}"
+                f"{cost['guard']:.2f}, decode {cost['decode']:.2f}, int8 with the guard "
+                f"{cost['int8']:.2f}"
             )
         lines.append(line)
     if "seconds" in start:
@@ -867,24 +870,31 @@ def cost_lines(smears: dict[str, dict]) -> list[str]:
         "side and without a pause (cores x 1000 / ms), first without the guard and "
         "decoding, then with them: what no scheduling in the worker can exceed. TF compiled "
         "with the guard: the same `tf.function` batch call on the guard's graph (features "
-        "and probabilities), the work the worker's ORT does on ready pixels.",
+        "and probabilities), the work the worker's ORT does on ready pixels. int8: the "
+        "int8 graph with the guard, as the worker runs it; int8 / fp32 on one thread: the "
+        "graphs with the guard, then with decoding too (what the worker's int8 / fp32 "
+        "would be on these costs alone: decoding is the same for both).",
         "",
         "| model | graph | guard | decode | ceiling / TF compiled: graph alone "
         "| ... with guard and decode | worker / TF compiled "
-        "| TF compiled with the guard, images/s | worker's ORT / it |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| TF compiled with the guard, images/s | worker's ORT / it "
+        "| int8 | int8 / fp32: graphs | ... with decoding |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for arch, t in smears.items():
         cost = t.get("one_thread_ms")
         if cost is None:
             continue
+        fp32 = cost["graph"] + cost["guard"]
         alone = cores * 1000 / cost["graph"] / t["tf_compiled"]
-        whole = cores * 1000 / sum(cost.values()) / t["tf_compiled"]
+        whole = cores * 1000 / (fp32 + cost["decode"]) / t["tf_compiled"]
         rows.append(
             f"| {arch} | {cost['graph']:.2f} | {cost['guard']:.2f} | {cost['decode']:.2f} "
             f"| {alone:.2f}x | {whole:.2f}x | {t['worker_fp32'] / t['tf_compiled']:.2f}x "
             f"| {t['tf_compiled_guard']:.1f} "
-            f"| {t['worker_ort_fp32'] / t['tf_compiled_guard']:.2f}x |"
+            f"| {t['worker_ort_fp32'] / t['tf_compiled_guard']:.2f}x "
+            f"| {cost['int8']:.2f} | {fp32 / cost['int8']:.2f}x "
+            f"| {(fp32 + cost['decode']) / (cost['int8'] + cost['decode']):.2f}x |"
         )
     return [*rows, ""]
 
