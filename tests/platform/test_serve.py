@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from pathlib import Path
 
 import pytest
 
@@ -19,6 +20,21 @@ def _answers(url: str) -> bool:
             return response.status == 200
     except OSError:
         return False
+
+
+def _group(pgid: int) -> list[int]:
+    """The live processes of a process group (Linux: /proc/PID/stat's fifth field)."""
+    members = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+                fields = stat.rsplit(")", 1)[1].split()
+            except OSError:  # ended meanwhile
+                continue
+            if int(fields[2]) == pgid and fields[0] != "Z":
+                members.append(int(entry))
+    return members
 
 
 def _wait(predicate, timeout: float, what: str) -> None:
@@ -60,9 +76,13 @@ def test_a_worker_that_dies_is_restarted_and_the_web_stays_up(tmp_path):
         started = re.search(r"worker started \(pid (\d+)\)", output())
         assert started is not None
         first = int(started.group(1))
+        # The worker starts its beat and its pool as processes of its own group.
+        _wait(lambda: len(_group(first)) >= 3, 60, "the worker did not start beat and pool")
         os.kill(first, signal.SIGKILL)
         _wait(lambda: "worker exited with status" in output(), 10, "the death was not logged")
         assert _answers(login), "the web went down with the worker"
+        # Killed outright, the worker could not stop its beat: serve ends what it left.
+        _wait(lambda: not _group(first), 10, "the dead worker's beat and pool were left running")
         _wait(lambda: len(re.findall(r"worker started", output())) == 2, 15, "no restart")
         assert serve.poll() is None
     finally:
@@ -72,6 +92,9 @@ def test_a_worker_that_dies_is_restarted_and_the_web_stays_up(tmp_path):
         except subprocess.TimeoutExpired:
             serve.kill()
         log.close()
+    logged = (tmp_path / "serve.log").read_text()
+    second = int(re.findall(r"worker started \(pid (\d+)\)", logged)[-1])
+    assert not _group(second), "stopping serve left the worker's processes running"
 
 
 def test_the_embedded_worker_consumes_the_analysis_heatmap_and_sweep_queues(settings):

@@ -1,4 +1,5 @@
 import logging
+import os
 import signal
 import subprocess
 import sys
@@ -34,9 +35,20 @@ class Child:
 
     def _start(self) -> subprocess.Popen:
         self.started = time.monotonic()
-        process = subprocess.Popen(self.command)
+        # A process group of its own, so that what it started can be ended with it: a
+        # worker killed outright (SIGKILL, the OOM killer) left its beat process running,
+        # which went on sending the periodic tasks beside the next worker's beat.
+        process = subprocess.Popen(self.command, start_new_session=True)
         logger.info("%s started (pid %d)", self.name, process.pid)
         return process
+
+    def leftovers_end(self) -> None:
+        """End whatever the child started and left behind when it died."""
+        try:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):  # nothing left in its group
+            return
+        logger.warning("%s left processes behind; they were ended", self.name)
 
     def check(self, now: float) -> None:
         """Notice a death and schedule the restart; restart when its time has come."""
@@ -46,6 +58,7 @@ class Child:
                 if now - self.started > STEADY_AFTER:
                     self.failures = 0
                 return
+            self.leftovers_end()
             delay = RESTART_DELAYS[min(self.failures, len(RESTART_DELAYS) - 1)]
             self.failures += 1
             self.restart_at = now + delay
@@ -99,8 +112,9 @@ class Command(BaseCommand):
         worker_cmd = worker_command(concurrency)
         web_cmd = [sys.executable, "manage.py", "runserver", addr, "--noreload"]
         children = [Child("worker", worker_cmd), Child("web", web_cmd)]
-        # Ctrl-C reaches the children through the terminal; SIGTERM is forwarded here.
-        # SIGINT is set explicitly too: a shell starting us in the background ignores it.
+        # Ctrl-C and SIGTERM stop the children from here (each runs in its own process
+        # group, out of the terminal's reach). SIGINT is set explicitly: a shell starting
+        # us in the background ignores it.
         signal.signal(signal.SIGINT, _interrupt)
         signal.signal(signal.SIGTERM, _interrupt)
         try:
@@ -136,3 +150,5 @@ class Command(BaseCommand):
                 child.process.wait(timeout=max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 child.process.kill()
+                child.process.wait()
+            child.leftovers_end()
