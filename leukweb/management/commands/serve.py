@@ -1,3 +1,4 @@
+import contextlib
 import logging
 import os
 import signal
@@ -17,6 +18,8 @@ logger = logging.getLogger("leukweb.serve")
 # so a child that cannot start does not spin. One that ran a minute starts over.
 RESTART_DELAYS = (1, 2, 5, 10, 30)
 STEADY_AFTER = 60
+# Seconds what a child left behind gets to stop before it is killed.
+LEFTOVER_GRACE_S = 5
 
 
 def _interrupt(signum, frame):
@@ -43,12 +46,24 @@ class Child:
         return process
 
     def leftovers_end(self) -> None:
-        """End whatever the child started and left behind when it died."""
+        """End whatever the child started and left behind: asked to stop (a beat then
+        saves its schedule), killed if still there after :data:`LEFTOVER_GRACE_S`."""
+        group = self.process.pid
         try:
-            os.killpg(self.process.pid, signal.SIGKILL)
+            os.killpg(group, signal.SIGTERM)
         except (ProcessLookupError, PermissionError):  # nothing left in its group
             return
-        logger.warning("%s left processes behind; they were ended", self.name)
+        logger.info("%s left processes running; they were asked to stop", self.name)
+        deadline = time.monotonic() + LEFTOVER_GRACE_S
+        while time.monotonic() < deadline:
+            try:
+                os.killpg(group, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.1)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(group, signal.SIGKILL)
+        logger.warning("%s left processes behind that did not stop; they were killed", self.name)
 
     def check(self, now: float) -> None:
         """Notice a death and schedule the restart; restart when its time has come."""
