@@ -97,6 +97,41 @@ def test_a_worker_that_dies_is_restarted_and_the_web_stays_up(tmp_path):
     assert not _group(second), "stopping serve left the worker's processes running"
 
 
+@pytest.mark.worker
+def test_a_closed_terminal_stops_serve_and_everything_it_started(tmp_path):
+    """Its children run in process groups of their own, out of the terminal's reach: the
+    hangup that a closed terminal sends serve must stop them too."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in {"DATABASE_URL", "REDIS_URL", "CELERY_BROKER_URL", "CELERY_RESULT_BACKEND"}
+    }
+    env.update(VAR_DIR=str(tmp_path), DJANGO_SETTINGS_MODULE="leukweb.settings_test")
+    subprocess.run(
+        [sys.executable, "manage.py", "migrate", "--noinput"],
+        cwd=REPO_ROOT, env=env, check=True, capture_output=True,
+    )  # fmt: skip
+    log_path = tmp_path / "serve.log"
+    with log_path.open("w") as log:
+        serve = subprocess.Popen(
+            [sys.executable, "manage.py", "serve", "--addr", f"127.0.0.1:{free_port()}"],
+            cwd=REPO_ROOT, env={**env, "PYTHONUNBUFFERED": "1"}, stdout=log,
+            stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        try:
+            _wait(
+                lambda: len(re.findall(r"started \(pid", log_path.read_text())) == 2, 30, "no start"
+            )
+            pids = [int(p) for p in re.findall(r"started \(pid (\d+)\)", log_path.read_text())]
+            _wait(lambda: all(_group(p) for p in pids), 10, "the children did not run")
+            serve.send_signal(signal.SIGHUP)
+            assert serve.wait(timeout=30) == 0
+        finally:
+            if serve.poll() is None:
+                serve.kill()
+    _wait(lambda: not any(_group(p) for p in pids), 10, "a child outlived serve's hangup")
+
+
 def test_the_embedded_worker_consumes_the_analysis_heatmap_and_sweep_queues(settings):
     from leukweb.management.commands.serve import worker_command
 

@@ -127,11 +127,11 @@ class Command(BaseCommand):
         worker_cmd = worker_command(concurrency)
         web_cmd = [sys.executable, "manage.py", "runserver", addr, "--noreload"]
         children = [Child("worker", worker_cmd), Child("web", web_cmd)]
-        # Ctrl-C and SIGTERM stop the children from here (each runs in its own process
-        # group, out of the terminal's reach). SIGINT is set explicitly: a shell starting
-        # us in the background ignores it.
-        signal.signal(signal.SIGINT, _interrupt)
-        signal.signal(signal.SIGTERM, _interrupt)
+        # Ctrl-C, SIGTERM and a closed terminal (SIGHUP) stop the children from here: each
+        # runs in its own process group, out of the terminal's reach. SIGINT is set
+        # explicitly: a shell starting us in the background ignores it.
+        for stop in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(stop, _interrupt)
         try:
             # Beside the supervision loop: a worker that dies before it answers is noticed
             # and started again at once, not after the ping's time-out.
