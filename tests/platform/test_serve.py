@@ -37,6 +37,22 @@ def _group(pgid: int) -> list[int]:
     return members
 
 
+def _migrated_env(var: Path) -> dict[str, str]:
+    """The environment for a serve of its own: SQLite and the filesystem broker under
+    ``var``, migrated."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in {"DATABASE_URL", "REDIS_URL", "CELERY_BROKER_URL", "CELERY_RESULT_BACKEND"}
+    }
+    env.update(VAR_DIR=str(var), DJANGO_SETTINGS_MODULE="leukweb.settings_test")
+    subprocess.run(
+        [sys.executable, "manage.py", "migrate", "--noinput"],
+        cwd=REPO_ROOT, env=env, check=True, capture_output=True,
+    )  # fmt: skip
+    return env
+
+
 def _wait(predicate, timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -48,16 +64,7 @@ def _wait(predicate, timeout: float, what: str) -> None:
 
 @pytest.mark.worker
 def test_a_worker_that_dies_is_restarted_and_the_web_stays_up(tmp_path):
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in {"DATABASE_URL", "REDIS_URL", "CELERY_BROKER_URL", "CELERY_RESULT_BACKEND"}
-    }
-    env.update(VAR_DIR=str(tmp_path), DJANGO_SETTINGS_MODULE="leukweb.settings_test")
-    subprocess.run(
-        [sys.executable, "manage.py", "migrate", "--noinput"],
-        cwd=REPO_ROOT, env=env, check=True, capture_output=True,
-    )  # fmt: skip
+    env = _migrated_env(tmp_path)
     port = free_port()
     log = (tmp_path / "serve.log").open("w+")
     serve = subprocess.Popen(
@@ -101,16 +108,7 @@ def test_a_worker_that_dies_is_restarted_and_the_web_stays_up(tmp_path):
 def test_a_closed_terminal_stops_serve_and_everything_it_started(tmp_path):
     """Its children run in process groups of their own, out of the terminal's reach: the
     hangup that a closed terminal sends serve must stop them too."""
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in {"DATABASE_URL", "REDIS_URL", "CELERY_BROKER_URL", "CELERY_RESULT_BACKEND"}
-    }
-    env.update(VAR_DIR=str(tmp_path), DJANGO_SETTINGS_MODULE="leukweb.settings_test")
-    subprocess.run(
-        [sys.executable, "manage.py", "migrate", "--noinput"],
-        cwd=REPO_ROOT, env=env, check=True, capture_output=True,
-    )  # fmt: skip
+    env = _migrated_env(tmp_path)
     log_path = tmp_path / "serve.log"
     with log_path.open("w") as log:
         serve = subprocess.Popen(
