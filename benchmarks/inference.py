@@ -36,6 +36,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
@@ -312,7 +313,13 @@ def one_thread_costs(model, folder: Path, fp32, int8, smears: list[bytes], *, ro
     the graph (its taps and pixel statistics), and decoding and resizing a smear JPEG;
     and the int8 graph with the guard, as the worker runs it. The best of ``rounds``
     rounds of one image a run, so that other load counts least. With a thread per core
-    busy, cores x 1000 / the sum of the first three bounds the worker's images/s."""
+    busy, cores x 1000 / the sum of the first three bounds the worker's images/s.
+
+    ``every_core``: the same parts (the fp32 and int8 graphs with the guard, decoding)
+    with every core running its own copy of the round at once, as the worker's busy
+    threads do: ms an image on each core. A part that the cores slow each other down on
+    (memory, shared caches) costs more here than on one thread, and these costs bound the
+    worker's int8 / fp32 on this machine."""
     from runtime.export import onnx_convert, onnx_session
     from runtime.predictor import SESSION_THREADS
 
@@ -320,23 +327,44 @@ def one_thread_costs(model, folder: Path, fp32, int8, smears: list[bytes], *, ro
     plain_path.write_bytes(onnx_convert(model, fp32.input_size, None))
     plain = onnx_session(plain_path, threads=SESSION_THREADS)
     pixels = np.stack([fp32.prepare(b) for b in smears])
+    cores = os.cpu_count() or 1
 
-    def best_ms(call: Callable[[int], object], count: int) -> float:
-        call(0)
-        times = []
-        for _ in range(rounds):
-            time.sleep(SETTLE_S)
-            started = time.perf_counter()
+    def best_ms(call: Callable[[int], object], count: int, *, threads: int = 1) -> float:
+        def one_round(_: object) -> None:
             for i in range(count):
                 call(i)
-            times.append((time.perf_counter() - started) / count * 1000)
+
+        with ThreadPoolExecutor(threads) as pool:
+            list(pool.map(one_round, range(threads)))  # warms every thread's buffers
+            times = []
+            for _ in range(rounds):
+                time.sleep(SETTLE_S)
+                started = time.perf_counter()
+                list(pool.map(one_round, range(threads)))
+                times.append((time.perf_counter() - started) / count * 1000)
         return min(times)
 
-    graph = best_ms(lambda i: plain.run(None, {"image": pixels[i : i + 1]}), len(pixels))
-    full = best_ms(lambda i: fp32.session.run(None, {"image": pixels[i : i + 1]}), len(pixels))
-    decode = best_ms(lambda i: fp32.prepare(smears[i]), len(smears))
-    quantised = best_ms(lambda i: int8.session.run(None, {"image": pixels[i : i + 1]}), len(pixels))
-    return {"graph": graph, "guard": full - graph, "decode": decode, "int8": quantised}
+    def graph_ms(session, *, threads: int = 1) -> float:
+        return best_ms(
+            lambda i: session.run(None, {"image": pixels[i : i + 1]}), len(pixels), threads=threads
+        )
+
+    def decode_ms(*, threads: int = 1) -> float:
+        return best_ms(lambda i: fp32.prepare(smears[i]), len(smears), threads=threads)
+
+    graph = graph_ms(plain)
+    full = graph_ms(fp32.session)
+    return {
+        "graph": graph,
+        "guard": full - graph,
+        "decode": decode_ms(),
+        "int8": graph_ms(int8.session),
+        "every_core": {
+            "fp32": graph_ms(fp32.session, threads=cores),
+            "int8": graph_ms(int8.session, threads=cores),
+            "decode": decode_ms(threads=cores),
+        },
+    }
 
 
 # --- 2. an analysis worker's start and memory (a child process with Django) ------------
@@ -650,11 +678,7 @@ def figures(throughputs: list[dict], start: dict, load: tuple[float, float, floa
             "worker_vs_tf_compiled": round(t["worker_fp32"] / t["tf_compiled"], 3),
             "int8_vs_fp32": round(t["worker_int8"] / t["worker_fp32"], 3),
             "heatmaps_img_s": round(t["heatmaps"], 1),
-            **(
-                {"one_thread_ms": {k: round(v, 2) for k, v in t["one_thread_ms"].items()}}
-                if "one_thread_ms" in t
-                else {}
-            ),
+            **({"one_thread_ms": _rounded(t["one_thread_ms"])} if "one_thread_ms" in t else {}),
         }
     return {
         "measured": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
@@ -670,6 +694,10 @@ def figures(throughputs: list[dict], start: dict, load: tuple[float, float, floa
         "worker_model": "resnet50",
         "targets": TARGETS,
     }
+
+
+def _rounded(ms: dict) -> dict:
+    return {k: _rounded(v) if isinstance(v, dict) else round(v, 2) for k, v in ms.items()}
 
 
 def best_bare(t: dict) -> float:
@@ -707,7 +735,8 @@ def verdicts(throughputs: list[dict], start: dict, load: tuple[float, float, flo
             line += (
                 f"; one thread, ms an image: graph {cost['graph']:.2f}, guard "
                 f"{cost['guard']:.2f}, decode {cost['decode']:.2f}, int8 with the guard "
-                f"{cost['int8']:.2f}"
+                f"{cost['int8']:.2f}; int8 / fp32 with every core busy, decoding included, "
+                f"at most {every_core_int8_bound(cost):.2f}x"
             )
         lines.append(line)
     if "seconds" in start:
@@ -895,6 +924,45 @@ def cost_lines(smears: dict[str, dict]) -> list[str]:
             f"| {t['worker_ort_fp32'] / t['tf_compiled_guard']:.2f}x "
             f"| {cost['int8']:.2f} | {fp32 / cost['int8']:.2f}x "
             f"| {(fp32 + cost['decode']) / (cost['int8'] + cost['decode']):.2f}x |"
+        )
+    return [*rows, "", *every_core_lines(smears)]
+
+
+def every_core_int8_bound(cost: dict) -> float:
+    """The worker's int8 / fp32 if its busy cores did nothing but the graphs with the
+    guard and the decoding, at what each costs with every core busy at once."""
+    busy = cost["every_core"]
+    return (busy["fp32"] + busy["decode"]) / (busy["int8"] + busy["decode"])
+
+
+def every_core_lines(smears: dict[str, dict]) -> list[str]:
+    """What the parts cost with every core busy at once, beside one thread, and the bound
+    those costs put on the worker's int8 / fp32."""
+    cores = os.cpu_count() or 1
+    rows = [
+        f"### int8 and fp32 with every core busy (smear JPEGs, ms an image on each of {cores} "
+        "cores)",
+        "",
+        "The fp32 and int8 graphs with the guard, and decoding, each run by every core at "
+        "once on its own images, as the worker's busy threads run them, beside the same on "
+        "one thread. Bound: int8 / fp32 if the worker's cores did nothing but these parts "
+        "at these costs, decoding included (it is the same for both): what no scheduling "
+        "in the worker can exceed on this machine.",
+        "",
+        "| model | fp32: one thread | every core | int8: one thread | every core "
+        "| decode: one thread | every core | int8 / fp32: bound | worker |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for arch, t in smears.items():
+        cost = t.get("one_thread_ms")
+        if cost is None:
+            continue
+        busy = cost["every_core"]
+        rows.append(
+            f"| {arch} | {cost['graph'] + cost['guard']:.2f} | {busy['fp32']:.2f} "
+            f"| {cost['int8']:.2f} | {busy['int8']:.2f} | {cost['decode']:.2f} "
+            f"| {busy['decode']:.2f} | {every_core_int8_bound(cost):.2f}x "
+            f"| {t['worker_int8'] / t['worker_fp32']:.2f}x |"
         )
     return [*rows, ""]
 
