@@ -222,10 +222,10 @@ def cases_by_need_of_review(cases: QuerySet[AnyCase]) -> QuerySet[AnyCase]:
 
 
 def cases_predicted_as(cases: QuerySet[AnyCase], label: str) -> QuerySet[AnyCase]:
-    """Only the cases whose primary answer (any of them) is this label."""
-    return cases.filter(
-        Exists(CaseResult.objects.filter(case=OuterRef("pk"), primary=True, label=label))
-    )
+    """Only the cases whose primary answer (any of them) is this label; an answer with
+    every image out of scope gave no label."""
+    answered = CaseResult.objects.filter(case=OuterRef("pk"), primary=True, label=label)
+    return cases.filter(Exists(answered.exclude(ABSTAINED)))
 
 
 def case_result(*, case: Case) -> CaseResult | None:

@@ -27,6 +27,9 @@ class Review(models.Model):
     )
     model_label = models.CharField(max_length=64)
     model_confidence = models.FloatField()
+    # The model gave no subtype (every image out of scope): model_label is then only its
+    # top class, which no page may show as its answer, and no diagnosis agrees with it.
+    model_abstained = models.BooleanField(default=False)
     verdict = models.CharField(max_length=16, choices=Verdict.choices)
     diagnosis = models.CharField(max_length=64, help_text="The reviewer's final diagnosis.")
     comment = models.TextField(blank=True)

@@ -57,6 +57,11 @@ class PatientUpdateSerializer(serializers.ModelSerializer):
 
 class CaseResultSerializer(serializers.ModelSerializer):
     model_version: "serializers.StringRelatedField[ModelVersion]" = serializers.StringRelatedField()
+    abstained = serializers.BooleanField(
+        read_only=True,
+        help_text="Every image was out of scope: the model gave no subtype, and label and "
+        "probabilities are its raw output, not an answer.",
+    )
 
     class Meta:
         model = CaseResult
@@ -67,6 +72,7 @@ class CaseResultSerializer(serializers.ModelSerializer):
             "needs_review",
             "images_count",
             "out_of_scope_count",
+            "abstained",
             "model_version",
             "created",
         ]
@@ -78,6 +84,11 @@ class SignOffSerializer(serializers.Serializer):
         source="review.verdict", help_text="How the reviewer judged the model's answer."
     )
     model_label = serializers.CharField(source="review.model_label")
+    model_abstained = serializers.BooleanField(
+        source="review.model_abstained",
+        help_text="The model gave no subtype (every image out of scope): model_label is its "
+        "top class, not an answer, and the diagnosis is the reviewer's own.",
+    )
     comment = serializers.CharField(source="review.comment")
     reviewer = serializers.CharField(source="reviewer.username")
     signed_at = serializers.DateTimeField(source="created")
@@ -92,7 +103,10 @@ class CaseSerializer(serializers.ModelSerializer):
         slug_field="username", read_only=True, allow_null=True
     )
     images_count = serializers.IntegerField(read_only=True, default=0)
-    predicted_label = serializers.CharField(read_only=True, allow_null=True, default=None)
+    predicted_label = serializers.SerializerMethodField(
+        help_text="The case answer's subtype; null without an answer, and where every image "
+        "was out of scope (the model gave no subtype)."
+    )
     result = serializers.SerializerMethodField()
     sign_off = serializers.SerializerMethodField()
     stalled_reason = serializers.SerializerMethodField(
@@ -148,6 +162,12 @@ class CaseSerializer(serializers.ModelSerializer):
     def get_result(self, case: Case) -> dict | None:
         result = self.context.get("results", {}).get(case.pk)
         return self._result_serializer.to_representation(result) if result else None
+
+    @extend_schema_field(serializers.CharField(allow_null=True))
+    def get_predicted_label(self, case: Case) -> str | None:
+        if getattr(case, "all_out_of_scope", False):
+            return None
+        return getattr(case, "predicted_label", None)
 
     def _analysis(self, case: Case):
         return self.context.get("analysis", {}).get(case.pk)

@@ -431,7 +431,8 @@ class Seeder:
 
     def _review(self, result: CaseResult, version: ModelVersion, team_id: int) -> Review:
         rng = self.rng
-        agreed = version.clinical_label(result.label)
+        # Where the model gave no subtype, no diagnosis agrees with it (as review_create).
+        agreed = None if result.abstained else version.clinical_label(result.label)
         if agreed is not None and rng.random() < 0.85:
             diagnosis = agreed
         else:
@@ -444,6 +445,7 @@ class Seeder:
             model_version=version,
             model_label=result.label,
             model_confidence=result.confidence,
+            model_abstained=result.abstained,
             verdict=Review.Verdict.AGREE if diagnosis == agreed else Review.Verdict.OVERRIDE,
             diagnosis=diagnosis,
             comment="" if diagnosis == agreed else "Demo: the smear says otherwise.",
