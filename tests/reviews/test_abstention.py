@@ -107,6 +107,7 @@ def test_the_case_and_review_pages_do_not_call_the_diagnosis_an_override_of_a_su
     assert 'class="bars muted"' in clinician and 'class="top"' not in clinician
     review = client_for(bob).get(f"/reviews/cases/{case.pk}/?blinded=0").content.decode()
     assert "no subtype: out of scope" in review and "AML (" not in review
+    assert "<strong>CML</strong> (the model gave no subtype)" in review
 
 
 def test_the_review_queue_shows_no_subtype_for_an_out_of_scope_case(client_for, bob, db):
