@@ -46,7 +46,9 @@ class Review(models.Model):
         ordering = ["-created", "-pk"]
 
     def __str__(self) -> str:
-        return f"{self.get_verdict_display()}: {self.diagnosis} (case {self.case_id})"
+        # Where the model gave no subtype there was nothing to agree with or override.
+        kind = "Diagnosis" if self.model_abstained else self.get_verdict_display()
+        return f"{kind}: {self.diagnosis} (case {self.case_id})"
 
 
 class SignOff(models.Model):

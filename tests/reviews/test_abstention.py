@@ -77,7 +77,8 @@ def test_the_verdict_keeps_that_the_model_gave_no_answer(bob, db):
     version = ModelVersionFactory.create()
     abstained = analysed_case("Team A", "P1", version, label="AML", out_of_scope=True)
     answered = analysed_case("Team A", "P2", version, label="AML")
-    assert review_create(case=abstained, reviewer=bob, diagnosis="AML").model_abstained
+    review = review_create(case=abstained, reviewer=bob, diagnosis="AML")
+    assert review.model_abstained and str(review) == f"Diagnosis: AML (case {abstained.pk})"
     assert not review_create(case=answered, reviewer=bob, diagnosis="AML").model_abstained
 
 
