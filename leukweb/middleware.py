@@ -37,6 +37,28 @@ class StoreUnavailableMiddleware:
         return response
 
 
+class MethodNotAllowedPageMiddleware:
+    """A page opened with a method it does not take (a form's address visited, from the
+    history or a bookmark) gets the site's own page saying so; Django's 405 has no body,
+    which a browser shows as its own "this page isn't working". The API keeps its JSON
+    errors (ApiErrorShapeMiddleware)."""
+
+    def __init__(self, get_response) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        response = self.get_response(request)
+        if (
+            response.status_code != HTTPStatus.METHOD_NOT_ALLOWED
+            or request.path_info.startswith("/api/")
+            or response.content
+        ):
+            return response
+        page = render(request, "405.html", status=HTTPStatus.METHOD_NOT_ALLOWED)
+        page["Allow"] = response["Allow"]
+        return page
+
+
 class NoStoreMiddleware:
     """``Cache-Control: no-store`` (and private, no-cache) on every response to a signed-in
     user and on every API response, errors included: patient data must not stay in a shared

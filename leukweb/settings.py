@@ -156,6 +156,7 @@ MIDDLEWARE = [
     "authentication.middleware.SecondFactorMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "leukweb.middleware.StoreUnavailableMiddleware",
+    "leukweb.middleware.MethodNotAllowedPageMiddleware",
     # Last, as django-axes asks: turns a locked-out login into the lockout page.
     "axes.middleware.AxesMiddleware",
 ]

@@ -46,3 +46,20 @@ def test_a_server_error_page_says_it_was_logged_and_what_to_check():
     page = response.content.decode()
     assert response.status_code == HTTPStatus.INTERNAL_SERVER_ERROR
     assert "Something went wrong" in page and "check whether it was saved" in page
+
+
+def test_a_form_address_opened_as_a_page_gets_the_sites_405_page(client_for, bob):
+    """Django answers a POST-only view's GET with an empty 405, which a browser shows as
+    its own error page."""
+    response = client_for(bob).get("/reviews/settings/")
+    page = response.content.decode()
+    assert response.status_code == HTTPStatus.METHOD_NOT_ALLOWED
+    assert response["Allow"] == "POST"
+    assert "nothing was changed" in page and 'class="topbar"' in page
+    assert "no-store" in response["Cache-Control"]
+
+
+def test_the_api_keeps_its_json_405(api_for, alice):
+    response = api_for(alice).get("/api/auth/token/")  # takes POST (and DELETE) only
+    assert response.status_code == HTTPStatus.METHOD_NOT_ALLOWED
+    assert response.json()["error"]["code"] == "method_not_allowed"
