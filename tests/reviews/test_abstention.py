@@ -150,3 +150,10 @@ def test_verdicts_filed_before_the_field_existed_learn_whether_the_model_abstain
     Review.objects.update(model_abstained=False)  # as every row was before the migration
     copy(apps, None)
     assert [Review.objects.get(pk=r.pk).model_abstained for r in reviews] == [True, False]
+
+
+def test_the_agreement_page_does_not_call_an_uncounted_sign_off_no_sign_off(client_for, bob, db):
+    version = ModelVersionFactory.create()
+    _signed_off_abstained_case(bob, version)
+    page = client_for(bob).get("/reviews/agreement/").content.decode()
+    assert "No signed-off case with a model answer yet." in page
