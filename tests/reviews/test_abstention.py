@@ -109,6 +109,8 @@ def test_the_case_and_review_pages_do_not_call_the_diagnosis_an_override_of_a_su
     review = client_for(bob).get(f"/reviews/cases/{case.pk}/?blinded=0").content.decode()
     assert "no subtype: out of scope" in review and "AML (" not in review
     assert "<strong>CML</strong> (the model gave no subtype)" in review
+    verdicts = review.split("<h2>Verdicts</h2>")[1].split("</table>")[0]
+    assert "<td>Diagnosis</td>" in verdicts and "Override" not in verdicts
 
 
 def test_the_review_queue_shows_no_subtype_for_an_out_of_scope_case(client_for, bob, db):
