@@ -55,7 +55,8 @@ class MethodNotAllowedPageMiddleware:
         ):
             return response
         page = render(request, "405.html", status=HTTPStatus.METHOD_NOT_ALLOWED)
-        page["Allow"] = response["Allow"]
+        if "Allow" in response:
+            page["Allow"] = response["Allow"]
         return page
 
 
