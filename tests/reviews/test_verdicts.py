@@ -108,6 +108,7 @@ def test_the_printable_report_has_patient_predictions_verdict_and_sign_off(clien
     page = client_for(bob).get(f"/reviews/cases/{case.pk}/report/").content.decode()
     for expected in ("PAT-7", "Case report", "87.3%", "cnn 1", "Final diagnosis", "Signed off"):
         assert expected in page, expected
+    assert page.count("Research software") == 1  # its own disclaimer, not the site's too
 
 
 def test_the_clinician_sees_the_signed_off_diagnosis_on_the_page_in_the_api_and_in_print(
