@@ -885,6 +885,11 @@ def render(throughputs: list[dict], start: dict, workers: list[dict], seconds: f
     return "\n".join(lines)
 
 
+def _costed(smears: dict[str, dict]) -> list[tuple[str, dict, dict]]:
+    """The models whose run measured the costs an image has on each part of the path."""
+    return [(arch, t, t["one_thread_ms"]) for arch, t in smears.items() if "one_thread_ms" in t]
+
+
 def cost_lines(smears: dict[str, dict]) -> list[str]:
     """The table of what an image costs each part of the worker's path, and the ceilings
     those costs put on the worker against the TF compiled batch."""
@@ -910,10 +915,7 @@ def cost_lines(smears: dict[str, dict]) -> list[str]:
         "| int8 | int8 / fp32: graphs | ... with decoding |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for arch, t in smears.items():
-        cost = t.get("one_thread_ms")
-        if cost is None:
-            continue
+    for arch, t, cost in _costed(smears):
         fp32 = cost["graph"] + cost["guard"]
         alone = cores * 1000 / cost["graph"] / t["tf_compiled"]
         whole = cores * 1000 / (fp32 + cost["decode"]) / t["tf_compiled"]
@@ -953,10 +955,7 @@ def every_core_lines(smears: dict[str, dict]) -> list[str]:
         "| decode: one thread | every core | int8 / fp32: bound | worker |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for arch, t in smears.items():
-        cost = t.get("one_thread_ms")
-        if cost is None:
-            continue
+    for arch, t, cost in _costed(smears):
         busy = cost["every_core"]
         rows.append(
             f"| {arch} | {cost['graph'] + cost['guard']:.2f} | {busy['fp32']:.2f} "

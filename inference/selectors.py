@@ -189,9 +189,11 @@ def cases_with_results(
     primary = CaseResult.objects.filter(case=OuterRef("pk"), primary=True).order_by("-created")
     if visible is not None:
         primary = primary.filter(visible)
+    # An answer with every image out of scope gave no subtype: its top class is not one.
+    answered = primary.exclude(ABSTAINED)
     return cases.annotate(
-        predicted_label=Subquery(primary.values("label")[:1]),
-        predicted_confidence=Subquery(primary.values("confidence")[:1]),
+        predicted_label=Subquery(answered.values("label")[:1]),
+        predicted_confidence=Subquery(answered.values("confidence")[:1]),
         needs_review=Subquery(primary.values("needs_review")[:1]),
         result_model_version_id=Subquery(primary.values("model_version")[:1]),
         # Every image outside what the model knows: the list shows no subtype then.

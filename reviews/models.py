@@ -46,9 +46,13 @@ class Review(models.Model):
         ordering = ["-created", "-pk"]
 
     def __str__(self) -> str:
-        # Where the model gave no subtype there was nothing to agree with or override.
-        kind = "Diagnosis" if self.model_abstained else self.get_verdict_display()
-        return f"{kind}: {self.diagnosis} (case {self.case_id})"
+        return f"{self.verdict_shown}: {self.diagnosis} (case {self.case_id})"
+
+    @property
+    def verdict_shown(self) -> str:
+        """The verdict as pages name it: where the model gave no subtype there was nothing
+        to agree with or override, only the reviewer's diagnosis."""
+        return "Diagnosis" if self.model_abstained else self.get_verdict_display()
 
 
 class SignOff(models.Model):

@@ -111,8 +111,7 @@ def review_queue(*, user: User, filters: QueueFilters | None = None) -> QuerySet
     if filters.team_id:
         cases = cases.filter(team_id=filters.team_id)
     if filters.subtype:
-        # A case whose every image is out of scope was given no subtype at all.
-        cases = cases.filter(predicted_label=filters.subtype).exclude(all_out_of_scope=True)
+        cases = cases.filter(predicted_label=filters.subtype)
     if filters.model_version_id:
         cases = cases.filter(result_model_version_id=filters.model_version_id)
     if filters.created_from:

@@ -103,9 +103,12 @@ class CaseSerializer(serializers.ModelSerializer):
         slug_field="username", read_only=True, allow_null=True
     )
     images_count = serializers.IntegerField(read_only=True, default=0)
-    predicted_label = serializers.SerializerMethodField(
+    predicted_label = serializers.CharField(
+        read_only=True,
+        allow_null=True,
+        default=None,
         help_text="The case answer's subtype; null without an answer, and where every image "
-        "was out of scope (the model gave no subtype)."
+        "was out of scope (the model gave no subtype).",
     )
     result = serializers.SerializerMethodField()
     sign_off = serializers.SerializerMethodField()
@@ -162,12 +165,6 @@ class CaseSerializer(serializers.ModelSerializer):
     def get_result(self, case: Case) -> dict | None:
         result = self.context.get("results", {}).get(case.pk)
         return self._result_serializer.to_representation(result) if result else None
-
-    @extend_schema_field(serializers.CharField(allow_null=True))
-    def get_predicted_label(self, case: Case) -> str | None:
-        if getattr(case, "all_out_of_scope", False):
-            return None
-        return getattr(case, "predicted_label", None)
 
     def _analysis(self, case: Case):
         return self.context.get("analysis", {}).get(case.pk)
